@@ -1,0 +1,22 @@
+"""Report business events from OpenTelemetry spans to Greenflash.
+
+Mark a span with ``greenflash.event.type`` (and friends, see :mod:`otel_greenflash.attributes`),
+install :class:`GreenflashSpanProcessor`, and each such span becomes one Events API call.
+"""
+
+from ._config import GreenflashConfig
+from ._event import BusinessEvent, InvalidAttribute
+from ._stats import StatsSnapshot
+from ._version import __version__
+from .exporter import GreenflashSpanExporter
+from .processor import GreenflashSpanProcessor
+
+__all__ = [
+    "BusinessEvent",
+    "GreenflashConfig",
+    "GreenflashSpanExporter",
+    "GreenflashSpanProcessor",
+    "InvalidAttribute",
+    "StatsSnapshot",
+    "__version__",
+]

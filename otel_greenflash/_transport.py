@@ -1,0 +1,67 @@
+"""HTTP transport: one Events API request per event over a keep-alive httpx client."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import httpx
+from opentelemetry import context as otel_context
+
+from ._config import GreenflashConfig
+from ._event import BusinessEvent
+from ._version import __version__
+
+USER_AGENT = f"otel-greenflash/{__version__} (python; httpx/{httpx.__version__})"
+
+# The SDK's own exporters set this key so HTTP-client instrumentations skip their requests.
+_SUPPRESS_INSTRUMENTATION_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY
+
+
+@dataclass(frozen=True, slots=True)
+class SendOutcome:
+    """What happened to one request: an HTTP status, or a transport error's class name."""
+
+    status: int | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+def encode_body(event: BusinessEvent) -> bytes:
+    """Serialise an event body as compact JSON."""
+    return json.dumps(event.body, separators=(",", ":"), allow_nan=False).encode()
+
+
+class EventTransport:
+    """Posts events to ``{base_url}/events``; never raises on network or HTTP errors."""
+
+    def __init__(self, config: GreenflashConfig, *, max_connections: int = 16) -> None:
+        headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json"}
+        if config.api_key:
+            headers["Authorization"] = f"Bearer {config.api_key}"
+        self._url = config.events_url
+        self._client = httpx.Client(
+            headers=headers,
+            timeout=httpx.Timeout(config.timeout_seconds, connect=min(5.0, config.timeout_seconds)),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+        )
+
+    def send(self, event: BusinessEvent) -> SendOutcome:
+        """POST one event; return its outcome."""
+        token = otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        try:
+            response = self._client.post(self._url, content=encode_body(event))
+            response.read()
+            return SendOutcome(response.status_code)
+        except httpx.HTTPError as exc:
+            return SendOutcome(None, type(exc).__name__)
+        finally:
+            otel_context.detach(token)
+
+    def close(self) -> None:
+        self._client.close()

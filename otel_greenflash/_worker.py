@@ -1,0 +1,111 @@
+"""A bounded queue drained by one daemon thread, with flush and shutdown that honour timeouts."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+logger = logging.getLogger("otel_greenflash")
+
+Item = TypeVar("Item")
+
+
+class BackgroundWorker(Generic[Item]):
+    """Hands queued items, in batches, to ``handle_batch`` on a daemon thread.
+
+    ``submit`` never blocks on I/O: it appends under a short lock, and when the queue is
+    full the *new* item is refused (returns False) so the caller can count the drop.
+    """
+
+    def __init__(
+        self,
+        handle_batch: Callable[[list[Item]], None],
+        *,
+        name: str,
+        max_queue_size: int = 2048,
+        max_batch_size: int = 512,
+        schedule_delay_seconds: float = 1.0,
+    ) -> None:
+        self._handle_batch = handle_batch
+        self._name = name
+        self._max_queue_size = max_queue_size
+        self._max_batch_size = max_batch_size
+        self._schedule_delay = schedule_delay_seconds
+        self._queue: collections.deque[Item] = collections.deque()
+        self._condition = threading.Condition(threading.Lock())
+        self._submitted = 0
+        self._finished = 0
+        self._flush_requested = False
+        self._shutdown = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, item: Item) -> bool:
+        """Queue an item; False when the queue is full or the worker is shut down."""
+        with self._condition:
+            if self._shutdown or len(self._queue) >= self._max_queue_size:
+                return False
+            self._queue.append(item)
+            self._submitted += 1
+            if len(self._queue) >= self._max_batch_size:
+                self._condition.notify_all()
+        return True
+
+    def flush(self, timeout_seconds: float) -> bool:
+        """Wait until everything submitted so far is handled; False on timeout."""
+        deadline = time.monotonic() + timeout_seconds
+        with self._condition:
+            target = self._submitted
+            self._flush_requested = True
+            self._condition.notify_all()
+            while self._finished < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._thread.is_alive():
+                    return False
+                self._condition.wait(remaining)
+        return True
+
+    def shutdown(self, timeout_seconds: float) -> int:
+        """Drain what fits in the timeout, stop the thread; return how many items were left."""
+        deadline = time.monotonic() + timeout_seconds
+        with self._condition:
+            self._shutdown = True
+            self._condition.notify_all()
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        with self._condition:
+            return self._submitted - self._finished
+
+    @property
+    def stopped(self) -> bool:
+        """True once the worker thread has exited."""
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while not (
+                    self._shutdown
+                    or self._flush_requested
+                    or len(self._queue) >= self._max_batch_size
+                ):
+                    if not self._condition.wait(self._schedule_delay):
+                        break  # schedule delay passed: send what is queued
+                if not self._queue:
+                    self._flush_requested = False
+                    self._condition.notify_all()
+                    if self._shutdown:
+                        return
+                    continue
+                size = min(len(self._queue), self._max_batch_size)
+                batch = [self._queue.popleft() for _ in range(size)]
+            try:
+                self._handle_batch(batch)
+            except Exception:  # a bug here must not kill the worker
+                logger.exception("otel_greenflash worker %s failed to handle a batch", self._name)
+            with self._condition:
+                self._finished += len(batch)
+                self._condition.notify_all()

@@ -1,0 +1,17 @@
+"""Testing tools: a local Events API server and pytest fixtures for it.
+
+>>> from otel_greenflash.testing import EventsApiServer
+>>> with EventsApiServer() as server:  # doctest: +SKIP
+...     processor = GreenflashSpanProcessor(api_key=server.api_key, base_url=server.base_url)
+"""
+
+from ._contract import validate_event_body
+from ._server import DEFAULT_API_KEY, EventsApiServer, Fault, RecordedRequest
+
+__all__ = [
+    "DEFAULT_API_KEY",
+    "EventsApiServer",
+    "Fault",
+    "RecordedRequest",
+    "validate_event_body",
+]
