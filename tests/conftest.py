@@ -1,0 +1,54 @@
+"""Shared fixtures: a local Events API server and tracer providers wired to it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from otel_greenflash import GreenflashSpanProcessor
+from otel_greenflash.testing import EventsApiServer
+
+PRODUCT_ID = "123e4567-e89b-12d3-a456-426614174000"
+CONVERSATION_ID = "0b9f3f8e-5a3c-4f7e-9c1d-2a6b8e4d7f10"
+
+MakeProcessor = Callable[..., GreenflashSpanProcessor]
+
+
+@pytest.fixture
+def server(greenflash_server: EventsApiServer) -> EventsApiServer:
+    """The plugin's ``greenflash_server`` fixture, under a short name."""
+    return greenflash_server
+
+
+@pytest.fixture
+def make_processor(server: EventsApiServer) -> Iterator[MakeProcessor]:
+    """Build processors pointed at the local server; shut them all down afterwards."""
+    made: list[GreenflashSpanProcessor] = []
+
+    def make(**overrides: Any) -> GreenflashSpanProcessor:
+        options: dict[str, Any] = {
+            "api_key": server.api_key,
+            "base_url": server.base_url,
+            "product_id": PRODUCT_ID,
+            "schedule_delay_seconds": 0.05,
+        }
+        options.update(overrides)
+        processor = GreenflashSpanProcessor(**options)
+        made.append(processor)
+        return processor
+
+    yield make
+    for processor in made:
+        processor.shutdown(timeout_millis=2000)
+
+
+@pytest.fixture
+def provider(make_processor: MakeProcessor) -> Iterator[TracerProvider]:
+    """A TracerProvider with one GreenflashSpanProcessor aimed at the local server."""
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(make_processor())
+    yield tracer_provider
+    tracer_provider.shutdown()
