@@ -339,7 +339,7 @@ def _properties(attributes: Attributes) -> dict[str, object]:
     properties: dict[str, object] = {}
     raw_json = attributes.get(attr.EVENT_PROPERTIES)
     if raw_json is not None:
-        allowed = "a JSON object string such as '{\"plan\": \"pro\"}'"
+        allowed = 'a JSON object string such as \'{"plan": "pro"}\''
         if not isinstance(raw_json, str):
             raise _Invalid(attr.EVENT_PROPERTIES, _got(raw_json), allowed)
         try:
@@ -347,9 +347,7 @@ def _properties(attributes: Attributes) -> dict[str, object]:
         except ValueError:
             raise _Invalid(attr.EVENT_PROPERTIES, "is not valid JSON", allowed) from None
         if not isinstance(parsed, dict):
-            raise _Invalid(
-                attr.EVENT_PROPERTIES, f"holds a JSON {type(parsed).__name__}", allowed
-            )
+            raise _Invalid(attr.EVENT_PROPERTIES, f"holds a JSON {type(parsed).__name__}", allowed)
         properties.update(parsed)
     prefix = attr.EVENT_PROPERTIES_PREFIX
     for key, value in attributes.items():

@@ -94,9 +94,7 @@ class GreenflashSpanProcessor(SpanProcessor):
         left = self._worker.shutdown(timeout_millis / 1000)
         if left:
             self._stats.add_dropped("shutdown", left)
-            logger.warning(
-                "otel_greenflash shut down with %d event span(s) not delivered", left
-            )
+            logger.warning("otel_greenflash shut down with %d event span(s) not delivered", left)
         if self._worker.stopped:
             self._pipeline.close()
 

@@ -49,9 +49,7 @@ def test_event_span_becomes_one_api_call(
         "insertId": f"otel-{context.trace_id:032x}-{context.span_id:016x}",
     }
     assert str(event["eventAt"]).endswith("Z")
-    assert processor.stats() == {
-        "queued": 1, "sent": 1, "failed": 0, "invalid": 0, "dropped": {}
-    }
+    assert processor.stats() == {"queued": 1, "sent": 1, "failed": 0, "invalid": 0, "dropped": {}}
 
 
 def test_request_headers_carry_bearer_key_json_and_user_agent(
@@ -72,9 +70,13 @@ def test_span_events_become_one_event_each(
 ) -> None:
     with provider.get_tracer("app").start_as_current_span("chat.turn") as span:
         span.set_attribute("greenflash.conversation.external_id", "chat-1")
-        span.add_event("greenflash.event", {"greenflash.event.type": "step", "greenflash.event.value": 1})
+        span.add_event(
+            "greenflash.event", {"greenflash.event.type": "step", "greenflash.event.value": 1}
+        )
         span.add_event("unrelated", {"x": 1})
-        span.add_event("greenflash.event", {"greenflash.event.type": "step", "greenflash.event.value": 2})
+        span.add_event(
+            "greenflash.event", {"greenflash.event.type": "step", "greenflash.event.value": 2}
+        )
     provider.force_flush()
 
     assert sorted(event["value"] for event in server.events) == ["1", "2"]
@@ -113,7 +115,9 @@ def test_installing_the_processor_changes_nothing_other_exporters_see(
             root.set_attribute("greenflash.conversation.external_id", "chat-1")
             with tracer.start_as_current_span("billing.upgrade") as span:
                 span.set_attributes(UPGRADE)
-                span.add_event("greenflash.event", {"greenflash.event.type": "t", "greenflash.event.value": 1})
+                span.add_event(
+                    "greenflash.event", {"greenflash.event.type": "t", "greenflash.event.value": 1}
+                )
         provider.force_flush()
         return [
             (
@@ -155,7 +159,8 @@ def test_invalid_event_is_logged_once_counted_and_not_sent(
     assert "billing.refund" in message
     assert "greenflash.event.influence" in message
     assert "positive, negative, neutral" in message
-    assert "very-bad" not in message and "secret-value-42" not in message
+    assert "very-bad" not in message
+    assert "secret-value-42" not in message
 
 
 def test_without_api_key_it_warns_once_and_sends_nothing(

@@ -39,9 +39,7 @@ KNOWN_FIELDS = frozenset(
 VALUE_TYPES = ("currency", "numeric", "text", "boolean")
 INFLUENCES = ("positive", "negative", "neutral")
 
-_ISO_8601 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
-)
+_ISO_8601 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
 
 
 def validate_event_body(body: object) -> list[str]:

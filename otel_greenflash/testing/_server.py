@@ -267,9 +267,7 @@ class _Handler(BaseHTTPRequestHandler):
             owner._record(RecordedRequest("POST", self.path, 404, None, headers))
             self._answer(404, {"success": False, "error": "not found"})
 
-    def _handle_event(
-        self, owner: EventsApiServer, body: Any, headers: Mapping[str, str]
-    ) -> None:
+    def _handle_event(self, owner: EventsApiServer, body: Any, headers: Mapping[str, str]) -> None:
         errors = validate_event_body(body)
         if not headers.get("content-type", "").startswith("application/json"):
             errors.append("Content-Type must be application/json")
