@@ -13,17 +13,22 @@ logger = logging.getLogger("otel_greenflash")
 
 Item = TypeVar("Item")
 
+BatchHandler = Callable[[list[Item], bool], None]
+"""Called on the worker thread with a batch (possibly empty) and ``drain``: True when a flush or
+shutdown asks for everything held back to go out now."""
+
 
 class BackgroundWorker(Generic[Item]):
-    """Hands queued items, in batches, to ``handle_batch`` on a daemon thread.
+    """Hands queued items, in batches, to a handler on a daemon thread.
 
     ``submit`` never blocks on I/O: it appends under a short lock, and when the queue is
-    full the *new* item is refused (returns False) so the caller can count the drop.
+    full the *new* item is refused (returns False) so the caller can count the drop. The
+    handler also runs at least every ``schedule_delay_seconds`` so it can release held items.
     """
 
     def __init__(
         self,
-        handle_batch: Callable[[list[Item]], None],
+        handle_batch: BatchHandler[Item],
         *,
         name: str,
         max_queue_size: int = 2048,
@@ -39,10 +44,20 @@ class BackgroundWorker(Generic[Item]):
         self._condition = threading.Condition(threading.Lock())
         self._submitted = 0
         self._finished = 0
-        self._flush_requested = False
+        self._flush_requested = 0
+        self._flush_done = 0
+        self._woken = False
         self._shutdown = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    @property
+    def stopped(self) -> bool:
+        """True once the worker thread has exited."""
+        return not self._thread.is_alive()
 
     def submit(self, item: Item) -> bool:
         """Queue an item; False when the queue is full or the worker is shut down."""
@@ -55,14 +70,20 @@ class BackgroundWorker(Generic[Item]):
                 self._condition.notify_all()
         return True
 
+    def wake(self) -> None:
+        """Run the handler soon even if no batch is full (e.g. held items can go now)."""
+        with self._condition:
+            self._woken = True
+            self._condition.notify_all()
+
     def flush(self, timeout_seconds: float) -> bool:
-        """Wait until everything submitted so far is handled; False on timeout."""
+        """Wait until everything submitted so far is handled with ``drain``; False on timeout."""
         deadline = time.monotonic() + timeout_seconds
         with self._condition:
-            target = self._submitted
-            self._flush_requested = True
+            self._flush_requested += 1
+            generation = self._flush_requested
             self._condition.notify_all()
-            while self._finished < target:
+            while self._flush_done < generation:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._thread.is_alive():
                     return False
@@ -75,37 +96,37 @@ class BackgroundWorker(Generic[Item]):
         with self._condition:
             self._shutdown = True
             self._condition.notify_all()
-        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread is not threading.current_thread():
+            self._thread.join(max(0.0, deadline - time.monotonic()))
         with self._condition:
             return self._submitted - self._finished
-
-    @property
-    def stopped(self) -> bool:
-        """True once the worker thread has exited."""
-        return not self._thread.is_alive()
 
     def _run(self) -> None:
         while True:
             with self._condition:
                 while not (
                     self._shutdown
-                    or self._flush_requested
+                    or self._woken
+                    or self._flush_requested > self._flush_done
                     or len(self._queue) >= self._max_batch_size
                 ):
                     if not self._condition.wait(self._schedule_delay):
-                        break  # schedule delay passed: send what is queued
-                if not self._queue:
-                    self._flush_requested = False
-                    self._condition.notify_all()
-                    if self._shutdown:
-                        return
-                    continue
+                        break  # schedule delay passed: handle what is queued
+                self._woken = False
                 size = min(len(self._queue), self._max_batch_size)
                 batch = [self._queue.popleft() for _ in range(size)]
+                draining = (self._shutdown or self._flush_requested > self._flush_done) and not (
+                    self._queue
+                )
+                generation = self._flush_requested
             try:
-                self._handle_batch(batch)
+                self._handle_batch(batch, draining)
             except Exception:  # a bug here must not kill the worker
                 logger.exception("otel_greenflash worker %s failed to handle a batch", self._name)
             with self._condition:
                 self._finished += len(batch)
-                self._condition.notify_all()
+                if draining:
+                    self._flush_done = generation
+                    self._condition.notify_all()
+                    if self._shutdown:
+                        return

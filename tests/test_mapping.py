@@ -195,9 +195,7 @@ def test_currency_string_value_is_kept_as_is() -> None:
     "change value (9007199254740993 -> '9007199254740992.00')",
 )
 def test_currency_int_above_float_precision_keeps_its_digits() -> None:
-    attributes = with_attributes(
-        {attr.EVENT_VALUE: 2**53 + 1, attr.EVENT_VALUE_TYPE: "currency"}
-    )
+    attributes = with_attributes({attr.EVENT_VALUE: 2**53 + 1, attr.EVENT_VALUE_TYPE: "currency"})
     assert body_of(attributes)["value"] == "9007199254740993.00"
 
 
@@ -295,9 +293,7 @@ def test_quality_impact_score_in_range_is_kept(score: float) -> None:
     assert body["qualityImpactScore"] == score
 
 
-@pytest.mark.parametrize(
-    "score", [1.5, -1.01, 2, math.nan, math.inf, True, False, "0.5", (0.5,)]
-)
+@pytest.mark.parametrize("score", [1.5, -1.01, 2, math.nan, math.inf, True, False, "0.5", (0.5,)])
 def test_quality_impact_score_out_of_range_or_not_a_number_is_invalid(score: object) -> None:
     invalid = rejection_of(with_attributes({attr.EVENT_QUALITY_IMPACT_SCORE: score}))
     assert invalid.attribute == attr.EVENT_QUALITY_IMPACT_SCORE
@@ -484,7 +480,7 @@ def test_span_event_at_defaults_to_its_timestamp() -> None:
         ("2026-05-01T12:00:00Z", "2026-05-01T12:00:00.000Z"),
         ("2026-05-01T12:00:00z", "2026-05-01T12:00:00.000Z"),
         ("2026-05-01T12:00:00.123456Z", "2026-05-01T12:00:00.123Z"),
-        ("2026-05-01T12:00:00.5+00:00", "2026-05-01T12:00:00.500Z"),
+        ("2026-05-01T12:00:00.500+00:00", "2026-05-01T12:00:00.500Z"),
         ("2026-05-01T14:30:00+02:00", "2026-05-01T12:30:00.000Z"),
         ("2026-05-01T07:00:00.250-05:00", "2026-05-01T12:00:00.250Z"),
         ("2026-05-01T00:30:00+01:00", "2026-04-30T23:30:00.000Z"),
@@ -639,9 +635,7 @@ def test_linked_ids_fill_ids_missing_on_the_span() -> None:
 
 def test_linked_ids_come_after_span_ids_for_span_events() -> None:
     span = make_span({attr.USER_ID: USER_ID}, events=[SpanEvent(attributes=MINIMAL)])
-    linked = as_linked(
-        {attr.USER_ID: OTHER_USER_ID, attr.ORGANIZATION_EXTERNAL_ID: "acme"}
-    )
+    linked = as_linked({attr.USER_ID: OTHER_USER_ID, attr.ORGANIZATION_EXTERNAL_ID: "acme"})
     (event,) = map_span(span, default_product_id=PRODUCT_ID, linked=linked).events
     assert event.body["userId"] == USER_ID
     assert event.body["externalOrganizationId"] == "acme"
@@ -807,27 +801,27 @@ KNOWN_KEYS = (
     *attr.ID_KEYS,
 )
 
-# Strings that pass some rule, so generated events are often valid and reach the body checks.
-PLAUSIBLE_STRINGS = (
-    PRODUCT_ID,
-    CONVERSATION_ID,
-    "currency",
-    "COUNT",
-    "text",
-    "positive",
-    "Neutral",
-    "2026-05-01T12:00:00Z",
-    "2026-05-01T12:00:00.5+02:00",
-    "2026-05-01T12:00:00",
-    '{"plan": "pro", "seats": [1, 2]}',
-    "[1, 2]",
-    '{"a": NaN}',
-    "",
-)
+# Values that pass each rule, so that many generated events are valid and reach the body checks.
+VALID_EXAMPLES: Mapping[str, Sequence[object]] = {
+    attr.EVENT_VALUE_TYPE: ("currency", "Count", "text", "BOOLEAN", "numeric"),
+    attr.EVENT_INFLUENCE: ("positive", "NEGATIVE", "neutral"),
+    attr.EVENT_QUALITY_IMPACT_SCORE: (-1, -0.5, 0, 1.0),
+    attr.EVENT_SAMPLE_RATE: (0, 0.25, 1),
+    attr.EVENT_FORCE_SAMPLE: (True, False),
+    attr.EVENT_PROPERTIES: ('{"plan": "pro", "seats": [1, 2]}', "{}"),
+    attr.EVENT_INSERT_ID: ("order-42",),
+    attr.EVENT_AT: ("2026-05-01T12:00:00Z", "2026-05-01T12:00:00.500+02:00", "2026-05-01T12:00:00"),
+    attr.PRODUCT_ID: (PRODUCT_ID, OTHER_PRODUCT_ID.upper()),
+    attr.CONVERSATION_ID: (CONVERSATION_ID,),
+    attr.USER_ID: (USER_ID,),
+    attr.ORGANIZATION_ID: (ORGANIZATION_ID,),
+    attr.CONVERSATION_EXTERNAL_ID: ("conversation-1", 7),
+    attr.USER_EXTERNAL_ID: ("user-1", -3),
+    attr.ORGANIZATION_EXTERNAL_ID: ("acme",),
+}
 
 scalars = st.one_of(
     st.text(max_size=20),
-    st.sampled_from(PLAUSIBLE_STRINGS),
     st.booleans(),
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
     st.floats(allow_nan=True, allow_infinity=True),
@@ -835,20 +829,45 @@ scalars = st.one_of(
 attribute_values = st.one_of(
     scalars,
     st.lists(scalars, max_size=4).map(tuple),
-    # OTel SDKs with extended attribute support also keep these; older ones drop them.
+    # SDKs with extended attribute support keep these (and mixed tuples); older ones drop them.
     st.none(),
     st.binary(max_size=4),
     st.dictionaries(st.text(min_size=1, max_size=5), scalars, max_size=3),
 )
+property_keys = st.text(min_size=1, max_size=10).map(lambda key: attr.EVENT_PROPERTIES_PREFIX + key)
 attribute_keys = st.one_of(
-    st.sampled_from(KNOWN_KEYS),
-    st.text(min_size=1, max_size=20),
-    st.text(min_size=1, max_size=10).map(lambda key: attr.EVENT_PROPERTIES_PREFIX + key),
+    st.sampled_from(KNOWN_KEYS), st.text(min_size=1, max_size=20), property_keys
 )
-attribute_dicts = st.builds(
-    lambda base, extra: {**base, **extra},
+
+
+def merged(base: Mapping[str, object], extra: Mapping[str, object]) -> dict[str, object]:
+    return {**base, **extra}
+
+
+# Mostly-valid events: every convention key holds a valid value, plus random other keys.
+plausible_dicts = st.builds(
+    merged,
+    st.fixed_dictionaries(
+        {attr.EVENT_TYPE: st.sampled_from(("upgrade", "signup")), attr.EVENT_VALUE: scalars},
+        optional={key: st.sampled_from(values) for key, values in VALID_EXAMPLES.items()},
+    ),
+    st.dictionaries(
+        st.one_of(st.text(min_size=1, max_size=20), property_keys), attribute_values, max_size=4
+    ),
+)
+# Anything at all under any key, convention or not.
+random_dicts = st.builds(
+    merged,
     st.fixed_dictionaries({}, optional={attr.EVENT_TYPE: scalars, attr.EVENT_VALUE: scalars}),
     st.dictionaries(attribute_keys, attribute_values, max_size=10),
+)
+attribute_dicts = st.one_of(plausible_dicts, random_dicts)
+linked_ids = st.one_of(
+    st.none(),
+    st.fixed_dictionaries(
+        {}, optional={key: st.sampled_from(VALID_EXAMPLES[key]) for key in attr.ID_KEYS}
+    ),
+    st.dictionaries(st.sampled_from(attr.ID_KEYS), scalars, max_size=3),
 )
 span_events = st.lists(
     st.builds(
@@ -873,7 +892,7 @@ def expected_event_count(span: ReadableSpan) -> int:
 @given(
     attributes=attribute_dicts,
     events=span_events,
-    linked=st.one_of(st.none(), st.dictionaries(st.sampled_from(attr.ID_KEYS), scalars)),
+    linked=linked_ids,
     default_product_id=st.sampled_from([PRODUCT_ID, None]),
 )
 def test_any_attributes_map_to_contract_valid_bodies_or_invalid(

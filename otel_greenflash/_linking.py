@@ -1,0 +1,309 @@
+"""Linking events to conversations through the trace.
+
+Resolution order per id field (first hit wins): the event span itself, its nearest live ancestor
+in this process, W3C baggage in the span's start context, any other span of the same local trace
+(including ones that end later), then configuration defaults (product id only).
+
+Three small structures, each with a fixed bound:
+
+- :class:`LiveSpans` — span id → live span, from on_start to on_end (bounded by open spans).
+- :class:`TraceIds` — trace id → ids seen on ended spans of that trace (LRU, ``max_traces``).
+- :class:`WaitingEvents` — event spans whose conversation is unknown, waiting for the local root
+  span to end (bounded by ``max_waiting`` and ``linger_seconds``); owned by the worker thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.util.types import AttributeValue
+
+from . import attributes as attr
+
+Ids = dict[str, AttributeValue]
+"""Linking key (``greenflash.*``) → value."""
+
+DEFAULT_ALIASES: Mapping[str, str] = {
+    "gen_ai.conversation.id": attr.CONVERSATION_EXTERNAL_ID,
+    "session.id": attr.CONVERSATION_EXTERNAL_ID,
+    "user.id": attr.USER_EXTERNAL_ID,
+    "enduser.id": attr.USER_EXTERNAL_ID,
+}
+"""Attributes of other instrumentations read as Greenflash ids, below the ``greenflash.*`` keys.
+
+Order matters among aliases of one target: the first one present wins.
+"""
+
+CONVERSATION_KEYS = (attr.CONVERSATION_ID, attr.CONVERSATION_EXTERNAL_ID)
+
+
+class LinkKeys:
+    """The set of attribute keys that carry ids: ``greenflash.*`` keys plus aliases."""
+
+    def __init__(self, aliases: Mapping[str, str] | None = None) -> None:
+        chosen = dict(DEFAULT_ALIASES if aliases is None else aliases)
+        for source, target in chosen.items():
+            if target not in attr.ID_KEYS:
+                raise ValueError(
+                    f"alias {source!r} targets {target!r}, which is not a Greenflash id key; "
+                    f"allowed targets: {', '.join(attr.ID_KEYS)}"
+                )
+        self.aliases: Mapping[str, str] = chosen
+        self._sources: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
+            (key, (key, *(s for s, t in chosen.items() if t == key))) for key in attr.ID_KEYS
+        )
+        self.all_keys: frozenset[str] = frozenset(attr.ID_KEYS) | frozenset(chosen)
+
+    def mentions_ids(self, attributes: Mapping[str, Any] | None) -> bool:
+        """Cheap test: does this attribute mapping hold any id key?"""
+        if not attributes:
+            return False
+        raw = getattr(attributes, "_dict", attributes)  # BoundedAttributes' plain dict
+        return not self.all_keys.isdisjoint(raw)
+
+    def ids_from(self, attributes: Mapping[str, Any] | None) -> Ids:
+        """The valid ids found in ``attributes``; values that are not valid ids are skipped."""
+        found: Ids = {}
+        if not attributes:
+            return found
+        for key, sources in self._sources:
+            for source in sources:
+                value = attributes.get(source)
+                if value is not None and is_valid_id(key, value):
+                    found[key] = value
+                    break
+        return found
+
+
+def is_valid_id(key: str, value: object) -> bool:
+    """True when ``value`` may be sent in the field of ``key`` (UUID or external id)."""
+    if key in attr.UUID_ID_KEYS:
+        if not isinstance(value, str):
+            return False
+        try:
+            uuid.UUID(value)
+        except ValueError:
+            return False
+        return True
+    if isinstance(value, bool):
+        return False
+    return (isinstance(value, str) and bool(value.strip())) or isinstance(value, int)
+
+
+def merge_ids(levels: Iterable[Mapping[str, AttributeValue]]) -> Ids:
+    """Merge id levels, highest priority first: the first level holding a key wins."""
+    merged: Ids = {}
+    for level in levels:
+        for key, value in level.items():
+            merged.setdefault(key, value)
+    return merged
+
+
+def has_conversation(ids: Mapping[str, AttributeValue]) -> bool:
+    return any(key in ids for key in CONVERSATION_KEYS)
+
+
+def is_local_root(span: ReadableSpan) -> bool:
+    """A span with no parent, or whose parent lives in another process."""
+    parent = span.parent
+    return parent is None or parent.is_remote
+
+
+@dataclass(slots=True)
+class EventSpan:
+    """An ended event span plus what on_end captured for linking."""
+
+    span: ReadableSpan
+    ancestors: tuple[ReadableSpan, ...]
+    baggage: Mapping[str, object] | None
+
+    @property
+    def trace_id(self) -> int:
+        context = self.span.context
+        return context.trace_id if context is not None else 0
+
+
+class LiveSpans:
+    """Spans between on_start and on_end, so an ending event span can find its live ancestors."""
+
+    def __init__(self, max_spans: int = 100_000) -> None:
+        self._max_spans = max_spans
+        self._spans: dict[int, ReadableSpan] = {}
+        self._baggage: dict[int, Mapping[str, object]] = {}
+        self.overflowed = 0
+
+    def __len__(self) -> int:
+        return len(self._spans)
+
+    def add(self, span_id: int, span: ReadableSpan, baggage: Mapping[str, object] | None) -> None:
+        if len(self._spans) >= self._max_spans:
+            self.overflowed += 1  # spans that never end: stop remembering, stay bounded
+            return
+        self._spans[span_id] = span
+        if baggage:
+            self._baggage[span_id] = baggage
+
+    def remove(self, span_id: int) -> Mapping[str, object] | None:
+        """Forget a span; return the baggage captured at its start."""
+        self._spans.pop(span_id, None)
+        return self._baggage.pop(span_id, None) if self._baggage else None
+
+    def ancestors(self, span: ReadableSpan, limit: int = 256) -> tuple[ReadableSpan, ...]:
+        """Live ancestors of ``span`` in this process, nearest first."""
+        chain: list[ReadableSpan] = []
+        parent = span.parent
+        while parent is not None and not parent.is_remote and len(chain) < limit:
+            ancestor = self._spans.get(parent.span_id)
+            if ancestor is None:
+                break
+            chain.append(ancestor)
+            parent = ancestor.parent
+        return tuple(chain)
+
+
+@dataclass(slots=True)
+class _TraceRecord:
+    ids: Ids = field(default_factory=dict)
+    root_ids: Ids = field(default_factory=dict)
+    ended_at: float | None = None
+
+
+class TraceIds:
+    """Ids seen on the ended spans of each local trace; thread-safe, at most ``max_traces``."""
+
+    def __init__(self, max_traces: int = 4096, retain_seconds: float = 30.0) -> None:
+        self._max_traces = max_traces
+        self._retain_seconds = retain_seconds
+        self._lock = threading.Lock()
+        self._traces: collections.OrderedDict[int, _TraceRecord] = collections.OrderedDict()
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._traces)
+
+    def record(self, trace_id: int, ids: Mapping[str, AttributeValue], *, root: bool) -> None:
+        """Remember ids of a span of ``trace_id``; a local root's ids outrank other spans'."""
+        with self._lock:
+            record = self._record(trace_id)
+            target = record.root_ids if root else record.ids
+            for key, value in ids.items():
+                target.setdefault(key, value)
+
+    def attach(self, trace_id: int, ids: Mapping[str, AttributeValue]) -> None:
+        """Ids learned mid-trace (e.g. from the Messages API); they replace earlier values."""
+        with self._lock:
+            self._record(trace_id).root_ids.update(ids)
+
+    def root_ended(self, trace_id: int) -> None:
+        with self._lock:
+            record = self._traces.get(trace_id)
+            if record is not None:
+                record.ended_at = time.monotonic()
+
+    def ids(self, trace_id: int) -> Ids:
+        with self._lock:
+            record = self._traces.get(trace_id)
+            if record is None:
+                return {}
+            return merge_ids((record.root_ids, record.ids))
+
+    def purge(self, now: float | None = None) -> None:
+        """Drop traces whose local root ended more than ``retain_seconds`` ago."""
+        cutoff = (time.monotonic() if now is None else now) - self._retain_seconds
+        with self._lock:
+            stale = [
+                trace_id
+                for trace_id, record in self._traces.items()
+                if record.ended_at is not None and record.ended_at < cutoff
+            ]
+            for trace_id in stale:
+                del self._traces[trace_id]
+
+    def _record(self, trace_id: int) -> _TraceRecord:
+        record = self._traces.get(trace_id)
+        if record is None:
+            record = self._traces[trace_id] = _TraceRecord()
+            if len(self._traces) > self._max_traces:
+                self._traces.popitem(last=False)
+                self.evicted += 1
+        else:
+            self._traces.move_to_end(trace_id)
+        return record
+
+
+@dataclass(slots=True)
+class _Waiting:
+    item: EventSpan
+    deadline: float
+    released: bool = False
+
+
+class WaitingEvents:
+    """Event spans waiting for their trace's conversation id. Used by the worker thread only."""
+
+    def __init__(self, max_waiting: int = 2048, linger_seconds: float = 5.0) -> None:
+        self.max_waiting = max_waiting
+        self.linger_seconds = linger_seconds
+        self._by_trace: dict[int, list[_Waiting]] = {}
+        self._order: collections.deque[_Waiting] = collections.deque()
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __contains__(self, trace_id: object) -> bool:
+        return trace_id in self._by_trace
+
+    def park(self, item: EventSpan, now: float) -> EventSpan | None:
+        """Make ``item`` wait; return an item pushed out by the bound (to send unlinked now)."""
+        entry = _Waiting(item, now + self.linger_seconds)
+        self._by_trace.setdefault(item.trace_id, []).append(entry)
+        self._order.append(entry)
+        self._count += 1
+        if self._count > self.max_waiting:
+            return self._pop_oldest()
+        return None
+
+    def release_trace(self, trace_id: int) -> list[EventSpan]:
+        """Stop waiting for every event of ``trace_id``."""
+        entries = self._by_trace.pop(trace_id, [])
+        for entry in entries:
+            entry.released = True
+        self._count -= len(entries)
+        return [entry.item for entry in entries]
+
+    def release_expired(self, now: float) -> list[EventSpan]:
+        """Stop waiting for events whose linger deadline passed."""
+        expired: list[EventSpan] = []
+        while self._order and (self._order[0].released or self._order[0].deadline <= now):
+            popped = self._pop_oldest()
+            if popped is not None:
+                expired.append(popped)
+        return expired
+
+    def release_all(self) -> list[EventSpan]:
+        items = [entry.item for entries in self._by_trace.values() for entry in entries]
+        self._by_trace.clear()
+        self._order.clear()
+        self._count = 0
+        return items
+
+    def _pop_oldest(self) -> EventSpan | None:
+        while self._order:
+            entry = self._order.popleft()
+            if entry.released:
+                continue
+            entries = self._by_trace[entry.item.trace_id]
+            entries.remove(entry)
+            if not entries:
+                del self._by_trace[entry.item.trace_id]
+            self._count -= 1
+            return entry.item
+        return None
