@@ -18,7 +18,7 @@ import collections
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,6 +173,7 @@ class _TraceRecord:
     ids: Ids = field(default_factory=dict)
     root_ids: Ids = field(default_factory=dict)
     ended_at: float | None = None
+    waited_on: bool = False
 
 
 class TraceIds:
@@ -188,6 +189,23 @@ class TraceIds:
     def __len__(self) -> int:
         return len(self._traces)
 
+    def __contains__(self, trace_id: object) -> bool:
+        return trace_id in self._traces
+
+    def expect(self, trace_id: int) -> None:
+        """Track ``trace_id`` so the end of its local root is noticed (an event span is in it)."""
+        with self._lock:
+            self._record(trace_id)
+
+    def wait(self, trace_id: int) -> bool:
+        """Mark that an event waits for this trace; False when its local root already ended."""
+        with self._lock:
+            record = self._traces.get(trace_id)
+            if record is None or record.ended_at is not None:
+                return False
+            record.waited_on = True
+            return True
+
     def record(self, trace_id: int, ids: Mapping[str, AttributeValue], *, root: bool) -> None:
         """Remember ids of a span of ``trace_id``; a local root's ids outrank other spans'."""
         with self._lock:
@@ -201,11 +219,15 @@ class TraceIds:
         with self._lock:
             self._record(trace_id).root_ids.update(ids)
 
-    def root_ended(self, trace_id: int) -> None:
+    def root_ended(self, trace_id: int) -> bool:
+        """Note the local root's end; True when events of this trace are waiting for it."""
         with self._lock:
             record = self._traces.get(trace_id)
-            if record is not None:
-                record.ended_at = time.monotonic()
+            if record is None:
+                return False
+            record.ended_at = time.monotonic()
+            waited_on, record.waited_on = record.waited_on, False
+            return waited_on
 
     def ids(self, trace_id: int) -> Ids:
         with self._lock:

@@ -18,8 +18,11 @@ from opentelemetry.util.types import AttributeValue
 
 from . import attributes as attr
 from ._event import BusinessEvent, InvalidAttribute
+from ._linking import LinkKeys
 
 Attributes = Mapping[str, AttributeValue]
+
+_DEFAULT_LINK_KEYS = LinkKeys()
 
 VALUE_TYPES = ("currency", "numeric", "text", "boolean")
 VALUE_TYPE_ALIASES = {"count": "numeric"}
@@ -67,12 +70,16 @@ def map_span(
     *,
     default_product_id: str | None = None,
     linked: Attributes | None = None,
+    link_keys: LinkKeys | None = None,
 ) -> MappingResult:
     """Build every business event carried by ``span``.
 
-    Ids are looked up on the event itself, then (for span events) on the span, then in
-    ``linked`` (ids resolved from elsewhere in the trace), then ``default_product_id``.
+    Ids are looked up on the event itself (``greenflash.*`` keys, then aliases), then for span
+    events on the span, then in ``linked`` (ids resolved elsewhere in the trace), then
+    ``default_product_id``. A malformed ``greenflash.*`` id on the event itself makes the
+    event invalid; elsewhere a malformed id is skipped.
     """
+    keys = link_keys if link_keys is not None else _DEFAULT_LINK_KEYS
     result = MappingResult()
     span_name = span.name
     span_attributes: Attributes = span.attributes or {}
@@ -80,7 +87,8 @@ def map_span(
     trace_id = context.trace_id if context is not None else 0
     span_id = context.span_id if context is not None else 0
     base_id = f"otel-{trace_id:032x}-{span_id:016x}"
-    id_sources: list[Attributes] = [linked] if linked else []
+    span_ids = keys.ids_from(span_attributes)
+    linked_sources: list[Attributes] = [linked] if linked else []
 
     if attr.EVENT_TYPE in span_attributes:
         end_ns = span.end_time if span.end_time is not None else span.start_time
@@ -88,7 +96,7 @@ def map_span(
             result,
             span_name,
             span_attributes,
-            id_sources,
+            [span_ids, *linked_sources],
             default_product_id,
             default_insert_id=base_id,
             default_time_ns=end_ns,
@@ -101,7 +109,7 @@ def map_span(
             result,
             span_name,
             event_attributes,
-            [span_attributes, *id_sources],
+            [keys.ids_from(event_attributes), span_ids, *linked_sources],
             default_product_id,
             default_insert_id=f"{base_id}-{index}",
             default_time_ns=event.timestamp,
@@ -197,10 +205,16 @@ def build_body(
 
 def format_timestamp(time_ns: int) -> str:
     """Format epoch nanoseconds as UTC ISO 8601 with milliseconds and a ``Z`` suffix."""
-    millis = time_ns // 1_000_000
-    seconds, remainder = divmod(millis, 1000)
-    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{remainder:03d}Z"
+    seconds, remainder = divmod(time_ns // 1_000_000, 1000)
+    return _iso_millis(datetime.fromtimestamp(seconds, tz=timezone.utc), remainder)
+
+
+def _iso_millis(moment: datetime, millis: int) -> str:
+    # strftime's %Y does not zero-pad years before 1000 on every platform
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
+        f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}.{millis:03d}Z"
+    )
 
 
 def _got(value: object) -> str:
@@ -244,7 +258,7 @@ def _value_text(value: object, value_type: str | None) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
-        return f"{value:.2f}" if value_type == "currency" else str(value)
+        return f"{value}.00" if value_type == "currency" else str(value)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise _Invalid(attr.EVENT_VALUE, "is not a finite number", allowed)
@@ -327,12 +341,12 @@ def _parse_event_at(value: object) -> str:
         text = text[:-1] + "+00:00"
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
         raise _Invalid(attr.EVENT_AT, "is not an ISO 8601 date-time", allowed) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    moment = moment.astimezone(timezone.utc)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+    return _iso_millis(moment, moment.microsecond // 1000)
 
 
 def _properties(attributes: Attributes) -> dict[str, object]:
@@ -348,7 +362,9 @@ def _properties(attributes: Attributes) -> dict[str, object]:
             raise _Invalid(attr.EVENT_PROPERTIES, "is not valid JSON", allowed) from None
         if not isinstance(parsed, dict):
             raise _Invalid(attr.EVENT_PROPERTIES, f"holds a JSON {type(parsed).__name__}", allowed)
-        properties.update(parsed)
+        converted = _json_value(attr.EVENT_PROPERTIES, parsed)
+        if isinstance(converted, dict):
+            properties.update(converted)
     prefix = attr.EVENT_PROPERTIES_PREFIX
     for key, value in attributes.items():
         if not key.startswith(prefix) or len(key) == len(prefix):

@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.util.types import AttributeValue
 
 from ._config import GreenflashConfig
-from ._event import BusinessEvent
+from ._event import BusinessEvent, InvalidAttribute
 from ._mapping import has_business_events, map_span
 from ._stats import DeliveryStats
 from ._transport import EventTransport, SendOutcome
@@ -46,12 +46,15 @@ class EventPipeline:
                 default_product_id=self.config.product_id,
                 linked=linked.get(span_id) if linked else None,
             )
-            for invalid in result.invalid:
-                logger.warning(invalid.describe())
-            if result.invalid:
-                self.stats.add_invalid(len(result.invalid))
+            self.report_invalid(result.invalid)
             events.extend(result.events)
         return events
+
+    def report_invalid(self, invalid: Iterable[InvalidAttribute]) -> None:
+        """One warning line per rejected event, and the counter."""
+        for problem in invalid:
+            logger.warning(problem.describe())
+            self.stats.add_invalid()
 
     def send(self, events: Iterable[BusinessEvent]) -> bool:
         """Send events one request each; return True when all were accepted."""

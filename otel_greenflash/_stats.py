@@ -20,6 +20,10 @@ class StatsSnapshot(TypedDict):
     """Events not sent because an attribute broke the convention."""
     dropped: dict[str, int]
     """Event spans or events discarded before sending, by reason."""
+    unlinked: dict[str, int]
+    """Events sent without a conversation id because waiting for one was cut short, by reason."""
+    waiting: int
+    """Event spans currently waiting for their trace's conversation id."""
 
 
 class DeliveryStats:
@@ -32,6 +36,7 @@ class DeliveryStats:
         self._failed = 0
         self._invalid = 0
         self._dropped: Counter[str] = Counter()
+        self._unlinked: Counter[str] = Counter()
 
     def add_queued(self, count: int = 1) -> None:
         with self._lock:
@@ -53,6 +58,10 @@ class DeliveryStats:
         with self._lock:
             self._dropped[reason] += count
 
+    def add_unlinked(self, reason: str, count: int = 1) -> None:
+        with self._lock:
+            self._unlinked[reason] += count
+
     def snapshot(self) -> StatsSnapshot:
         with self._lock:
             return StatsSnapshot(
@@ -61,4 +70,6 @@ class DeliveryStats:
                 failed=self._failed,
                 invalid=self._invalid,
                 dropped=dict(self._dropped),
+                unlinked=dict(self._unlinked),
+                waiting=0,
             )

@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import logging
+import time
+import weakref
+from collections.abc import Mapping
 
+from opentelemetry import baggage as baggage_api
+from opentelemetry import context as context_api
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.util.types import AttributeValue
 
 from ._config import ENV_API_KEY, GreenflashConfig
-from ._mapping import has_business_events
+from ._event import BusinessEvent
+from ._linking import (
+    EventSpan,
+    LinkKeys,
+    LiveSpans,
+    TraceIds,
+    WaitingEvents,
+    has_conversation,
+    is_local_root,
+    merge_ids,
+)
+from ._mapping import has_business_events, map_span
 from ._pipeline import EventPipeline
 from ._stats import StatsSnapshot
 from ._worker import BackgroundWorker
@@ -18,14 +35,41 @@ logger = logging.getLogger("otel_greenflash")
 DEFAULT_MAX_QUEUE_SIZE = 2048
 DEFAULT_MAX_BATCH_SIZE = 512
 DEFAULT_SCHEDULE_DELAY_SECONDS = 1.0
+DEFAULT_LINGER_SECONDS = 5.0
+DEFAULT_MAX_WAITING = 2048
+DEFAULT_MAX_TRACES = 4096
+
+WorkItem = EventSpan | BusinessEvent
+
+_UNLINKED_REASONS = {
+    "waiting_full": "too many events were waiting for their trace's local root span",
+    "linger_expired": "the trace's local root span did not end within linger_seconds",
+    "flush": "force_flush() sent events still waiting for their trace's root span",
+    "shutdown": "shutdown() sent events still waiting for their trace's root span",
+}
+
+
+def _has_conversation_field(event: BusinessEvent) -> bool:
+    return "conversationId" in event.body or "externalConversationId" in event.body
+
+
+# The API's baggage key: reading it directly avoids baggage.get_all()'s copy on every span start.
+_BAGGAGE_KEY = baggage_api._BAGGAGE_KEY
+
+_active_processors: weakref.WeakSet[GreenflashSpanProcessor] = weakref.WeakSet()
+
+
+def active_processors() -> list[GreenflashSpanProcessor]:
+    """Processors created in this process and not shut down (used by the helpers)."""
+    return [processor for processor in list(_active_processors) if not processor._is_shutdown]
 
 
 class GreenflashSpanProcessor(SpanProcessor):
     """Turns spans carrying ``greenflash.event.*`` attributes into Greenflash events.
 
-    Other spans pass through untouched and are never exported. Mapping and HTTP happen on a
-    background thread; the application thread only runs a membership test and, for event
-    spans, an append to a bounded queue.
+    Other spans pass through untouched and are never exported. Each event is linked to its
+    conversation through the trace (see the README's precedence table). Mapping and HTTP
+    happen on a background thread; the application thread does dictionary work only.
     """
 
     def __init__(
@@ -38,6 +82,10 @@ class GreenflashSpanProcessor(SpanProcessor):
         max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         schedule_delay_seconds: float = DEFAULT_SCHEDULE_DELAY_SECONDS,
+        aliases: Mapping[str, str] | None = None,
+        linger_seconds: float = DEFAULT_LINGER_SECONDS,
+        max_waiting: int = DEFAULT_MAX_WAITING,
+        max_traces: int = DEFAULT_MAX_TRACES,
     ) -> None:
         self._config = GreenflashConfig.resolve(
             api_key=api_key,
@@ -45,62 +93,185 @@ class GreenflashSpanProcessor(SpanProcessor):
             base_url=base_url,
             timeout_seconds=timeout_seconds,
         )
+        self._link_keys = LinkKeys(aliases)
         self._pipeline = EventPipeline(self._config)
         self._stats = self._pipeline.stats
         self._enabled = bool(self._config.api_key)
         self._warned_queue_full = False
+        self._is_shutdown = False
+        self._live = LiveSpans()
+        self._trace_ids = TraceIds(max_traces=max_traces, retain_seconds=max(30.0, linger_seconds))
+        self._waiting = WaitingEvents(max_waiting=max_waiting, linger_seconds=linger_seconds)
+        self._ended_waiting: list[int] = []
+        self._last_unlinked_warning = -1e9
         if not self._enabled:
             logger.warning(
                 "%s is not set: GreenflashSpanProcessor will send no business events", ENV_API_KEY
             )
-        self._worker: BackgroundWorker[ReadableSpan] = BackgroundWorker(
-            self._export_batch,
+        self._worker: BackgroundWorker[WorkItem] = BackgroundWorker(
+            self._handle_batch,
             name="otel-greenflash-processor",
             max_queue_size=max_queue_size,
             max_batch_size=max_batch_size,
             schedule_delay_seconds=schedule_delay_seconds,
         )
+        _active_processors.add(self)
 
     @property
     def config(self) -> GreenflashConfig:
         return self._config
 
+    # -- application thread ------------------------------------------------------------------
+
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        return None
+        context = span.context
+        if context is None:
+            return
+        baggage = context_api.get_value(_BAGGAGE_KEY, parent_context)
+        self._live.add(context.span_id, span, baggage)  # type: ignore[arg-type]
 
     def on_end(self, span: ReadableSpan) -> None:
-        if not has_business_events(span):
+        context = span.context
+        if context is None:
             return
+        baggage = self._live.remove(context.span_id)
+        trace_id = context.trace_id
+        root = is_local_root(span)
+        if self._link_keys.mentions_ids(span._attributes):
+            self._trace_ids.record(trace_id, self._link_keys.ids_from(span.attributes), root=root)
+        if has_business_events(span):
+            self._enqueue_event_span(span, trace_id, baggage)
+        if root and trace_id in self._trace_ids and self._trace_ids.root_ended(trace_id):
+            self._ended_waiting.append(trace_id)
+            self._worker.wake()
+
+    def _enqueue_event_span(
+        self, span: ReadableSpan, trace_id: int, baggage: Mapping[str, object] | None
+    ) -> None:
         if not self._enabled:
             self._stats.add_dropped("no_api_key")
             return
-        if self._worker.submit(span):
+        self._trace_ids.expect(trace_id)
+        self._submit(EventSpan(span, self._live.ancestors(span), baggage))
+
+    def submit_event(self, event: BusinessEvent) -> None:
+        """Queue an already-built event (used by :func:`otel_greenflash.track`)."""
+        if not self._enabled:
+            self._stats.add_dropped("no_api_key")
+            return
+        self._submit(event)
+
+    def attach_ids(self, trace_id: int, ids: Mapping[str, AttributeValue]) -> None:
+        """Ids learned mid-trace; events of that trace still waiting will carry them."""
+        self._trace_ids.attach(trace_id, ids)
+
+    def _submit(self, item: WorkItem) -> None:
+        if self._worker.submit(item):
             self._stats.add_queued()
             return
         self._stats.add_dropped("queue_full")
         if not self._warned_queue_full:
             self._warned_queue_full = True
             logger.warning(
-                "otel_greenflash queue is full: new event spans are dropped and counted "
+                "otel_greenflash queue is full: new business events are dropped and counted "
                 "in stats()['dropped']['queue_full']"
             )
 
+    # -- lifecycle ---------------------------------------------------------------------------
+
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Send everything queued so far; return False if the timeout passed first."""
+        """Send everything queued so far, waiting events included; False if the timeout passed."""
         return self._worker.flush(timeout_millis / 1000)
 
     def shutdown(self, timeout_millis: int = 30000) -> None:
         """Flush within the timeout, stop the worker and report what could not be sent."""
-        left = self._worker.shutdown(timeout_millis / 1000)
+        if self._is_shutdown:
+            return
+        self._is_shutdown = True
+        left = self._worker.shutdown(timeout_millis / 1000) + len(self._waiting)
         if left:
             self._stats.add_dropped("shutdown", left)
-            logger.warning("otel_greenflash shut down with %d event span(s) not delivered", left)
+            logger.warning(
+                "otel_greenflash shut down with %d business event(s) not delivered", left
+            )
         if self._worker.stopped:
             self._pipeline.close()
 
     def stats(self) -> StatsSnapshot:
         """A snapshot of the delivery counters."""
-        return self._stats.snapshot()
+        snapshot = self._stats.snapshot()
+        snapshot["waiting"] = len(self._waiting)
+        return snapshot
 
-    def _export_batch(self, spans: list[ReadableSpan]) -> None:
-        self._pipeline.send(self._pipeline.events_from_spans(spans))
+    # -- worker thread -----------------------------------------------------------------------
+
+    def _handle_batch(self, batch: list[WorkItem], draining: bool) -> None:
+        now = time.monotonic()
+        ready: list[EventSpan] = []
+        events: list[BusinessEvent] = []
+        for item in batch:
+            if isinstance(item, BusinessEvent):
+                events.append(item)
+            elif draining or not self._should_wait(item):
+                ready.append(item)
+            else:
+                pushed_out = self._waiting.park(item, now)
+                if pushed_out is not None:
+                    events.extend(self._events_for(pushed_out, cut_short="waiting_full"))
+        if draining:
+            released = self._waiting.release_all()
+            cut_short = "shutdown" if self._is_shutdown else "flush"
+        else:
+            while self._ended_waiting:
+                ready.extend(self._waiting.release_trace(self._ended_waiting.pop()))
+            released = self._waiting.release_expired(now)
+            cut_short = "linger_expired"
+            self._trace_ids.purge(now)
+        for item in ready:
+            events.extend(self._events_for(item))
+        for item in released:
+            events.extend(self._events_for(item, cut_short=cut_short))
+        if events:
+            self._pipeline.send(events)
+
+    def _linked_ids(self, item: EventSpan) -> dict[str, AttributeValue]:
+        keys = self._link_keys
+        levels = [keys.ids_from(ancestor.attributes) for ancestor in item.ancestors]
+        levels.append(keys.ids_from(item.baggage))
+        levels.append(self._trace_ids.ids(item.trace_id))
+        return merge_ids(levels)
+
+    def _should_wait(self, item: EventSpan) -> bool:
+        """Wait when no conversation id is known yet and the trace's local root is still open."""
+        own = self._link_keys.ids_from(item.span.attributes)
+        if has_conversation(own) or has_conversation(self._linked_ids(item)):
+            return False
+        return self._trace_ids.wait(item.trace_id)
+
+    def _events_for(self, item: EventSpan, cut_short: str | None = None) -> list[BusinessEvent]:
+        """Map an event span with the ids known now. ``cut_short`` says why it stopped waiting."""
+        linked = self._linked_ids(item)
+        result = map_span(
+            item.span,
+            default_product_id=self._config.product_id,
+            linked=linked,
+            link_keys=self._link_keys,
+        )
+        self._pipeline.report_invalid(result.invalid)
+        if cut_short is not None and result.events and not has_conversation(linked):
+            unlinked = [e for e in result.events if not _has_conversation_field(e)]
+            if unlinked:
+                self._stats.add_unlinked(cut_short, len(unlinked))
+                self._say_unlinked(cut_short)
+        return result.events
+
+    def _say_unlinked(self, reason: str) -> None:
+        now = time.monotonic()
+        if now - self._last_unlinked_warning < 20.0:
+            return
+        self._last_unlinked_warning = now
+        logger.warning(
+            "otel_greenflash sent business event(s) without a conversation id (%s); "
+            "see stats()['unlinked']",
+            _UNLINKED_REASONS.get(reason, reason),
+        )

@@ -49,7 +49,15 @@ def test_event_span_becomes_one_api_call(
         "insertId": f"otel-{context.trace_id:032x}-{context.span_id:016x}",
     }
     assert str(event["eventAt"]).endswith("Z")
-    assert processor.stats() == {"queued": 1, "sent": 1, "failed": 0, "invalid": 0, "dropped": {}}
+    assert processor.stats() == {
+        "queued": 1,
+        "sent": 1,
+        "failed": 0,
+        "invalid": 0,
+        "dropped": {},
+        "unlinked": {},
+        "waiting": 0,
+    }
 
 
 def test_request_headers_carry_bearer_key_json_and_user_agent(

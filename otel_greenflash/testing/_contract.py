@@ -6,6 +6,7 @@ import math
 import re
 import uuid
 from collections.abc import Mapping
+from datetime import datetime
 
 REQUIRED_FIELDS = ("eventType", "productId", "value")
 UUID_FIELDS = ("productId", "conversationId", "userId", "organizationId")
@@ -39,7 +40,7 @@ KNOWN_FIELDS = frozenset(
 VALUE_TYPES = ("currency", "numeric", "text", "boolean")
 INFLUENCES = ("positive", "negative", "neutral")
 
-_ISO_8601 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
+_ISO_8601 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
 
 
 def validate_event_body(body: object) -> list[str]:
@@ -69,11 +70,21 @@ def validate_event_body(body: object) -> list[str]:
         errors.append("forceSample must be a boolean")
     if "properties" in body and not isinstance(body["properties"], Mapping):
         errors.append("properties must be an object")
-    if "eventAt" in body and not (
-        isinstance(body["eventAt"], str) and _ISO_8601.match(body["eventAt"])
-    ):
+    if "eventAt" in body and not _is_date_time(body["eventAt"]):
         errors.append("eventAt must be an ISO 8601 date-time with a zone")
     return errors
+
+
+def _is_date_time(value: object) -> bool:
+    if not isinstance(value, str) or not _ISO_8601.fullmatch(value):
+        return False
+    seconds = value.partition(".")[0]
+    zone = "+00:00" if value.endswith("Z") else value[-6:]
+    try:
+        datetime.fromisoformat(seconds[:19] + zone)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_uuid(value: object) -> bool:
