@@ -6,17 +6,24 @@ install :class:`GreenflashSpanProcessor`, and each such span becomes one Events 
 
 from ._config import GreenflashConfig
 from ._event import BusinessEvent, InvalidAttribute
+from ._helpers import ConversationScope, attach_conversation, conversation, track
+from ._linking import DEFAULT_ALIASES
 from ._stats import StatsSnapshot
 from ._version import __version__
 from .exporter import GreenflashSpanExporter
 from .processor import GreenflashSpanProcessor
 
 __all__ = [
+    "DEFAULT_ALIASES",
     "BusinessEvent",
+    "ConversationScope",
     "GreenflashConfig",
     "GreenflashSpanExporter",
     "GreenflashSpanProcessor",
     "InvalidAttribute",
     "StatsSnapshot",
     "__version__",
+    "attach_conversation",
+    "conversation",
+    "track",
 ]

@@ -117,6 +117,31 @@ def map_span(
     return result
 
 
+def map_event_attributes(
+    attributes: Attributes,
+    *,
+    source_name: str,
+    insert_id: str,
+    time_ns: int,
+    linked: Attributes | None = None,
+    default_product_id: str | None = None,
+    link_keys: LinkKeys | None = None,
+) -> MappingResult:
+    """Build one business event from bare attributes (no span), e.g. for ``track()``."""
+    keys = link_keys if link_keys is not None else _DEFAULT_LINK_KEYS
+    result = MappingResult()
+    _collect(
+        result,
+        source_name,
+        attributes,
+        [keys.ids_from(attributes), *([linked] if linked else [])],
+        default_product_id,
+        default_insert_id=insert_id,
+        default_time_ns=time_ns,
+    )
+    return result
+
+
 def _collect(
     result: MappingResult,
     span_name: str,

@@ -25,7 +25,7 @@ from ._linking import (
     is_local_root,
     merge_ids,
 )
-from ._mapping import has_business_events, map_span
+from ._mapping import has_business_events, map_event_attributes, map_span
 from ._pipeline import EventPipeline
 from ._stats import StatsSnapshot
 from ._worker import BackgroundWorker
@@ -154,16 +154,40 @@ class GreenflashSpanProcessor(SpanProcessor):
         self._trace_ids.expect(trace_id)
         self._submit(EventSpan(span, self._live.ancestors(span), baggage))
 
-    def submit_event(self, event: BusinessEvent) -> None:
-        """Queue an already-built event (used by :func:`otel_greenflash.track`)."""
+    def submit_attributes(
+        self,
+        attributes: Mapping[str, AttributeValue],
+        *,
+        linked: Mapping[str, AttributeValue],
+        insert_id: str,
+        time_ns: int,
+    ) -> None:
+        """Queue one event given as bare attributes (``track()`` with no recording span)."""
         if not self._enabled:
             self._stats.add_dropped("no_api_key")
             return
-        self._submit(event)
+        result = map_event_attributes(
+            attributes,
+            source_name="track()",
+            insert_id=insert_id,
+            time_ns=time_ns,
+            linked=linked,
+            default_product_id=self._config.product_id,
+            link_keys=self._link_keys,
+        )
+        self._pipeline.report_invalid(result.invalid)
+        for event in result.events:
+            self._submit(event)
 
-    def attach_ids(self, trace_id: int, ids: Mapping[str, AttributeValue]) -> None:
-        """Ids learned mid-trace; events of that trace still waiting will carry them."""
-        self._trace_ids.attach(trace_id, ids)
+    def record_trace_ids(
+        self, trace_id: int, ids: Mapping[str, AttributeValue], *, authoritative: bool
+    ) -> None:
+        """Ids for a whole trace, from the helpers. ``authoritative`` ones replace earlier values
+        and outrank other spans of the trace; events of that trace still waiting get them."""
+        if authoritative:
+            self._trace_ids.attach(trace_id, ids)
+        else:
+            self._trace_ids.record(trace_id, ids, root=False)
 
     def _submit(self, item: WorkItem) -> None:
         if self._worker.submit(item):

@@ -1,0 +1,264 @@
+"""Helpers for application code: conversation scope, late conversation ids, ``track()``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+from opentelemetry import baggage, trace
+from opentelemetry import context as context_api
+from opentelemetry.util.types import AttributeValue
+
+from . import attributes as attr
+from ._linking import is_valid_id
+from .processor import active_processors
+
+logger = logging.getLogger("otel_greenflash")
+
+
+def _ids_argument(
+    *,
+    conversation_id: str | None = None,
+    external_conversation_id: str | int | None = None,
+    user_id: str | None = None,
+    user_external_id: str | int | None = None,
+    organization_id: str | None = None,
+    organization_external_id: str | int | None = None,
+    product_id: str | None = None,
+) -> dict[str, AttributeValue]:
+    """Keep the given ids that are valid for their field; log the others (never raise)."""
+    given: dict[str, object] = {
+        attr.CONVERSATION_ID: conversation_id,
+        attr.CONVERSATION_EXTERNAL_ID: external_conversation_id,
+        attr.USER_ID: user_id,
+        attr.USER_EXTERNAL_ID: user_external_id,
+        attr.ORGANIZATION_ID: organization_id,
+        attr.ORGANIZATION_EXTERNAL_ID: organization_external_id,
+        attr.PRODUCT_ID: product_id,
+    }
+    ids: dict[str, AttributeValue] = {}
+    for key, value in given.items():
+        if value is None:
+            continue
+        if not is_valid_id(key, value):
+            expected = "a UUID" if key in attr.UUID_ID_KEYS else "a non-empty string or integer"
+            logger.warning(
+                "otel_greenflash ignored %s: got %s, expected %s",
+                key,
+                type(value).__name__,
+                expected,
+            )
+            continue
+        ids[key] = str(value)
+    return ids
+
+
+class ConversationScope:
+    """Context manager (``with`` and ``async with``) returned by :func:`conversation`."""
+
+    def __init__(self, ids: Mapping[str, AttributeValue]) -> None:
+        self.ids = dict(ids)
+        self._tokens: list[object] = []
+
+    def __enter__(self) -> ConversationScope:
+        ctx = context_api.get_current()
+        for key, value in self.ids.items():
+            ctx = baggage.set_baggage(key, str(value), ctx)
+        self._tokens.append(context_api.attach(ctx))
+        _record_for_current_trace(self.ids, authoritative=False)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        context_api.detach(self._tokens.pop())  # type: ignore[arg-type]
+
+    async def __aenter__(self) -> ConversationScope:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, traceback)
+
+
+def conversation(
+    id: str | None = None,  # the API's conversationId
+    external_id: str | int | None = None,
+    *,
+    user_id: str | None = None,
+    user_external_id: str | int | None = None,
+    organization_id: str | None = None,
+    organization_external_id: str | int | None = None,
+    product_id: str | None = None,
+) -> ConversationScope:
+    """Link every span and business event inside the block to this conversation.
+
+    The ids go into W3C baggage (so they cross services with the baggage propagator) and
+    are remembered for the current trace. ``id`` is Greenflash's conversation UUID,
+    ``external_id`` your own conversation id. Invalid ids are logged and ignored.
+    """
+    return ConversationScope(
+        _ids_argument(
+            conversation_id=id,
+            external_conversation_id=external_id,
+            user_id=user_id,
+            user_external_id=user_external_id,
+            organization_id=organization_id,
+            organization_external_id=organization_external_id,
+            product_id=product_id,
+        )
+    )
+
+
+def attach_conversation(
+    id: str | None = None,  # the API's conversationId
+    external_id: str | int | None = None,
+) -> None:
+    """Attach a conversation id learned mid-trace (e.g. from ``messages.create``) to this trace.
+
+    Events of the current trace that are still waiting for a conversation id get it, and it
+    takes precedence over ids seen elsewhere in the trace (not over an event span's own).
+    """
+    ids = _ids_argument(conversation_id=id, external_conversation_id=external_id)
+    if not ids:
+        return
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attributes(ids)
+    _record_for_current_trace(ids, authoritative=True)
+
+
+def _record_for_current_trace(ids: Mapping[str, AttributeValue], *, authoritative: bool) -> None:
+    span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid or not ids:
+        return
+    for processor in active_processors():
+        processor.record_trace_ids(span_context.trace_id, ids, authoritative=authoritative)
+
+
+def track(
+    event_type: str,
+    value: str | bool | int | float,
+    *,
+    value_type: str | None = None,
+    influence: str | None = None,
+    properties: Mapping[str, Any] | None = None,
+    insert_id: str | None = None,
+    quality_impact_score: float | None = None,
+    sample_rate: float | None = None,
+    force_sample: bool | None = None,
+    event_at: str | None = None,
+    conversation_id: str | None = None,
+    external_conversation_id: str | int | None = None,
+    user_id: str | None = None,
+    user_external_id: str | int | None = None,
+    organization_id: str | None = None,
+    organization_external_id: str | int | None = None,
+    product_id: str | None = None,
+) -> None:
+    """Record a business event on the current span (as a ``greenflash.event`` span event).
+
+    With no recording span (none started, or sampled out) the event goes straight to every
+    active :class:`GreenflashSpanProcessor`, linked through baggage. Never raises.
+    """
+    try:
+        attributes = _event_attributes(
+            event_type,
+            value,
+            value_type=value_type,
+            influence=influence,
+            properties=properties,
+            insert_id=insert_id,
+            quality_impact_score=quality_impact_score,
+            sample_rate=sample_rate,
+            force_sample=force_sample,
+            event_at=event_at,
+        )
+        attributes.update(
+            _ids_argument(
+                conversation_id=conversation_id,
+                external_conversation_id=external_conversation_id,
+                user_id=user_id,
+                user_external_id=user_external_id,
+                organization_id=organization_id,
+                organization_external_id=organization_external_id,
+                product_id=product_id,
+            )
+        )
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event(attr.SPAN_EVENT_NAME, attributes)
+        else:
+            _track_without_span(attributes)
+    except Exception:  # a helper must never break the application
+        logger.exception("otel_greenflash.track() failed; the event was not recorded")
+
+
+def _event_attributes(
+    event_type: str,
+    value: object,
+    **fields: object,
+) -> dict[str, AttributeValue]:
+    names = {
+        "value_type": attr.EVENT_VALUE_TYPE,
+        "influence": attr.EVENT_INFLUENCE,
+        "insert_id": attr.EVENT_INSERT_ID,
+        "quality_impact_score": attr.EVENT_QUALITY_IMPACT_SCORE,
+        "sample_rate": attr.EVENT_SAMPLE_RATE,
+        "force_sample": attr.EVENT_FORCE_SAMPLE,
+        "event_at": attr.EVENT_AT,
+    }
+    attributes: dict[str, Any] = {attr.EVENT_TYPE: event_type, attr.EVENT_VALUE: value}
+    for name, key in names.items():
+        if fields.get(name) is not None:
+            attributes[key] = fields[name]
+    properties = fields.get("properties")
+    if isinstance(properties, Mapping):
+        if all(_is_attribute_value(item) for item in properties.values()):
+            for key, item in properties.items():
+                attributes[attr.EVENT_PROPERTIES_PREFIX + str(key)] = (
+                    tuple(item) if isinstance(item, list) else item
+                )
+        else:
+            attributes[attr.EVENT_PROPERTIES] = json.dumps(properties, default=str)
+    return attributes
+
+
+def _is_attribute_value(value: object) -> bool:
+    if isinstance(value, (str, bool, int, float)):
+        return True
+    if isinstance(value, (list, tuple)):
+        kinds = {type(item) for item in value}
+        return len(kinds) <= 1 and kinds <= {str, bool, int, float}
+    return False
+
+
+def _track_without_span(attributes: Mapping[str, AttributeValue]) -> None:
+    processors = active_processors()
+    if not processors:
+        logger.warning(
+            "otel_greenflash.track(): no recording span and no active GreenflashSpanProcessor; "
+            "the event was not recorded"
+        )
+        return
+    linked: dict[str, AttributeValue] = {
+        key: value
+        for key, value in baggage.get_all().items()
+        if key in attr.ID_KEYS and isinstance(value, str)
+    }
+    insert_id = f"track-{uuid.uuid4()}"
+    now_ns = time.time_ns()
+    for processor in processors:
+        processor.submit_attributes(attributes, linked=linked, insert_id=insert_id, time_ns=now_ns)
