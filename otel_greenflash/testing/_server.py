@@ -61,8 +61,11 @@ class EventsApiServer:
         host: str = "127.0.0.1",
         port: int = 0,
         on_event: Callable[[Mapping[str, Any]], None] | None = None,
+        latency_seconds: float = 0.0,
     ) -> None:
         self.api_key = api_key
+        self.latency_seconds = latency_seconds
+        """Added before every answer, to imitate a distant API."""
         self._on_event = on_event
         self._lock = threading.Condition()
         self._events: list[dict[str, Any]] = []
@@ -228,6 +231,8 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         headers = {name.lower(): value for name, value in self.headers.items()}
         headers.pop("authorization", None)  # never keep the key around
+        if owner.latency_seconds:
+            time.sleep(owner.latency_seconds)
         fault = owner._next_fault()
         if fault is not None:
             if fault.delay_seconds:
