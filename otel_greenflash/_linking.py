@@ -197,14 +197,20 @@ class TraceIds:
         with self._lock:
             self._record(trace_id)
 
-    def wait(self, trace_id: int) -> bool:
-        """Mark that an event waits for this trace; False when its local root already ended."""
+    def wait(self, trace_id: int) -> str:
+        """Mark that an event waits for this trace's local root.
+
+        Returns ``"wait"``, ``"ended"`` (the root already ended) or ``"untracked"`` (the
+        trace was evicted by the ``max_traces`` bound, so its end cannot be noticed).
+        """
         with self._lock:
             record = self._traces.get(trace_id)
-            if record is None or record.ended_at is not None:
-                return False
+            if record is None:
+                return "untracked"
+            if record.ended_at is not None:
+                return "ended"
             record.waited_on = True
-            return True
+            return "wait"
 
     def record(self, trace_id: int, ids: Mapping[str, AttributeValue], *, root: bool) -> None:
         """Remember ids of a span of ``trace_id``; a local root's ids outrank other spans'."""

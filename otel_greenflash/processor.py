@@ -43,6 +43,7 @@ WorkItem = EventSpan | BusinessEvent
 
 _UNLINKED_REASONS = {
     "waiting_full": "too many events were waiting for their trace's local root span",
+    "traces_full": "more open traces than max_traces, so the trace's end could not be awaited",
     "linger_expired": "the trace's local root span did not end within linger_seconds",
     "flush": "force_flush() sent events still waiting for their trace's root span",
     "shutdown": "shutdown() sent events still waiting for their trace's root span",
@@ -236,8 +237,13 @@ class GreenflashSpanProcessor(SpanProcessor):
         for item in batch:
             if isinstance(item, BusinessEvent):
                 events.append(item)
-            elif draining or not self._should_wait(item):
+            elif draining:
                 ready.append(item)
+            elif (decision := self._wait_decision(item)) != "wait":
+                if decision == "untracked":
+                    events.extend(self._events_for(item, cut_short="traces_full"))
+                else:
+                    ready.append(item)
             else:
                 pushed_out = self._waiting.park(item, now)
                 if pushed_out is not None:
@@ -265,11 +271,11 @@ class GreenflashSpanProcessor(SpanProcessor):
         levels.append(self._trace_ids.ids(item.trace_id))
         return merge_ids(levels)
 
-    def _should_wait(self, item: EventSpan) -> bool:
-        """Wait when no conversation id is known yet and the trace's local root is still open."""
+    def _wait_decision(self, item: EventSpan) -> str:
+        """``"wait"`` when no conversation id is known yet and the trace's local root is open."""
         own = self._link_keys.ids_from(item.span.attributes)
         if has_conversation(own) or has_conversation(self._linked_ids(item)):
-            return False
+            return "linked"
         return self._trace_ids.wait(item.trace_id)
 
     def _events_for(self, item: EventSpan, cut_short: str | None = None) -> list[BusinessEvent]:
