@@ -60,13 +60,14 @@ class LinkKeys:
             (key, (key, *(s for s, t in chosen.items() if t == key))) for key in attr.ID_KEYS
         )
         self.all_keys: frozenset[str] = frozenset(attr.ID_KEYS) | frozenset(chosen)
+        self._all_keys_isdisjoint = self.all_keys.isdisjoint
 
     def mentions_ids(self, attributes: Mapping[str, Any] | None) -> bool:
         """Cheap test: does this attribute mapping hold any id key?"""
         if not attributes:
             return False
         raw = getattr(attributes, "_dict", attributes)  # BoundedAttributes' plain dict
-        return not self.all_keys.isdisjoint(raw)
+        return not self._all_keys_isdisjoint(raw)
 
     def ids_from(self, attributes: Mapping[str, Any] | None) -> Ids:
         """The valid ids found in ``attributes``; values that are not valid ids are skipped."""
@@ -134,33 +135,21 @@ class LiveSpans:
     """Spans between on_start and on_end, so an ending event span can find its live ancestors."""
 
     def __init__(self, max_spans: int = 100_000) -> None:
-        self._max_spans = max_spans
-        self._spans: dict[int, ReadableSpan] = {}
-        self._baggage: dict[int, Mapping[str, object]] = {}
-        self.overflowed = 0
+        self.max_spans = max_spans
+        self.spans: dict[int, ReadableSpan] = {}
+        """Span id → live span. The processor's hooks write it directly (hot path)."""
+        self.baggage: dict[int, Mapping[str, object]] = {}
+        """Span id → baggage of its start context, only for spans started with baggage."""
 
     def __len__(self) -> int:
-        return len(self._spans)
-
-    def add(self, span_id: int, span: ReadableSpan, baggage: Mapping[str, object] | None) -> None:
-        if len(self._spans) >= self._max_spans:
-            self.overflowed += 1  # spans that never end: stop remembering, stay bounded
-            return
-        self._spans[span_id] = span
-        if baggage:
-            self._baggage[span_id] = baggage
-
-    def remove(self, span_id: int) -> Mapping[str, object] | None:
-        """Forget a span; return the baggage captured at its start."""
-        self._spans.pop(span_id, None)
-        return self._baggage.pop(span_id, None) if self._baggage else None
+        return len(self.spans)
 
     def ancestors(self, span: ReadableSpan, limit: int = 256) -> tuple[ReadableSpan, ...]:
         """Live ancestors of ``span`` in this process, nearest first."""
         chain: list[ReadableSpan] = []
         parent = span.parent
         while parent is not None and not parent.is_remote and len(chain) < limit:
-            ancestor = self._spans.get(parent.span_id)
+            ancestor = self.spans.get(parent.span_id)
             if ancestor is None:
                 break
             chain.append(ancestor)

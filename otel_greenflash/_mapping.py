@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.util.types import AttributeValue
@@ -45,22 +46,33 @@ class _Invalid(Exception):  # noqa: N818 - internal control flow, never escapes 
         self.allowed = allowed
 
 
+_EVENT_TYPE = attr.EVENT_TYPE
+_SPAN_EVENT_NAME = attr.SPAN_EVENT_NAME
+
+
+def plain_attributes(attributes: Attributes | None) -> Mapping[str, Any]:
+    """The plain dict behind the SDK's ``BoundedAttributes`` (its ``in`` goes through a
+    Python-level ``__getitem__`` and an exception), or the mapping itself."""
+    if not attributes:
+        return _EMPTY
+    return getattr(attributes, "_dict", attributes)
+
+
+_EMPTY: Mapping[str, Any] = {}
+
+
 def has_business_events(span: ReadableSpan) -> bool:
     """Return True when the span or one of its span events is a business event.
 
     Reads the SDK's own storage (``_attributes``/``_events``) because the public
-    properties copy; a non-event span costs two lookups and no allocation.
+    properties copy; a non-event span costs a few lookups and no allocation.
     """
-    attributes = span._attributes
-    if attributes and attr.EVENT_TYPE in attributes:
+    if _EVENT_TYPE in plain_attributes(span._attributes):
         return True
     events = span._events
     if events:
         for event in events:
-            if event.name == attr.SPAN_EVENT_NAME:
-                return True
-            event_attributes = event.attributes
-            if event_attributes and attr.EVENT_TYPE in event_attributes:
+            if event.name == _SPAN_EVENT_NAME or _EVENT_TYPE in plain_attributes(event.attributes):
                 return True
     return False
 

@@ -13,6 +13,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.util.types import AttributeValue
 
+from . import attributes as attr
 from ._config import ENV_API_KEY, GreenflashConfig
 from ._event import BusinessEvent
 from ._linking import (
@@ -22,7 +23,6 @@ from ._linking import (
     TraceIds,
     WaitingEvents,
     has_conversation,
-    is_local_root,
     merge_ids,
 )
 from ._mapping import has_business_events, map_event_attributes, map_span
@@ -56,6 +56,9 @@ def _has_conversation_field(event: BusinessEvent) -> bool:
 
 # The API's baggage key: reading it directly avoids baggage.get_all()'s copy on every span start.
 _BAGGAGE_KEY = baggage_api._BAGGAGE_KEY
+_get_value = context_api.get_value
+_EVENT_TYPE = attr.EVENT_TYPE
+_EMPTY: Mapping[str, AttributeValue] = {}
 
 _active_processors: weakref.WeakSet[GreenflashSpanProcessor] = weakref.WeakSet()
 
@@ -95,6 +98,7 @@ class GreenflashSpanProcessor(SpanProcessor):
             timeout_seconds=timeout_seconds,
         )
         self._link_keys = LinkKeys(aliases)
+        self._no_id_keys_in = self._link_keys.all_keys.isdisjoint
         self._pipeline = EventPipeline(self._config)
         self._stats = self._pipeline.stats
         self._enabled = bool(self._config.api_key)
@@ -124,25 +128,44 @@ class GreenflashSpanProcessor(SpanProcessor):
 
     # -- application thread ------------------------------------------------------------------
 
+    # Both hooks run for every span of the application, so they use the SDK's private fields
+    # (the public properties copy) and do only dictionary work.
+
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        context = span.context
+        context = span._context
         if context is None:
             return
-        baggage = context_api.get_value(_BAGGAGE_KEY, parent_context)
-        self._live.add(context.span_id, span, baggage)  # type: ignore[arg-type]
+        span_id = context.span_id
+        live = self._live
+        if len(live.spans) < live.max_spans:  # spans that never end stop being remembered
+            live.spans[span_id] = span
+        start_baggage = _get_value(_BAGGAGE_KEY, parent_context)
+        if start_baggage:
+            live.baggage[span_id] = start_baggage  # type: ignore[assignment]
 
     def on_end(self, span: ReadableSpan) -> None:
-        context = span.context
+        context = span._context
         if context is None:
             return
-        baggage = self._live.remove(context.span_id)
+        span_id = context.span_id
+        live = self._live
+        live.spans.pop(span_id, None)
+        start_baggage = live.baggage.pop(span_id, None) if live.baggage else None
+        attributes = span._attributes
+        attributes = getattr(attributes, "_dict", attributes) or _EMPTY
         trace_id = context.trace_id
-        root = is_local_root(span)
-        if self._link_keys.mentions_ids(span._attributes):
-            self._trace_ids.record(trace_id, self._link_keys.ids_from(span.attributes), root=root)
-        if has_business_events(span):
-            self._enqueue_event_span(span, trace_id, baggage)
-        if root and trace_id in self._trace_ids and self._trace_ids.root_ended(trace_id):
+        parent = span._parent
+        root = parent is None or parent.is_remote
+        if attributes and not self._no_id_keys_in(attributes):
+            ids = self._link_keys.ids_from(attributes)
+            self._trace_ids.record(trace_id, ids, root=root)
+        if _EVENT_TYPE in attributes or (span._events and has_business_events(span)):
+            self._enqueue_event_span(span, trace_id, start_baggage)
+        if root and trace_id in self._trace_ids:
+            self._on_local_root_end(trace_id)
+
+    def _on_local_root_end(self, trace_id: int) -> None:
+        if self._trace_ids.root_ended(trace_id):
             self._ended_waiting.append(trace_id)
             self._worker.wake()
 
