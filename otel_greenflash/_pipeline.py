@@ -1,53 +1,84 @@
-"""Span → event → HTTP, shared by the processor's worker and the exporter."""
+"""Span → event → delivery, shared by the processor and the exporter."""
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Iterable, Mapping
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.util.types import AttributeValue
 
 from ._config import GreenflashConfig
+from ._delivery import DeliveryEngine, DropCallback, ErrorCallback
 from ._event import BusinessEvent, InvalidAttribute
+from ._linking import LinkKeys
+from ._logging import logger
 from ._mapping import has_business_events, map_span
 from ._stats import DeliveryStats
-from ._transport import EventTransport, SendOutcome
-
-logger = logging.getLogger("otel_greenflash")
+from ._transport import EventTransport
 
 
 class EventPipeline:
-    """Maps finished spans to business events and sends them, counting every outcome."""
+    """Maps finished spans to business events and hands them to a :class:`DeliveryEngine`."""
 
-    def __init__(self, config: GreenflashConfig, stats: DeliveryStats | None = None) -> None:
-        self.config = config
-        self.stats = stats if stats is not None else DeliveryStats()
-        self._transport = EventTransport(config)
-        self._auth_error_logged = threading.Event()
-
-    def events_from_spans(
+    def __init__(
         self,
-        spans: Iterable[ReadableSpan],
-        linked: Mapping[int, Mapping[str, AttributeValue]] | None = None,
-    ) -> list[BusinessEvent]:
-        """Map spans to events; log and count the invalid ones.
+        config: GreenflashConfig,
+        *,
+        link_keys: LinkKeys | None = None,
+        concurrency: int = 16,
+        max_pending: int = 2048,
+        deadline_seconds: float = 30.0,
+        on_error: ErrorCallback | None = None,
+        on_drop: DropCallback | None = None,
+    ) -> None:
+        self.config = config
+        self.stats = DeliveryStats()
+        self.link_keys = link_keys if link_keys is not None else LinkKeys()
+        self._concurrency = concurrency
+        self._max_pending = max_pending
+        self._deadline_seconds = deadline_seconds
+        self.on_error = on_error
+        self.on_drop = on_drop
+        self.engine = self._new_engine()
 
-        ``linked`` maps a span id to ids resolved for it elsewhere in the trace.
+    def _new_engine(self) -> DeliveryEngine:
+        return DeliveryEngine(
+            EventTransport(self.config, max_connections=self._concurrency),
+            self.stats,
+            concurrency=self._concurrency,
+            max_pending=self._max_pending,
+            deadline_seconds=self._deadline_seconds,
+            on_error=self.on_error,
+            on_drop=self.on_drop,
+        )
+
+    def restart_after_fork(self) -> None:
+        """Give a forked child its own engine: fresh threads, connections and counters.
+
+        The parent's client is abandoned, not closed: its sockets still belong to the parent.
         """
+        self.stats = DeliveryStats()
+        self.engine = self._new_engine()
+
+    def map_span(
+        self, span: ReadableSpan, linked: Mapping[str, AttributeValue] | None = None
+    ) -> list[BusinessEvent]:
+        """Map one event span; invalid events are logged and counted."""
+        result = map_span(
+            span,
+            default_product_id=self.config.product_id,
+            linked=linked,
+            link_keys=self.link_keys,
+        )
+        self.report_invalid(result.invalid)
+        return result.events
+
+    def events_from_spans(self, spans: Iterable[ReadableSpan]) -> list[BusinessEvent]:
+        """Map every business event carried by ``spans`` (others are skipped)."""
         events: list[BusinessEvent] = []
         for span in spans:
-            if not has_business_events(span):
-                continue
-            span_id = span.context.span_id if span.context is not None else 0
-            result = map_span(
-                span,
-                default_product_id=self.config.product_id,
-                linked=linked.get(span_id) if linked else None,
-            )
-            self.report_invalid(result.invalid)
-            events.extend(result.events)
+            if has_business_events(span):
+                events.extend(self.map_span(span))
         return events
 
     def report_invalid(self, invalid: Iterable[InvalidAttribute]) -> None:
@@ -55,38 +86,3 @@ class EventPipeline:
         for problem in invalid:
             logger.warning(problem.describe())
             self.stats.add_invalid()
-
-    def send(self, events: Iterable[BusinessEvent]) -> bool:
-        """Send events one request each; return True when all were accepted."""
-        all_sent = True
-        for event in events:
-            outcome = self._transport.send(event)
-            if outcome.ok:
-                self.stats.add_sent()
-                continue
-            all_sent = False
-            self.stats.add_failed()
-            self._log_failure(event, outcome)
-        return all_sent
-
-    def close(self) -> None:
-        self._transport.close()
-
-    def _log_failure(self, event: BusinessEvent, outcome: SendOutcome) -> None:
-        if outcome.status in (401, 403):
-            if not self._auth_error_logged.is_set():
-                self._auth_error_logged.set()
-                cause = (
-                    "the API key was rejected (check GREENFLASH_API_KEY)"
-                    if outcome.status == 401
-                    else "the API key's plan does not allow the Events API"
-                )
-                logger.error("Greenflash answered %s: %s", outcome.status, cause)
-            return
-        reason = f"HTTP {outcome.status}" if outcome.status is not None else outcome.error
-        logger.warning(
-            "business event from span %r (insertId %s) not delivered: %s",
-            event.span_name,
-            event.insert_id,
-            reason,
-        )

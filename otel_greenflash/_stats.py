@@ -14,6 +14,8 @@ class StatsSnapshot(TypedDict):
     """Event spans accepted into the queue."""
     sent: int
     """Events the API accepted (2xx)."""
+    retried: int
+    """Retry attempts scheduled (an event retried twice counts 2)."""
     failed: int
     """Events the API refused or that could not be delivered."""
     invalid: int
@@ -34,6 +36,7 @@ class DeliveryStats:
         self._queued = 0
         self._sent = 0
         self._failed = 0
+        self._retried = 0
         self._invalid = 0
         self._dropped: Counter[str] = Counter()
         self._unlinked: Counter[str] = Counter()
@@ -45,6 +48,10 @@ class DeliveryStats:
     def add_sent(self, count: int = 1) -> None:
         with self._lock:
             self._sent += count
+
+    def add_retried(self, count: int = 1) -> None:
+        with self._lock:
+            self._retried += count
 
     def add_failed(self, count: int = 1) -> None:
         with self._lock:
@@ -67,6 +74,7 @@ class DeliveryStats:
             return StatsSnapshot(
                 queued=self._queued,
                 sent=self._sent,
+                retried=self._retried,
                 failed=self._failed,
                 invalid=self._invalid,
                 dropped=dict(self._dropped),

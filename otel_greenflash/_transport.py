@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 from opentelemetry import context as otel_context
@@ -17,6 +17,8 @@ USER_AGENT = f"otel-greenflash/{__version__} (python; httpx/{httpx.__version__})
 # The SDK's own exporters set this key so HTTP-client instrumentations skip their requests.
 _SUPPRESS_INSTRUMENTATION_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY
 
+_HINT_HEADERS = ("retry-after", "retry-after-ms")
+
 
 @dataclass(frozen=True, slots=True)
 class SendOutcome:
@@ -24,6 +26,8 @@ class SendOutcome:
 
     status: int | None
     error: str | None = None
+    hints: dict[str, str] = field(default_factory=dict)
+    """Retry hints from the response (``retry-after``, ``retry-after-ms``), lower-case names."""
 
     @property
     def ok(self) -> bool:
@@ -31,34 +35,45 @@ class SendOutcome:
 
 
 def encode_body(event: BusinessEvent) -> bytes:
-    """Serialise an event body as compact JSON."""
+    """Serialise an event body as compact JSON (raises ValueError for NaN/inf)."""
     return json.dumps(event.body, separators=(",", ":"), allow_nan=False).encode()
 
 
 class EventTransport:
-    """Posts events to ``{base_url}/events``; never raises on network or HTTP errors."""
+    """Posts event bodies to ``{base_url}/events``; never raises."""
 
     def __init__(self, config: GreenflashConfig, *, max_connections: int = 16) -> None:
         headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json"}
         if config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"
         self._url = config.events_url
+        self._timeout = config.timeout_seconds
         self._client = httpx.Client(
             headers=headers,
-            timeout=httpx.Timeout(config.timeout_seconds, connect=min(5.0, config.timeout_seconds)),
+            timeout=httpx.Timeout(self._timeout, connect=min(5.0, self._timeout)),
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
         )
 
-    def send(self, event: BusinessEvent) -> SendOutcome:
-        """POST one event; return its outcome."""
+    def send(self, body: bytes, timeout_seconds: float | None = None) -> SendOutcome:
+        """POST one JSON body; ``timeout_seconds`` caps this request's timeouts."""
+        timeout = self._timeout if timeout_seconds is None else min(timeout_seconds, self._timeout)
         token = otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         try:
-            response = self._client.post(self._url, content=encode_body(event))
+            response = self._client.post(
+                self._url,
+                content=body,
+                timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)),
+            )
             response.read()
-            return SendOutcome(response.status_code)
+            hints = {
+                name: response.headers[name] for name in _HINT_HEADERS if name in response.headers
+            }
+            return SendOutcome(response.status_code, hints=hints)
         except httpx.HTTPError as exc:
+            return SendOutcome(None, type(exc).__name__)
+        except Exception as exc:  # e.g. the client was closed by shutdown mid-request
             return SendOutcome(None, type(exc).__name__)
         finally:
             otel_context.detach(token)

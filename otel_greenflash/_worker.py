@@ -101,6 +101,14 @@ class BackgroundWorker(Generic[Item]):
         with self._condition:
             return self._submitted - self._finished
 
+    def abandon(self) -> int:
+        """After shutdown: discard what is still queued; return how many items that was."""
+        with self._condition:
+            left = len(self._queue)
+            self._queue.clear()
+            self._finished += left
+            return left
+
     def _run(self) -> None:
         while True:
             with self._condition:

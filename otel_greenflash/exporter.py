@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ._config import ENV_API_KEY, GreenflashConfig
+from ._delivery import DropCallback, ErrorCallback
+from ._logging import logger
 from ._pipeline import EventPipeline
 from ._stats import StatsSnapshot
 
-logger = logging.getLogger("otel_greenflash")
+DEFAULT_EXPORT_TIMEOUT_SECONDS = 30.0
+DEFAULT_MAX_CONCURRENCY = 16
 
 
 class GreenflashSpanExporter(SpanExporter):
@@ -20,6 +22,8 @@ class GreenflashSpanExporter(SpanExporter):
 
     Constructible with no arguments (settings from ``GREENFLASH_*`` environment variables),
     so it can run inside ``BatchSpanProcessor`` or be named by ``OTEL_TRACES_EXPORTER``.
+    ``export`` sends the batch's events concurrently, with retries, and returns when each is
+    delivered or has failed (at most ``export_timeout_seconds``).
     """
 
     def __init__(
@@ -29,6 +33,10 @@ class GreenflashSpanExporter(SpanExporter):
         base_url: str | None = None,
         *,
         timeout_seconds: float | None = None,
+        export_timeout_seconds: float = DEFAULT_EXPORT_TIMEOUT_SECONDS,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        on_error: ErrorCallback | None = None,
+        on_drop: DropCallback | None = None,
     ) -> None:
         self._config = GreenflashConfig.resolve(
             api_key=api_key,
@@ -36,7 +44,14 @@ class GreenflashSpanExporter(SpanExporter):
             base_url=base_url,
             timeout_seconds=timeout_seconds,
         )
-        self._pipeline = EventPipeline(self._config)
+        self._export_timeout = export_timeout_seconds
+        self._pipeline = EventPipeline(
+            self._config,
+            concurrency=max_concurrency,
+            deadline_seconds=export_timeout_seconds,
+            on_error=on_error,
+            on_drop=on_drop,
+        )
         self._shutdown = False
         if not self._config.api_key:
             logger.warning(
@@ -56,15 +71,25 @@ class GreenflashSpanExporter(SpanExporter):
         if not self._config.api_key:
             self._pipeline.stats.add_dropped("no_api_key", len(events))
             return SpanExportResult.SUCCESS
-        sent = self._pipeline.send(events)
-        return SpanExportResult.SUCCESS if sent else SpanExportResult.FAILURE
+        failed_before = self._pipeline.stats.snapshot()["failed"]
+        self._pipeline.engine.submit(events)
+        delivered = self._pipeline.engine.flush(self._export_timeout)
+        failed = self._pipeline.stats.snapshot()["failed"] > failed_before
+        return SpanExportResult.SUCCESS if delivered and not failed else SpanExportResult.FAILURE
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
+        return self._pipeline.engine.flush(timeout_millis / 1000)
 
     def shutdown(self) -> None:
+        if self._shutdown:
+            return
         self._shutdown = True
-        self._pipeline.close()
+        undelivered = self._pipeline.engine.shutdown(self._export_timeout)
+        if undelivered:
+            logger.warning(
+                "otel_greenflash exporter shut down before delivering %d business event(s)",
+                undelivered,
+            )
 
     def stats(self) -> StatsSnapshot:
         """A snapshot of the delivery counters."""

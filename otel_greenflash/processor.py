@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import logging
+import os
+import threading
 import time
 import weakref
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from opentelemetry.util.types import AttributeValue
 
 from . import attributes as attr
 from ._config import ENV_API_KEY, GreenflashConfig
+from ._delivery import DropCallback, ErrorCallback
 from ._event import BusinessEvent
 from ._linking import (
     EventSpan,
@@ -25,16 +27,17 @@ from ._linking import (
     has_conversation,
     merge_ids,
 )
-from ._mapping import has_business_events, map_event_attributes, map_span
+from ._logging import RateLimitedLog, logger
+from ._mapping import has_business_events, map_event_attributes
 from ._pipeline import EventPipeline
 from ._stats import StatsSnapshot
 from ._worker import BackgroundWorker
 
-logger = logging.getLogger("otel_greenflash")
-
 DEFAULT_MAX_QUEUE_SIZE = 2048
 DEFAULT_MAX_BATCH_SIZE = 512
 DEFAULT_SCHEDULE_DELAY_SECONDS = 1.0
+DEFAULT_EXPORT_TIMEOUT_SECONDS = 30.0
+DEFAULT_MAX_CONCURRENCY = 16
 DEFAULT_LINGER_SECONDS = 5.0
 DEFAULT_MAX_WAITING = 2048
 DEFAULT_MAX_TRACES = 4096
@@ -48,11 +51,6 @@ _UNLINKED_REASONS = {
     "flush": "force_flush() sent events still waiting for their trace's root span",
     "shutdown": "shutdown() sent events still waiting for their trace's root span",
 }
-
-
-def _has_conversation_field(event: BusinessEvent) -> bool:
-    return "conversationId" in event.body or "externalConversationId" in event.body
-
 
 # The API's baggage key: reading it directly avoids baggage.get_all()'s copy on every span start.
 _BAGGAGE_KEY = baggage_api._BAGGAGE_KEY
@@ -68,12 +66,25 @@ def active_processors() -> list[GreenflashSpanProcessor]:
     return [processor for processor in list(_active_processors) if not processor._is_shutdown]
 
 
+def _restart_in_child() -> None:
+    for processor in list(_active_processors):
+        processor._restart_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_restart_in_child)
+
+
+def _has_conversation_field(event: BusinessEvent) -> bool:
+    return "conversationId" in event.body or "externalConversationId" in event.body
+
+
 class GreenflashSpanProcessor(SpanProcessor):
     """Turns spans carrying ``greenflash.event.*`` attributes into Greenflash events.
 
     Other spans pass through untouched and are never exported. Each event is linked to its
     conversation through the trace (see the README's precedence table). Mapping and HTTP
-    happen on a background thread; the application thread does dictionary work only.
+    happen on background threads; the application thread does dictionary work only.
     """
 
     def __init__(
@@ -86,10 +97,14 @@ class GreenflashSpanProcessor(SpanProcessor):
         max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         schedule_delay_seconds: float = DEFAULT_SCHEDULE_DELAY_SECONDS,
+        export_timeout_seconds: float = DEFAULT_EXPORT_TIMEOUT_SECONDS,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         aliases: Mapping[str, str] | None = None,
         linger_seconds: float = DEFAULT_LINGER_SECONDS,
         max_waiting: int = DEFAULT_MAX_WAITING,
         max_traces: int = DEFAULT_MAX_TRACES,
+        on_error: ErrorCallback | None = None,
+        on_drop: DropCallback | None = None,
     ) -> None:
         self._config = GreenflashConfig.resolve(
             api_key=api_key,
@@ -99,36 +114,65 @@ class GreenflashSpanProcessor(SpanProcessor):
         )
         self._link_keys = LinkKeys(aliases)
         self._no_id_keys_in = self._link_keys.all_keys.isdisjoint
-        self._pipeline = EventPipeline(self._config)
-        self._stats = self._pipeline.stats
+        self._max_queue_size = max_queue_size
+        self._max_batch_size = max_batch_size
+        self._schedule_delay_seconds = schedule_delay_seconds
+        self._max_traces = max_traces
+        self._linger_seconds = linger_seconds
+        self._max_waiting = max_waiting
+        self._on_drop = on_drop
+        self._pipeline = EventPipeline(
+            self._config,
+            link_keys=self._link_keys,
+            concurrency=max_concurrency,
+            max_pending=max_queue_size,
+            deadline_seconds=export_timeout_seconds,
+            on_error=on_error,
+            on_drop=on_drop,
+        )
         self._enabled = bool(self._config.api_key)
-        self._warned_queue_full = False
         self._is_shutdown = False
-        self._live = LiveSpans()
-        self._trace_ids = TraceIds(max_traces=max_traces, retain_seconds=max(30.0, linger_seconds))
-        self._waiting = WaitingEvents(max_waiting=max_waiting, linger_seconds=linger_seconds)
-        self._ended_waiting: list[int] = []
-        self._last_unlinked_warning = -1e9
+        self._log = RateLimitedLog()
         if not self._enabled:
             logger.warning(
                 "%s is not set: GreenflashSpanProcessor will send no business events", ENV_API_KEY
             )
+        self._start_worker()
+        _active_processors.add(self)
+
+    def _start_worker(self) -> None:
+        """(Re)create everything that belongs to one process: threads, queues, linking state."""
+        self._pid = os.getpid()
+        self._fork_lock = threading.Lock()
+        self._live = LiveSpans()
+        self._trace_ids = TraceIds(
+            max_traces=self._max_traces, retain_seconds=max(30.0, self._linger_seconds)
+        )
+        self._waiting = WaitingEvents(
+            max_waiting=self._max_waiting, linger_seconds=self._linger_seconds
+        )
+        self._ended_waiting: list[int] = []
         self._worker: BackgroundWorker[WorkItem] = BackgroundWorker(
             self._handle_batch,
             name="otel-greenflash-processor",
-            max_queue_size=max_queue_size,
-            max_batch_size=max_batch_size,
-            schedule_delay_seconds=schedule_delay_seconds,
+            max_queue_size=self._max_queue_size,
+            max_batch_size=self._max_batch_size,
+            schedule_delay_seconds=self._schedule_delay_seconds,
         )
-        _active_processors.add(self)
+
+    def _restart_after_fork(self) -> None:
+        """In a forked child: fresh worker and engine, empty queues (nothing sent twice)."""
+        if self._is_shutdown:
+            return
+        self._pipeline.restart_after_fork()
+        self._start_worker()
 
     @property
     def config(self) -> GreenflashConfig:
         return self._config
 
     # -- application thread ------------------------------------------------------------------
-
-    # Both hooks run for every span of the application, so they use the SDK's private fields
+    # Both hooks run for every span of the application, so they read the SDK's private fields
     # (the public properties copy) and do only dictionary work.
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
@@ -157,8 +201,7 @@ class GreenflashSpanProcessor(SpanProcessor):
         parent = span._parent
         root = parent is None or parent.is_remote
         if attributes and not self._no_id_keys_in(attributes):
-            ids = self._link_keys.ids_from(attributes)
-            self._trace_ids.record(trace_id, ids, root=root)
+            self._trace_ids.record(trace_id, self._link_keys.ids_from(attributes), root=root)
         if _EVENT_TYPE in attributes or (span._events and has_business_events(span)):
             self._enqueue_event_span(span, trace_id, start_baggage)
         if root and trace_id in self._trace_ids:
@@ -170,13 +213,13 @@ class GreenflashSpanProcessor(SpanProcessor):
             self._worker.wake()
 
     def _enqueue_event_span(
-        self, span: ReadableSpan, trace_id: int, baggage: Mapping[str, object] | None
+        self, span: ReadableSpan, trace_id: int, start_baggage: Mapping[str, object] | None
     ) -> None:
         if not self._enabled:
-            self._stats.add_dropped("no_api_key")
+            self._stats_drop("no_api_key", span)
             return
         self._trace_ids.expect(trace_id)
-        self._submit(EventSpan(span, self._live.ancestors(span), baggage))
+        self._submit(EventSpan(span, self._live.ancestors(span), start_baggage))
 
     def submit_attributes(
         self,
@@ -188,7 +231,7 @@ class GreenflashSpanProcessor(SpanProcessor):
     ) -> None:
         """Queue one event given as bare attributes (``track()`` with no recording span)."""
         if not self._enabled:
-            self._stats.add_dropped("no_api_key")
+            self._pipeline.stats.add_dropped("no_api_key")
             return
         result = map_event_attributes(
             attributes,
@@ -214,40 +257,68 @@ class GreenflashSpanProcessor(SpanProcessor):
             self._trace_ids.record(trace_id, ids, root=False)
 
     def _submit(self, item: WorkItem) -> None:
+        if self._pid != os.getpid():  # forked without at-fork hooks (e.g. uWSGI)
+            with self._fork_lock:
+                if self._pid != os.getpid():
+                    self._restart_after_fork()
         if self._worker.submit(item):
-            self._stats.add_queued()
+            self._pipeline.stats.add_queued()
             return
-        self._stats.add_dropped("queue_full")
-        if not self._warned_queue_full:
-            self._warned_queue_full = True
-            logger.warning(
-                "otel_greenflash queue is full: new business events are dropped and counted "
-                "in stats()['dropped']['queue_full']"
+        reason = "shutdown" if self._is_shutdown else "queue_full"
+        self._stats_drop(reason, item)
+
+    def _stats_drop(self, reason: str, item: WorkItem | ReadableSpan) -> None:
+        self._pipeline.stats.add_dropped(reason)
+        if reason == "queue_full":
+            self._log.warning(
+                "queue-full",
+                "otel_greenflash queue is full (max_queue_size=%d): new business events are "
+                "dropped and counted in stats()['dropped']['queue_full']",
+                self._max_queue_size,
             )
+        if self._on_drop is not None:
+            try:
+                self._on_drop(self._events_of(item), reason)
+            except Exception:
+                logger.exception("otel_greenflash on_drop callback raised")
+
+    def _events_of(self, item: WorkItem | ReadableSpan) -> list[BusinessEvent]:
+        if isinstance(item, BusinessEvent):
+            return [item]
+        span = item.span if isinstance(item, EventSpan) else item
+        return self._pipeline.map_span(span)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Send everything queued so far, waiting events included; False if the timeout passed."""
-        return self._worker.flush(timeout_millis / 1000)
+        deadline = time.monotonic() + timeout_millis / 1000
+        if not self._worker.flush(timeout_millis / 1000):
+            return False
+        return self._pipeline.engine.flush(max(0.0, deadline - time.monotonic()))
 
     def shutdown(self, timeout_millis: int = 30000) -> None:
-        """Flush within the timeout, stop the worker and report what could not be sent."""
+        """Deliver what fits in the timeout, stop, and report what was not delivered."""
         if self._is_shutdown:
             return
         self._is_shutdown = True
-        left = self._worker.shutdown(timeout_millis / 1000) + len(self._waiting)
-        if left:
-            self._stats.add_dropped("shutdown", left)
+        deadline = time.monotonic() + timeout_millis / 1000
+        self._worker.shutdown(timeout_millis / 1000)
+        undelivered = self._pipeline.engine.shutdown(max(0.0, deadline - time.monotonic()))
+        left_in_queue = self._worker.abandon()
+        if left_in_queue:
+            self._pipeline.stats.add_dropped("shutdown", left_in_queue)
+        undelivered += left_in_queue
+        if undelivered:
             logger.warning(
-                "otel_greenflash shut down with %d business event(s) not delivered", left
+                "otel_greenflash shut down before delivering %d business event(s); "
+                "see stats()['dropped']['shutdown']",
+                undelivered,
             )
-        if self._worker.stopped:
-            self._pipeline.close()
 
     def stats(self) -> StatsSnapshot:
         """A snapshot of the delivery counters."""
-        snapshot = self._stats.snapshot()
+        snapshot = self._pipeline.stats.snapshot()
         snapshot["waiting"] = len(self._waiting)
         return snapshot
 
@@ -262,11 +333,10 @@ class GreenflashSpanProcessor(SpanProcessor):
                 events.append(item)
             elif draining:
                 ready.append(item)
-            elif (decision := self._wait_decision(item)) != "wait":
-                if decision == "untracked":
-                    events.extend(self._events_for(item, cut_short="traces_full"))
-                else:
-                    ready.append(item)
+            elif (decision := self._wait_decision(item)) == "untracked":
+                events.extend(self._events_for(item, cut_short="traces_full"))
+            elif decision != "wait":
+                ready.append(item)
             else:
                 pushed_out = self._waiting.park(item, now)
                 if pushed_out is not None:
@@ -285,7 +355,7 @@ class GreenflashSpanProcessor(SpanProcessor):
         for item in released:
             events.extend(self._events_for(item, cut_short=cut_short))
         if events:
-            self._pipeline.send(events)
+            self._pipeline.engine.submit(events)
 
     def _linked_ids(self, item: EventSpan) -> dict[str, AttributeValue]:
         keys = self._link_keys
@@ -304,27 +374,15 @@ class GreenflashSpanProcessor(SpanProcessor):
     def _events_for(self, item: EventSpan, cut_short: str | None = None) -> list[BusinessEvent]:
         """Map an event span with the ids known now. ``cut_short`` says why it stopped waiting."""
         linked = self._linked_ids(item)
-        result = map_span(
-            item.span,
-            default_product_id=self._config.product_id,
-            linked=linked,
-            link_keys=self._link_keys,
-        )
-        self._pipeline.report_invalid(result.invalid)
-        if cut_short is not None and result.events and not has_conversation(linked):
-            unlinked = [e for e in result.events if not _has_conversation_field(e)]
+        events = self._pipeline.map_span(item.span, linked)
+        if cut_short is not None and not has_conversation(linked):
+            unlinked = sum(1 for event in events if not _has_conversation_field(event))
             if unlinked:
-                self._stats.add_unlinked(cut_short, len(unlinked))
-                self._say_unlinked(cut_short)
-        return result.events
-
-    def _say_unlinked(self, reason: str) -> None:
-        now = time.monotonic()
-        if now - self._last_unlinked_warning < 20.0:
-            return
-        self._last_unlinked_warning = now
-        logger.warning(
-            "otel_greenflash sent business event(s) without a conversation id (%s); "
-            "see stats()['unlinked']",
-            _UNLINKED_REASONS.get(reason, reason),
-        )
+                self._pipeline.stats.add_unlinked(cut_short, unlinked)
+                self._log.warning(
+                    f"unlinked-{cut_short}",
+                    "otel_greenflash sent business event(s) without a conversation id (%s); "
+                    "see stats()['unlinked']",
+                    _UNLINKED_REASONS.get(cut_short, cut_short),
+                )
+        return events

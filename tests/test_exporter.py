@@ -63,13 +63,14 @@ def test_export_reports_failure_when_the_api_refuses(server: EventsApiServer) ->
         pass
     event_span, plain_span = finished.get_finished_spans()
     exporter = GreenflashSpanExporter()
-    server.inject(Fault(status=500))
+    server.inject(Fault(status=400))
 
     assert exporter.export([event_span]) is SpanExportResult.FAILURE
     assert exporter.export([plain_span]) is SpanExportResult.SUCCESS
-    assert exporter.export([event_span]) is SpanExportResult.SUCCESS
-    assert exporter.stats()["failed"] == 1
-    assert exporter.stats()["sent"] == 1
+    server.inject(Fault(status=503, retry_after="0"))
+    assert exporter.export([event_span]) is SpanExportResult.SUCCESS  # retried
+    stats = exporter.stats()
+    assert (stats["failed"], stats["sent"], stats["retried"]) == (1, 1, 1)
     exporter.shutdown()
 
 

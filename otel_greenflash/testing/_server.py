@@ -68,6 +68,7 @@ class EventsApiServer:
         """Added before every answer, to imitate a distant API."""
         self._on_event = on_event
         self._lock = threading.Condition()
+        self._callback_lock = threading.Lock()
         self._events: list[dict[str, Any]] = []
         self._event_ids: dict[str, str] = {}
         self._requests: list[RecordedRequest] = []
@@ -207,7 +208,8 @@ class EventsApiServer:
 
     def _event_accepted(self, body: Mapping[str, Any]) -> None:
         if self._on_event is not None:
-            self._on_event(body)
+            with self._callback_lock:  # one call at a time, whatever the server thread
+                self._on_event(body)
 
 
 class _HTTPServer(ThreadingHTTPServer):

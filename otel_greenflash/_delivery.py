@@ -1,0 +1,286 @@
+"""Concurrent delivery with retries: a fixed set of sender threads over one keep-alive client.
+
+Every event is encoded once, so each attempt carries the same body and ``insertId``. Retryable
+answers (network errors, timeouts, 408, 429, 5xx) are scheduled again after a backoff (or the
+server's ``Retry-After``) as long as the event's deadline allows; the sender thread is free to
+send other events meanwhile. ``pending`` counts events not yet resolved (queued, in flight or
+waiting for a retry); ``submit`` blocks its caller (the processor's worker, never the
+application) while ``pending`` is at its bound.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ._event import BusinessEvent
+from ._exceptions import (
+    AuthenticationError,
+    DeliveryError,
+    EventRejectedError,
+    PermissionDeniedError,
+    RetriesExhaustedError,
+)
+from ._logging import RateLimitedLog, logger
+from ._retry import RetryPolicy, is_retryable_status
+from ._stats import DeliveryStats
+from ._transport import EventTransport, SendOutcome, encode_body
+
+ErrorCallback = Callable[[Exception, Sequence[BusinessEvent]], None]
+DropCallback = Callable[[Sequence[BusinessEvent], str], None]
+
+AUTH_PAUSE_SECONDS = 300.0
+"""After a 401/403, events fail without a request for this long, then one request probes."""
+
+
+@dataclass(slots=True)
+class _Attempt:
+    event: BusinessEvent
+    body: bytes
+    deadline: float
+    tries: int = 0
+
+
+class DeliveryEngine:
+    """Sends events with ``concurrency`` threads; resolves each as sent, failed or abandoned."""
+
+    def __init__(
+        self,
+        transport: EventTransport,
+        stats: DeliveryStats,
+        *,
+        concurrency: int = 16,
+        max_pending: int = 2048,
+        deadline_seconds: float = 30.0,
+        policy: RetryPolicy | None = None,
+        on_error: ErrorCallback | None = None,
+        on_drop: DropCallback | None = None,
+    ) -> None:
+        self._transport = transport
+        self._stats = stats
+        self._max_pending = max_pending
+        self._deadline_seconds = deadline_seconds
+        self._policy = policy if policy is not None else RetryPolicy()
+        self._on_error = on_error
+        self._on_drop = on_drop
+        self._log = RateLimitedLog()
+        self._condition = threading.Condition(threading.Lock())
+        self._ready: collections.deque[_Attempt] = collections.deque()
+        self._delayed: list[tuple[float, int, _Attempt]] = []
+        self._sequence = itertools.count()
+        self._pending = 0
+        self._closing = False
+        self._abandoned = False
+        self._auth_paused_until = 0.0
+        self._auth_error: DeliveryError | None = None
+        self._threads = [
+            threading.Thread(target=self._run, name=f"otel-greenflash-sender-{n}", daemon=True)
+            for n in range(concurrency)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    # -- called by the processor's worker ----------------------------------------------------
+
+    def submit(self, events: Sequence[BusinessEvent]) -> None:
+        """Queue events for delivery; blocks while too many are pending (backpressure)."""
+        deadline = time.monotonic() + self._deadline_seconds
+        for event in events:
+            try:
+                body = encode_body(event)
+            except ValueError:
+                self._pending_add_and_fail(event)
+                continue
+            with self._condition:
+                while self._pending >= self._max_pending and not self._closing:
+                    self._condition.wait()
+                closing = self._closing
+                if not closing:
+                    self._pending += 1
+                    self._ready.append(_Attempt(event, body, deadline))
+                    self._condition.notify()
+            if closing:
+                self._drop([event], "shutdown")
+
+    def flush(self, timeout_seconds: float) -> bool:
+        """Wait until every submitted event is resolved; False on timeout."""
+        deadline = time.monotonic() + timeout_seconds
+        with self._condition:
+            while self._pending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._condition.wait(remaining)
+        return True
+
+    def shutdown(self, timeout_seconds: float) -> int:
+        """Deliver what fits in the timeout, then give up the rest; return how many were left."""
+        with self._condition:
+            self._closing = True
+            self._condition.notify_all()
+        self.flush(timeout_seconds)
+        with self._condition:
+            self._abandoned = True
+            left = [attempt.event for attempt in self._ready]
+            left.extend(attempt.event for _, _, attempt in self._delayed)
+            in_flight = self._pending - len(left)
+            self._ready.clear()
+            self._delayed.clear()
+            self._pending = 0
+            self._condition.notify_all()
+        if left:
+            self._drop(left, "shutdown")
+        if in_flight:  # their answers, if any come, are ignored: counted here as not delivered
+            self._stats.add_dropped("shutdown", in_flight)
+        self._transport.close()  # cuts requests still hanging on the network
+        return len(left) + in_flight
+
+    # -- sender threads ----------------------------------------------------------------------
+
+    def _next_attempt(self) -> _Attempt | None:
+        with self._condition:
+            while True:
+                if self._abandoned:
+                    return None
+                now = time.monotonic()
+                while self._delayed and self._delayed[0][0] <= now:
+                    self._ready.append(heapq.heappop(self._delayed)[2])
+                if self._ready:
+                    return self._ready.popleft()
+                timeout = self._delayed[0][0] - now if self._delayed else None
+                self._condition.wait(timeout)
+
+    def _run(self) -> None:
+        while True:
+            attempt = self._next_attempt()
+            if attempt is None:
+                return
+            try:
+                self._deliver(attempt)
+            except Exception:  # a bug here must not kill the sender
+                logger.exception("otel_greenflash sender failed")
+                self._resolve()
+
+    def _deliver(self, attempt: _Attempt) -> None:
+        now = time.monotonic()
+        if now < self._auth_paused_until and self._auth_error is not None:
+            self._fail([attempt.event], self._auth_error)
+            return
+        remaining = attempt.deadline - now
+        if remaining <= 0:
+            self._give_up(attempt, None)
+            return
+        attempt.tries += 1
+        outcome = self._transport.send(attempt.body, timeout_seconds=remaining)
+        if self._abandoned:
+            return  # shutdown already counted this event as not delivered
+        if outcome.ok:
+            self._stats.add_sent()
+            self._resolve()
+            return
+        status = outcome.status
+        if status in (401, 403):
+            self._pause_for_auth(status, attempt)
+            return
+        if status is not None and not is_retryable_status(status):
+            self._log.warning(
+                f"rejected-{status}",
+                "Greenflash rejected a business event from span %r with HTTP %s; not retried",
+                attempt.event.span_name,
+                status,
+            )
+            self._fail([attempt.event], EventRejectedError(f"HTTP {status}", status=status))
+            return
+        self._retry_later(attempt, outcome)
+
+    def _retry_later(self, attempt: _Attempt, outcome: SendOutcome) -> None:
+        delay = self._policy.delay(attempt.tries, outcome.hints, time.time())
+        due = time.monotonic() + delay
+        if due >= attempt.deadline:
+            self._give_up(attempt, outcome)
+            return
+        self._stats.add_retried()
+        with self._condition:
+            if self._abandoned:
+                return
+            heapq.heappush(self._delayed, (due, next(self._sequence), attempt))
+            self._condition.notify()
+
+    def _give_up(self, attempt: _Attempt, outcome: SendOutcome | None) -> None:
+        cause = _describe(outcome) if outcome is not None else "no time left"
+        self._log.warning(
+            "gave-up",
+            "business event from span %r (insertId %s) not delivered after %d attempt(s): %s",
+            attempt.event.span_name,
+            attempt.event.insert_id,
+            attempt.tries,
+            cause,
+        )
+        status = outcome.status if outcome is not None else None
+        error = RetriesExhaustedError(f"not delivered before the deadline: {cause}", status=status)
+        self._fail([attempt.event], error)
+
+    def _pause_for_auth(self, status: int, attempt: _Attempt) -> None:
+        error: DeliveryError
+        if status == 401:
+            error = AuthenticationError("the API key was rejected (HTTP 401)", status=401)
+            cause = "the API key was rejected; check GREENFLASH_API_KEY"
+        else:
+            error = PermissionDeniedError("the API key may not send events (HTTP 403)", status=403)
+            cause = "the API key's plan does not allow the Events API"
+        first = self._auth_error is None
+        self._auth_error = error
+        self._auth_paused_until = time.monotonic() + AUTH_PAUSE_SECONDS
+        if first:
+            logger.error(
+                "Greenflash answered HTTP %s: %s. Business events fail without being sent "
+                "for the next %d s, then one request checks again.",
+                status,
+                cause,
+                AUTH_PAUSE_SECONDS,
+            )
+        self._fail([attempt.event], error)
+
+    # -- resolution --------------------------------------------------------------------------
+
+    def _resolve(self, count: int = 1) -> None:
+        with self._condition:
+            if self._abandoned:
+                return
+            self._pending -= count
+            self._condition.notify_all()
+
+    def _pending_add_and_fail(self, event: BusinessEvent) -> None:
+        with self._condition:
+            self._pending += 1
+        self._fail([event], EventRejectedError("the event body cannot be encoded as JSON"))
+
+    def _fail(self, events: Sequence[BusinessEvent], error: DeliveryError) -> None:
+        self._stats.add_failed(len(events))
+        if self._on_error is not None:
+            try:
+                self._on_error(error, events)
+            except Exception:
+                logger.exception("otel_greenflash on_error callback raised")
+        self._resolve(len(events))
+
+    def _drop(self, events: Sequence[BusinessEvent], reason: str) -> None:
+        self._stats.add_dropped(reason, len(events))
+        if self._on_drop is not None:
+            try:
+                self._on_drop(events, reason)
+            except Exception:
+                logger.exception("otel_greenflash on_drop callback raised")
+
+
+def _describe(outcome: SendOutcome) -> str:
+    return f"HTTP {outcome.status}" if outcome.status is not None else str(outcome.error)
