@@ -25,12 +25,15 @@ class Fault:
     """What the server does instead of (or before) answering one request.
 
     ``status`` answers with that code (``retry_after``/``headers`` added); ``delay_seconds``
-    sleeps first; ``drop`` closes the connection without any answer.
+    sleeps first; ``drop`` closes the connection without any answer; ``lose_response``
+    processes the request normally (the event is accepted) and then closes the connection
+    instead of answering, as when a response is lost on the way back.
     """
 
     status: int | None = None
     delay_seconds: float = 0.0
     drop: bool = False
+    lose_response: bool = False
     retry_after: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
 
@@ -45,6 +48,8 @@ class RecordedRequest:
     insert_id: str | None
     headers: Mapping[str, str]
     errors: tuple[str, ...] = ()
+    at: float = field(default_factory=time.monotonic)
+    """``time.monotonic()`` when the request was handled."""
 
 
 class EventsApiServer:
@@ -75,6 +80,8 @@ class EventsApiServer:
         self._messages: list[dict[str, Any]] = []
         self._faults: list[Fault] = []
         self._duplicates = 0
+        self._in_progress = 0
+        self._peak = 0
         self._httpd = _HTTPServer((host, port), _Handler)
         self._httpd.owner = self
         self._thread: threading.Thread | None = None
@@ -174,6 +181,21 @@ class EventsApiServer:
 
     # -- request handling (called on server threads) -----------------------------------------
 
+    @property
+    def peak_concurrency(self) -> int:
+        """Most requests handled at the same time so far."""
+        with self._lock:
+            return self._peak
+
+    def _enter_request(self) -> None:
+        with self._lock:
+            self._in_progress += 1
+            self._peak = max(self._peak, self._in_progress)
+
+    def _leave_request(self) -> None:
+        with self._lock:
+            self._in_progress -= 1
+
     def _next_fault(self) -> Fault | None:
         with self._lock:
             return self._faults.pop(0) if self._faults else None
@@ -229,28 +251,39 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         owner = self.server.owner
+        owner._enter_request()
+        try:
+            self._handle_post(owner)
+        except OSError:
+            self.close_connection = True  # the client went away (e.g. it timed out)
+        finally:
+            owner._leave_request()
+
+    def _handle_post(self, owner: EventsApiServer) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         headers = {name.lower(): value for name, value in self.headers.items()}
         headers.pop("authorization", None)  # never keep the key around
         if owner.latency_seconds:
             time.sleep(owner.latency_seconds)
+        self._lose_response = False
         fault = owner._next_fault()
         if fault is not None:
             if fault.delay_seconds:
                 time.sleep(fault.delay_seconds)
+            insert_id = _insert_id_of(raw)
             if fault.drop:
-                owner._record(RecordedRequest("POST", self.path, None, None, headers))
-                self.close_connection = True
-                self.connection.shutdown(socket.SHUT_RDWR)
+                owner._record(RecordedRequest("POST", self.path, None, insert_id, headers))
+                self._hang_up()
                 return
             if fault.status is not None:
                 extra = dict(fault.headers)
                 if fault.retry_after is not None:
                     extra["Retry-After"] = fault.retry_after
-                owner._record(RecordedRequest("POST", self.path, fault.status, None, headers))
+                owner._record(RecordedRequest("POST", self.path, fault.status, insert_id, headers))
                 self._answer(fault.status, {"success": False, "error": "injected fault"}, extra)
                 return
+            self._lose_response = fault.lose_response
 
         if self.headers.get("Authorization") != f"Bearer {owner.api_key}":
             owner._record(RecordedRequest("POST", self.path, 401, None, headers))
@@ -292,9 +325,16 @@ class _Handler(BaseHTTPRequestHandler):
             owner._event_accepted(body)
         self._answer(200, {"success": True, "eventId": event_id})
 
+    def _hang_up(self) -> None:
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
+
     def _answer(
         self, status: int, payload: Mapping[str, Any], headers: Mapping[str, str] | None = None
     ) -> None:
+        if self._lose_response:
+            self._hang_up()
+            return
         data = json.dumps(payload).encode()
         self.send_response(status, HTTPStatus(status).phrase if status in _KNOWN else "")
         self.send_header("Content-Type", "application/json")
@@ -306,6 +346,15 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 _KNOWN = {status.value for status in HTTPStatus}
+
+
+def _insert_id_of(raw: bytes) -> str | None:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return None
+    insert_id = body.get("insertId") if isinstance(body, dict) else None
+    return insert_id if isinstance(insert_id, str) else None
 
 
 def _message_response(conversation_id: str, body: Any) -> dict[str, Any]:
