@@ -1,11 +1,20 @@
 """Report business events from OpenTelemetry spans to Greenflash.
 
 Mark a span with ``greenflash.event.type`` (and friends, see :mod:`otel_greenflash.attributes`),
-install :class:`GreenflashSpanProcessor`, and each such span becomes one Events API call.
+install :class:`GreenflashSpanProcessor`, and each such span becomes one Events API call,
+linked to the conversation found in its trace.
 """
 
 from ._config import GreenflashConfig
 from ._event import BusinessEvent, InvalidAttribute
+from ._exceptions import (
+    AuthenticationError,
+    DeliveryError,
+    EventRejectedError,
+    GreenflashError,
+    PermissionDeniedError,
+    RetriesExhaustedError,
+)
 from ._helpers import ConversationScope, attach_conversation, conversation, track
 from ._linking import DEFAULT_ALIASES
 from ._stats import StatsSnapshot
@@ -15,12 +24,18 @@ from .processor import GreenflashSpanProcessor
 
 __all__ = [
     "DEFAULT_ALIASES",
+    "AuthenticationError",
     "BusinessEvent",
     "ConversationScope",
+    "DeliveryError",
+    "EventRejectedError",
     "GreenflashConfig",
+    "GreenflashError",
     "GreenflashSpanExporter",
     "GreenflashSpanProcessor",
     "InvalidAttribute",
+    "PermissionDeniedError",
+    "RetriesExhaustedError",
     "StatsSnapshot",
     "__version__",
     "attach_conversation",

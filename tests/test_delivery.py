@@ -15,10 +15,11 @@ from collections.abc import Sequence
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from otel_greenflash import BusinessEvent, GreenflashSpanProcessor
-from otel_greenflash._exceptions import (
+from otel_greenflash import (
     AuthenticationError,
+    BusinessEvent,
     EventRejectedError,
+    GreenflashSpanProcessor,
     RetriesExhaustedError,
 )
 from otel_greenflash.testing import EventsApiServer, Fault
