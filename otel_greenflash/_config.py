@@ -1,34 +1,109 @@
-"""Configuration: explicit argument, then environment variable, then default."""
+"""Configuration: explicit argument, then environment variable, then default.
+
+Every environment variable the library reads is declared here, parsed here and validated here;
+a bad value fails at construction with a :class:`ConfigurationError` naming the setting, what is
+wrong and what is allowed.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-ENV_API_KEY = "GREENFLASH_API_KEY"
-"""Greenflash API key, sent as ``Authorization: Bearer``. No default: without it nothing is sent."""
-
-ENV_PRODUCT_ID = "GREENFLASH_PRODUCT_ID"
-"""Default ``productId`` (UUID) for events whose spans carry no ``greenflash.product.id``."""
-
-ENV_BASE_URL = "GREENFLASH_BASE_URL"
-"""Events API base URL; events go to ``{base_url}/events``."""
+from . import attributes as attr
 
 DEFAULT_BASE_URL = "https://www.greenflash.ai/api/v1"
-DEFAULT_TIMEOUT_SECONDS = 10.0
+
+ENV_API_KEY = "GREENFLASH_API_KEY"
+ENV_PRODUCT_ID = "GREENFLASH_PRODUCT_ID"
+ENV_BASE_URL = "GREENFLASH_BASE_URL"
+ENV_CUSTOM_HEADERS = "GREENFLASH_CUSTOM_HEADERS"
+ENV_ENABLED = "GREENFLASH_ENABLED"
+ENV_DRY_RUN = "GREENFLASH_DRY_RUN"
+ENV_ALLOW_INSECURE_HTTP = "GREENFLASH_ALLOW_INSECURE_HTTP"
+ENV_TIMEOUT = "GREENFLASH_TIMEOUT"
+ENV_SCHEDULE_DELAY = "GREENFLASH_BSP_SCHEDULE_DELAY"
+ENV_MAX_QUEUE_SIZE = "GREENFLASH_BSP_MAX_QUEUE_SIZE"
+ENV_MAX_EXPORT_BATCH_SIZE = "GREENFLASH_BSP_MAX_EXPORT_BATCH_SIZE"
+ENV_EXPORT_TIMEOUT = "GREENFLASH_BSP_EXPORT_TIMEOUT"
+ENV_MAX_CONCURRENCY = "GREENFLASH_BSP_MAX_CONCURRENCY"
+ENV_LINK_LINGER = "GREENFLASH_LINK_LINGER"
+ENV_LINK_MAX_WAITING = "GREENFLASH_LINK_MAX_WAITING"
+ENV_LINK_MAX_TRACES = "GREENFLASH_LINK_MAX_TRACES"
+ENV_LINK_ALIASES = "GREENFLASH_LINK_ALIASES"
+ENV_INSTALL_PROCESSOR = "GREENFLASH_INSTALL_PROCESSOR"
+ENV_OTEL_SDK_DISABLED = "OTEL_SDK_DISABLED"
+
+ENVIRONMENT_VARIABLES: Mapping[str, str] = MappingProxyType(
+    {
+        ENV_API_KEY: "Greenflash API key, sent as `Authorization: Bearer`. Unset: nothing is sent.",
+        ENV_PRODUCT_ID: "Default `productId` (UUID) for events whose trace names none.",
+        ENV_BASE_URL: f"Events API base URL; events go to `{{base_url}}/events`. "
+        f"Default `{DEFAULT_BASE_URL}`.",
+        ENV_CUSTOM_HEADERS: "Extra request headers, one `Name: value` per line.",
+        ENV_ENABLED: "`false` turns the processor and exporter into no-ops. Default `true`.",
+        ENV_DRY_RUN: "`true` prints each event as a JSON line on stdout instead of sending "
+        "(no key needed). Default `false`.",
+        ENV_ALLOW_INSECURE_HTTP: "`true` allows sending the key over plain `http://` to a "
+        "non-loopback host. Default `false`.",
+        ENV_TIMEOUT: "Per-request timeout, milliseconds. Default 10000.",
+        ENV_SCHEDULE_DELAY: "Longest wait before queued events are sent, ms. Default 1000.",
+        ENV_MAX_QUEUE_SIZE: "Event spans the queue holds (then new ones are dropped). "
+        "Default 2048.",
+        ENV_MAX_EXPORT_BATCH_SIZE: "Event spans handled per worker wake-up. Default 512.",
+        ENV_EXPORT_TIMEOUT: "Deadline per event, retries included, ms. Default 30000.",
+        ENV_MAX_CONCURRENCY: "Requests in flight (sender threads, keep-alive connections). "
+        "Default 16.",
+        ENV_LINK_LINGER: "Longest wait for a trace's local root span before an event is sent "
+        "without a conversation id, ms. Default 5000.",
+        ENV_LINK_MAX_WAITING: "Event spans that may wait for their conversation id. Default 2048.",
+        ENV_LINK_MAX_TRACES: "Traces whose ids are remembered for linking. Default 4096.",
+        ENV_LINK_ALIASES: "Comma-separated `attribute=greenflash.key` pairs replacing the default "
+        "aliases; empty: none.",
+        ENV_INSTALL_PROCESSOR: "`true`: `opentelemetry-instrument` installs "
+        "GreenflashSpanProcessor on the SDK TracerProvider. Default `false`.",
+        ENV_OTEL_SDK_DISABLED: "OpenTelemetry's own switch; `true` disables this library too.",
+    }
+)
+"""Every environment variable read by the library, with what it does and its default."""
+
+T = TypeVar("T")
+
+
+class ConfigurationError(ValueError):
+    """A setting has a value the library cannot use. Raised at construction only."""
 
 
 @dataclass(frozen=True, slots=True)
 class GreenflashConfig:
-    """Resolved settings shared by the processor and the exporter. The key never appears in repr."""
+    """Resolved settings shared by the processor, the exporter and the CLI.
+
+    The API key and custom header values never appear in ``repr``.
+    """
 
     api_key: str | None = field(repr=False)
     product_id: str | None
     base_url: str
-    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    custom_headers: Mapping[str, str] = field(repr=False)
+    enabled: bool
+    dry_run: bool
+    allow_insecure_http: bool
+    timeout_seconds: float
+    schedule_delay_seconds: float
+    max_queue_size: int
+    max_export_batch_size: int
+    export_timeout_seconds: float
+    max_concurrency: int
+    linger_seconds: float
+    max_waiting: int
+    max_traces: int
+    aliases: Mapping[str, str] | None
 
     @property
     def events_url(self) -> str:
@@ -36,46 +111,276 @@ class GreenflashConfig:
 
     @property
     def api_key_redacted(self) -> str:
-        if not self.api_key:
-            return "<not set>"
-        return "****" + self.api_key[-4:] if len(self.api_key) >= 12 else "****"
+        return redact(self.api_key)
+
+    @property
+    def custom_header_names(self) -> tuple[str, ...]:
+        return tuple(self.custom_headers)
+
+    @property
+    def sends(self) -> bool:
+        """True when events will go somewhere (the API, or stdout in dry-run mode)."""
+        return self.enabled and (self.dry_run or bool(self.api_key))
 
     @classmethod
-    def resolve(
-        cls,
-        *,
-        api_key: str | None = None,
-        product_id: str | None = None,
-        base_url: str | None = None,
-        timeout_seconds: float | None = None,
-        environ: Mapping[str, str] | None = None,
-    ) -> GreenflashConfig:
-        """Build a config from explicit arguments, falling back to ``environ`` (``os.environ``).
+    def resolve(cls, environ: Mapping[str, str] | None = None, **explicit: Any) -> GreenflashConfig:
+        """Build a config from keyword arguments (``None`` = not given) and ``environ``."""
+        return _Resolver(os.environ if environ is None else environ, explicit).config()
 
-        Raises ``ValueError`` naming the setting when a value cannot be used.
-        """
-        env = os.environ if environ is None else environ
-        key = api_key if api_key is not None else (env.get(ENV_API_KEY) or None)
-        product = product_id if product_id is not None else (env.get(ENV_PRODUCT_ID) or None)
-        url = base_url if base_url is not None else (env.get(ENV_BASE_URL) or DEFAULT_BASE_URL)
-        timeout = DEFAULT_TIMEOUT_SECONDS if timeout_seconds is None else timeout_seconds
 
-        if key is not None:
-            key = key.strip() or None
-        if product is not None:
-            try:
-                product = str(uuid.UUID(product.strip()))
-            except ValueError:
-                raise ValueError(
-                    f"product_id / {ENV_PRODUCT_ID} is not a UUID; expected a Greenflash "
-                    "product id such as '123e4567-e89b-12d3-a456-426614174000'"
-                ) from None
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(
-                f"base_url / {ENV_BASE_URL} is not an absolute http(s) URL; "
-                f"expected something like {DEFAULT_BASE_URL!r}"
+def redact(secret: str | None) -> str:
+    """Show that a secret is set without showing it."""
+    if not secret:
+        return "<not set>"
+    return f"****{secret[-4:]}" if len(secret) >= 16 else "****"
+
+
+class _Resolver:
+    def __init__(self, environ: Mapping[str, str], explicit: Mapping[str, Any]) -> None:
+        unknown = set(explicit) - set(GreenflashConfig.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        self._env = environ
+        self._explicit = explicit
+
+    def _get(
+        self,
+        argument: str,
+        variable: str | None,
+        default: T,
+        parse: Callable[[str, str], T],
+        check: Callable[[str, T], T] | None = None,
+    ) -> T:
+        value = self._explicit.get(argument)
+        if value is not None:
+            return check(argument, value) if check else value
+        raw = self._env.get(variable) if variable else None
+        if raw is None or not raw.strip():
+            return default
+        parsed = parse(variable or argument, raw.strip())
+        return check(variable or argument, parsed) if check else parsed
+
+    def _aliases(self) -> Mapping[str, str] | None:
+        if self._explicit.get("aliases") is not None:
+            return dict(self._explicit["aliases"])
+        raw = self._env.get(ENV_LINK_ALIASES)
+        return None if raw is None else _parse_aliases(ENV_LINK_ALIASES, raw)
+
+    def config(self) -> GreenflashConfig:
+        disabled = _parse_bool(
+            ENV_OTEL_SDK_DISABLED, self._env.get(ENV_OTEL_SDK_DISABLED) or "false"
+        )
+        enabled = self._get("enabled", ENV_ENABLED, True, _parse_bool) and not disabled
+        api_key: str | None = self._get("api_key", ENV_API_KEY, None, _as_text)
+        api_key = api_key.strip() if api_key and api_key.strip() else None
+        product_id: str | None = self._get(
+            "product_id", ENV_PRODUCT_ID, None, _as_text, _check_uuid
+        )
+        base_url = self._get("base_url", ENV_BASE_URL, DEFAULT_BASE_URL, _as_text, _check_url)
+        headers: Mapping[str, str] = self._get(
+            "custom_headers", ENV_CUSTOM_HEADERS, {}, _parse_headers
+        )
+        dry_run = self._get("dry_run", ENV_DRY_RUN, False, _parse_bool)
+        allow_insecure = self._get(
+            "allow_insecure_http", ENV_ALLOW_INSECURE_HTTP, False, _parse_bool
+        )
+        queue = self._get("max_queue_size", ENV_MAX_QUEUE_SIZE, 2048, _parse_int, _count(1, 10**7))
+        batch = self._get(
+            "max_export_batch_size", ENV_MAX_EXPORT_BATCH_SIZE, 512, _parse_int, _count(1, 10**7)
+        )
+        if batch > queue:
+            batch_given = self._explicit.get("max_export_batch_size") is not None or bool(
+                (self._env.get(ENV_MAX_EXPORT_BATCH_SIZE) or "").strip()
             )
-        if not timeout > 0:
-            raise ValueError("timeout_seconds must be a positive number of seconds")
-        return cls(api_key=key, product_id=product, base_url=url, timeout_seconds=timeout)
+            if batch_given:
+                raise ConfigurationError(
+                    f"max_export_batch_size / {ENV_MAX_EXPORT_BATCH_SIZE} ({batch}) is larger "
+                    f"than max_queue_size / {ENV_MAX_QUEUE_SIZE} ({queue}); allowed: at most "
+                    "the queue size"
+                )
+            batch = queue
+        config = GreenflashConfig(
+            api_key=api_key,
+            product_id=product_id,
+            base_url=base_url,
+            custom_headers=MappingProxyType(dict(headers)),
+            enabled=enabled,
+            dry_run=dry_run,
+            allow_insecure_http=allow_insecure,
+            timeout_seconds=self._get(
+                "timeout_seconds", ENV_TIMEOUT, 10.0, _parse_millis, _seconds(0.001, 600.0)
+            ),
+            schedule_delay_seconds=self._get(
+                "schedule_delay_seconds",
+                ENV_SCHEDULE_DELAY,
+                1.0,
+                _parse_millis,
+                _seconds(0.001, 3600.0),
+            ),
+            max_queue_size=queue,
+            max_export_batch_size=batch,
+            export_timeout_seconds=self._get(
+                "export_timeout_seconds",
+                ENV_EXPORT_TIMEOUT,
+                30.0,
+                _parse_millis,
+                _seconds(0.001, 86400.0),
+            ),
+            max_concurrency=self._get(
+                "max_concurrency", ENV_MAX_CONCURRENCY, 16, _parse_int, _count(1, 1024)
+            ),
+            linger_seconds=self._get(
+                "linger_seconds", ENV_LINK_LINGER, 5.0, _parse_millis, _seconds(0.0, 3600.0)
+            ),
+            max_waiting=self._get(
+                "max_waiting", ENV_LINK_MAX_WAITING, 2048, _parse_int, _count(0, 10**7)
+            ),
+            max_traces=self._get(
+                "max_traces", ENV_LINK_MAX_TRACES, 4096, _parse_int, _count(1, 10**7)
+            ),
+            aliases=self._aliases(),
+        )
+        _check_transport_security(config)
+        return config
+
+
+def _as_text(name: str, raw: str) -> str:
+    return raw
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    folded = raw.strip().lower()
+    if folded in ("true", "1", "yes", "on"):
+        return True
+    if folded in ("false", "0", "no", "off", ""):
+        return False
+    raise ConfigurationError(f"{name}={raw!r} is not a boolean; allowed: true or false")
+
+
+def _parse_int(name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not an integer") from None
+
+
+def _parse_millis(name: str, raw: str) -> float:
+    try:
+        millis = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a number of milliseconds") from None
+    if millis != millis:
+        raise ConfigurationError(f"{name}={raw!r} is not a number of milliseconds")
+    return millis / 1000.0
+
+
+def _require_number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise ConfigurationError(f"{name} has type {type(value).__name__}; allowed: a number")
+    return value
+
+
+def _seconds(low: float, high: float) -> Callable[[str, Any], float]:
+    """Range check for a duration held in seconds (environment variables give milliseconds)."""
+
+    def check(name: str, value: Any) -> float:
+        seconds = float(_require_number(name, value))
+        if low <= seconds <= high:
+            return seconds
+        if name.startswith("GREENFLASH_"):
+            raise ConfigurationError(
+                f"{name}={seconds * 1000:g} is out of range; "
+                f"allowed: {low * 1000:g} to {high * 1000:g} milliseconds"
+            )
+        raise ConfigurationError(
+            f"{name}={seconds:g} is out of range; allowed: {low:g} to {high:g} seconds"
+        )
+
+    return check
+
+
+def _count(low: int, high: int) -> Callable[[str, Any], int]:
+    def check(name: str, value: Any) -> int:
+        number = _require_number(name, value)
+        if number != int(number) or not low <= number <= high:
+            raise ConfigurationError(
+                f"{name}={number:g} is out of range; allowed: a whole number from {low} to {high}"
+            )
+        return int(number)
+
+    return check
+
+
+def _check_uuid(name: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return str(uuid.UUID(value.strip()))
+    except (ValueError, AttributeError):
+        raise ConfigurationError(
+            f"{name} is not a UUID; allowed: a Greenflash product id such as "
+            "'123e4567-e89b-12d3-a456-426614174000'"
+        ) from None
+
+
+def _check_url(name: str, value: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(
+            f"{name}={value!r} is not an absolute http(s) URL; allowed: e.g. {DEFAULT_BASE_URL!r}"
+        )
+    return value.strip()
+
+
+def _parse_headers(name: str, raw: str) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for number, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        header, separator, value = line.partition(":")
+        if not separator or not header.strip() or any(c.isspace() for c in header.strip()):
+            raise ConfigurationError(
+                f"{name} line {number} is not 'Name: value'; allowed: one 'Name: value' per line"
+            )
+        headers[header.strip()] = value.strip()
+    return headers
+
+
+def _parse_aliases(name: str, raw: str) -> dict[str, str]:
+    aliases: dict[str, str] = {}
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        source, separator, target = item.partition("=")
+        if not separator or not source.strip() or target.strip() not in attr.ID_KEYS:
+            raise ConfigurationError(
+                f"{name} item {item.strip()!r} is not 'attribute=greenflash.key'; allowed "
+                f"targets: {', '.join(attr.ID_KEYS)}"
+            )
+        aliases[source.strip()] = target.strip()
+    return aliases
+
+
+def _check_transport_security(config: GreenflashConfig) -> None:
+    parts = urlsplit(config.base_url)
+    if (
+        parts.scheme == "http"
+        and config.api_key
+        and not config.dry_run
+        and not config.allow_insecure_http
+        and not _is_loopback(parts.hostname or "")
+    ):
+        raise ConfigurationError(
+            f"refusing to send the API key over plain http:// to {parts.hostname!r}; allowed: "
+            "https://, a loopback host, or allow_insecure_http=True / "
+            f"{ENV_ALLOW_INSECURE_HTTP}=true"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

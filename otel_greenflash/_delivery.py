@@ -29,7 +29,7 @@ from ._exceptions import (
 from ._logging import RateLimitedLog, logger
 from ._retry import RetryPolicy, is_retryable_status
 from ._stats import DeliveryStats
-from ._transport import EventTransport, SendOutcome, encode_body
+from ._transport import SendOutcome, Transport, encode_body
 
 ErrorCallback = Callable[[Exception, Sequence[BusinessEvent]], None]
 DropCallback = Callable[[Sequence[BusinessEvent], str], None]
@@ -51,7 +51,7 @@ class DeliveryEngine:
 
     def __init__(
         self,
-        transport: EventTransport,
+        transport: Transport,
         stats: DeliveryStats,
         *,
         concurrency: int = 16,

@@ -14,7 +14,7 @@ from ._linking import LinkKeys
 from ._logging import logger
 from ._mapping import has_business_events, map_span
 from ._stats import DeliveryStats
-from ._transport import EventTransport
+from ._transport import ConsoleTransport, EventTransport, Transport
 
 
 class EventPipeline:
@@ -25,29 +25,27 @@ class EventPipeline:
         config: GreenflashConfig,
         *,
         link_keys: LinkKeys | None = None,
-        concurrency: int = 16,
-        max_pending: int = 2048,
-        deadline_seconds: float = 30.0,
         on_error: ErrorCallback | None = None,
         on_drop: DropCallback | None = None,
+        start: bool = True,
     ) -> None:
         self.config = config
         self.stats = DeliveryStats()
-        self.link_keys = link_keys if link_keys is not None else LinkKeys()
-        self._concurrency = concurrency
-        self._max_pending = max_pending
-        self._deadline_seconds = deadline_seconds
+        self.link_keys = link_keys if link_keys is not None else LinkKeys(config.aliases)
         self.on_error = on_error
         self.on_drop = on_drop
-        self.engine = self._new_engine()
+        if start:
+            self.engine = self._new_engine()
 
     def _new_engine(self) -> DeliveryEngine:
+        config = self.config
+        transport: Transport = ConsoleTransport() if config.dry_run else EventTransport(config)
         return DeliveryEngine(
-            EventTransport(self.config, max_connections=self._concurrency),
+            transport,
             self.stats,
-            concurrency=self._concurrency,
-            max_pending=self._max_pending,
-            deadline_seconds=self._deadline_seconds,
+            concurrency=config.max_concurrency,
+            max_pending=config.max_queue_size,
+            deadline_seconds=config.export_timeout_seconds,
             on_error=self.on_error,
             on_drop=self.on_drop,
         )

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
+import threading
 from dataclasses import dataclass, field
+from typing import Protocol, TextIO
 
 import httpx
 from opentelemetry import context as otel_context
@@ -39,13 +42,41 @@ def encode_body(event: BusinessEvent) -> bytes:
     return json.dumps(event.body, separators=(",", ":"), allow_nan=False).encode()
 
 
+class Transport(Protocol):
+    """Where event bodies go. ``send`` never raises."""
+
+    def send(self, body: bytes, timeout_seconds: float | None = None) -> SendOutcome: ...
+
+    def close(self) -> None: ...
+
+
+class ConsoleTransport:
+    """Dry-run: prints each body as one JSON line on stdout and reports success."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def send(self, body: bytes, timeout_seconds: float | None = None) -> SendOutcome:
+        stream = self._stream or sys.stdout
+        with self._lock:
+            stream.write(body.decode() + "\n")
+            stream.flush()
+        return SendOutcome(200)
+
+    def close(self) -> None:
+        return None
+
+
 class EventTransport:
     """Posts event bodies to ``{base_url}/events``; never raises."""
 
-    def __init__(self, config: GreenflashConfig, *, max_connections: int = 16) -> None:
+    def __init__(self, config: GreenflashConfig) -> None:
         headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json"}
+        headers.update(config.custom_headers)
         if config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"
+        max_connections = config.max_concurrency
         self._url = config.events_url
         self._timeout = config.timeout_seconds
         self._client = httpx.Client(

@@ -33,15 +33,6 @@ from ._pipeline import EventPipeline
 from ._stats import StatsSnapshot
 from ._worker import BackgroundWorker
 
-DEFAULT_MAX_QUEUE_SIZE = 2048
-DEFAULT_MAX_BATCH_SIZE = 512
-DEFAULT_SCHEDULE_DELAY_SECONDS = 1.0
-DEFAULT_EXPORT_TIMEOUT_SECONDS = 30.0
-DEFAULT_MAX_CONCURRENCY = 16
-DEFAULT_LINGER_SECONDS = 5.0
-DEFAULT_MAX_WAITING = 2048
-DEFAULT_MAX_TRACES = 4096
-
 WorkItem = EventSpan | BusinessEvent
 
 _UNLINKED_REASONS = {
@@ -75,6 +66,14 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_restart_in_child)
 
 
+def _ignore(*args: object, **kwargs: object) -> None:
+    return None
+
+
+def _flushed(*args: object, **kwargs: object) -> bool:
+    return True
+
+
 def _has_conversation_field(event: BusinessEvent) -> bool:
     return "conversationId" in event.body or "externalConversationId" in event.body
 
@@ -94,45 +93,57 @@ class GreenflashSpanProcessor(SpanProcessor):
         base_url: str | None = None,
         *,
         timeout_seconds: float | None = None,
-        max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
-        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-        schedule_delay_seconds: float = DEFAULT_SCHEDULE_DELAY_SECONDS,
-        export_timeout_seconds: float = DEFAULT_EXPORT_TIMEOUT_SECONDS,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_queue_size: int | None = None,
+        max_batch_size: int | None = None,
+        schedule_delay_seconds: float | None = None,
+        export_timeout_seconds: float | None = None,
+        max_concurrency: int | None = None,
         aliases: Mapping[str, str] | None = None,
-        linger_seconds: float = DEFAULT_LINGER_SECONDS,
-        max_waiting: int = DEFAULT_MAX_WAITING,
-        max_traces: int = DEFAULT_MAX_TRACES,
+        linger_seconds: float | None = None,
+        max_waiting: int | None = None,
+        max_traces: int | None = None,
+        custom_headers: Mapping[str, str] | None = None,
+        dry_run: bool | None = None,
+        allow_insecure_http: bool | None = None,
+        enabled: bool | None = None,
         on_error: ErrorCallback | None = None,
         on_drop: DropCallback | None = None,
+        config: GreenflashConfig | None = None,
     ) -> None:
-        self._config = GreenflashConfig.resolve(
+        """Every setting left ``None`` comes from its ``GREENFLASH_*`` variable, then its
+        default (see the README's configuration table); ``config`` replaces them all."""
+        self._config = config or GreenflashConfig.resolve(
             api_key=api_key,
             product_id=product_id,
             base_url=base_url,
             timeout_seconds=timeout_seconds,
+            max_queue_size=max_queue_size,
+            max_export_batch_size=max_batch_size,
+            schedule_delay_seconds=schedule_delay_seconds,
+            export_timeout_seconds=export_timeout_seconds,
+            max_concurrency=max_concurrency,
+            aliases=aliases,
+            linger_seconds=linger_seconds,
+            max_waiting=max_waiting,
+            max_traces=max_traces,
+            custom_headers=custom_headers,
+            dry_run=dry_run,
+            allow_insecure_http=allow_insecure_http,
+            enabled=enabled,
         )
-        self._link_keys = LinkKeys(aliases)
+        config = self._config
+        self._link_keys = LinkKeys(config.aliases)
         self._no_id_keys_in = self._link_keys.all_keys.isdisjoint
-        self._max_queue_size = max_queue_size
-        self._max_batch_size = max_batch_size
-        self._schedule_delay_seconds = schedule_delay_seconds
-        self._max_traces = max_traces
-        self._linger_seconds = linger_seconds
-        self._max_waiting = max_waiting
         self._on_drop = on_drop
-        self._pipeline = EventPipeline(
-            self._config,
-            link_keys=self._link_keys,
-            concurrency=max_concurrency,
-            max_pending=max_queue_size,
-            deadline_seconds=export_timeout_seconds,
-            on_error=on_error,
-            on_drop=on_drop,
-        )
-        self._enabled = bool(self._config.api_key)
         self._is_shutdown = False
         self._log = RateLimitedLog()
+        self._enabled = config.sends
+        if not config.enabled:
+            self._disable()
+            return
+        self._pipeline = EventPipeline(
+            config, link_keys=self._link_keys, on_error=on_error, on_drop=on_drop
+        )
         if not self._enabled:
             logger.warning(
                 "%s is not set: GreenflashSpanProcessor will send no business events", ENV_API_KEY
@@ -140,24 +151,35 @@ class GreenflashSpanProcessor(SpanProcessor):
         self._start_worker()
         _active_processors.add(self)
 
+    def _disable(self) -> None:
+        """GREENFLASH_ENABLED=false or OTEL_SDK_DISABLED=true: every hook is a no-op."""
+        self._is_shutdown = True
+        self._pipeline = EventPipeline(self._config, link_keys=self._link_keys, start=False)
+        self._waiting = WaitingEvents()
+        self.on_start = _ignore  # type: ignore[method-assign]
+        self.on_end = _ignore  # type: ignore[method-assign]
+        self.force_flush = _flushed  # type: ignore[method-assign]
+        self.shutdown = _ignore  # type: ignore[method-assign]
+
     def _start_worker(self) -> None:
         """(Re)create everything that belongs to one process: threads, queues, linking state."""
         self._pid = os.getpid()
         self._fork_lock = threading.Lock()
         self._live = LiveSpans()
+        config = self._config
         self._trace_ids = TraceIds(
-            max_traces=self._max_traces, retain_seconds=max(30.0, self._linger_seconds)
+            max_traces=config.max_traces, retain_seconds=max(30.0, config.linger_seconds)
         )
         self._waiting = WaitingEvents(
-            max_waiting=self._max_waiting, linger_seconds=self._linger_seconds
+            max_waiting=config.max_waiting, linger_seconds=config.linger_seconds
         )
         self._ended_waiting: list[int] = []
         self._worker: BackgroundWorker[WorkItem] = BackgroundWorker(
             self._handle_batch,
             name="otel-greenflash-processor",
-            max_queue_size=self._max_queue_size,
-            max_batch_size=self._max_batch_size,
-            schedule_delay_seconds=self._schedule_delay_seconds,
+            max_queue_size=config.max_queue_size,
+            max_batch_size=config.max_export_batch_size,
+            schedule_delay_seconds=config.schedule_delay_seconds,
         )
 
     def _restart_after_fork(self) -> None:
@@ -274,7 +296,7 @@ class GreenflashSpanProcessor(SpanProcessor):
                 "queue-full",
                 "otel_greenflash queue is full (max_queue_size=%d): new business events are "
                 "dropped and counted in stats()['dropped']['queue_full']",
-                self._max_queue_size,
+                self._config.max_queue_size,
             )
         if self._on_drop is not None:
             try:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     SimpleSpanProcessor,
@@ -52,25 +56,75 @@ def test_no_argument_exporter_in_batch_span_processor_sends_only_events(
     assert all(event["productId"] == PRODUCT_ID for event in server.events)
 
 
-@pytest.mark.usefixtures("env_for")
-def test_export_reports_failure_when_the_api_refuses(server: EventsApiServer) -> None:
+def finished_spans(build: Callable[[trace.Tracer], None]) -> list[ReadableSpan]:
+    """Run ``build`` on a throw-away provider and return its finished spans, in end order."""
     finished = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(finished))
-    with provider.get_tracer("app").start_as_current_span("e") as span:
-        span.set_attributes({"greenflash.event.type": "t", "greenflash.event.value": 1})
-    with provider.get_tracer("app").start_as_current_span("plain"):
-        pass
-    event_span, plain_span = finished.get_finished_spans()
-    exporter = GreenflashSpanExporter()
+    build(provider.get_tracer("app"))
+    return list(finished.get_finished_spans())
+
+
+def chat_with_late_conversation_id(tracer: trace.Tracer) -> None:
+    with tracer.start_as_current_span("chat") as root:
+        with tracer.start_as_current_span("billing") as span:
+            span.set_attributes({"greenflash.event.type": "t", "greenflash.event.value": 1})
+        root.set_attribute("greenflash.conversation.external_id", "chat-late")
+
+
+@pytest.mark.usefixtures("env_for")
+def test_export_queues_and_failures_are_counted_and_called_back(server: EventsApiServer) -> None:
+    [event_span] = finished_spans(
+        lambda tracer: tracer.start_span(
+            "e", attributes={"greenflash.event.type": "t", "greenflash.event.value": 1}
+        ).end()
+    )
+    errors: list[Exception] = []
+    exporter = GreenflashSpanExporter(on_error=lambda error, events: errors.append(error))
     server.inject(Fault(status=400))
 
-    assert exporter.export([event_span]) is SpanExportResult.FAILURE
-    assert exporter.export([plain_span]) is SpanExportResult.SUCCESS
-    server.inject(Fault(status=503, retry_after="0"))
-    assert exporter.export([event_span]) is SpanExportResult.SUCCESS  # retried
-    stats = exporter.stats()
-    assert (stats["failed"], stats["sent"], stats["retried"]) == (1, 1, 1)
+    assert exporter.export([event_span]) is SpanExportResult.SUCCESS  # queued, not yet sent
+    assert exporter.force_flush(10000)
+    assert exporter.stats()["failed"] == 1
+    assert [type(error).__name__ for error in errors] == ["EventRejectedError"]
+    exporter.shutdown()
+
+
+@pytest.mark.usefixtures("env_for")
+def test_exporter_links_through_a_root_that_arrives_in_a_later_batch(
+    server: EventsApiServer,
+) -> None:
+    child, root = finished_spans(chat_with_late_conversation_id)
+    exporter = GreenflashSpanExporter()
+    exporter.export([child])
+    time.sleep(0.3)
+    assert server.events == []  # waiting for the root
+    exporter.export([root])
+    assert server.wait_for_events(1, timeout_seconds=10)
+    assert server.events[0]["externalConversationId"] == "chat-late"
+    exporter.shutdown()
+
+
+@pytest.mark.usefixtures("env_for")
+def test_exporter_links_through_the_same_batch_and_earlier_batches(
+    server: EventsApiServer,
+) -> None:
+    def build(tracer: trace.Tracer) -> None:
+        with tracer.start_as_current_span("chat"):
+            with tracer.start_as_current_span("llm") as llm:
+                llm.set_attribute("gen_ai.conversation.id", "thread-1")
+            with tracer.start_as_current_span("billing") as span:
+                span.set_attributes({"greenflash.event.type": "a", "greenflash.event.value": 1})
+            with tracer.start_as_current_span("refund") as span:
+                span.set_attributes({"greenflash.event.type": "b", "greenflash.event.value": 1})
+
+    llm, billing, refund, root = finished_spans(build)
+    exporter = GreenflashSpanExporter()
+    exporter.export([llm])  # an earlier batch
+    exporter.export([billing, refund, root])
+    assert exporter.force_flush(10000)
+    assert {event["externalConversationId"] for event in server.events} == {"thread-1"}
+    assert len(server.events) == 2
     exporter.shutdown()
 
 
