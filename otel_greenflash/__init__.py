@@ -5,7 +5,7 @@ install :class:`GreenflashSpanProcessor`, and each such span becomes one Events 
 linked to the conversation found in its trace.
 """
 
-from ._config import GreenflashConfig
+from ._config import ConfigurationError, GreenflashConfig
 from ._event import BusinessEvent, InvalidAttribute
 from ._exceptions import (
     AuthenticationError,
@@ -17,20 +17,25 @@ from ._exceptions import (
 )
 from ._helpers import ConversationScope, attach_conversation, conversation, track
 from ._linking import DEFAULT_ALIASES
+from ._serverless import flush, flush_after
+from ._setup import configure
 from ._stats import StatsSnapshot
 from ._version import __version__
 from .exporter import GreenflashSpanExporter
 from .processor import GreenflashSpanProcessor
+from .sampling import GreenflashSampler
 
 __all__ = [
     "DEFAULT_ALIASES",
     "AuthenticationError",
     "BusinessEvent",
+    "ConfigurationError",
     "ConversationScope",
     "DeliveryError",
     "EventRejectedError",
     "GreenflashConfig",
     "GreenflashError",
+    "GreenflashSampler",
     "GreenflashSpanExporter",
     "GreenflashSpanProcessor",
     "InvalidAttribute",
@@ -39,6 +44,9 @@ __all__ = [
     "StatsSnapshot",
     "__version__",
     "attach_conversation",
+    "configure",
     "conversation",
+    "flush",
+    "flush_after",
     "track",
 ]

@@ -28,18 +28,26 @@ class EventPipeline:
         on_error: ErrorCallback | None = None,
         on_drop: DropCallback | None = None,
         start: bool = True,
+        transport: Transport | None = None,
     ) -> None:
         self.config = config
         self.stats = DeliveryStats()
         self.link_keys = link_keys if link_keys is not None else LinkKeys(config.aliases)
         self.on_error = on_error
         self.on_drop = on_drop
+        self._transport_override = transport
         if start:
             self.engine = self._new_engine()
 
     def _new_engine(self) -> DeliveryEngine:
         config = self.config
-        transport: Transport = ConsoleTransport() if config.dry_run else EventTransport(config)
+        transport: Transport
+        if self._transport_override is not None:
+            transport = self._transport_override
+        elif config.dry_run:
+            transport = ConsoleTransport()
+        else:
+            transport = EventTransport(config)
         return DeliveryEngine(
             transport,
             self.stats,

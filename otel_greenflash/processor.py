@@ -31,6 +31,7 @@ from ._logging import RateLimitedLog, logger
 from ._mapping import has_business_events, map_event_attributes
 from ._pipeline import EventPipeline
 from ._stats import StatsSnapshot
+from ._transport import Transport
 from ._worker import BackgroundWorker
 
 WorkItem = EventSpan | BusinessEvent
@@ -109,9 +110,12 @@ class GreenflashSpanProcessor(SpanProcessor):
         on_error: ErrorCallback | None = None,
         on_drop: DropCallback | None = None,
         config: GreenflashConfig | None = None,
+        transport: Transport | None = None,
     ) -> None:
         """Every setting left ``None`` comes from its ``GREENFLASH_*`` variable, then its
-        default (see the README's configuration table); ``config`` replaces them all."""
+        default (see the README's configuration table); ``config`` replaces them all.
+        ``transport`` replaces HTTP delivery (e.g. ``otel_greenflash.testing.MemoryTransport``).
+        """
         self._config = config or GreenflashConfig.resolve(
             api_key=api_key,
             product_id=product_id,
@@ -137,12 +141,16 @@ class GreenflashSpanProcessor(SpanProcessor):
         self._on_drop = on_drop
         self._is_shutdown = False
         self._log = RateLimitedLog()
-        self._enabled = config.sends
+        self._enabled = config.sends or (config.enabled and transport is not None)
         if not config.enabled:
             self._disable()
             return
         self._pipeline = EventPipeline(
-            config, link_keys=self._link_keys, on_error=on_error, on_drop=on_drop
+            config,
+            link_keys=self._link_keys,
+            on_error=on_error,
+            on_drop=on_drop,
+            transport=transport,
         )
         if not self._enabled:
             logger.warning(

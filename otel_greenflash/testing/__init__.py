@@ -5,13 +5,17 @@
 ...     processor = GreenflashSpanProcessor(api_key=server.api_key, base_url=server.base_url)
 """
 
+from ._capture import TEST_PRODUCT_ID, CapturedEvents, MemoryTransport
 from ._contract import validate_event_body
 from ._server import DEFAULT_API_KEY, EventsApiServer, Fault, RecordedRequest
 
 __all__ = [
     "DEFAULT_API_KEY",
+    "TEST_PRODUCT_ID",
+    "CapturedEvents",
     "EventsApiServer",
     "Fault",
+    "MemoryTransport",
     "RecordedRequest",
     "validate_event_body",
 ]

@@ -1,0 +1,71 @@
+"""One-call setup (:func:`configure`) and the ``opentelemetry-instrument`` hook."""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+from ._config import ENV_INSTALL_PROCESSOR, ConfigurationError, _parse_bool
+from ._logging import logger
+from .processor import GreenflashSpanProcessor
+
+_lock = threading.Lock()
+_installed: weakref.WeakKeyDictionary[TracerProvider, GreenflashSpanProcessor] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def configure(**settings: Any) -> GreenflashSpanProcessor | None:
+    """Install a :class:`GreenflashSpanProcessor` on the global SDK ``TracerProvider``.
+
+    Settings are the processor's keyword arguments; anything not given comes from the
+    ``GREENFLASH_*`` environment variables. Creates and registers an SDK ``TracerProvider``
+    only when none is set; never replaces yours. Idempotent: later calls return the processor
+    installed first. Returns None (with a warning) when the global provider is not the SDK's.
+    """
+    with _lock:
+        provider = trace.get_tracer_provider()
+        if isinstance(provider, trace.ProxyTracerProvider):
+            trace.set_tracer_provider(TracerProvider())
+            provider = trace.get_tracer_provider()
+        if not isinstance(provider, TracerProvider):
+            logger.warning(
+                "otel_greenflash.configure(): the global tracer provider is %s, not the "
+                "OpenTelemetry SDK's TracerProvider; no processor was installed",
+                type(provider).__name__,
+            )
+            return None
+        existing = _installed.get(provider)
+        if existing is not None:
+            if settings:
+                logger.debug("otel_greenflash.configure(): already configured; settings ignored")
+            return existing
+        processor = GreenflashSpanProcessor(**settings)
+        provider.add_span_processor(processor)
+        _installed[provider] = processor
+        return processor
+
+
+def install_from_environment() -> None:
+    """``opentelemetry_post_instrument`` hook: runs after ``opentelemetry-instrument`` set up the
+    SDK; installs the processor when ``GREENFLASH_INSTALL_PROCESSOR=true``. Never raises."""
+    try:
+        if not _parse_bool(ENV_INSTALL_PROCESSOR, os.environ.get(ENV_INSTALL_PROCESSOR, "")):
+            return
+        exporters = os.environ.get("OTEL_TRACES_EXPORTER", "")
+        if "greenflash" in {name.strip() for name in exporters.split(",")}:
+            logger.warning(
+                "both OTEL_TRACES_EXPORTER=greenflash and %s=true are set: events are sent "
+                "twice (the API keeps one per insertId); choose one",
+                ENV_INSTALL_PROCESSOR,
+            )
+        configure()
+    except ConfigurationError as error:
+        logger.error("otel_greenflash not installed: %s", error)
+    except Exception:
+        logger.exception("otel_greenflash not installed")

@@ -1,0 +1,238 @@
+"""The ``otel-greenflash`` command: ``check``, ``serve`` and ``send``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from . import attributes as attr
+from ._config import ENV_API_KEY, ENV_PRODUCT_ID, ConfigurationError, GreenflashConfig
+from ._delivery import DeliveryEngine
+from ._event import BusinessEvent
+from ._mapping import map_event_attributes
+from ._stats import DeliveryStats
+from ._transport import USER_AGENT, ConsoleTransport, EventTransport, Transport
+from ._version import __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    arguments = parser.parse_args(argv)
+    try:
+        return int(arguments.run(arguments))
+    except ConfigurationError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="otel-greenflash",
+        description="Business events from OpenTelemetry spans to Greenflash.",
+    )
+    parser.add_argument("--version", action="version", version=f"otel-greenflash {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    check = commands.add_parser("check", help="show the configuration and test the connection")
+    check.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    check.set_defaults(run=_check)
+
+    serve = commands.add_parser("serve", help="run the local Events API server and print events")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8787)
+    serve.add_argument("--api-key", default=None, help="key to accept (default: a local key)")
+    serve.add_argument("--latency-ms", type=float, default=0.0, help="added to every answer")
+    serve.set_defaults(run=_serve)
+
+    send = commands.add_parser("send", help="send one event (a smoke test)")
+    send.add_argument("event_type")
+    send.add_argument("value")
+    send.add_argument("--value-type", choices=["currency", "numeric", "text", "boolean", "count"])
+    send.add_argument("--influence", choices=["positive", "negative", "neutral"])
+    send.add_argument("--product-id")
+    send.add_argument("--conversation-id")
+    send.add_argument("--external-conversation-id")
+    send.add_argument("--user-external-id")
+    send.add_argument("--organization-external-id")
+    send.add_argument("--insert-id")
+    send.add_argument(
+        "--property", action="append", default=[], metavar="KEY=VALUE", help="repeatable"
+    )
+    send.add_argument("--dry-run", action="store_true", help="print the body instead of sending")
+    send.set_defaults(run=_send)
+    return parser
+
+
+# -- check -------------------------------------------------------------------------------------
+
+
+def _check(arguments: argparse.Namespace) -> int:
+    config = GreenflashConfig.resolve()
+    problems: list[str] = []
+    print(f"otel-greenflash {__version__}")
+    _row("enabled", "yes" if config.enabled else "no (GREENFLASH_ENABLED / OTEL_SDK_DISABLED)")
+    _row("dry run", "yes: events are printed, not sent" if config.dry_run else "no")
+    _row("api key", f"{config.api_key_redacted} ({ENV_API_KEY})")
+    if not config.api_key and not config.dry_run:
+        problems.append(f"{ENV_API_KEY} is not set: nothing will be sent")
+    if config.product_id:
+        _row("product id", f"{config.product_id} (valid UUID)")
+    else:
+        _row("product id", f"not set ({ENV_PRODUCT_ID}); events must carry greenflash.product.id")
+    _row("events url", config.events_url)
+    if config.custom_headers:
+        _row("custom headers", ", ".join(config.custom_header_names))
+    _row(
+        "delivery",
+        f"queue {config.max_queue_size}, batch {config.max_export_batch_size}, "
+        f"every {config.schedule_delay_seconds:g} s, {config.max_concurrency} in flight, "
+        f"request timeout {config.timeout_seconds:g} s, deadline "
+        f"{config.export_timeout_seconds:g} s",
+    )
+    if not config.dry_run:
+        reachable, detail = _probe(config, arguments.timeout)
+        _row("connection", detail)
+        if not reachable:
+            problems.append(detail)
+    for problem in problems:
+        print(f"problem: {problem}")
+    print("ok" if not problems else f"{len(problems)} problem(s)")
+    return 0 if not problems else 1
+
+
+def _row(name: str, value: str) -> None:
+    print(f"  {name + ':':<16}{value}")
+
+
+def _probe(config: GreenflashConfig, timeout: float) -> tuple[bool, str]:
+    """POST an empty object: the API rejects it without creating anything, but its status
+    tells whether the URL answers and whether the key is accepted."""
+    headers = {"User-Agent": USER_AGENT, **config.custom_headers}
+    if config.api_key:
+        headers["Authorization"] = f"Bearer {config.api_key}"
+    try:
+        response = httpx.post(config.events_url, json={}, headers=headers, timeout=timeout)
+    except httpx.HTTPError as error:
+        return False, f"unreachable ({type(error).__name__})"
+    status = response.status_code
+    if status == 401:
+        return False, "reachable, but the API key was rejected (HTTP 401)"
+    if status == 403:
+        return False, "reachable, but the key's plan does not allow events (HTTP 403)"
+    if status == 404:
+        return False, "reachable, but there is no events endpoint there (HTTP 404)"
+    if status >= 500:
+        return False, f"reachable, but the server failed (HTTP {status})"
+    return True, f"reachable; key accepted (HTTP {status} for an empty test body)"
+
+
+# -- serve -------------------------------------------------------------------------------------
+
+
+def _serve(arguments: argparse.Namespace) -> int:
+    from .testing import DEFAULT_API_KEY, EventsApiServer
+
+    def print_event(event: Mapping[str, Any]) -> None:
+        print(json.dumps(event, sort_keys=True), flush=True)
+
+    server = EventsApiServer(
+        arguments.api_key or DEFAULT_API_KEY,
+        host=arguments.host,
+        port=arguments.port,
+        on_event=print_event,
+        latency_seconds=arguments.latency_ms / 1000,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with server:
+        print(f"Local Greenflash Events API on {server.base_url}", file=sys.stderr)
+        print(
+            f"  export GREENFLASH_BASE_URL={server.base_url} GREENFLASH_API_KEY={server.api_key}",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            while not stop.wait(0.2):
+                pass
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+# -- send --------------------------------------------------------------------------------------
+
+
+def _send(arguments: argparse.Namespace) -> int:
+    config = GreenflashConfig.resolve(
+        product_id=arguments.product_id, dry_run=True if arguments.dry_run else None
+    )
+    attributes: dict[str, Any] = {attr.EVENT_TYPE: arguments.event_type}
+    attributes[attr.EVENT_VALUE] = arguments.value
+    optional = {
+        attr.EVENT_VALUE_TYPE: arguments.value_type,
+        attr.EVENT_INFLUENCE: arguments.influence,
+        attr.CONVERSATION_ID: arguments.conversation_id,
+        attr.CONVERSATION_EXTERNAL_ID: arguments.external_conversation_id,
+        attr.USER_EXTERNAL_ID: arguments.user_external_id,
+        attr.ORGANIZATION_EXTERNAL_ID: arguments.organization_external_id,
+        attr.EVENT_INSERT_ID: arguments.insert_id,
+    }
+    attributes.update({key: value for key, value in optional.items() if value is not None})
+    for item in arguments.property:
+        key, separator, value = item.partition("=")
+        if not separator or not key:
+            print(f"--property {item!r} is not KEY=VALUE", file=sys.stderr)
+            return 2
+        attributes[attr.EVENT_PROPERTIES_PREFIX + key] = value
+    result = map_event_attributes(
+        attributes,
+        source_name="otel-greenflash send",
+        insert_id=f"cli-{uuid.uuid4()}",
+        time_ns=time.time_ns(),
+        default_product_id=config.product_id,
+    )
+    for problem in result.invalid:
+        print(f"invalid: {problem.describe()}", file=sys.stderr)
+    if not result.events:
+        return 2
+    if not config.api_key and not config.dry_run:
+        print(f"{ENV_API_KEY} is not set (use --dry-run to print the body)", file=sys.stderr)
+        return 2
+    return _deliver(config, result.events[0])
+
+
+def _deliver(config: GreenflashConfig, event: BusinessEvent) -> int:
+    stats = DeliveryStats()
+    errors: list[Exception] = []
+    transport: Transport = ConsoleTransport() if config.dry_run else EventTransport(config)
+    engine = DeliveryEngine(
+        transport,
+        stats,
+        concurrency=1,
+        deadline_seconds=config.export_timeout_seconds,
+        on_error=lambda error, events: errors.append(error),
+    )
+    engine.submit([event])
+    engine.flush(config.export_timeout_seconds + 1)
+    engine.shutdown(0)
+    if stats.snapshot()["sent"]:
+        if not config.dry_run:
+            print(f"sent {event.event_type!r} (insertId {event.insert_id})")
+        return 0
+    print(f"not sent: {errors[0] if errors else 'no answer in time'}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
