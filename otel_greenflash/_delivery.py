@@ -3,9 +3,12 @@
 Every event is encoded once, so each attempt carries the same body and ``insertId``. Retryable
 answers (network errors, timeouts, 408, 429, 5xx) are scheduled again after a backoff (or the
 server's ``Retry-After``) as long as the event's deadline allows; the sender thread is free to
-send other events meanwhile. ``pending`` counts events not yet resolved (queued, in flight or
-waiting for a retry); ``submit`` blocks its caller (the processor's worker, never the
-application) while ``pending`` is at its bound.
+send other events meanwhile.
+
+Each event is *settled* exactly once, under the lock: sent, failed, or dropped at shutdown.
+Only the thread that settles it touches the counters and callbacks, so no event is counted
+twice however shutdown and the senders interleave. ``submit`` blocks its caller (the
+processor's worker, never the application) while too many events are unsettled.
 """
 
 from __future__ import annotations
@@ -38,16 +41,17 @@ AUTH_PAUSE_SECONDS = 300.0
 """After a 401/403, events fail without a request for this long, then one request probes."""
 
 
-@dataclass(slots=True)
+@dataclass(eq=False, slots=True)
 class _Attempt:
     event: BusinessEvent
     body: bytes
     deadline: float
     tries: int = 0
+    settled: bool = False
 
 
 class DeliveryEngine:
-    """Sends events with ``concurrency`` threads; resolves each as sent, failed or abandoned."""
+    """Sends events with ``concurrency`` threads; settles each as sent, failed or dropped."""
 
     def __init__(
         self,
@@ -69,15 +73,21 @@ class DeliveryEngine:
         self._on_error = on_error
         self._on_drop = on_drop
         self._log = RateLimitedLog()
-        self._condition = threading.Condition(threading.Lock())
+        lock = threading.Lock()
+        self._work = threading.Condition(lock)
+        """Senders wait here for something to send."""
+        self._changed = threading.Condition(lock)
+        """Flush and backpressure wait here for events to settle."""
         self._ready: collections.deque[_Attempt] = collections.deque()
         self._delayed: list[tuple[float, int, _Attempt]] = []
+        self._in_flight: set[_Attempt] = set()
         self._sequence = itertools.count()
         self._pending = 0
         self._closing = False
         self._abandoned = False
-        self._auth_paused_until = 0.0
         self._auth_error: DeliveryError | None = None
+        self._auth_paused_until = 0.0
+        self._auth_probing = False
         self._threads = [
             threading.Thread(target=self._run, name=f"otel-greenflash-sender-{n}", daemon=True)
             for n in range(concurrency)
@@ -92,62 +102,67 @@ class DeliveryEngine:
     # -- called by the processor's worker ----------------------------------------------------
 
     def submit(self, events: Sequence[BusinessEvent]) -> None:
-        """Queue events for delivery; blocks while too many are pending (backpressure)."""
+        """Queue events for delivery; blocks while too many are unsettled (backpressure)."""
         deadline = time.monotonic() + self._deadline_seconds
+        refused: list[BusinessEvent] = []
         for event in events:
             try:
                 body = encode_body(event)
-            except ValueError:
-                self._pending_add_and_fail(event)
+            except (ValueError, TypeError, RecursionError):
+                self._fail(None, [event], EventRejectedError("the event cannot be encoded as JSON"))
                 continue
-            with self._condition:
+            with self._changed:
                 while self._pending >= self._max_pending and not self._closing:
-                    self._condition.wait()
-                closing = self._closing
-                if not closing:
-                    self._pending += 1
-                    self._ready.append(_Attempt(event, body, deadline))
-                    self._condition.notify()
-            if closing:
-                self._drop([event], "shutdown")
+                    self._changed.wait()
+                if self._closing:
+                    refused.append(event)
+                    continue
+                self._pending += 1
+                self._ready.append(_Attempt(event, body, deadline))
+                self._work.notify()
+        if refused:
+            self._drop(refused, "shutdown")
 
     def flush(self, timeout_seconds: float) -> bool:
-        """Wait until every submitted event is resolved; False on timeout."""
+        """Wait until every submitted event is settled; False on timeout."""
         deadline = time.monotonic() + timeout_seconds
-        with self._condition:
+        with self._changed:
             while self._pending:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._condition.wait(remaining)
+                self._changed.wait(remaining)
         return True
 
     def shutdown(self, timeout_seconds: float) -> int:
-        """Deliver what fits in the timeout, then give up the rest; return how many were left."""
-        with self._condition:
+        """Deliver what fits in the timeout, then drop the rest; return how many were dropped.
+
+        Requests still in flight are dropped too: an answer arriving later is ignored.
+        """
+        with self._changed:
             self._closing = True
-            self._condition.notify_all()
+            self._changed.notify_all()
         self.flush(timeout_seconds)
-        with self._condition:
+        with self._changed:
             self._abandoned = True
-            left = [attempt.event for attempt in self._ready]
-            left.extend(attempt.event for _, _, attempt in self._delayed)
-            in_flight = self._pending - len(left)
+            unsettled = [*self._ready, *(entry[2] for entry in self._delayed), *self._in_flight]
+            for attempt in unsettled:
+                attempt.settled = True
             self._ready.clear()
             self._delayed.clear()
+            self._in_flight.clear()
             self._pending = 0
-            self._condition.notify_all()
-        if left:
-            self._drop(left, "shutdown")
-        if in_flight:  # their answers, if any come, are ignored: counted here as not delivered
-            self._stats.add_dropped("shutdown", in_flight)
+            self._work.notify_all()
+            self._changed.notify_all()
+        if unsettled:
+            self._drop([attempt.event for attempt in unsettled], "shutdown")
         self._transport.close()  # cuts requests still hanging on the network
-        return len(left) + in_flight
+        return len(unsettled)
 
     # -- sender threads ----------------------------------------------------------------------
 
     def _next_attempt(self) -> _Attempt | None:
-        with self._condition:
+        with self._work:
             while True:
                 if self._abandoned:
                     return None
@@ -155,9 +170,10 @@ class DeliveryEngine:
                 while self._delayed and self._delayed[0][0] <= now:
                     self._ready.append(heapq.heappop(self._delayed)[2])
                 if self._ready:
-                    return self._ready.popleft()
-                timeout = self._delayed[0][0] - now if self._delayed else None
-                self._condition.wait(timeout)
+                    attempt = self._ready.popleft()
+                    self._in_flight.add(attempt)
+                    return attempt
+                self._work.wait(self._delayed[0][0] - now if self._delayed else None)
 
     def _run(self) -> None:
         while True:
@@ -168,12 +184,12 @@ class DeliveryEngine:
                 self._deliver(attempt)
             except Exception:  # a bug here must not kill the sender
                 logger.exception("otel_greenflash sender failed")
-                self._resolve()
+                self._fail(attempt, [attempt.event], DeliveryError("internal error"))
 
     def _deliver(self, attempt: _Attempt) -> None:
         now = time.monotonic()
-        if now < self._auth_paused_until and self._auth_error is not None:
-            self._fail([attempt.event], self._auth_error)
+        if self._auth_error is not None and not self._may_probe_auth(now):
+            self._fail(attempt, [attempt.event], self._auth_error)
             return
         remaining = attempt.deadline - now
         if remaining <= 0:
@@ -181,13 +197,13 @@ class DeliveryEngine:
             return
         attempt.tries += 1
         outcome = self._transport.send(attempt.body, timeout_seconds=remaining)
-        if self._abandoned:
-            return  # shutdown already counted this event as not delivered
-        if outcome.ok:
-            self._stats.add_sent()
-            self._resolve()
-            return
         status = outcome.status
+        if self._auth_probing and status is not None and status not in (401, 403):
+            self._auth_recovered()
+        if outcome.ok:
+            if self._settle(attempt):
+                self._stats.add_sent()
+            return
         if status in (401, 403):
             self._pause_for_auth(status, attempt)
             return
@@ -198,7 +214,9 @@ class DeliveryEngine:
                 attempt.event.span_name,
                 status,
             )
-            self._fail([attempt.event], EventRejectedError(f"HTTP {status}", status=status))
+            self._fail(
+                attempt, [attempt.event], EventRejectedError(f"HTTP {status}", status=status)
+            )
             return
         self._retry_later(attempt, outcome)
 
@@ -208,12 +226,13 @@ class DeliveryEngine:
         if due >= attempt.deadline:
             self._give_up(attempt, outcome)
             return
-        self._stats.add_retried()
-        with self._condition:
-            if self._abandoned:
+        with self._work:
+            if attempt.settled:
                 return
+            self._in_flight.discard(attempt)
             heapq.heappush(self._delayed, (due, next(self._sequence), attempt))
-            self._condition.notify()
+            self._work.notify()
+        self._stats.add_retried()
 
     def _give_up(self, attempt: _Attempt, outcome: SendOutcome | None) -> None:
         cause = _describe(outcome) if outcome is not None else "no time left"
@@ -227,7 +246,22 @@ class DeliveryEngine:
         )
         status = outcome.status if outcome is not None else None
         error = RetriesExhaustedError(f"not delivered before the deadline: {cause}", status=status)
-        self._fail([attempt.event], error)
+        self._fail(attempt, [attempt.event], error)
+
+    # -- 401/403: one error line, then no requests for a while, then one probe ----------------
+
+    def _may_probe_auth(self, now: float) -> bool:
+        with self._work:
+            if now < self._auth_paused_until or self._auth_probing:
+                return False
+            self._auth_probing = True
+            return True
+
+    def _auth_recovered(self) -> None:
+        with self._work:
+            self._auth_probing = False
+            self._auth_error = None
+        logger.warning("Greenflash accepts the API key again; sending resumes")
 
     def _pause_for_auth(self, status: int, attempt: _Attempt) -> None:
         error: DeliveryError
@@ -237,9 +271,11 @@ class DeliveryEngine:
         else:
             error = PermissionDeniedError("the API key may not send events (HTTP 403)", status=403)
             cause = "the API key's plan does not allow the Events API"
-        first = self._auth_error is None
-        self._auth_error = error
-        self._auth_paused_until = time.monotonic() + AUTH_PAUSE_SECONDS
+        with self._work:
+            first = self._auth_error is None
+            self._auth_error = error
+            self._auth_paused_until = time.monotonic() + AUTH_PAUSE_SECONDS
+            self._auth_probing = False
         if first:
             logger.error(
                 "Greenflash answered HTTP %s: %s. Business events fail without being sent "
@@ -248,30 +284,33 @@ class DeliveryEngine:
                 cause,
                 AUTH_PAUSE_SECONDS,
             )
-        self._fail([attempt.event], error)
+        self._fail(attempt, [attempt.event], error)
 
-    # -- resolution --------------------------------------------------------------------------
+    # -- settling ------------------------------------------------------------------------------
 
-    def _resolve(self, count: int = 1) -> None:
-        with self._condition:
-            if self._abandoned:
-                return
-            self._pending -= count
-            self._condition.notify_all()
+    def _settle(self, attempt: _Attempt | None) -> bool:
+        """Mark an event done; False when shutdown already settled it (then do nothing)."""
+        with self._changed:
+            if attempt is not None:
+                if attempt.settled:
+                    return False
+                attempt.settled = True
+                self._in_flight.discard(attempt)
+                self._pending -= 1
+                self._changed.notify_all()
+        return True
 
-    def _pending_add_and_fail(self, event: BusinessEvent) -> None:
-        with self._condition:
-            self._pending += 1
-        self._fail([event], EventRejectedError("the event body cannot be encoded as JSON"))
-
-    def _fail(self, events: Sequence[BusinessEvent], error: DeliveryError) -> None:
+    def _fail(
+        self, attempt: _Attempt | None, events: Sequence[BusinessEvent], error: DeliveryError
+    ) -> None:
+        if not self._settle(attempt):
+            return
         self._stats.add_failed(len(events))
         if self._on_error is not None:
             try:
                 self._on_error(error, events)
             except Exception:
                 logger.exception("otel_greenflash on_error callback raised")
-        self._resolve(len(events))
 
     def _drop(self, events: Sequence[BusinessEvent], reason: str) -> None:
         self._stats.add_dropped(reason, len(events))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
 import uuid
 from collections.abc import Mapping
@@ -16,9 +15,8 @@ from opentelemetry.util.types import AttributeValue
 
 from . import attributes as attr
 from ._linking import is_valid_id
+from ._logging import logger
 from .processor import active_processors
-
-logger = logging.getLogger("otel_greenflash")
 
 
 def _ids_argument(
@@ -253,12 +251,10 @@ def _track_without_span(attributes: Mapping[str, AttributeValue]) -> None:
             "the event was not recorded"
         )
         return
-    linked: dict[str, AttributeValue] = {
-        key: value
-        for key, value in baggage.get_all().items()
-        if key in attr.ID_KEYS and isinstance(value, str)
-    }
+    current_baggage = baggage.get_all()
     insert_id = f"track-{uuid.uuid4()}"
     now_ns = time.time_ns()
     for processor in processors:
-        processor.submit_attributes(attributes, linked=linked, insert_id=insert_id, time_ns=now_ns)
+        processor.submit_attributes(
+            attributes, baggage=current_baggage, insert_id=insert_id, time_ns=now_ns
+        )

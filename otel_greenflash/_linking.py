@@ -15,6 +15,7 @@ Three small structures, each with a fixed bound:
 from __future__ import annotations
 
 import collections
+import itertools
 import threading
 import time
 import uuid
@@ -62,13 +63,6 @@ class LinkKeys:
         self.all_keys: frozenset[str] = frozenset(attr.ID_KEYS) | frozenset(chosen)
         self._all_keys_isdisjoint = self.all_keys.isdisjoint
 
-    def mentions_ids(self, attributes: Mapping[str, Any] | None) -> bool:
-        """Cheap test: does this attribute mapping hold any id key?"""
-        if not attributes:
-            return False
-        raw = getattr(attributes, "_dict", attributes)  # BoundedAttributes' plain dict
-        return not self._all_keys_isdisjoint(raw)
-
     def ids_from(self, attributes: Mapping[str, Any] | None) -> Ids:
         """The valid ids found in ``attributes``; values that are not valid ids are skipped."""
         found: Ids = {}
@@ -81,6 +75,24 @@ class LinkKeys:
                     found[key] = value
                     break
         return found
+
+    def split_ids(self, attributes: Mapping[str, Any] | None) -> tuple[Ids, Ids]:
+        """Valid ids from ``greenflash.*`` keys, and (for the other fields) from aliases."""
+        primary: Ids = {}
+        aliased: Ids = {}
+        if not attributes:
+            return primary, aliased
+        for key, sources in self._sources:
+            value = attributes.get(key)
+            if value is not None and is_valid_id(key, value):
+                primary[key] = value
+                continue
+            for source in sources[1:]:
+                value = attributes.get(source)
+                if value is not None and is_valid_id(key, value):
+                    aliased[key] = value
+                    break
+        return primary, aliased
 
 
 def is_valid_id(key: str, value: object) -> bool:
@@ -111,12 +123,6 @@ def has_conversation(ids: Mapping[str, AttributeValue]) -> bool:
     return any(key in ids for key in CONVERSATION_KEYS)
 
 
-def is_local_root(span: ReadableSpan) -> bool:
-    """A span with no parent, or whose parent lives in another process."""
-    parent = span.parent
-    return parent is None or parent.is_remote
-
-
 @dataclass(slots=True)
 class EventSpan:
     """An ended event span plus what on_end captured for linking."""
@@ -132,17 +138,26 @@ class EventSpan:
 
 
 class LiveSpans:
-    """Spans between on_start and on_end, so an ending event span can find its live ancestors."""
+    """Spans between on_start and on_end, so an ending event span can find its live ancestors.
+
+    The processor's hooks read and write ``spans``/``baggage`` directly (hot path). At
+    ``max_spans`` the oldest entry is evicted, so spans that never end cannot stop linking.
+    """
 
     def __init__(self, max_spans: int = 100_000) -> None:
         self.max_spans = max_spans
         self.spans: dict[int, ReadableSpan] = {}
-        """Span id → live span. The processor's hooks write it directly (hot path)."""
+        """Span id → live span, in start order."""
         self.baggage: dict[int, Mapping[str, object]] = {}
         """Span id → baggage of its start context, only for spans started with baggage."""
 
     def __len__(self) -> int:
         return len(self.spans)
+
+    def evict_oldest(self) -> None:
+        oldest = next(iter(self.spans))
+        del self.spans[oldest]
+        self.baggage.pop(oldest, None)
 
     def ancestors(self, span: ReadableSpan, limit: int = 256) -> tuple[ReadableSpan, ...]:
         """Live ancestors of ``span`` in this process, nearest first."""
@@ -159,21 +174,27 @@ class LiveSpans:
 
 @dataclass(slots=True)
 class _TraceRecord:
-    ids: Ids = field(default_factory=dict)
-    root_ids: Ids = field(default_factory=dict)
+    attached: Ids = field(default_factory=dict)
+    root: Ids = field(default_factory=dict)
+    other: Ids = field(default_factory=dict)
+    root_aliased: Ids = field(default_factory=dict)
+    other_aliased: Ids = field(default_factory=dict)
     ended_at: float | None = None
     waited_on: bool = False
 
 
 class TraceIds:
-    """Ids seen on the ended spans of each local trace; thread-safe, at most ``max_traces``."""
+    """Ids seen on the ended spans of each local trace; thread-safe, at most ``max_traces``.
+
+    Precedence inside a trace: ids attached by ``attach_conversation()``, then ``greenflash.*``
+    keys of the local root, of other spans, then aliases of the root, of other spans.
+    """
 
     def __init__(self, max_traces: int = 4096, retain_seconds: float = 30.0) -> None:
         self._max_traces = max_traces
         self._retain_seconds = retain_seconds
         self._lock = threading.Lock()
         self._traces: collections.OrderedDict[int, _TraceRecord] = collections.OrderedDict()
-        self.evicted = 0
 
     def __len__(self) -> int:
         return len(self._traces)
@@ -201,18 +222,34 @@ class TraceIds:
             record.waited_on = True
             return "wait"
 
-    def record(self, trace_id: int, ids: Mapping[str, AttributeValue], *, root: bool) -> None:
-        """Remember ids of a span of ``trace_id``; a local root's ids outrank other spans'."""
+    def is_open(self, trace_id: int) -> bool:
+        """True while the trace is tracked and its local root has not ended."""
+        with self._lock:
+            record = self._traces.get(trace_id)
+            return record is not None and record.ended_at is None
+
+    def record(
+        self,
+        trace_id: int,
+        ids: Mapping[str, AttributeValue],
+        aliased: Mapping[str, AttributeValue],
+        *,
+        root: bool,
+    ) -> None:
+        """Remember the ids of an ended span of ``trace_id`` (first value seen wins)."""
         with self._lock:
             record = self._record(trace_id)
-            target = record.root_ids if root else record.ids
+            primary = record.root if root else record.other
+            secondary = record.root_aliased if root else record.other_aliased
             for key, value in ids.items():
-                target.setdefault(key, value)
+                primary.setdefault(key, value)
+            for key, value in aliased.items():
+                secondary.setdefault(key, value)
 
     def attach(self, trace_id: int, ids: Mapping[str, AttributeValue]) -> None:
         """Ids learned mid-trace (e.g. from the Messages API); they replace earlier values."""
         with self._lock:
-            self._record(trace_id).root_ids.update(ids)
+            self._record(trace_id).attached.update(ids)
 
     def root_ended(self, trace_id: int) -> bool:
         """Note the local root's end; True when events of this trace are waiting for it."""
@@ -229,7 +266,15 @@ class TraceIds:
             record = self._traces.get(trace_id)
             if record is None:
                 return {}
-            return merge_ids((record.root_ids, record.ids))
+            return merge_ids(
+                (
+                    record.attached,
+                    record.root,
+                    record.other,
+                    record.root_aliased,
+                    record.other_aliased,
+                )
+            )
 
     def purge(self, now: float | None = None) -> None:
         """Drop traces whose local root ended more than ``retain_seconds`` ago."""
@@ -249,7 +294,6 @@ class TraceIds:
             record = self._traces[trace_id] = _TraceRecord()
             if len(self._traces) > self._max_traces:
                 self._traces.popitem(last=False)
-                self.evicted += 1
         else:
             self._traces.move_to_end(trace_id)
         return record
@@ -259,68 +303,58 @@ class TraceIds:
 class _Waiting:
     item: EventSpan
     deadline: float
-    released: bool = False
 
 
 class WaitingEvents:
-    """Event spans waiting for their trace's conversation id. Used by the worker thread only."""
+    """Event spans waiting for their trace's conversation id. Used by the worker thread only.
+
+    Holds at most ``max_waiting`` entries; releasing an entry forgets it at once.
+    """
 
     def __init__(self, max_waiting: int = 2048, linger_seconds: float = 5.0) -> None:
         self.max_waiting = max_waiting
         self.linger_seconds = linger_seconds
-        self._by_trace: dict[int, list[_Waiting]] = {}
-        self._order: collections.deque[_Waiting] = collections.deque()
-        self._count = 0
+        self._order: collections.OrderedDict[int, _Waiting] = collections.OrderedDict()
+        self._by_trace: dict[int, list[int]] = {}
+        self._sequence = itertools.count()
 
     def __len__(self) -> int:
-        return self._count
-
-    def __contains__(self, trace_id: object) -> bool:
-        return trace_id in self._by_trace
+        return len(self._order)
 
     def park(self, item: EventSpan, now: float) -> EventSpan | None:
         """Make ``item`` wait; return an item pushed out by the bound (to send unlinked now)."""
-        entry = _Waiting(item, now + self.linger_seconds)
-        self._by_trace.setdefault(item.trace_id, []).append(entry)
-        self._order.append(entry)
-        self._count += 1
-        if self._count > self.max_waiting:
+        key = next(self._sequence)
+        self._order[key] = _Waiting(item, now + self.linger_seconds)
+        self._by_trace.setdefault(item.trace_id, []).append(key)
+        if len(self._order) > self.max_waiting:
             return self._pop_oldest()
         return None
 
     def release_trace(self, trace_id: int) -> list[EventSpan]:
         """Stop waiting for every event of ``trace_id``."""
-        entries = self._by_trace.pop(trace_id, [])
-        for entry in entries:
-            entry.released = True
-        self._count -= len(entries)
-        return [entry.item for entry in entries]
+        return [self._order.pop(key).item for key in self._by_trace.pop(trace_id, [])]
 
     def release_expired(self, now: float) -> list[EventSpan]:
         """Stop waiting for events whose linger deadline passed."""
         expired: list[EventSpan] = []
-        while self._order and (self._order[0].released or self._order[0].deadline <= now):
+        while self._order and next(iter(self._order.values())).deadline <= now:
             popped = self._pop_oldest()
             if popped is not None:
                 expired.append(popped)
         return expired
 
     def release_all(self) -> list[EventSpan]:
-        items = [entry.item for entries in self._by_trace.values() for entry in entries]
-        self._by_trace.clear()
+        items = [entry.item for entry in self._order.values()]
         self._order.clear()
-        self._count = 0
+        self._by_trace.clear()
         return items
 
     def _pop_oldest(self) -> EventSpan | None:
-        while self._order:
-            entry = self._order.popleft()
-            if entry.released:
-                continue
-            entries = self._by_trace[entry.item.trace_id]
-            entries.remove(entry)
-            if not entries:
-                del self._by_trace[entry.item.trace_id]
-            self._count -= 1
-            return entry.item
-        return None
+        if not self._order:
+            return None
+        key, entry = self._order.popitem(last=False)
+        keys = self._by_trace[entry.item.trace_id]
+        keys.remove(key)
+        if not keys:
+            del self._by_trace[entry.item.trace_id]
+        return entry.item

@@ -77,6 +77,15 @@ def has_business_events(span: ReadableSpan) -> bool:
     return False
 
 
+def count_business_events(span: ReadableSpan) -> int:
+    """How many business events ``span`` carries (itself, plus its qualifying span events)."""
+    count = 1 if _EVENT_TYPE in plain_attributes(span._attributes) else 0
+    for event in span._events or ():
+        if event.name == _SPAN_EVENT_NAME or _EVENT_TYPE in plain_attributes(event.attributes):
+            count += 1
+    return count
+
+
 def map_span(
     span: ReadableSpan,
     *,
@@ -175,6 +184,18 @@ def _collect(
     except _Invalid as invalid:
         result.invalid.append(
             InvalidAttribute(span_name, invalid.attribute, invalid.problem, invalid.allowed)
+        )
+        return
+    except (ValueError, TypeError, OverflowError, OSError, RecursionError) as error:
+        # Values the checks above let through but Python cannot convert (a 5000-digit int,
+        # a timestamp past year 9999, JSON nested 100k deep): still one event, still reported.
+        result.invalid.append(
+            InvalidAttribute(
+                span_name,
+                attr.EVENT_PREFIX + "*",
+                f"could not be converted ({type(error).__name__})",
+                "values of the sizes and ranges in the attribute table",
+            )
         )
         return
     result.events.append(BusinessEvent(body, str(body["insertId"]), span_name))

@@ -12,7 +12,7 @@ from ._delivery import DeliveryEngine, DropCallback, ErrorCallback
 from ._event import BusinessEvent, InvalidAttribute
 from ._linking import LinkKeys
 from ._logging import logger
-from ._mapping import has_business_events, map_span
+from ._mapping import map_span
 from ._stats import DeliveryStats
 from ._transport import ConsoleTransport, EventTransport, Transport
 
@@ -67,25 +67,22 @@ class EventPipeline:
         self.engine = self._new_engine()
 
     def map_span(
-        self, span: ReadableSpan, linked: Mapping[str, AttributeValue] | None = None
+        self,
+        span: ReadableSpan,
+        linked: Mapping[str, AttributeValue] | None = None,
+        *,
+        report: bool = True,
     ) -> list[BusinessEvent]:
-        """Map one event span; invalid events are logged and counted."""
+        """Map one event span; invalid events are logged and counted when ``report``."""
         result = map_span(
             span,
             default_product_id=self.config.product_id,
             linked=linked,
             link_keys=self.link_keys,
         )
-        self.report_invalid(result.invalid)
+        if report:
+            self.report_invalid(result.invalid)
         return result.events
-
-    def events_from_spans(self, spans: Iterable[ReadableSpan]) -> list[BusinessEvent]:
-        """Map every business event carried by ``spans`` (others are skipped)."""
-        events: list[BusinessEvent] = []
-        for span in spans:
-            if has_business_events(span):
-                events.extend(self.map_span(span))
-        return events
 
     def report_invalid(self, invalid: Iterable[InvalidAttribute]) -> None:
         """One warning line per rejected event, and the counter."""

@@ -40,7 +40,7 @@ class RetryPolicy:
         ``now`` is the wall-clock time (seconds since the epoch) for HTTP-date hints.
         """
         hint = server_retry_delay(headers, now) if headers else None
-        if hint is not None:
+        if hint is not None and hint > 0:  # 0 or a past date would mean a hot retry loop
             return min(hint, self.max_server_delay)
         return self.backoff(attempt, rand)
 

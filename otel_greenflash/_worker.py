@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import collections
-import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-logger = logging.getLogger("otel_greenflash")
+from ._logging import logger
 
 Item = TypeVar("Item")
 
@@ -46,6 +45,7 @@ class BackgroundWorker(Generic[Item]):
         self._finished = 0
         self._flush_requested = 0
         self._flush_done = 0
+        self._drain_requested = 0
         self._woken = False
         self._shutdown = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -53,11 +53,6 @@ class BackgroundWorker(Generic[Item]):
 
     def __len__(self) -> int:
         return len(self._queue)
-
-    @property
-    def stopped(self) -> bool:
-        """True once the worker thread has exited."""
-        return not self._thread.is_alive()
 
     def submit(self, item: Item) -> bool:
         """Queue an item; False when the queue is full or the worker is shut down."""
@@ -76,12 +71,17 @@ class BackgroundWorker(Generic[Item]):
             self._woken = True
             self._condition.notify_all()
 
-    def flush(self, timeout_seconds: float) -> bool:
-        """Wait until everything submitted so far is handled with ``drain``; False on timeout."""
+    def flush(self, timeout_seconds: float, *, drain: bool = True) -> bool:
+        """Wait until everything submitted so far is handled; False on timeout.
+
+        ``drain`` also asks the handler to let go of items it holds back.
+        """
         deadline = time.monotonic() + timeout_seconds
         with self._condition:
             self._flush_requested += 1
             generation = self._flush_requested
+            if drain:
+                self._drain_requested = generation
             self._condition.notify_all()
             while self._flush_done < generation:
                 remaining = deadline - time.monotonic()
@@ -90,23 +90,21 @@ class BackgroundWorker(Generic[Item]):
                 self._condition.wait(remaining)
         return True
 
-    def shutdown(self, timeout_seconds: float) -> int:
-        """Drain what fits in the timeout, stop the thread; return how many items were left."""
+    def shutdown(self, timeout_seconds: float) -> None:
+        """Stop accepting items; drain and stop the thread, waiting at most the timeout."""
         deadline = time.monotonic() + timeout_seconds
         with self._condition:
             self._shutdown = True
             self._condition.notify_all()
         if self._thread is not threading.current_thread():
             self._thread.join(max(0.0, deadline - time.monotonic()))
-        with self._condition:
-            return self._submitted - self._finished
 
-    def abandon(self) -> int:
-        """After shutdown: discard what is still queued; return how many items that was."""
+    def abandon(self) -> list[Item]:
+        """After shutdown: take what is still queued out of the queue and return it."""
         with self._condition:
-            left = len(self._queue)
+            left = list(self._queue)
             self._queue.clear()
-            self._finished += left
+            self._finished += len(left)
             return left
 
     def _run(self) -> None:
@@ -123,17 +121,19 @@ class BackgroundWorker(Generic[Item]):
                 self._woken = False
                 size = min(len(self._queue), self._max_batch_size)
                 batch = [self._queue.popleft() for _ in range(size)]
-                draining = (self._shutdown or self._flush_requested > self._flush_done) and not (
-                    self._queue
-                )
                 generation = self._flush_requested
+                flushing = self._shutdown or generation > self._flush_done
+                finished_flush = flushing and not self._queue
+                draining = finished_flush and (
+                    self._shutdown or self._drain_requested > self._flush_done
+                )
             try:
                 self._handle_batch(batch, draining)
             except Exception:  # a bug here must not kill the worker
                 logger.exception("otel_greenflash worker %s failed to handle a batch", self._name)
             with self._condition:
                 self._finished += len(batch)
-                if draining:
+                if finished_flush:
                     self._flush_done = generation
                     self._condition.notify_all()
                     if self._shutdown:

@@ -23,8 +23,9 @@ class GreenflashSpanExporter(SpanExporter):
     An exporter never sees spans start, so it links events through the spans it has been
     given: ids found on any span of the trace (same batch or an earlier one), and — for an
     event whose conversation is still unknown — a wait for the trace's local root span to
-    arrive in a later batch (bounded like the processor's). ``export`` only queues: events are
-    delivered in the background, with retries; ``force_flush``/``shutdown`` wait for them.
+    arrive in a later batch (bounded like the processor's). ``export`` returns once the batch's
+    events are delivered or have failed (within ``export_timeout_seconds``), except events
+    still waiting for their root span; ``force_flush`` and ``shutdown`` send those too.
     Accepts every keyword of :class:`GreenflashSpanProcessor`.
     """
 
@@ -53,16 +54,24 @@ class GreenflashSpanExporter(SpanExporter):
         on_end = self._core.on_end
         for span in spans:
             on_end(span)
-        return SpanExportResult.SUCCESS
+        failed_before = self._core.stats()["failed"]
+        delivered = self._core.deliver_queued(int(self._core.config.export_timeout_seconds * 1000))
+        if delivered and self._core.stats()["failed"] == failed_before:
+            return SpanExportResult.SUCCESS
+        return SpanExportResult.FAILURE
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._core.force_flush(timeout_millis)
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout_millis: int | None = None) -> None:
+        """Send what is left (waiting events included) within ``timeout_millis`` (default:
+        the export timeout), then stop."""
         if self._shutdown:
             return
         self._shutdown = True
-        self._core.shutdown(int(self._core.config.export_timeout_seconds * 1000))
+        if timeout_millis is None:
+            timeout_millis = int(self._core.config.export_timeout_seconds * 1000)
+        self._core.shutdown(timeout_millis)
 
     def stats(self) -> StatsSnapshot:
         """A snapshot of the delivery counters."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 import weakref
 from collections.abc import Mapping
@@ -28,7 +27,7 @@ from ._linking import (
     merge_ids,
 )
 from ._logging import RateLimitedLog, logger
-from ._mapping import has_business_events, map_event_attributes
+from ._mapping import count_business_events, has_business_events, map_event_attributes
 from ._pipeline import EventPipeline
 from ._stats import StatsSnapshot
 from ._transport import Transport
@@ -47,6 +46,7 @@ _UNLINKED_REASONS = {
 # The API's baggage key: reading it directly avoids baggage.get_all()'s copy on every span start.
 _BAGGAGE_KEY = baggage_api._BAGGAGE_KEY
 _get_value = context_api.get_value
+_getpid = os.getpid
 _EVENT_TYPE = attr.EVENT_TYPE
 _EMPTY: Mapping[str, AttributeValue] = {}
 
@@ -171,10 +171,10 @@ class GreenflashSpanProcessor(SpanProcessor):
 
     def _start_worker(self) -> None:
         """(Re)create everything that belongs to one process: threads, queues, linking state."""
-        self._pid = os.getpid()
-        self._fork_lock = threading.Lock()
-        self._live = LiveSpans()
         config = self._config
+        self._pid = os.getpid()
+        self._log = RateLimitedLog()
+        self._live = LiveSpans()
         self._trace_ids = TraceIds(
             max_traces=config.max_traces, retain_seconds=max(30.0, config.linger_seconds)
         )
@@ -191,7 +191,11 @@ class GreenflashSpanProcessor(SpanProcessor):
         )
 
     def _restart_after_fork(self) -> None:
-        """In a forked child: fresh worker and engine, empty queues (nothing sent twice)."""
+        """In a forked child: fresh worker and engine, empty queues (nothing sent twice).
+
+        Nothing of the parent's is reused: its locks may have been held by a thread that does
+        not exist in the child, and its connections belong to the parent.
+        """
         if self._is_shutdown:
             return
         self._pipeline.restart_after_fork()
@@ -211,8 +215,10 @@ class GreenflashSpanProcessor(SpanProcessor):
             return
         span_id = context.span_id
         live = self._live
-        if len(live.spans) < live.max_spans:  # spans that never end stop being remembered
-            live.spans[span_id] = span
+        spans = live.spans
+        if len(spans) >= live.max_spans:  # spans that never end: forget the oldest
+            live.evict_oldest()
+        spans[span_id] = span
         start_baggage = _get_value(_BAGGAGE_KEY, parent_context)
         if start_baggage:
             live.baggage[span_id] = start_baggage  # type: ignore[assignment]
@@ -227,18 +233,22 @@ class GreenflashSpanProcessor(SpanProcessor):
         start_baggage = live.baggage.pop(span_id, None) if live.baggage else None
         attributes = span._attributes
         attributes = getattr(attributes, "_dict", attributes) or _EMPTY
-        trace_id = context.trace_id
+        has_ids = bool(attributes) and not self._no_id_keys_in(attributes)
+        is_event = _EVENT_TYPE in attributes or bool(span._events and has_business_events(span))
         parent = span._parent
         root = parent is None or parent.is_remote
-        if attributes and not self._no_id_keys_in(attributes):
-            self._trace_ids.record(trace_id, self._link_keys.ids_from(attributes), root=root)
-        if _EVENT_TYPE in attributes or (span._events and has_business_events(span)):
+        if not (has_ids or is_event or root):
+            return
+        if self._pid != _getpid():  # forked without at-fork hooks (e.g. uWSGI)
+            self._pid = _getpid()
+            self._restart_after_fork()
+        trace_id = context.trace_id
+        if has_ids:
+            ids, aliased = self._link_keys.split_ids(attributes)
+            self._trace_ids.record(trace_id, ids, aliased, root=root)
+        if is_event:
             self._enqueue_event_span(span, trace_id, start_baggage)
-        if root and trace_id in self._trace_ids:
-            self._on_local_root_end(trace_id)
-
-    def _on_local_root_end(self, trace_id: int) -> None:
-        if self._trace_ids.root_ended(trace_id):
+        if root and trace_id in self._trace_ids and self._trace_ids.root_ended(trace_id):
             self._ended_waiting.append(trace_id)
             self._worker.wake()
 
@@ -246,7 +256,7 @@ class GreenflashSpanProcessor(SpanProcessor):
         self, span: ReadableSpan, trace_id: int, start_baggage: Mapping[str, object] | None
     ) -> None:
         if not self._enabled:
-            self._stats_drop("no_api_key", span)
+            self._drop_item(span, "no_api_key")
             return
         self._trace_ids.expect(trace_id)
         self._submit(EventSpan(span, self._live.ancestors(span), start_baggage))
@@ -255,11 +265,12 @@ class GreenflashSpanProcessor(SpanProcessor):
         self,
         attributes: Mapping[str, AttributeValue],
         *,
-        linked: Mapping[str, AttributeValue],
+        baggage: Mapping[str, object],
         insert_id: str,
         time_ns: int,
     ) -> None:
-        """Queue one event given as bare attributes (``track()`` with no recording span)."""
+        """Queue one event given as bare attributes (``track()`` with no recording span);
+        ids missing from ``attributes`` are taken from ``baggage``."""
         if not self._enabled:
             self._pipeline.stats.add_dropped("no_api_key")
             return
@@ -268,7 +279,7 @@ class GreenflashSpanProcessor(SpanProcessor):
             source_name="track()",
             insert_id=insert_id,
             time_ns=time_ns,
-            linked=linked,
+            linked=self._link_keys.ids_from(baggage),
             default_product_id=self._config.product_id,
             link_keys=self._link_keys,
         )
@@ -284,21 +295,17 @@ class GreenflashSpanProcessor(SpanProcessor):
         if authoritative:
             self._trace_ids.attach(trace_id, ids)
         else:
-            self._trace_ids.record(trace_id, ids, root=False)
+            self._trace_ids.record(trace_id, ids, {}, root=False)
 
     def _submit(self, item: WorkItem) -> None:
-        if self._pid != os.getpid():  # forked without at-fork hooks (e.g. uWSGI)
-            with self._fork_lock:
-                if self._pid != os.getpid():
-                    self._restart_after_fork()
         if self._worker.submit(item):
-            self._pipeline.stats.add_queued()
+            self._pipeline.stats.add_queued(_event_count(item))
             return
-        reason = "shutdown" if self._is_shutdown else "queue_full"
-        self._stats_drop(reason, item)
+        self._drop_item(item, "shutdown" if self._is_shutdown else "queue_full")
 
-    def _stats_drop(self, reason: str, item: WorkItem | ReadableSpan) -> None:
-        self._pipeline.stats.add_dropped(reason)
+    def _drop_item(self, item: WorkItem | ReadableSpan, reason: str) -> None:
+        """Count (per business event) and report an item that will not be sent."""
+        self._pipeline.stats.add_dropped(reason, _event_count(item))
         if reason == "queue_full":
             self._log.warning(
                 "queue-full",
@@ -313,10 +320,11 @@ class GreenflashSpanProcessor(SpanProcessor):
                 logger.exception("otel_greenflash on_drop callback raised")
 
     def _events_of(self, item: WorkItem | ReadableSpan) -> list[BusinessEvent]:
+        """The events of a dropped item, for ``on_drop`` (not counted as invalid: dropped)."""
         if isinstance(item, BusinessEvent):
             return [item]
         span = item.span if isinstance(item, EventSpan) else item
-        return self._pipeline.map_span(span)
+        return self._pipeline.map_span(span, report=False)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -324,6 +332,13 @@ class GreenflashSpanProcessor(SpanProcessor):
         """Send everything queued so far, waiting events included; False if the timeout passed."""
         deadline = time.monotonic() + timeout_millis / 1000
         if not self._worker.flush(timeout_millis / 1000):
+            return False
+        return self._pipeline.engine.flush(max(0.0, deadline - time.monotonic()))
+
+    def deliver_queued(self, timeout_millis: int = 30000) -> bool:
+        """Like :meth:`force_flush`, but events waiting for their trace's root keep waiting."""
+        deadline = time.monotonic() + timeout_millis / 1000
+        if not self._worker.flush(timeout_millis / 1000, drain=False):
             return False
         return self._pipeline.engine.flush(max(0.0, deadline - time.monotonic()))
 
@@ -335,10 +350,9 @@ class GreenflashSpanProcessor(SpanProcessor):
         deadline = time.monotonic() + timeout_millis / 1000
         self._worker.shutdown(timeout_millis / 1000)
         undelivered = self._pipeline.engine.shutdown(max(0.0, deadline - time.monotonic()))
-        left_in_queue = self._worker.abandon()
-        if left_in_queue:
-            self._pipeline.stats.add_dropped("shutdown", left_in_queue)
-        undelivered += left_in_queue
+        for item in self._worker.abandon():
+            self._drop_item(item, "shutdown")
+            undelivered += _event_count(item)
         if undelivered:
             logger.warning(
                 "otel_greenflash shut down before delivering %d business event(s); "
@@ -347,7 +361,8 @@ class GreenflashSpanProcessor(SpanProcessor):
             )
 
     def stats(self) -> StatsSnapshot:
-        """A snapshot of the delivery counters."""
+        """A snapshot of the delivery counters (each business event ends in exactly one of
+        ``sent``, ``failed``, ``invalid`` or ``dropped``)."""
         snapshot = self._pipeline.stats.snapshot()
         snapshot["waiting"] = len(self._waiting)
         return snapshot
@@ -356,34 +371,33 @@ class GreenflashSpanProcessor(SpanProcessor):
 
     def _handle_batch(self, batch: list[WorkItem], draining: bool) -> None:
         now = time.monotonic()
-        ready: list[EventSpan] = []
+        cut_short_by = "shutdown" if self._is_shutdown else "flush"
         events: list[BusinessEvent] = []
         for item in batch:
             if isinstance(item, BusinessEvent):
                 events.append(item)
-            elif draining:
-                ready.append(item)
-            elif (decision := self._wait_decision(item)) == "untracked":
+                continue
+            decision = self._wait_decision(item, mark=not draining)
+            if decision == "linked" or decision == "ended":
+                events.extend(self._events_for(item))
+            elif decision == "untracked":
                 events.extend(self._events_for(item, cut_short="traces_full"))
-            elif decision != "wait":
-                ready.append(item)
+            elif draining:
+                events.extend(self._events_for(item, cut_short=cut_short_by))
             else:
                 pushed_out = self._waiting.park(item, now)
                 if pushed_out is not None:
                     events.extend(self._events_for(pushed_out, cut_short="waiting_full"))
         if draining:
-            released = self._waiting.release_all()
-            cut_short = "shutdown" if self._is_shutdown else "flush"
+            for item in self._waiting.release_all():
+                events.extend(self._events_for(item, cut_short=cut_short_by))
         else:
             while self._ended_waiting:
-                ready.extend(self._waiting.release_trace(self._ended_waiting.pop()))
-            released = self._waiting.release_expired(now)
-            cut_short = "linger_expired"
+                for item in self._waiting.release_trace(self._ended_waiting.pop()):
+                    events.extend(self._events_for(item))
+            for item in self._waiting.release_expired(now):
+                events.extend(self._events_for(item, cut_short="linger_expired"))
             self._trace_ids.purge(now)
-        for item in ready:
-            events.extend(self._events_for(item))
-        for item in released:
-            events.extend(self._events_for(item, cut_short=cut_short))
         if events:
             self._pipeline.engine.submit(events)
 
@@ -394,18 +408,30 @@ class GreenflashSpanProcessor(SpanProcessor):
         levels.append(self._trace_ids.ids(item.trace_id))
         return merge_ids(levels)
 
-    def _wait_decision(self, item: EventSpan) -> str:
-        """``"wait"`` when no conversation id is known yet and the trace's local root is open."""
-        own = self._link_keys.ids_from(item.span.attributes)
-        if has_conversation(own) or has_conversation(self._linked_ids(item)):
+    def _wait_decision(self, item: EventSpan, *, mark: bool) -> str:
+        """``"linked"`` when every event of the span knows its conversation; else whether the
+        trace's root is still open (``"wait"``), ``"ended"``, or ``"untracked"``."""
+        if has_conversation(self._linked_ids(item)) or all(
+            has_conversation(self._link_keys.ids_from(own)) for own in _event_attribute_sets(item)
+        ):
             return "linked"
-        return self._trace_ids.wait(item.trace_id)
+        if mark:
+            return self._trace_ids.wait(item.trace_id)
+        return "wait" if self._trace_ids.is_open(item.trace_id) else "ended"
 
     def _events_for(self, item: EventSpan, cut_short: str | None = None) -> list[BusinessEvent]:
-        """Map an event span with the ids known now. ``cut_short`` says why it stopped waiting."""
-        linked = self._linked_ids(item)
-        events = self._pipeline.map_span(item.span, linked)
-        if cut_short is not None and not has_conversation(linked):
+        """Map an event span with the ids known now. ``cut_short`` says why it stopped waiting.
+
+        Never raises: a mapping bug must not take the rest of the batch with it.
+        """
+        try:
+            linked = self._linked_ids(item)
+            events = self._pipeline.map_span(item.span, linked)
+        except Exception:
+            logger.exception("otel_greenflash could not map span %r", item.span.name)
+            self._pipeline.stats.add_invalid(_event_count(item))
+            return []
+        if cut_short is not None:
             unlinked = sum(1 for event in events if not _has_conversation_field(event))
             if unlinked:
                 self._pipeline.stats.add_unlinked(cut_short, unlinked)
@@ -416,3 +442,23 @@ class GreenflashSpanProcessor(SpanProcessor):
                     _UNLINKED_REASONS.get(cut_short, cut_short),
                 )
         return events
+
+
+def _event_count(item: WorkItem | ReadableSpan) -> int:
+    if isinstance(item, BusinessEvent):
+        return 1
+    return count_business_events(item.span if isinstance(item, EventSpan) else item)
+
+
+def _event_attribute_sets(item: EventSpan) -> list[Mapping[str, AttributeValue]]:
+    """The attributes of each business event of the span: the span's, then its span events'
+    (each merged over the span's, since span events inherit the span's ids)."""
+    span_attributes = item.span.attributes or {}
+    sets: list[Mapping[str, AttributeValue]] = []
+    if _EVENT_TYPE in span_attributes:
+        sets.append(span_attributes)
+    for event in item.span.events:
+        event_attributes = event.attributes or {}
+        if event.name == attr.SPAN_EVENT_NAME or _EVENT_TYPE in event_attributes:
+            sets.append({**span_attributes, **event_attributes})
+    return sets

@@ -73,7 +73,7 @@ def chat_with_late_conversation_id(tracer: trace.Tracer) -> None:
 
 
 @pytest.mark.usefixtures("env_for")
-def test_export_queues_and_failures_are_counted_and_called_back(server: EventsApiServer) -> None:
+def test_export_waits_for_delivery_and_reports_failures(server: EventsApiServer) -> None:
     [event_span] = finished_spans(
         lambda tracer: tracer.start_span(
             "e", attributes={"greenflash.event.type": "t", "greenflash.event.value": 1}
@@ -83,8 +83,7 @@ def test_export_queues_and_failures_are_counted_and_called_back(server: EventsAp
     exporter = GreenflashSpanExporter(on_error=lambda error, events: errors.append(error))
     server.inject(Fault(status=400))
 
-    assert exporter.export([event_span]) is SpanExportResult.SUCCESS  # queued, not yet sent
-    assert exporter.force_flush(10000)
+    assert exporter.export([event_span]) is SpanExportResult.FAILURE
     assert exporter.stats()["failed"] == 1
     assert [type(error).__name__ for error in errors] == ["EventRejectedError"]
     exporter.shutdown()
@@ -149,3 +148,18 @@ def test_export_after_shutdown_fails_without_sending(server: EventsApiServer) ->
     exporter.shutdown()
     assert exporter.export([]) is SpanExportResult.FAILURE
     assert server.requests == []
+
+
+@pytest.mark.usefixtures("env_for")
+def test_provider_force_flush_delivers_through_batch_span_processor(
+    server: EventsApiServer,
+) -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(
+        BatchSpanProcessor(GreenflashSpanExporter(), schedule_delay_millis=60_000)
+    )
+    with provider.get_tracer("app").start_as_current_span("e") as span:
+        span.set_attributes({"greenflash.event.type": "t", "greenflash.event.value": 1})
+    assert provider.force_flush(10_000)
+    assert len(server.events) == 1  # delivered before force_flush returned
+    provider.shutdown()
