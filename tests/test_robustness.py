@@ -11,6 +11,7 @@ import pytest
 from opentelemetry import baggage, trace
 from opentelemetry import context as context_api
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.util.types import AttributeValue
 
 import otel_greenflash.processor as processor_module
 from otel_greenflash import BusinessEvent, GreenflashSpanProcessor, track
@@ -21,7 +22,7 @@ from otel_greenflash.testing import EventsApiServer, Fault
 
 from .conftest import CONVERSATION_ID, MakeProcessor
 
-EVENT = {"greenflash.event.type": "ok", "greenflash.event.value": 1}
+EVENT: dict[str, AttributeValue] = {"greenflash.event.type": "ok", "greenflash.event.value": 1}
 
 
 def tracer_for(processor: GreenflashSpanProcessor) -> trace.Tracer:
@@ -45,7 +46,7 @@ def accounted(stats: StatsSnapshot) -> int:
 def test_one_unconvertible_event_does_not_take_its_batch_with_it(
     server: EventsApiServer,
     make_processor: MakeProcessor,
-    attributes: dict[str, object],
+    attributes: dict[str, AttributeValue],
     end_time: int | None,
 ) -> None:
     processor = make_processor(schedule_delay_seconds=5)
@@ -54,7 +55,7 @@ def test_one_unconvertible_event_does_not_take_its_batch_with_it(
         with tracer.start_as_current_span(f"good{index}") as span:
             span.set_attributes(EVENT)
     bad = tracer.start_span("bad")
-    bad.set_attributes({**EVENT, **attributes})  # type: ignore[dict-item]
+    bad.set_attributes({**EVENT, **attributes})
     bad.end(end_time=end_time)
     assert processor.force_flush(10_000)
 
