@@ -175,22 +175,25 @@ class LiveSpans:
 @dataclass(slots=True)
 class _TraceRecord:
     attached: Ids = field(default_factory=dict)
-    root: Ids = field(default_factory=dict)
-    other: Ids = field(default_factory=dict)
-    root_aliased: Ids = field(default_factory=dict)
-    other_aliased: Ids = field(default_factory=dict)
+    root: dict[str, Any] = field(default_factory=dict)
+    other: dict[str, Any] = field(default_factory=dict)
     ended_at: float | None = None
     waited_on: bool = False
 
 
 class TraceIds:
-    """Ids seen on the ended spans of each local trace; thread-safe, at most ``max_traces``.
+    """Id attributes seen on the ended spans of each local trace; thread-safe, LRU-bounded.
 
-    Precedence inside a trace: ids attached by ``attach_conversation()``, then ``greenflash.*``
-    keys of the local root, of other spans, then aliases of the root, of other spans.
+    Spans are recorded raw (the id and alias keys they carry, first value per key wins);
+    validation and precedence are applied when read, on the worker thread: ids attached by
+    ``attach_conversation()``, then ``greenflash.*`` keys of the local root, of other spans,
+    then aliases of the root, of other spans.
     """
 
-    def __init__(self, max_traces: int = 4096, retain_seconds: float = 30.0) -> None:
+    def __init__(
+        self, link_keys: LinkKeys, max_traces: int = 4096, retain_seconds: float = 30.0
+    ) -> None:
+        self._link_keys = link_keys
         self._max_traces = max_traces
         self._retain_seconds = retain_seconds
         self._lock = threading.Lock()
@@ -202,61 +205,41 @@ class TraceIds:
     def __contains__(self, trace_id: object) -> bool:
         return trace_id in self._traces
 
-    def expect(self, trace_id: int) -> None:
-        """Track ``trace_id`` so the end of its local root is noticed (an event span is in it)."""
+    def record(self, trace_id: int, attributes: Mapping[str, Any], *, root: bool) -> None:
+        """Remember the id and alias attributes of an ended span of ``trace_id``."""
+        keys = self._link_keys.all_keys
         with self._lock:
-            self._record(trace_id)
-
-    def wait(self, trace_id: int) -> str:
-        """Mark that an event waits for this trace's local root.
-
-        Returns ``"wait"``, ``"ended"`` (the root already ended) or ``"untracked"`` (the
-        trace was evicted by the ``max_traces`` bound, so its end cannot be noticed).
-        """
-        with self._lock:
-            record = self._traces.get(trace_id)
-            if record is None:
-                return "untracked"
-            if record.ended_at is not None:
-                return "ended"
-            record.waited_on = True
-            return "wait"
-
-    def is_open(self, trace_id: int) -> bool:
-        """True while the trace is tracked and its local root has not ended."""
-        with self._lock:
-            record = self._traces.get(trace_id)
-            return record is not None and record.ended_at is None
-
-    def record(
-        self,
-        trace_id: int,
-        ids: Mapping[str, AttributeValue],
-        aliased: Mapping[str, AttributeValue],
-        *,
-        root: bool,
-    ) -> None:
-        """Remember the ids of an ended span of ``trace_id`` (first value seen wins)."""
-        with self._lock:
-            record = self._record(trace_id)
-            primary = record.root if root else record.other
-            secondary = record.root_aliased if root else record.other_aliased
-            for key, value in ids.items():
-                primary.setdefault(key, value)
-            for key, value in aliased.items():
-                secondary.setdefault(key, value)
+            target = self._record(trace_id)
+            raw = target.root if root else target.other
+            for key, value in attributes.items():
+                if key in keys and key not in raw:
+                    raw[key] = value
 
     def attach(self, trace_id: int, ids: Mapping[str, AttributeValue]) -> None:
         """Ids learned mid-trace (e.g. from the Messages API); they replace earlier values."""
         with self._lock:
             self._record(trace_id).attached.update(ids)
 
+    def wait(self, trace_id: int) -> str:
+        """Mark that an event waits for this trace's local root: ``"wait"``, or ``"ended"``
+        when the root already ended."""
+        with self._lock:
+            record = self._record(trace_id)
+            if record.ended_at is not None:
+                return "ended"
+            record.waited_on = True
+            return "wait"
+
+    def is_open(self, trace_id: int) -> bool:
+        """True while the trace's local root has not been seen ending."""
+        with self._lock:
+            record = self._traces.get(trace_id)
+            return record is None or record.ended_at is None
+
     def root_ended(self, trace_id: int) -> bool:
         """Note the local root's end; True when events of this trace are waiting for it."""
         with self._lock:
-            record = self._traces.get(trace_id)
-            if record is None:
-                return False
+            record = self._record(trace_id)
             record.ended_at = time.monotonic()
             waited_on, record.waited_on = record.waited_on, False
             return waited_on
@@ -266,15 +249,10 @@ class TraceIds:
             record = self._traces.get(trace_id)
             if record is None:
                 return {}
-            return merge_ids(
-                (
-                    record.attached,
-                    record.root,
-                    record.other,
-                    record.root_aliased,
-                    record.other_aliased,
-                )
-            )
+            attached, root, other = dict(record.attached), dict(record.root), dict(record.other)
+        root_ids, root_aliased = self._link_keys.split_ids(root)
+        other_ids, other_aliased = self._link_keys.split_ids(other)
+        return merge_ids((attached, root_ids, other_ids, root_aliased, other_aliased))
 
     def purge(self, now: float | None = None) -> None:
         """Drop traces whose local root ended more than ``retain_seconds`` ago."""

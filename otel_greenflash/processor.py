@@ -37,7 +37,6 @@ WorkItem = EventSpan | BusinessEvent
 
 _UNLINKED_REASONS = {
     "waiting_full": "too many events were waiting for their trace's local root span",
-    "traces_full": "more open traces than max_traces, so the trace's end could not be awaited",
     "linger_expired": "the trace's local root span did not end within linger_seconds",
     "flush": "force_flush() sent events still waiting for their trace's root span",
     "shutdown": "shutdown() sent events still waiting for their trace's root span",
@@ -45,7 +44,7 @@ _UNLINKED_REASONS = {
 
 # The API's baggage key: reading it directly avoids baggage.get_all()'s copy on every span start.
 _BAGGAGE_KEY = baggage_api._BAGGAGE_KEY
-_get_value = context_api.get_value
+_get_current = context_api.get_current
 _getpid = os.getpid
 _EVENT_TYPE = attr.EVENT_TYPE
 _EMPTY: Mapping[str, AttributeValue] = {}
@@ -176,8 +175,12 @@ class GreenflashSpanProcessor(SpanProcessor):
         self._log = RateLimitedLog()
         self._live = LiveSpans()
         self._trace_ids = TraceIds(
-            max_traces=config.max_traces, retain_seconds=max(30.0, config.linger_seconds)
+            self._link_keys,
+            max_traces=config.max_traces,
+            retain_seconds=max(30.0, config.linger_seconds),
         )
+        self._event_traces: dict[int, None] = {}
+        """Traces with an event span queued, oldest first: their root's end must be noted."""
         self._waiting = WaitingEvents(
             max_waiting=config.max_waiting, linger_seconds=config.linger_seconds
         )
@@ -219,7 +222,8 @@ class GreenflashSpanProcessor(SpanProcessor):
         if len(spans) >= live.max_spans:  # spans that never end: forget the oldest
             live.evict_oldest()
         spans[span_id] = span
-        start_baggage = _get_value(_BAGGAGE_KEY, parent_context)
+        start_context = parent_context if parent_context is not None else _get_current()
+        start_baggage = start_context.get(_BAGGAGE_KEY)
         if start_baggage:
             live.baggage[span_id] = start_baggage  # type: ignore[assignment]
 
@@ -243,14 +247,15 @@ class GreenflashSpanProcessor(SpanProcessor):
             self._pid = _getpid()
             self._restart_after_fork()
         trace_id = context.trace_id
-        if has_ids:
-            ids, aliased = self._link_keys.split_ids(attributes)
-            self._trace_ids.record(trace_id, ids, aliased, root=root)
-        if is_event:
+        if is_event:  # its ids are recorded by the worker, off this thread
             self._enqueue_event_span(span, trace_id, start_baggage)
-        if root and trace_id in self._trace_ids and self._trace_ids.root_ended(trace_id):
-            self._ended_waiting.append(trace_id)
-            self._worker.wake()
+        elif has_ids:
+            self._trace_ids.record(trace_id, attributes, root=root)
+        if root and (trace_id in self._event_traces or trace_id in self._trace_ids):
+            self._event_traces.pop(trace_id, None)
+            if self._trace_ids.root_ended(trace_id):
+                self._ended_waiting.append(trace_id)
+                self._worker.wake()
 
     def _enqueue_event_span(
         self, span: ReadableSpan, trace_id: int, start_baggage: Mapping[str, object] | None
@@ -258,7 +263,10 @@ class GreenflashSpanProcessor(SpanProcessor):
         if not self._enabled:
             self._drop_item(span, "no_api_key")
             return
-        self._trace_ids.expect(trace_id)
+        event_traces = self._event_traces
+        event_traces[trace_id] = None
+        if len(event_traces) > self._config.max_traces:
+            event_traces.pop(next(iter(event_traces)), None)
         self._submit(EventSpan(span, self._live.ancestors(span), start_baggage))
 
     def submit_attributes(
@@ -295,12 +303,11 @@ class GreenflashSpanProcessor(SpanProcessor):
         if authoritative:
             self._trace_ids.attach(trace_id, ids)
         else:
-            self._trace_ids.record(trace_id, ids, {}, root=False)
+            self._trace_ids.record(trace_id, ids, root=False)
 
     def _submit(self, item: WorkItem) -> None:
         if self._worker.submit(item):
-            self._pipeline.stats.add_queued(_event_count(item))
-            return
+            return  # counted as queued by the worker, off this thread
         self._drop_item(item, "shutdown" if self._is_shutdown else "queue_full")
 
     def _drop_item(self, item: WorkItem | ReadableSpan, reason: str) -> None:
@@ -372,6 +379,13 @@ class GreenflashSpanProcessor(SpanProcessor):
     def _handle_batch(self, batch: list[WorkItem], draining: bool) -> None:
         now = time.monotonic()
         cut_short_by = "shutdown" if self._is_shutdown else "flush"
+        if batch:
+            self._pipeline.stats.add_queued(sum(_event_count(item) for item in batch))
+        for item in batch:  # first the ids of every event span, for the events that follow
+            if isinstance(item, EventSpan):
+                parent = item.span.parent
+                root = parent is None or parent.is_remote
+                self._trace_ids.record(item.trace_id, item.span.attributes or {}, root=root)
         events: list[BusinessEvent] = []
         for item in batch:
             if isinstance(item, BusinessEvent):
@@ -380,8 +394,6 @@ class GreenflashSpanProcessor(SpanProcessor):
             decision = self._wait_decision(item, mark=not draining)
             if decision == "linked" or decision == "ended":
                 events.extend(self._events_for(item))
-            elif decision == "untracked":
-                events.extend(self._events_for(item, cut_short="traces_full"))
             elif draining:
                 events.extend(self._events_for(item, cut_short=cut_short_by))
             else:
@@ -410,7 +422,7 @@ class GreenflashSpanProcessor(SpanProcessor):
 
     def _wait_decision(self, item: EventSpan, *, mark: bool) -> str:
         """``"linked"`` when every event of the span knows its conversation; else whether the
-        trace's root is still open (``"wait"``), ``"ended"``, or ``"untracked"``."""
+        trace's root is still open (``"wait"``) or ``"ended"``."""
         if has_conversation(self._linked_ids(item)) or all(
             has_conversation(self._link_keys.ids_from(own)) for own in _event_attribute_sets(item)
         ):

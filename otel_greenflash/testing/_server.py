@@ -266,6 +266,21 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             owner._leave_request()
 
+    def do_GET(self) -> None:
+        """``GET .../_local/stats``: counts, for benchmarks driving a server in another process."""
+        owner = self.server.owner
+        self._lose_response = False
+        if not self.path.rstrip("/").endswith("/_local/stats"):
+            self._answer(404, {"success": False, "error": "not found"})
+            return
+        with owner._lock:
+            counts = {
+                "events": len(owner._events),
+                "duplicates": owner._duplicates,
+                "requests": len(owner._requests),
+            }
+        self._answer(200, counts)
+
     def _handle_post(self, owner: EventsApiServer) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""

@@ -1,0 +1,119 @@
+"""Shared pieces: a local server in its own process, CPU/RSS readers, result rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import httpx
+
+PRODUCT_ID = "123e4567-e89b-12d3-a456-426614174000"
+
+
+@dataclass
+class Row:
+    """One comparison: our figure, the baseline's, and their ratio (ours / baseline)."""
+
+    scenario: str
+    metric: str
+    ours: float
+    baseline_name: str
+    baseline: float
+    target: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.ours / self.baseline if self.baseline else float("inf")
+
+
+def print_rows(rows: list[Row]) -> None:
+    header = (
+        f"{'scenario':<38}{'metric':<22}{'ours':>11}  {'baseline':<26}{'base':>11}"
+        f"{'ratio':>8}  target"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(
+            f"{row.scenario:<38}{row.metric:<22}{row.ours:>11.2f}  {row.baseline_name:<26}"
+            f"{row.baseline:>11.2f}{row.ratio:>8.3f}  {row.target}"
+        )
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this whole process."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class ServerProcess:
+    """``otel-greenflash serve``-like server in its own process (so CPU is measured apart)."""
+
+    def __init__(self, latency_ms: float) -> None:
+        code = (
+            "import sys, time\n"
+            "from otel_greenflash.testing import EventsApiServer\n"
+            f"server = EventsApiServer(latency_seconds={latency_ms / 1000!r}).start()\n"
+            "print(server.base_url, server.api_key, flush=True)\n"
+            "sys.stdin.read()\n"
+        )
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._process.stdout is not None
+        self.base_url, self.api_key = self._process.stdout.readline().split()
+
+    def counts(self) -> dict[str, int]:
+        response = httpx.get(self.base_url + "/_local/stats", timeout=10)
+        return dict(response.json())
+
+    def stop(self) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        self._process.wait(timeout=10)
+
+
+@contextmanager
+def server_process(latency_ms: float) -> Iterator[ServerProcess]:
+    server = ServerProcess(latency_ms)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def run_child(module: str, *args: str) -> dict[str, float]:
+    """Run ``python -m benchmarks.<module> args`` in a fresh interpreter; parse its JSON line."""
+    result = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        env={k: v for k, v in os.environ.items() if not k.startswith(("GREENFLASH_", "OTEL_"))},
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"benchmarks.{module} {args} failed:\n{result.stderr}")
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def emit_json(values: dict[str, float]) -> None:
+    print(json.dumps(values), flush=True)
+
+
+def now() -> float:
+    return time.perf_counter()
