@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from opentelemetry import baggage as baggage_api
 from opentelemetry import context as context_api
@@ -44,7 +45,12 @@ _UNLINKED_REASONS = {
 
 # The API's baggage key: reading it directly avoids baggage.get_all()'s copy on every span start.
 _BAGGAGE_KEY = baggage_api._BAGGAGE_KEY
-_get_current = context_api.get_current
+# The current context, read straight from the SDK's ContextVar when it is the runtime context
+# (saves two Python calls per span start); any other runtime context goes through the API.
+_runtime = getattr(context_api, "_RUNTIME_CONTEXT", None)
+_current_context: Callable[[], Context] = getattr(
+    getattr(_runtime, "_current_context", None), "get", context_api.get_current
+)
 _getpid = os.getpid
 _EVENT_TYPE = attr.EVENT_TYPE
 _EMPTY: Mapping[str, AttributeValue] = {}
@@ -136,7 +142,7 @@ class GreenflashSpanProcessor(SpanProcessor):
         )
         config = self._config
         self._link_keys = LinkKeys(config.aliases)
-        self._no_id_keys_in = self._link_keys.all_keys.isdisjoint
+        self._no_marked_keys_in = (self._link_keys.all_keys | {attr.EVENT_TYPE}).isdisjoint
         self._on_drop = on_drop
         self._is_shutdown = False
         self._log = RateLimitedLog()
@@ -174,6 +180,9 @@ class GreenflashSpanProcessor(SpanProcessor):
         self._pid = os.getpid()
         self._log = RateLimitedLog()
         self._live = LiveSpans()
+        self._live_spans = self._live.spans
+        self._live_baggage: dict[int, object] = self._live.baggage  # type: ignore[assignment]
+        self._max_live_spans = self._live.max_spans
         self._trace_ids = TraceIds(
             self._link_keys,
             max_traces=config.max_traces,
@@ -212,44 +221,52 @@ class GreenflashSpanProcessor(SpanProcessor):
     # Both hooks run for every span of the application, so they read the SDK's private fields
     # (the public properties copy) and do only dictionary work.
 
+    # SpanContext is a tuple (trace_id, span_id, is_remote, ...); its properties cost a
+    # Python call each, so the hooks index it directly.
+
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         context = span._context
         if context is None:
             return
-        span_id = context.span_id
-        live = self._live
-        spans = live.spans
-        if len(spans) >= live.max_spans:  # spans that never end: forget the oldest
-            live.evict_oldest()
+        span_id = context[1]
+        spans = self._live_spans
+        if len(spans) >= self._max_live_spans:  # spans that never end: forget the oldest
+            self._live.evict_oldest_share()
         spans[span_id] = span
-        start_context = parent_context if parent_context is not None else _get_current()
-        start_baggage = start_context.get(_BAGGAGE_KEY)
+        start_baggage = (parent_context if parent_context is not None else _current_context()).get(
+            _BAGGAGE_KEY
+        )
         if start_baggage:
-            live.baggage[span_id] = start_baggage  # type: ignore[assignment]
+            self._live_baggage[span_id] = start_baggage
 
     def on_end(self, span: ReadableSpan) -> None:
         context = span._context
         if context is None:
             return
-        span_id = context.span_id
-        live = self._live
-        live.spans.pop(span_id, None)
-        start_baggage = live.baggage.pop(span_id, None) if live.baggage else None
+        span_id = context[1]
+        self._live_spans.pop(span_id, None)
+        live_baggage = self._live_baggage
+        start_baggage = live_baggage.pop(span_id, None) if live_baggage else None
         attributes = span._attributes
         attributes = getattr(attributes, "_dict", attributes) or _EMPTY
-        has_ids = bool(attributes) and not self._no_id_keys_in(attributes)
-        is_event = _EVENT_TYPE in attributes or bool(span._events and has_business_events(span))
+        # One C-level pass over the span's keys finds both id keys and the event type.
+        marked = bool(attributes) and not self._no_marked_keys_in(attributes)
+        events = span._events
+        is_event = (marked and _EVENT_TYPE in attributes) or bool(
+            getattr(events, "_dq", events) and has_business_events(span)
+        )
+        trace_id = context[0]
+        if marked or is_event:
+            if self._pid != _getpid():  # forked without at-fork hooks (e.g. uWSGI)
+                self._pid = _getpid()
+                self._restart_after_fork()
+        elif trace_id not in self._event_traces and trace_id not in self._trace_ids:
+            return  # the common case: nothing in this trace concerns us
         parent = span._parent
-        root = parent is None or parent.is_remote
-        if not (has_ids or is_event or root):
-            return
-        if self._pid != _getpid():  # forked without at-fork hooks (e.g. uWSGI)
-            self._pid = _getpid()
-            self._restart_after_fork()
-        trace_id = context.trace_id
+        root = parent is None or parent[2]
         if is_event:  # its ids are recorded by the worker, off this thread
-            self._enqueue_event_span(span, trace_id, start_baggage)
-        elif has_ids:
+            self._enqueue_event_span(span, trace_id, start_baggage, root)  # type: ignore[arg-type]
+        elif marked:
             self._trace_ids.record(trace_id, attributes, root=root)
         if root and (trace_id in self._event_traces or trace_id in self._trace_ids):
             self._event_traces.pop(trace_id, None)
@@ -258,15 +275,21 @@ class GreenflashSpanProcessor(SpanProcessor):
                 self._worker.wake()
 
     def _enqueue_event_span(
-        self, span: ReadableSpan, trace_id: int, start_baggage: Mapping[str, object] | None
+        self,
+        span: ReadableSpan,
+        trace_id: int,
+        start_baggage: Mapping[str, object] | None,
+        root: bool,
     ) -> None:
         if not self._enabled:
             self._drop_item(span, "no_api_key")
             return
-        event_traces = self._event_traces
-        event_traces[trace_id] = None
-        if len(event_traces) > self._config.max_traces:
-            event_traces.pop(next(iter(event_traces)), None)
+        if not root:  # a root event span ends its own trace: nothing to wait for
+            event_traces = self._event_traces
+            event_traces[trace_id] = None
+            if len(event_traces) > self._config.max_traces:
+                for old in list(itertools.islice(event_traces, len(event_traces) // 8)):
+                    del event_traces[old]
         self._submit(EventSpan(span, self._live.ancestors(span), start_baggage))
 
     def submit_attributes(
@@ -423,6 +446,9 @@ class GreenflashSpanProcessor(SpanProcessor):
     def _wait_decision(self, item: EventSpan, *, mark: bool) -> str:
         """``"linked"`` when every event of the span knows its conversation; else whether the
         trace's root is still open (``"wait"``) or ``"ended"``."""
+        parent = item.span.parent
+        if parent is None or parent.is_remote:
+            return "ended"  # the event span is the local root: its trace is over
         if has_conversation(self._linked_ids(item)) or all(
             has_conversation(self._link_keys.ids_from(own)) for own in _event_attribute_sets(item)
         ):
