@@ -45,7 +45,7 @@ class DiscardTransport:
         return None
 
 
-def providers() -> dict[str, tuple[TracerProvider, Callable[[], None]]]:
+def providers() -> dict[str, tuple[TracerProvider, Callable[[], object]]]:
     none = TracerProvider()
     bsp = TracerProvider()
     bsp_processor = BatchSpanProcessor(NoopExporter(), max_queue_size=100_000)

@@ -297,7 +297,10 @@ class DeliveryEngine:
                 attempt.settled = True
                 self._in_flight.discard(attempt)
                 self._pending -= 1
-                self._changed.notify_all()
+                # Wake flush waiters (they wait for 0) and a blocked submit (it waits for a
+                # free slot) only when that can let them go: not once per event.
+                if self._pending == 0 or self._pending == self._max_pending - 1:
+                    self._changed.notify_all()
         return True
 
     def _fail(

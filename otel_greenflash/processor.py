@@ -28,7 +28,12 @@ from ._linking import (
     merge_ids,
 )
 from ._logging import RateLimitedLog, logger
-from ._mapping import count_business_events, has_business_events, map_event_attributes
+from ._mapping import (
+    count_business_events,
+    has_business_events,
+    map_event_attributes,
+    plain_attributes,
+)
 from ._pipeline import EventPipeline
 from ._stats import StatsSnapshot
 from ._transport import Transport
@@ -414,11 +419,12 @@ class GreenflashSpanProcessor(SpanProcessor):
             if isinstance(item, BusinessEvent):
                 events.append(item)
                 continue
-            decision = self._wait_decision(item, mark=not draining)
+            linked = self._linked_ids(item)
+            decision = self._wait_decision(item, linked, mark=not draining)
             if decision == "linked" or decision == "ended":
-                events.extend(self._events_for(item))
+                events.extend(self._events_for(item, linked=linked))
             elif draining:
-                events.extend(self._events_for(item, cut_short=cut_short_by))
+                events.extend(self._events_for(item, cut_short=cut_short_by, linked=linked))
             else:
                 pushed_out = self._waiting.park(item, now)
                 if pushed_out is not None:
@@ -437,19 +443,26 @@ class GreenflashSpanProcessor(SpanProcessor):
             self._pipeline.engine.submit(events)
 
     def _linked_ids(self, item: EventSpan) -> dict[str, AttributeValue]:
+        """Levels 2-4 for an event span: live ancestors (nearest first), baggage, trace."""
         keys = self._link_keys
-        levels = [keys.ids_from(ancestor.attributes) for ancestor in item.ancestors]
+        levels = []
+        for ancestor in item.ancestors:
+            attributes = plain_attributes(ancestor._attributes)
+            if attributes and not self._no_marked_keys_in(attributes):  # skips most spans
+                levels.append(keys.ids_from(attributes))
         levels.append(keys.ids_from(item.baggage))
         levels.append(self._trace_ids.ids(item.trace_id))
         return merge_ids(levels)
 
-    def _wait_decision(self, item: EventSpan, *, mark: bool) -> str:
+    def _wait_decision(
+        self, item: EventSpan, linked: Mapping[str, AttributeValue], *, mark: bool
+    ) -> str:
         """``"linked"`` when every event of the span knows its conversation; else whether the
         trace's root is still open (``"wait"``) or ``"ended"``."""
         parent = item.span.parent
         if parent is None or parent.is_remote:
             return "ended"  # the event span is the local root: its trace is over
-        if has_conversation(self._linked_ids(item)) or all(
+        if has_conversation(linked) or all(
             has_conversation(self._link_keys.ids_from(own)) for own in _event_attribute_sets(item)
         ):
             return "linked"
@@ -457,13 +470,20 @@ class GreenflashSpanProcessor(SpanProcessor):
             return self._trace_ids.wait(item.trace_id)
         return "wait" if self._trace_ids.is_open(item.trace_id) else "ended"
 
-    def _events_for(self, item: EventSpan, cut_short: str | None = None) -> list[BusinessEvent]:
-        """Map an event span with the ids known now. ``cut_short`` says why it stopped waiting.
+    def _events_for(
+        self,
+        item: EventSpan,
+        cut_short: str | None = None,
+        linked: Mapping[str, AttributeValue] | None = None,
+    ) -> list[BusinessEvent]:
+        """Map an event span with the ids known now (``linked``, if just computed).
+        ``cut_short`` says why it stopped waiting.
 
         Never raises: a mapping bug must not take the rest of the batch with it.
         """
         try:
-            linked = self._linked_ids(item)
+            if linked is None:
+                linked = self._linked_ids(item)
             events = self._pipeline.map_span(item.span, linked)
         except Exception:
             logger.exception("otel_greenflash could not map span %r", item.span.name)
