@@ -167,11 +167,35 @@ def shutdown_rows() -> list[Row]:
     ]
 
 
+def spool_rows(quick: bool) -> list[Row]:
+    count = str(5_000 if quick else 20_000)
+    spooled = run_child("spool_cost", "spool", count)
+    memory = run_child("spool_cost", "memory", count)
+    return [
+        Row(
+            "6 spool: pipeline CPU (no network)",
+            "µs/event",
+            spooled["cpu_us_per_event"],
+            "no spool",
+            memory["cpu_us_per_event"],
+            "(info)",
+        ),
+        Row(
+            "6 spool: added CPU per event",
+            "µs",
+            spooled["cpu_us_per_event"] - memory["cpu_us_per_event"],
+            "HTTP request (@0 ms)",
+            540.0,
+            "(info)",
+        ),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
-        "--only", choices=["overhead", "throughput", "outage", "shutdown", "linking"]
+        "--only", choices=["overhead", "throughput", "outage", "shutdown", "linking", "spool"]
     )
     arguments = parser.parse_args()
     print(
@@ -184,6 +208,7 @@ def main() -> None:
         "outage": lambda: outage_rows(arguments.quick),
         "shutdown": shutdown_rows,
         "linking": lambda: linking.run(arguments.quick),
+        "spool": lambda: spool_rows(arguments.quick),
     }
     rows: list[Row] = []
     for name, scenario in scenarios.items():

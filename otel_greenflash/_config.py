@@ -38,6 +38,8 @@ ENV_LINK_MAX_WAITING = "GREENFLASH_LINK_MAX_WAITING"
 ENV_LINK_MAX_TRACES = "GREENFLASH_LINK_MAX_TRACES"
 ENV_LINK_ALIASES = "GREENFLASH_LINK_ALIASES"
 ENV_INSTALL_PROCESSOR = "GREENFLASH_INSTALL_PROCESSOR"
+ENV_SPOOL_DIR = "GREENFLASH_SPOOL_DIR"
+ENV_SPOOL_MAX_EVENTS = "GREENFLASH_SPOOL_MAX_EVENTS"
 ENV_OTEL_SDK_DISABLED = "OTEL_SDK_DISABLED"
 
 ENVIRONMENT_VARIABLES: Mapping[str, str] = MappingProxyType(
@@ -69,6 +71,9 @@ ENVIRONMENT_VARIABLES: Mapping[str, str] = MappingProxyType(
         ENV_INSTALL_PROCESSOR: "`true`: `opentelemetry-instrument` installs "
         "GreenflashSpanProcessor on the SDK TracerProvider. Default `false`.",
         ENV_OTEL_SDK_DISABLED: "OpenTelemetry's own switch; `true` disables this library too.",
+        ENV_SPOOL_DIR: "Directory of the durable spool (sqlite); unset: no spool.",
+        ENV_SPOOL_MAX_EVENTS: "Events the spool keeps per process (oldest evicted, counted). "
+        "Default 100000.",
     }
 )
 """Every environment variable read by the library, with what it does and its default."""
@@ -104,6 +109,8 @@ class GreenflashConfig:
     max_waiting: int
     max_traces: int
     aliases: Mapping[str, str] | None
+    spool_dir: str | None = None
+    spool_max_events: int = 100_000
 
     @property
     def events_url(self) -> str:
@@ -239,6 +246,10 @@ class _Resolver:
                 "max_traces", ENV_LINK_MAX_TRACES, 4096, _parse_int, _count(1, 10**7)
             ),
             aliases=self._aliases(),
+            spool_dir=self._get("spool_dir", ENV_SPOOL_DIR, None, _as_text),
+            spool_max_events=self._get(
+                "spool_max_events", ENV_SPOOL_MAX_EVENTS, 100_000, _parse_int, _count(1, 10**8)
+            ),
         )
         _check_transport_security(config)
         return config

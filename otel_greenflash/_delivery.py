@@ -36,6 +36,9 @@ from ._transport import SendOutcome, Transport, encode_body
 
 ErrorCallback = Callable[[Exception, Sequence[BusinessEvent]], None]
 DropCallback = Callable[[Sequence[BusinessEvent], str], None]
+SettledCallback = Callable[[BusinessEvent, str], None]
+"""Called once per event with ``"sent"``, ``"rejected"`` (a definitive 4xx answer),
+``"failed"`` (retries ran out: still undelivered) or ``"dropped"`` (shutdown)."""
 
 AUTH_PAUSE_SECONDS = 300.0
 """After a 401/403, events fail without a request for this long, then one request probes."""
@@ -64,7 +67,9 @@ class DeliveryEngine:
         policy: RetryPolicy | None = None,
         on_error: ErrorCallback | None = None,
         on_drop: DropCallback | None = None,
+        on_settled: SettledCallback | None = None,
     ) -> None:
+        self._on_settled = on_settled
         self._transport = transport
         self._stats = stats
         self._max_pending = max_pending
@@ -203,6 +208,8 @@ class DeliveryEngine:
         if outcome.ok:
             if self._settle(attempt):
                 self._stats.add_sent()
+                if self._on_settled is not None:
+                    self._on_settled(attempt.event, "sent")
             return
         if status in (401, 403):
             self._pause_for_auth(status, attempt)
@@ -309,6 +316,10 @@ class DeliveryEngine:
         if not self._settle(attempt):
             return
         self._stats.add_failed(len(events))
+        if self._on_settled is not None:
+            outcome = "failed" if isinstance(error, RetriesExhaustedError) else "rejected"
+            for event in events:
+                self._on_settled(event, outcome)
         if self._on_error is not None:
             try:
                 self._on_error(error, events)
@@ -317,6 +328,9 @@ class DeliveryEngine:
 
     def _drop(self, events: Sequence[BusinessEvent], reason: str) -> None:
         self._stats.add_dropped(reason, len(events))
+        if self._on_settled is not None:
+            for event in events:
+                self._on_settled(event, "dropped")
         if self._on_drop is not None:
             try:
                 self._on_drop(events, reason)

@@ -8,7 +8,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.util.types import AttributeValue
 
 from ._config import GreenflashConfig
-from ._delivery import DeliveryEngine, DropCallback, ErrorCallback
+from ._delivery import DeliveryEngine, DropCallback, ErrorCallback, SettledCallback
 from ._event import BusinessEvent, InvalidAttribute
 from ._linking import LinkKeys
 from ._logging import logger
@@ -29,6 +29,7 @@ class EventPipeline:
         on_drop: DropCallback | None = None,
         start: bool = True,
         transport: Transport | None = None,
+        on_settled: SettledCallback | None = None,
     ) -> None:
         self.config = config
         self.stats = DeliveryStats()
@@ -36,6 +37,7 @@ class EventPipeline:
         self.on_error = on_error
         self.on_drop = on_drop
         self._transport_override = transport
+        self.on_settled = on_settled
         if start:
             self.engine = self._new_engine()
 
@@ -56,6 +58,7 @@ class EventPipeline:
             deadline_seconds=config.export_timeout_seconds,
             on_error=self.on_error,
             on_drop=self.on_drop,
+            on_settled=self.on_settled,
         )
 
     def restart_after_fork(self) -> None:

@@ -26,6 +26,8 @@ class StatsSnapshot(TypedDict):
     """Events sent without a conversation id because waiting for one was cut short, by reason."""
     waiting: int
     """Event spans currently waiting for their trace's conversation id."""
+    spool: dict[str, int]
+    """With a spool: events in it still to deliver, set aside (refused), evicted by its bound."""
 
 
 class DeliveryStats:
@@ -80,4 +82,5 @@ class DeliveryStats:
                 dropped=dict(self._dropped),
                 unlinked=dict(self._unlinked),
                 waiting=0,
+                spool={},
             )

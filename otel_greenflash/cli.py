@@ -15,7 +15,13 @@ from typing import Any
 import httpx
 
 from . import attributes as attr
-from ._config import ENV_API_KEY, ENV_PRODUCT_ID, ConfigurationError, GreenflashConfig
+from ._config import (
+    ENV_API_KEY,
+    ENV_PRODUCT_ID,
+    ENV_SPOOL_DIR,
+    ConfigurationError,
+    GreenflashConfig,
+)
 from ._delivery import DeliveryEngine
 from ._event import BusinessEvent
 from ._mapping import map_event_attributes
@@ -71,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     send.add_argument("--dry-run", action="store_true", help="print the body instead of sending")
     send.set_defaults(run=_send)
+
+    spool = commands.add_parser("spool", help="inspect, deliver or delete a durable spool")
+    spool.add_argument("action", choices=["inspect", "drain", "purge"])
+    spool.add_argument("directory", nargs="?", default=None, help="default: GREENFLASH_SPOOL_DIR")
+    spool.add_argument("--timeout", type=float, default=60.0, help="drain: seconds (default 60)")
+    spool.set_defaults(run=_spool)
     return parser
 
 
@@ -232,6 +244,45 @@ def _deliver(config: GreenflashConfig, event: BusinessEvent) -> int:
         return 0
     print(f"not sent: {errors[0] if errors else 'no answer in time'}", file=sys.stderr)
     return 1
+
+
+# -- spool -------------------------------------------------------------------------------------
+
+
+def _spool(arguments: argparse.Namespace) -> int:
+    from . import _spool as spool_files
+    from .processor import GreenflashSpanProcessor
+
+    directory = arguments.directory or GreenflashConfig.resolve().spool_dir
+    if not directory:
+        print(f"no spool directory: pass one or set {ENV_SPOOL_DIR}", file=sys.stderr)
+        return 2
+    if arguments.action == "inspect":
+        summaries = spool_files.inspect(directory)
+        for summary in summaries:
+            owner = "live process" if summary.owned_by_live_process else "orphaned"
+            age = f"{summary.oldest_age_seconds:.0f} s" if summary.oldest_age_seconds else "-"
+            state = (
+                f"{summary.pending} pending, {summary.rejected} rejected"
+                if summary.pending >= 0
+                else "unreadable (not a spool file of this version)"
+            )
+            print(f"{summary.path.name}: {state}, oldest {age}, {owner}")
+        total = sum(max(summary.pending, 0) for summary in summaries)
+        print(f"{len(summaries)} file(s), {total} event(s) pending")
+        return 0
+    if arguments.action == "purge":
+        print(f"deleted {spool_files.purge(directory)} orphaned spool file(s)")
+        return 0
+    processor = GreenflashSpanProcessor(spool_dir=directory)  # adopts orphans at start
+    delivered = processor.force_flush(int(arguments.timeout * 1000))
+    stats = processor.stats()
+    processor.shutdown(int(arguments.timeout * 1000))
+    print(
+        f"sent {stats['sent']}, failed {stats['failed']}, "
+        f"still pending {stats['spool'].get('pending', 0)}"
+    )
+    return 0 if delivered and not stats["failed"] else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sqlite3
 import time
 import weakref
 from collections.abc import Callable, Mapping
@@ -35,6 +36,7 @@ from ._mapping import (
     plain_attributes,
 )
 from ._pipeline import EventPipeline
+from ._spool import Spool, SpoolError
 from ._stats import StatsSnapshot
 from ._transport import Transport
 from ._worker import BackgroundWorker
@@ -114,6 +116,8 @@ class GreenflashSpanProcessor(SpanProcessor):
         max_waiting: int | None = None,
         max_traces: int | None = None,
         custom_headers: Mapping[str, str] | None = None,
+        spool_dir: str | None = None,
+        spool_max_events: int | None = None,
         dry_run: bool | None = None,
         allow_insecure_http: bool | None = None,
         enabled: bool | None = None,
@@ -141,6 +145,8 @@ class GreenflashSpanProcessor(SpanProcessor):
             max_waiting=max_waiting,
             max_traces=max_traces,
             custom_headers=custom_headers,
+            spool_dir=spool_dir,
+            spool_max_events=spool_max_events,
             dry_run=dry_run,
             allow_insecure_http=allow_insecure_http,
             enabled=enabled,
@@ -152,6 +158,7 @@ class GreenflashSpanProcessor(SpanProcessor):
         self._is_shutdown = False
         self._log = RateLimitedLog()
         self._enabled = config.sends or (config.enabled and transport is not None)
+        self._spool: Spool | None = None
         if not config.enabled:
             self._disable()
             return
@@ -161,6 +168,7 @@ class GreenflashSpanProcessor(SpanProcessor):
             on_error=on_error,
             on_drop=on_drop,
             transport=transport,
+            on_settled=self._note_settled,
         )
         if not self._enabled:
             logger.warning(
@@ -199,6 +207,7 @@ class GreenflashSpanProcessor(SpanProcessor):
             max_waiting=config.max_waiting, linger_seconds=config.linger_seconds
         )
         self._ended_waiting: list[int] = []
+        self._open_spool()
         self._worker: BackgroundWorker[WorkItem] = BackgroundWorker(
             self._handle_batch,
             name="otel-greenflash-processor",
@@ -215,6 +224,9 @@ class GreenflashSpanProcessor(SpanProcessor):
         """
         if self._is_shutdown:
             return
+        parent_spool = self._spool
+        if parent_spool is not None:
+            parent_spool.release_after_fork()
         self._pipeline.restart_after_fork()
         self._start_worker()
 
@@ -388,11 +400,13 @@ class GreenflashSpanProcessor(SpanProcessor):
         for item in self._worker.abandon():
             self._drop_item(item, "shutdown")
             undelivered += _event_count(item)
+        kept = self._close_spool()
         if undelivered:
             logger.warning(
                 "otel_greenflash shut down before delivering %d business event(s); "
-                "see stats()['dropped']['shutdown']",
+                "see stats()['dropped']['shutdown']%s",
                 undelivered,
+                f"; {kept} kept in the spool for the next start" if kept else "",
             )
 
     def stats(self) -> StatsSnapshot:
@@ -400,11 +414,113 @@ class GreenflashSpanProcessor(SpanProcessor):
         ``sent``, ``failed``, ``invalid`` or ``dropped``)."""
         snapshot = self._pipeline.stats.snapshot()
         snapshot["waiting"] = len(self._waiting)
+        spool = self._spool if not self._is_shutdown else None
+        if spool is not None:
+            try:
+                pending, rejected = spool.counts()
+                snapshot["spool"] = {
+                    "pending": pending,
+                    "rejected": rejected,
+                    "evicted": spool.evicted,
+                }
+            except sqlite3.Error:
+                pass
         return snapshot
 
     # -- worker thread -----------------------------------------------------------------------
 
+    # -- durable spool (worker thread) ----------------------------------------------------------
+
+    def _open_spool(self) -> None:
+        """Open this process's spool (if configured), adopting what dead processes left."""
+        self._spool = None
+        self._spool_settled: list[tuple[str, str]] = []
+        self._replay_seq = 0
+        self._replay_until = 0
+        directory = self._config.spool_dir
+        if not directory:
+            return
+        try:
+            spool = Spool(directory, max_events=self._config.spool_max_events)
+            spool.adopt_orphans()
+            self._replay_until = spool.last_seq()
+        except (SpoolError, sqlite3.Error, OSError) as error:
+            logger.error(
+                "otel_greenflash spool disabled, events are kept in memory only: %s", error
+            )
+            return
+        self._spool = spool
+
+    def _note_settled(self, event: BusinessEvent, outcome: str) -> None:
+        """Sender threads report settled events; the worker updates the spool (list.append is
+        atomic, so no lock)."""
+        if self._spool is not None:
+            self._spool_settled.append((event.insert_id, outcome))
+
+    def _sync_spool(self, new_events: list[BusinessEvent]) -> None:
+        """Persist new events before their first send; forget delivered ones."""
+        spool = self._spool
+        if spool is None:
+            return
+        settled, self._spool_settled = self._spool_settled, []
+        try:
+            spool.remove(insert_id for insert_id, outcome in settled if outcome == "sent")
+            spool.set_aside(insert_id for insert_id, outcome in settled if outcome == "rejected")
+            evicted = spool.add(new_events)
+        except (sqlite3.Error, OSError) as error:
+            self._spool = None
+            logger.error(
+                "otel_greenflash spool write failed (%s): spool disabled, events are kept in "
+                "memory only",
+                error,
+            )
+            return
+        if evicted:
+            self._log.warning(
+                "spool-full",
+                "otel_greenflash spool is full (spool_max_events=%d): the oldest %d event(s) "
+                "were removed from it (still delivered from memory if this process lives)",
+                spool.max_events,
+                evicted,
+            )
+
+    def _replay_spool(self, draining: bool) -> None:
+        """Send events found in the spool at start (left by crashed processes), a chunk per
+        worker cycle while the senders have room; all of them when draining."""
+        spool = self._spool
+        engine = self._pipeline.engine
+        while spool is not None and self._replay_seq < self._replay_until:
+            if not draining and engine.pending >= self._config.max_queue_size // 2:
+                return
+            try:
+                rows = spool.pending_after(self._replay_seq, 512, until=self._replay_until)
+            except sqlite3.Error as error:
+                logger.error("otel_greenflash spool read failed: %s", error)
+                return
+            if not rows:
+                self._replay_seq = self._replay_until
+                return
+            self._replay_seq = rows[-1][0]
+            self._pipeline.stats.add_queued(len(rows))
+            engine.submit([event for _, event in rows])
+            if not draining:
+                return
+
+    def _close_spool(self) -> int:
+        """Final spool update at shutdown; return how many events stay in it."""
+        spool = self._spool
+        if spool is None:
+            return 0
+        self._sync_spool([])
+        try:
+            pending, _ = spool.counts()
+        except sqlite3.Error:
+            pending = 0
+        spool.close()
+        return pending
+
     def _handle_batch(self, batch: list[WorkItem], draining: bool) -> None:
+        self._replay_spool(draining)
         now = time.monotonic()
         cut_short_by = "shutdown" if self._is_shutdown else "flush"
         if batch:
@@ -439,6 +555,7 @@ class GreenflashSpanProcessor(SpanProcessor):
             for item in self._waiting.release_expired(now):
                 events.extend(self._events_for(item, cut_short="linger_expired"))
             self._trace_ids.purge(now)
+        self._sync_spool(events)
         if events:
             self._pipeline.engine.submit(events)
 

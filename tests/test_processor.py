@@ -58,6 +58,7 @@ def test_event_span_becomes_one_api_call(
         "dropped": {},
         "unlinked": {},
         "waiting": 0,
+        "spool": {},
     }
 
 

@@ -1,0 +1,318 @@
+"""Durable spool: events persisted (sqlite3, WAL) before their first send, removed when settled.
+
+One database file per process in the spool directory, each with a sidecar lock file held with
+``flock`` for the life of the process. A file whose lock can be taken belongs to a process that
+is gone (exited, crashed, SIGKILLed): its events are *adopted* — copied, with their insertIds,
+into the adopting process's spool — and delivered first. The API deduplicates by insertId, so
+an event delivered just before a crash and delivered again after it is kept once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from ._event import BusinessEvent
+from ._logging import logger
+
+PENDING = "pending"
+REJECTED = "rejected"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    insert_id TEXT NOT NULL UNIQUE,
+    span_name TEXT NOT NULL,
+    body BLOB NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS spool_format (version INTEGER NOT NULL);
+"""
+_FORMAT_VERSION = 1
+
+
+class SpoolError(Exception):
+    """The spool directory or a spool file cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolSummary:
+    """What ``otel-greenflash spool inspect`` shows for one file."""
+
+    path: Path
+    pending: int
+    rejected: int
+    oldest_age_seconds: float | None
+    owned_by_live_process: bool
+
+
+class Spool:
+    """This process's spool file. Used from the processor's worker thread only (one lock
+    guards the connection anyway, for ``close`` from another thread)."""
+
+    def __init__(self, directory: str | os.PathLike[str], *, max_events: int = 100_000) -> None:
+        self.directory = Path(directory)
+        self.max_events = max_events
+        self.evicted = 0
+        self._lock = threading.Lock()
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            name = f"spool-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+            self.path = self.directory / f"{name}.db"
+            self._lock_file = _hold_lock(self.directory / f"{name}.lock")
+            self._db = _connect(self.path)
+        except (OSError, sqlite3.Error) as error:
+            raise SpoolError(f"cannot use spool directory {str(directory)!r}: {error}") from error
+
+    # -- writes (worker thread) ------------------------------------------------------------
+
+    def add(self, events: Sequence[BusinessEvent]) -> int:
+        """Persist events (one transaction); return how many old ones the bound evicted."""
+        if not events:
+            return 0
+        now = time.time()
+        rows = [(e.insert_id, e.span_name, _encode(e), now) for e in events]
+        with self._lock, self._db:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO events (insert_id, span_name, body, created) "
+                "VALUES (?, ?, ?, ?)",
+                rows,
+            )
+            (count,) = self._db.execute("SELECT count(*) FROM events").fetchone()
+            excess = count - self.max_events
+            if excess > 0:  # oldest first: they had the most chances already
+                self._db.execute(
+                    "DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT ?)",
+                    (excess,),
+                )
+                self.evicted += excess
+                return int(excess)
+        return 0
+
+    def remove(self, insert_ids: Iterable[str]) -> None:
+        """Forget delivered events."""
+        ids = [(insert_id,) for insert_id in insert_ids]
+        if ids:
+            with self._lock, self._db:
+                self._db.executemany("DELETE FROM events WHERE insert_id = ?", ids)
+
+    def set_aside(self, insert_ids: Iterable[str]) -> None:
+        """Keep events the API refused for good, out of the delivery path (counted, inspectable)."""
+        ids = [(REJECTED, insert_id) for insert_id in insert_ids]
+        if ids:
+            with self._lock, self._db:
+                self._db.executemany("UPDATE events SET status = ? WHERE insert_id = ?", ids)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def pending_after(
+        self, seq: int, limit: int, *, until: int | None = None
+    ) -> list[tuple[int, BusinessEvent]]:
+        """Pending events with ``seq < n <= until``, oldest first, with their numbers."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, insert_id, span_name, body FROM events "
+                "WHERE status = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                (PENDING, seq, until if until is not None else 2**62, limit),
+            ).fetchall()
+        return [(row[0], _decode(row[1], row[2], row[3])) for row in rows]
+
+    def last_seq(self) -> int:
+        with self._lock:
+            (last,) = self._db.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+        return int(last)
+
+    def release_after_fork(self) -> None:
+        """In a forked child: let go of the parent's file without touching it."""
+        with contextlib.suppress(OSError):
+            self._lock_file.close()  # drops the child's reference; the parent keeps its lock
+
+    def counts(self) -> tuple[int, int]:
+        with self._lock:
+            return _counts(self._db)
+
+    # -- adoption ----------------------------------------------------------------------------
+
+    def adopt_orphans(self) -> int:
+        """Take over the events of spool files whose process is gone; return how many."""
+        adopted = 0
+        for path in sorted(self.directory.glob("spool-*.db")):
+            if path == self.path:
+                continue
+            lock_path = path.with_suffix(".lock")
+            try:
+                lock = _try_lock(lock_path)
+            except OSError as error:
+                logger.warning("otel_greenflash spool: cannot check %s (%s); skipped", path, error)
+                continue
+            if lock is None:
+                continue  # a live process owns it
+            try:
+                adopted += self._adopt(path)
+            finally:
+                lock.close()
+        return adopted
+
+    def _adopt(self, path: Path) -> int:
+        try:
+            other = _connect(path, create=False)
+        except (SpoolError, sqlite3.Error) as error:
+            logger.warning(
+                "otel_greenflash spool: %s is not a spool file this version can read (%s); "
+                "left in place",
+                path.name,
+                error,
+            )
+            return 0
+        try:
+            rows = other.execute(
+                "SELECT insert_id, span_name, body, status, created FROM events ORDER BY seq"
+            ).fetchall()
+        except sqlite3.Error as error:
+            logger.warning("otel_greenflash spool: cannot read %s (%s); left in place", path, error)
+            other.close()
+            return 0
+        other.close()
+        with self._lock, self._db:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO events (insert_id, span_name, body, status, created) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+        for leftover in (path, path.with_suffix(".lock"), *_wal_files(path)):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        pending = sum(1 for row in rows if row[3] == PENDING)
+        if rows:
+            logger.warning(
+                "otel_greenflash spool: adopted %d undelivered event(s) left by an earlier "
+                "process (%s)",
+                pending,
+                path.name,
+            )
+        return pending
+
+    def close(self) -> None:
+        """Close; delete the file when nothing is left in it (else the next process adopts it)."""
+        with self._lock:
+            try:
+                pending, rejected = _counts(self._db)
+                self._db.close()
+            except sqlite3.Error:
+                pending = rejected = 1
+            if not pending and not rejected:
+                for leftover in (self.path, *_wal_files(self.path)):
+                    with contextlib.suppress(OSError):
+                        leftover.unlink()
+            self._lock_file.close()
+            if not pending and not rejected:
+                with contextlib.suppress(OSError):
+                    self.path.with_suffix(".lock").unlink()
+
+
+def inspect(directory: str | os.PathLike[str]) -> list[SpoolSummary]:
+    """Summaries of every spool file in ``directory`` (for the CLI)."""
+    summaries = []
+    for path in sorted(Path(directory).glob("spool-*.db")):
+        lock = None
+        with contextlib.suppress(OSError):
+            lock = _try_lock(path.with_suffix(".lock"))
+        try:
+            db = _connect(path, create=False)
+            pending, rejected = _counts(db)
+            (oldest,) = db.execute(
+                "SELECT min(created) FROM events WHERE status = ?", (PENDING,)
+            ).fetchone()
+            db.close()
+        except (SpoolError, sqlite3.Error):
+            pending = rejected = -1
+            oldest = None
+        finally:
+            if lock is not None:
+                lock.close()
+        age = time.time() - oldest if oldest is not None else None
+        summaries.append(SpoolSummary(path, pending, rejected, age, lock is None))
+    return summaries
+
+
+def purge(directory: str | os.PathLike[str]) -> int:
+    """Delete spool files no live process owns; return how many."""
+    removed = 0
+    for path in sorted(Path(directory).glob("spool-*.db")):
+        lock = _try_lock(path.with_suffix(".lock"))
+        if lock is None:
+            continue
+        try:
+            for leftover in (path, *_wal_files(path), path.with_suffix(".lock")):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+            removed += 1
+        finally:
+            lock.close()
+    return removed
+
+
+def _connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
+    if not create and not path.exists():
+        raise SpoolError(f"{path} does not exist")
+    db = sqlite3.connect(path, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        if create:
+            db.executescript(_SCHEMA)
+            if db.execute("SELECT count(*) FROM spool_format").fetchone()[0] == 0:
+                db.execute("INSERT INTO spool_format VALUES (?)", (_FORMAT_VERSION,))
+                db.commit()
+        (version,) = db.execute("SELECT version FROM spool_format").fetchone()
+        if version != _FORMAT_VERSION:
+            raise SpoolError(f"{path.name} has spool format {version}, expected {_FORMAT_VERSION}")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _counts(db: sqlite3.Connection) -> tuple[int, int]:
+    rows = dict(db.execute("SELECT status, count(*) FROM events GROUP BY status").fetchall())
+    return int(rows.get(PENDING, 0)), int(rows.get(REJECTED, 0))
+
+
+def _hold_lock(path: Path) -> IO[bytes]:
+    handle = open(path, "ab")  # noqa: SIM115 - held open for the life of the spool
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return handle
+
+
+def _try_lock(path: Path) -> IO[bytes] | None:
+    """The lock when nobody holds it (the owner is gone), else None."""
+    handle = open(path, "ab")  # noqa: SIM115 - returned to the caller, who closes it
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def _wal_files(path: Path) -> tuple[Path, Path]:
+    return path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
+
+
+def _encode(event: BusinessEvent) -> bytes:
+    return json.dumps(event.body, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _decode(insert_id: str, span_name: str, body: bytes) -> BusinessEvent:
+    return BusinessEvent(json.loads(body), insert_id, span_name)
