@@ -36,9 +36,11 @@ from ._transport import SendOutcome, Transport, encode_body
 
 ErrorCallback = Callable[[Exception, Sequence[BusinessEvent]], None]
 DropCallback = Callable[[Sequence[BusinessEvent], str], None]
-SettledCallback = Callable[[BusinessEvent, str], None]
-"""Called once per event with ``"sent"``, ``"rejected"`` (a definitive 4xx answer),
-``"failed"`` (retries ran out: still undelivered) or ``"dropped"`` (shutdown)."""
+SettledCallback = Callable[[BusinessEvent, str], bool]
+"""Called once per event with ``"sent"``, ``"rejected"`` (the API refused it for good),
+``"failed"`` (undelivered: retries ran out, or the key was refused) or ``"dropped"``
+(shutdown). Returning True for ``"failed"`` means the caller keeps the event to try again
+later (the durable spool), so it is not counted as failed."""
 
 AUTH_PAUSE_SECONDS = 300.0
 """After a 401/403, events fail without a request for this long, then one request probes."""
@@ -315,11 +317,15 @@ class DeliveryEngine:
     ) -> None:
         if not self._settle(attempt):
             return
-        self._stats.add_failed(len(events))
         if self._on_settled is not None:
-            outcome = "failed" if isinstance(error, RetriesExhaustedError) else "rejected"
-            for event in events:
-                self._on_settled(event, outcome)
+            outcome = "rejected" if isinstance(error, EventRejectedError) else "failed"
+            kept = [event for event in events if self._on_settled(event, outcome)]
+            if kept:
+                self._stats.add_retried(len(kept))
+                events = [event for event in events if event not in kept]
+                if not events:
+                    return
+        self._stats.add_failed(len(events))
         if self._on_error is not None:
             try:
                 self._on_error(error, events)

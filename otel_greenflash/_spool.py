@@ -77,8 +77,10 @@ class Spool:
 
     # -- writes (worker thread) ------------------------------------------------------------
 
-    def add(self, events: Sequence[BusinessEvent]) -> int:
-        """Persist events (one transaction); return how many old ones the bound evicted."""
+    def add(self, events: Sequence[BusinessEvent], *, handed_over_up_to: int = 0) -> int:
+        """Persist events (one transaction). Over the bound, rows already handed to the senders
+        (``seq <= handed_over_up_to``, still held in memory) are evicted first, then the
+        oldest others; return how many of those others (events now lost) were evicted."""
         if not events:
             return 0
         now = time.time()
@@ -91,14 +93,21 @@ class Spool:
             )
             (count,) = self._db.execute("SELECT count(*) FROM events").fetchone()
             excess = count - self.max_events
-            if excess > 0:  # oldest first: they had the most chances already
+            if excess <= 0:
+                return 0
+            deleted = self._db.execute(
+                "DELETE FROM events WHERE seq IN "
+                "(SELECT seq FROM events WHERE seq <= ? ORDER BY seq LIMIT ?)",
+                (handed_over_up_to, excess),
+            ).rowcount
+            lost = max(0, excess - deleted)
+            if lost:
                 self._db.execute(
                     "DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT ?)",
-                    (excess,),
+                    (lost,),
                 )
-                self.evicted += excess
-                return int(excess)
-        return 0
+            self.evicted += excess
+            return int(lost)
 
     def remove(self, insert_ids: Iterable[str]) -> None:
         """Forget delivered events."""
@@ -116,22 +125,26 @@ class Spool:
 
     # -- reads -------------------------------------------------------------------------------
 
-    def pending_after(
-        self, seq: int, limit: int, *, until: int | None = None
-    ) -> list[tuple[int, BusinessEvent]]:
-        """Pending events with ``seq < n <= until``, oldest first, with their numbers."""
+    def pending_after(self, seq: int, limit: int) -> list[tuple[int, BusinessEvent]]:
+        """Pending events after ``seq``, oldest first, with their numbers. A row that cannot
+        be decoded (e.g. from a damaged adopted file) is set aside, not returned."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT seq, insert_id, span_name, body FROM events "
-                "WHERE status = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
-                (PENDING, seq, until if until is not None else 2**62, limit),
+                "WHERE status = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (PENDING, seq, limit),
             ).fetchall()
-        return [(row[0], _decode(row[1], row[2], row[3])) for row in rows]
-
-    def last_seq(self) -> int:
-        with self._lock:
-            (last,) = self._db.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
-        return int(last)
+        events: list[tuple[int, BusinessEvent]] = []
+        damaged: list[str] = []
+        for number, insert_id, span_name, body in rows:
+            try:
+                events.append((number, _decode(insert_id, span_name, body)))
+            except (ValueError, TypeError):
+                damaged.append(insert_id)
+        if damaged:
+            logger.warning("otel_greenflash spool: %d damaged row(s) set aside", len(damaged))
+            self.set_aside(damaged)
+        return events
 
     def release_after_fork(self) -> None:
         """In a forked child: let go of the parent's file without touching it."""
@@ -159,14 +172,18 @@ class Spool:
             if lock is None:
                 continue  # a live process owns it
             try:
-                adopted += self._adopt(path)
+                if path.exists():
+                    adopted += self._adopt(path)
+                else:  # adopted by another process a moment ago: only our new lock file is left
+                    with contextlib.suppress(OSError):
+                        lock_path.unlink()
             finally:
                 lock.close()
         return adopted
 
     def _adopt(self, path: Path) -> int:
         try:
-            other = _connect(path, create=False)
+            other = _connect_read_only(path)
         except (SpoolError, sqlite3.Error) as error:
             logger.warning(
                 "otel_greenflash spool: %s is not a spool file this version can read (%s); "
@@ -193,6 +210,14 @@ class Spool:
         for leftover in (path, path.with_suffix(".lock"), *_wal_files(path)):
             with contextlib.suppress(OSError):
                 leftover.unlink()
+        with self._lock, self._db:  # the bound holds for adopted events too: the oldest go
+            (count,) = self._db.execute("SELECT count(*) FROM events").fetchone()
+            if count > self.max_events:
+                self._db.execute(
+                    "DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT ?)",
+                    (count - self.max_events,),
+                )
+                self.evicted += count - self.max_events
         pending = sum(1 for row in rows if row[3] == PENDING)
         if rows:
             logger.warning(
@@ -229,13 +254,13 @@ def inspect(directory: str | os.PathLike[str]) -> list[SpoolSummary]:
         with contextlib.suppress(OSError):
             lock = _try_lock(path.with_suffix(".lock"))
         try:
-            db = _connect(path, create=False)
+            db = _connect_read_only(path)
             pending, rejected = _counts(db)
             (oldest,) = db.execute(
                 "SELECT min(created) FROM events WHERE status = ?", (PENDING,)
             ).fetchone()
             db.close()
-        except (SpoolError, sqlite3.Error):
+        except (SpoolError, sqlite3.Error, TypeError):
             pending = rejected = -1
             oldest = None
         finally:
@@ -250,7 +275,11 @@ def purge(directory: str | os.PathLike[str]) -> int:
     """Delete spool files no live process owns; return how many."""
     removed = 0
     for path in sorted(Path(directory).glob("spool-*.db")):
-        lock = _try_lock(path.with_suffix(".lock"))
+        try:
+            lock = _try_lock(path.with_suffix(".lock"))
+        except OSError as error:
+            logger.warning("otel_greenflash spool: cannot check %s (%s); kept", path, error)
+            continue
         if lock is None:
             continue
         try:
@@ -263,21 +292,31 @@ def purge(directory: str | os.PathLike[str]) -> int:
     return removed
 
 
-def _connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
-    if not create and not path.exists():
-        raise SpoolError(f"{path} does not exist")
+def _connect(path: Path) -> sqlite3.Connection:
+    """Create and open this process's own spool file."""
     db = sqlite3.connect(path, check_same_thread=False)
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        if create:
-            db.executescript(_SCHEMA)
-            if db.execute("SELECT count(*) FROM spool_format").fetchone()[0] == 0:
-                db.execute("INSERT INTO spool_format VALUES (?)", (_FORMAT_VERSION,))
-                db.commit()
-        (version,) = db.execute("SELECT version FROM spool_format").fetchone()
-        if version != _FORMAT_VERSION:
-            raise SpoolError(f"{path.name} has spool format {version}, expected {_FORMAT_VERSION}")
+        db.executescript(_SCHEMA)
+        db.execute("INSERT INTO spool_format VALUES (?)", (_FORMAT_VERSION,))
+        db.commit()
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """Open another process's file without changing it; check it is a spool of this format."""
+    if not path.exists():
+        raise SpoolError(f"{path} does not exist")
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    try:
+        row = db.execute("SELECT version FROM spool_format").fetchone()
+        if row is None or row[0] != _FORMAT_VERSION:
+            raise SpoolError(f"{path.name} is not a spool file of format {_FORMAT_VERSION}")
     except BaseException:
         db.close()
         raise

@@ -99,6 +99,11 @@ class BackgroundWorker(Generic[Item]):
         if self._thread is not threading.current_thread():
             self._thread.join(max(0.0, deadline - time.monotonic()))
 
+    @property
+    def stopped(self) -> bool:
+        """True once the worker thread has exited."""
+        return not self._thread.is_alive()
+
     def abandon(self) -> list[Item]:
         """After shutdown: take what is still queued out of the queue and return it."""
         with self._condition:

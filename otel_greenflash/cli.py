@@ -280,7 +280,7 @@ def _spool(arguments: argparse.Namespace) -> int:
     processor.shutdown(int(arguments.timeout * 1000))
     print(
         f"sent {stats['sent']}, failed {stats['failed']}, "
-        f"still pending {stats['spool'].get('pending', 0)}"
+        f"still pending {stats.get('spool', {}).get('pending', 0)}"
     )
     return 0 if delivered and not stats["failed"] else 1
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import itertools
 import os
-import sqlite3
+import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
@@ -36,7 +38,7 @@ from ._mapping import (
     plain_attributes,
 )
 from ._pipeline import EventPipeline
-from ._spool import Spool, SpoolError
+from ._spool import Spool
 from ._stats import StatsSnapshot
 from ._transport import Transport
 from ._worker import BackgroundWorker
@@ -63,6 +65,8 @@ _EVENT_TYPE = attr.EVENT_TYPE
 _EMPTY: Mapping[str, AttributeValue] = {}
 
 _active_processors: weakref.WeakSet[GreenflashSpanProcessor] = weakref.WeakSet()
+_retired_spools: list[Spool] = []
+"""Spools inherited from a parent process: kept referenced so they are never closed here."""
 
 
 def active_processors() -> list[GreenflashSpanProcessor]:
@@ -75,8 +79,34 @@ def _restart_in_child() -> None:
         processor._restart_after_fork()
 
 
+_held_for_fork: list[threading.Lock] = []
+
+
+def _hold_spools_before_fork() -> None:
+    """No fork in the middle of a spool transaction: the child must find the file consistent."""
+    for processor in list(_active_processors):
+        spool = processor._spool
+        if spool is not None:
+            spool._lock.acquire()
+            _held_for_fork.append(spool._lock)
+
+
+def _release_spools_after_fork() -> None:
+    while _held_for_fork:
+        _held_for_fork.pop().release()
+
+
+def _restart_in_child_after_fork() -> None:
+    _held_for_fork.clear()  # the child never uses the parent's spools (or their locks)
+    _restart_in_child()
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_restart_in_child)
+    os.register_at_fork(
+        before=_hold_spools_before_fork,
+        after_in_parent=_release_spools_after_fork,
+        after_in_child=_restart_in_child_after_fork,
+    )
 
 
 def _ignore(*args: object, **kwargs: object) -> None:
@@ -159,6 +189,7 @@ class GreenflashSpanProcessor(SpanProcessor):
         self._log = RateLimitedLog()
         self._enabled = config.sends or (config.enabled and transport is not None)
         self._spool: Spool | None = None
+        self._custom_transport = transport is not None
         if not config.enabled:
             self._disable()
             return
@@ -207,7 +238,9 @@ class GreenflashSpanProcessor(SpanProcessor):
             max_waiting=config.max_waiting, linger_seconds=config.linger_seconds
         )
         self._ended_waiting: list[int] = []
-        self._open_spool()
+        self._reset_spool_state()
+        config_spools = bool(config.spool_dir) and config.sends and not config.dry_run
+        self._spool_wanted = config_spools and not self._custom_transport
         self._worker: BackgroundWorker[WorkItem] = BackgroundWorker(
             self._handle_batch,
             name="otel-greenflash-processor",
@@ -225,8 +258,9 @@ class GreenflashSpanProcessor(SpanProcessor):
         if self._is_shutdown:
             return
         parent_spool = self._spool
-        if parent_spool is not None:
+        if parent_spool is not None:  # never closed here: that would touch the parent's file
             parent_spool.release_after_fork()
+            _retired_spools.append(parent_spool)
         self._pipeline.restart_after_fork()
         self._start_worker()
 
@@ -416,111 +450,136 @@ class GreenflashSpanProcessor(SpanProcessor):
         snapshot["waiting"] = len(self._waiting)
         spool = self._spool if not self._is_shutdown else None
         if spool is not None:
-            try:
+            with contextlib.suppress(Exception):  # a broken spool must not break stats()
                 pending, rejected = spool.counts()
                 snapshot["spool"] = {
                     "pending": pending,
                     "rejected": rejected,
                     "evicted": spool.evicted,
                 }
-            except sqlite3.Error:
-                pass
         return snapshot
 
     # -- worker thread -----------------------------------------------------------------------
 
     # -- durable spool (worker thread) ----------------------------------------------------------
+    # With a spool, the spool is the queue in front of the senders: every event is written to
+    # it first, then handed over in order as the senders have room, so the worker never waits
+    # on a full sender pool (the span queue keeps draining into the spool during an outage).
+
+    def _reset_spool_state(self) -> None:
+        self._spool = None
+        self._spool_notes: collections.deque[tuple[str, str]] = collections.deque()
+        self._cursor = 0
+        """Highest spool sequence number handed to the senders."""
+        self._in_engine: set[str] = set()
+        self._retry_spooled = False
+        self._last_rescan = time.monotonic()
 
     def _open_spool(self) -> None:
-        """Open this process's spool (if configured), adopting what dead processes left."""
-        self._spool = None
-        self._spool_settled: list[tuple[str, str]] = []
-        self._replay_seq = 0
-        self._replay_until = 0
+        """Open this process's spool (on the worker thread), adopting what dead processes left."""
+        self._spool_wanted = False
         directory = self._config.spool_dir
-        if not directory:
-            return
         try:
-            spool = Spool(directory, max_events=self._config.spool_max_events)
-            spool.adopt_orphans()
-            self._replay_until = spool.last_seq()
-        except (SpoolError, sqlite3.Error, OSError) as error:
+            spool = Spool(directory or "", max_events=self._config.spool_max_events)
+            adopted = spool.adopt_orphans()
+        except Exception as error:  # whatever the disk says, the app carries on
             logger.error(
                 "otel_greenflash spool disabled, events are kept in memory only: %s", error
             )
             return
+        if adopted:
+            self._pipeline.stats.add_queued(adopted)
         self._spool = spool
 
-    def _note_settled(self, event: BusinessEvent, outcome: str) -> None:
-        """Sender threads report settled events; the worker updates the spool (list.append is
-        atomic, so no lock)."""
-        if self._spool is not None:
-            self._spool_settled.append((event.insert_id, outcome))
+    def _note_settled(self, event: BusinessEvent, outcome: str) -> bool:
+        """Sender threads report each settled event. True when the spool keeps an event whose
+        retries ran out, to try it again later (so it is not counted as failed)."""
+        if self._spool is None:
+            return False
+        self._spool_notes.append((event.insert_id, outcome))
+        return outcome == "failed"
 
-    def _sync_spool(self, new_events: list[BusinessEvent]) -> None:
-        """Persist new events before their first send; forget delivered ones."""
+    def _spool_and_feed(self, new_events: list[BusinessEvent], draining: bool) -> bool:
+        """Spool new events, apply settled notes, hand spooled events to the senders as they
+        have room. False when there is no (longer a) spool: the caller sends directly."""
         spool = self._spool
         if spool is None:
-            return
-        settled, self._spool_settled = self._spool_settled, []
+            return False
         try:
-            spool.remove(insert_id for insert_id, outcome in settled if outcome == "sent")
-            spool.set_aside(insert_id for insert_id, outcome in settled if outcome == "rejected")
-            evicted = spool.add(new_events)
-        except (sqlite3.Error, OSError) as error:
+            self._apply_notes(spool)
+            lost = spool.add(new_events, handed_over_up_to=self._cursor)
+            if lost:
+                self._pipeline.stats.add_dropped("spool_full", lost)
+                self._log.warning(
+                    "spool-full",
+                    "otel_greenflash spool is full (spool_max_events=%d): %d unsent event(s) "
+                    "evicted",
+                    spool.max_events,
+                    lost,
+                )
+            self._feed_senders(spool, draining)
+        except Exception as error:
             self._spool = None
             logger.error(
-                "otel_greenflash spool write failed (%s): spool disabled, events are kept in "
-                "memory only",
+                "otel_greenflash spool failed (%s): spool disabled, events are kept in memory only",
                 error,
             )
-            return
-        if evicted:
-            self._log.warning(
-                "spool-full",
-                "otel_greenflash spool is full (spool_max_events=%d): the oldest %d event(s) "
-                "were removed from it (still delivered from memory if this process lives)",
-                spool.max_events,
-                evicted,
-            )
+            self._pipeline.engine.submit(new_events)
+        return True
 
-    def _replay_spool(self, draining: bool) -> None:
-        """Send events found in the spool at start (left by crashed processes), a chunk per
-        worker cycle while the senders have room; all of them when draining."""
-        spool = self._spool
+    def _apply_notes(self, spool: Spool) -> None:
+        notes = self._spool_notes
+        sent: list[str] = []
+        rejected: list[str] = []
+        while notes:
+            insert_id, outcome = notes.popleft()
+            self._in_engine.discard(insert_id)
+            if outcome == "sent":
+                sent.append(insert_id)
+            elif outcome == "rejected":
+                rejected.append(insert_id)
+            elif outcome == "failed":
+                self._retry_spooled = True
+        spool.remove(sent)
+        spool.set_aside(rejected)
+
+    def _feed_senders(self, spool: Spool, draining: bool) -> None:
         engine = self._pipeline.engine
-        while spool is not None and self._replay_seq < self._replay_until:
-            if not draining and engine.pending >= self._config.max_queue_size // 2:
-                return
-            try:
-                rows = spool.pending_after(self._replay_seq, 512, until=self._replay_until)
-            except sqlite3.Error as error:
-                logger.error("otel_greenflash spool read failed: %s", error)
-                return
+        room = self._config.max_queue_size - engine.pending
+        now = time.monotonic()
+        if self._retry_spooled and now - self._last_rescan >= self._config.export_timeout_seconds:
+            self._retry_spooled = False  # events whose retries ran out: go round once more
+            self._last_rescan = now
+            self._cursor = 0
+        while room > 0:
+            rows = spool.pending_after(self._cursor, min(room, 512))
             if not rows:
-                self._replay_seq = self._replay_until
                 return
-            self._replay_seq = rows[-1][0]
-            self._pipeline.stats.add_queued(len(rows))
-            engine.submit([event for _, event in rows])
+            self._cursor = rows[-1][0]
+            batch = [event for _, event in rows if event.insert_id not in self._in_engine]
+            self._in_engine.update(event.insert_id for event in batch)
+            engine.submit(batch)
+            room -= len(batch)
             if not draining:
                 return
 
     def _close_spool(self) -> int:
-        """Final spool update at shutdown; return how many events stay in it."""
+        """Final spool update at shutdown; return how many events stay in it for next time."""
         spool = self._spool
-        if spool is None:
-            return 0
-        self._sync_spool([])
+        if spool is None or not self._worker.stopped:
+            return 0  # a worker still running may be using it; the file stays for adoption
         try:
+            self._apply_notes(spool)
             pending, _ = spool.counts()
-        except sqlite3.Error:
+        except Exception:
             pending = 0
         spool.close()
+        self._spool = None
         return pending
 
     def _handle_batch(self, batch: list[WorkItem], draining: bool) -> None:
-        self._replay_spool(draining)
+        if self._spool_wanted:
+            self._open_spool()
         now = time.monotonic()
         cut_short_by = "shutdown" if self._is_shutdown else "flush"
         if batch:
@@ -555,8 +614,7 @@ class GreenflashSpanProcessor(SpanProcessor):
             for item in self._waiting.release_expired(now):
                 events.extend(self._events_for(item, cut_short="linger_expired"))
             self._trace_ids.purge(now)
-        self._sync_spool(events)
-        if events:
+        if not self._spool_and_feed(events, draining) and events:
             self._pipeline.engine.submit(events)
 
     def _linked_ids(self, item: EventSpan) -> dict[str, AttributeValue]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from otel_greenflash import BusinessEvent
+from otel_greenflash import BusinessEvent, GreenflashSpanProcessor
 from otel_greenflash._spool import Spool, inspect
 from otel_greenflash.testing import EventsApiServer, Fault
 
@@ -37,8 +37,12 @@ for index in range(count):
             "greenflash.event.type": "upgrade_purchased",
             "greenflash.event.value": f"{label}{index}",
         })
+    time.sleep(0.002)  # a steady stream, not one burst
 deadline = time.monotonic() + 30
-while processor.stats()["spool"].get("pending", 0) < count and time.monotonic() < deadline:
+def accounted():
+    stats = processor.stats()
+    return stats["spool"].get("pending", 0) + stats["sent"]
+while accounted() < count and time.monotonic() < deadline:
     time.sleep(0.02)
 print("spooled", processor.stats()["spool"], flush=True)
 if sys.argv[3] == "hang":
@@ -56,7 +60,9 @@ def free_port() -> int:
     return port
 
 
-def emitter(tmp_path: Path, spool: Path, port: int, *args: str) -> subprocess.Popen[str]:
+def emitter(
+    tmp_path: Path, spool: Path, port: int, *args: str, **env_extra: str
+) -> subprocess.Popen[str]:
     script = tmp_path / "emitter.py"
     script.write_text(textwrap.dedent(EMITTER))
     env = clean_env(
@@ -64,6 +70,7 @@ def emitter(tmp_path: Path, spool: Path, port: int, *args: str) -> subprocess.Po
         GREENFLASH_BASE_URL=f"http://127.0.0.1:{port}/api/v1",
         GREENFLASH_PRODUCT_ID=PRODUCT_ID,
         GREENFLASH_SPOOL_DIR=str(spool),
+        **env_extra,
     )
     return subprocess.Popen(
         [sys.executable, str(script), *args],
@@ -85,8 +92,12 @@ def event(insert_id: str) -> BusinessEvent:
 def test_events_survive_sigkill_during_an_outage_and_arrive_exactly_once(
     tmp_path: Path,
 ) -> None:
-    spool, port, count = tmp_path / "spool", free_port(), 40
-    first = emitter(tmp_path, spool, port, str(count), "k", "hang")  # the server is down
+    # More events than the senders may hold (queue 50): the outage outlasts their capacity,
+    # so the rest must wait in the spool, not in memory.
+    spool, port, count = tmp_path / "spool", free_port(), 200
+    first = emitter(
+        tmp_path, spool, port, str(count), "k", "hang", GREENFLASH_BSP_MAX_QUEUE_SIZE="50"
+    )  # the server is down
     assert first.stdout is not None
     line = first.stdout.readline()
     assert line.startswith("spooled"), first.stderr.read() if first.stderr else line
@@ -176,14 +187,15 @@ def test_refused_events_are_kept_aside_and_the_file_kept(
 def test_unusable_directory_falls_back_to_memory(
     server: EventsApiServer, make_processor: MakeProcessor, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="otel_greenflash"):
-        processor = make_processor(spool_dir="/dev/null/spool")
-    assert "spool disabled" in caplog.text
+    processor = make_processor(spool_dir="/dev/null/spool")
     provider = TracerProvider()
     provider.add_span_processor(processor)
-    with provider.get_tracer("app").start_as_current_span("e") as span:
-        span.set_attributes({"greenflash.event.type": "t", "greenflash.event.value": 1})
-    assert processor.force_flush(10_000)
+    with caplog.at_level(logging.ERROR, logger="otel_greenflash"):
+        with provider.get_tracer("app").start_as_current_span("e") as span:
+            span.set_attributes({"greenflash.event.type": "t", "greenflash.event.value": 1})
+        assert processor.force_flush(10_000)
+    assert "spool disabled" in caplog.text
+    assert "Not a directory" in caplog.text
     assert len(server.events) == 1
 
 
@@ -194,6 +206,7 @@ def test_disk_full_mid_run_falls_back_to_memory_without_touching_the_app(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     processor = make_processor(spool_dir=str(tmp_path))
+    assert processor.force_flush(10_000)  # the worker opens the spool on its first cycle
     spool = processor._spool
     assert spool is not None
     (pages,) = spool._db.execute("PRAGMA page_count").fetchone()
@@ -207,7 +220,7 @@ def test_disk_full_mid_run_falls_back_to_memory_without_touching_the_app(
                     {"greenflash.event.type": "t", "greenflash.event.value": "x" * 500 + str(index)}
                 )
         assert processor.force_flush(10_000)
-    assert "spool write failed" in caplog.text
+    assert "spool failed" in caplog.text
     assert "full" in caplog.text
     assert len(server.events) == 50
 
@@ -252,3 +265,32 @@ def test_spool_is_written_before_the_first_send_attempt(
         time.sleep(0.02)
     assert processor.stats()["spool"]["pending"] == 1
     assert os.path.exists(processor._spool.path)  # type: ignore[union-attr]
+
+
+def test_without_a_key_orphans_are_left_for_a_process_that_can_deliver(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    orphan = Spool(tmp_path)
+    orphan.add([event("keep-me")])
+    orphan._lock_file.close()
+    monkeypatch.delenv("GREENFLASH_API_KEY", raising=False)
+    processor = GreenflashSpanProcessor(spool_dir=str(tmp_path), product_id=PRODUCT_ID)
+    processor.force_flush(5_000)
+    processor.shutdown(5_000)
+    [summary] = inspect(tmp_path)
+    assert summary.pending == 1
+
+
+def test_a_rejected_key_keeps_events_in_the_spool(
+    server: EventsApiServer, make_processor: MakeProcessor, tmp_path: Path
+) -> None:
+    processor = make_processor(api_key="revoked-key", spool_dir=str(tmp_path))
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    with provider.get_tracer("app").start_as_current_span("e") as span:
+        span.set_attributes({"greenflash.event.type": "t", "greenflash.event.value": 1})
+    assert processor.force_flush(10_000)
+    processor.shutdown(5_000)
+    [summary] = inspect(tmp_path)
+    assert (summary.pending, summary.rejected) == (1, 0)  # for a process with a good key
+    assert processor.stats()["failed"] == 0
