@@ -39,14 +39,17 @@ def main() -> None:
                     {"greenflash.event.type": "task_success", "greenflash.event.value": index}
                 )
         processor.force_flush(600_000)
+        spooled = bool(processor.stats()["spool"])
+        sent = processor.stats()["sent"]
+        provider.shutdown()  # included: the last deletions and the file's removal
         emit_json(
             {
                 "cpu_us_per_event": (cpu_seconds() - cpu_start) / count * 1e6,
                 "seconds": now() - wall_start,
-                "sent": float(processor.stats()["sent"]),
+                "sent": float(sent),
+                "spooled": float(spooled),
             }
         )
-        provider.shutdown()
 
 
 if __name__ == "__main__":
