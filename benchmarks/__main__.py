@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Callable
 
 from . import linking, overhead
-from ._common import Row, print_rows, run_child, server_process
+from ._common import Row, print_header, print_rows, run_child, server_process
 
 
 def throughput_rows(quick: bool) -> list[Row]:
@@ -209,11 +209,10 @@ def main() -> None:
         "linking": lambda: linking.run(arguments.quick),
         "spool": lambda: spool_rows(arguments.quick),
     }
-    rows: list[Row] = []
+    print_header()
     for name, scenario in scenarios.items():
         if arguments.only in (None, name):
-            rows += scenario()
-    print_rows(rows)
+            print_rows(scenario())  # as each scenario ends: a later failure loses nothing
 
 
 if __name__ == "__main__":

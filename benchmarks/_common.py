@@ -33,17 +33,21 @@ class Row:
         return self.ours / self.baseline if self.baseline else float("inf")
 
 
-def print_rows(rows: list[Row]) -> None:
+def print_header() -> None:
     header = (
-        f"{'scenario':<38}{'metric':<22}{'ours':>11}  {'baseline':<26}{'base':>11}"
+        f"{'scenario':<40}{'metric':<16}{'ours':>10}  {'baseline':<28}{'base':>10}"
         f"{'ratio':>8}  target"
     )
     print(header)
-    print("-" * len(header))
+    print("-" * len(header), flush=True)
+
+
+def print_rows(rows: list[Row]) -> None:
     for row in rows:
         print(
-            f"{row.scenario:<38}{row.metric:<22}{row.ours:>11.2f}  {row.baseline_name:<26}"
-            f"{row.baseline:>11.2f}{row.ratio:>8.3f}  {row.target}"
+            f"{row.scenario:<40}{row.metric:<16}{row.ours:>10.2f}  {row.baseline_name:<28}"
+            f"{row.baseline:>10.2f}{row.ratio:>8.3f}  {row.target}",
+            flush=True,
         )
 
 

@@ -1,4 +1,4 @@
-"""The ``otel-greenflash`` command: ``check``, ``serve`` and ``send``."""
+"""The ``otel-greenflash`` command: ``check``, ``serve``, ``send`` and ``spool``."""
 
 from __future__ import annotations
 

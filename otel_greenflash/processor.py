@@ -239,8 +239,13 @@ class GreenflashSpanProcessor(SpanProcessor):
         )
         self._ended_waiting: list[int] = []
         self._reset_spool_state()
-        config_spools = bool(config.spool_dir) and config.sends and not config.dry_run
-        self._spool_wanted = config_spools and not self._custom_transport
+        # A spool only where events can really be delivered: adopting another process's
+        # events without a key (or in dry-run) would only set them aside for nothing.
+        self._spool_wanted = (
+            bool(config.spool_dir)
+            and not config.dry_run
+            and (bool(config.api_key) or self._custom_transport)
+        )
         self._worker: BackgroundWorker[WorkItem] = BackgroundWorker(
             self._handle_batch,
             name="otel-greenflash-processor",
