@@ -3,37 +3,19 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from ._common import Row, now
-from .overhead import DiscardTransport, NoopExporter
-
-PRODUCT = "123e4567-e89b-12d3-a456-426614174000"
+from .overhead import providers
 
 
-def make() -> dict[str, tuple[TracerProvider, object]]:
-    from otel_greenflash import GreenflashSpanProcessor
-
-    none = TracerProvider()
-    bsp = TracerProvider()
-    bsp_processor = BatchSpanProcessor(NoopExporter(), max_queue_size=200_000)
-    bsp.add_span_processor(bsp_processor)
-    ours = TracerProvider()
-    processor = GreenflashSpanProcessor(
-        api_key="bench",
-        product_id=PRODUCT,
-        base_url="http://127.0.0.1:9/api/v1",
-        transport=DiscardTransport(),
-        max_queue_size=200_000,
-        max_batch_size=4096,
-        max_waiting=200_000,
-        max_traces=200_000,
-    )
-    ours.add_span_processor(processor)
-    return {"none": (none, None), "bsp": (bsp, bsp_processor), "ours": (ours, processor)}
+def make() -> dict[str, tuple[TracerProvider, Callable[[], object]]]:
+    configs = providers(200_000, max_batch_size=4096, max_waiting=200_000, max_traces=200_000)
+    names = {"no processor": "none", "SDK BatchSpanProcessor+noop": "bsp"}
+    return {names.get(name, "ours"): config for name, config in configs.items()}
 
 
 def deep_trace(tracer: trace.Tracer, depth: int) -> None:
@@ -70,7 +52,7 @@ def run(quick: bool = False) -> list[Row]:
     wide: dict[str, list[float]] = {name: [] for name in configs}
     traces = 200 if quick else 500
     for _ in range(repeats):
-        for name, (provider, processor) in configs.items():
+        for name, (provider, settle) in configs.items():
             tracer = provider.get_tracer("bench")
             start = now()
             for _ in range(traces):
@@ -79,8 +61,7 @@ def run(quick: bool = False) -> list[Row]:
             start = now()
             concurrent_traces(tracer, 1000)
             wide[name].append((now() - start) / 1000 * 1e6)
-            if processor is not None:
-                processor.force_flush()  # type: ignore[attr-defined]
+            settle()
     median = {name: statistics.median(values) for name, values in deep.items()}
     median_wide = {name: statistics.median(values) for name, values in wide.items()}
     rows = [

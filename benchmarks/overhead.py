@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -45,10 +46,14 @@ class DiscardTransport:
         return None
 
 
-def providers() -> dict[str, tuple[TracerProvider, Callable[[], object]]]:
+def providers(
+    queue_size: int = 100_000, **settings: Any
+) -> dict[str, tuple[TracerProvider, Callable[[], object]]]:
+    """The three configurations compared: no processor, the SDK's BatchSpanProcessor with a
+    no-op exporter, ours with a discarding transport (``settings`` go to ours)."""
     none = TracerProvider()
     bsp = TracerProvider()
-    bsp_processor = BatchSpanProcessor(NoopExporter(), max_queue_size=100_000)
+    bsp_processor = BatchSpanProcessor(NoopExporter(), max_queue_size=queue_size)
     bsp.add_span_processor(bsp_processor)
     ours = TracerProvider()
     processor = GreenflashSpanProcessor(
@@ -56,8 +61,8 @@ def providers() -> dict[str, tuple[TracerProvider, Callable[[], object]]]:
         product_id=PRODUCT_ID,
         base_url="http://127.0.0.1:9/api/v1",
         transport=DiscardTransport(),
-        max_queue_size=100_000,
-        max_batch_size=2048,
+        max_queue_size=queue_size,
+        **settings,
     )
     ours.add_span_processor(processor)
     return {
@@ -104,7 +109,7 @@ def median_of(measure: Callable[[], float], settle: Callable[[], None], repeats:
 
 
 def run(quick: bool = False) -> list[Row]:
-    configs = providers()
+    configs = providers(max_batch_size=2048)
     repeats = 5 if quick else 11
     plain_count = 20_000 if quick else 50_000
     event_count = 2_000
