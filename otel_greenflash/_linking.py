@@ -61,7 +61,6 @@ class LinkKeys:
             (key, (key, *(s for s, t in chosen.items() if t == key))) for key in attr.ID_KEYS
         )
         self.all_keys: frozenset[str] = frozenset(attr.ID_KEYS) | frozenset(chosen)
-        self._all_keys_isdisjoint = self.all_keys.isdisjoint
 
     def ids_from(self, attributes: Mapping[str, Any] | None) -> Ids:
         """The valid ids found in ``attributes``; values that are not valid ids are skipped."""

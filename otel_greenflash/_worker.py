@@ -41,8 +41,6 @@ class BackgroundWorker(Generic[Item]):
         self._schedule_delay = schedule_delay_seconds
         self._queue: collections.deque[Item] = collections.deque()
         self._condition = threading.Condition(threading.Lock())
-        self._submitted = 0
-        self._finished = 0
         self._flush_requested = 0
         self._flush_done = 0
         self._drain_requested = 0
@@ -60,7 +58,6 @@ class BackgroundWorker(Generic[Item]):
             if self._shutdown or len(self._queue) >= self._max_queue_size:
                 return False
             self._queue.append(item)
-            self._submitted += 1
             if len(self._queue) >= self._max_batch_size:
                 self._condition.notify_all()
         return True
@@ -109,7 +106,6 @@ class BackgroundWorker(Generic[Item]):
         with self._condition:
             left = list(self._queue)
             self._queue.clear()
-            self._finished += len(left)
             return left
 
     def _run(self) -> None:
@@ -137,7 +133,6 @@ class BackgroundWorker(Generic[Item]):
             except Exception:  # a bug here must not kill the worker
                 logger.exception("otel_greenflash worker %s failed to handle a batch", self._name)
             with self._condition:
-                self._finished += len(batch)
                 if finished_flush:
                     self._flush_done = generation
                     self._condition.notify_all()
