@@ -178,14 +178,14 @@ class _Resolver:
             ENV_OTEL_SDK_DISABLED, self._env.get(ENV_OTEL_SDK_DISABLED) or "false"
         )
         enabled = self._get("enabled", ENV_ENABLED, True, _parse_bool) and not disabled
-        api_key: str | None = self._get("api_key", ENV_API_KEY, None, _as_text)
+        api_key: str | None = self._get("api_key", ENV_API_KEY, None, _as_text, _check_key)
         api_key = api_key.strip() if api_key and api_key.strip() else None
         product_id: str | None = self._get(
             "product_id", ENV_PRODUCT_ID, None, _as_text, _check_uuid
         )
         base_url = self._get("base_url", ENV_BASE_URL, DEFAULT_BASE_URL, _as_text, _check_url)
         headers: Mapping[str, str] = self._get(
-            "custom_headers", ENV_CUSTOM_HEADERS, {}, _parse_headers
+            "custom_headers", ENV_CUSTOM_HEADERS, {}, _parse_headers, _check_headers
         )
         dry_run = self._get("dry_run", ENV_DRY_RUN, False, _parse_bool)
         allow_insecure = self._get(
@@ -322,6 +322,34 @@ def _count(low: int, high: int) -> Callable[[str, Any], int]:
     return check
 
 
+def _check_key(name: str, value: object) -> str | None:
+    """The key goes into a header: a string of visible ASCII. Never echoed in the error."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name} has type {type(value).__name__}; allowed: a string")
+    if not all(32 < ord(character) < 127 for character in value.strip()):
+        raise ConfigurationError(
+            f"{name} contains characters a header cannot carry; allowed: visible ASCII"
+        )
+    return value
+
+
+def _check_headers(name: str, value: object) -> Mapping[str, str]:
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{name} has type {type(value).__name__}; allowed: a mapping")
+    for header, header_value in value.items():
+        if (
+            not isinstance(header, str)
+            or not header
+            or not all(32 < ord(c) < 127 and c not in '()<>@,;:\\"/[]?={}' for c in header)
+        ):
+            raise ConfigurationError(f"{name}: {header!r} is not a header name")
+        if not isinstance(header_value, str) or any(c in header_value for c in "\r\n\0"):
+            raise ConfigurationError(f"{name}: the value of {header!r} is not a single-line string")
+    return value
+
+
 def _check_uuid(name: str, value: str | None) -> str | None:
     if value is None:
         return None
@@ -336,6 +364,11 @@ def _check_uuid(name: str, value: str | None) -> str | None:
 
 def _check_url(name: str, value: str) -> str:
     parts = urlsplit(value.strip())
+    if parts.username or parts.password:  # never echo or keep credentials from a URL
+        raise ConfigurationError(
+            f"{name} contains credentials; allowed: a URL without user:password@ "
+            "(use custom_headers / GREENFLASH_CUSTOM_HEADERS for extra authentication)"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(
             f"{name}={value!r} is not an absolute http(s) URL; allowed: e.g. {DEFAULT_BASE_URL!r}"

@@ -249,7 +249,7 @@ class DeliveryEngine:
             "gave-up",
             "business event from span %r (insertId %s) not delivered after %d attempt(s): %s",
             attempt.event.span_name,
-            attempt.event.insert_id,
+            attempt.event.loggable_insert_id,
             attempt.tries,
             cause,
         )

@@ -21,6 +21,13 @@ class BusinessEvent:
     def event_type(self) -> str:
         return str(self.body["eventType"])
 
+    @property
+    def loggable_insert_id(self) -> str:
+        """The insertId when this library generated it (trace and span ids only); a user's own
+        ``greenflash.event.insert_id`` may carry business data, so it is not shown."""
+        generated = self.insert_id.startswith(("otel-", "track-", "cli-"))
+        return self.insert_id if generated else "<custom>"
+
     def __repr__(self) -> str:
         return f"BusinessEvent(span_name={self.span_name!r}, insert_id={self.insert_id!r})"
 

@@ -127,7 +127,8 @@ def attach_conversation(
     """Attach a conversation id learned mid-trace (e.g. from ``messages.create``) to this trace.
 
     Events of the current trace that are still waiting for a conversation id get it, and it
-    takes precedence over ids seen elsewhere in the trace (not over an event span's own).
+    outranks ids seen on other spans of the trace (not the event span's own, nor its
+    ancestors': see the precedence table).
     """
     ids = _ids_argument(conversation_id=id, external_conversation_id=external_id)
     if not ids:

@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.util.types import AttributeValue
 
 from . import attributes as attr
+from ._config import ConfigurationError
 
 Ids = dict[str, AttributeValue]
 """Linking key (``greenflash.*``) → value."""
@@ -52,7 +53,7 @@ class LinkKeys:
         chosen = dict(DEFAULT_ALIASES if aliases is None else aliases)
         for source, target in chosen.items():
             if target not in attr.ID_KEYS:
-                raise ValueError(
+                raise ConfigurationError(
                     f"alias {source!r} targets {target!r}, which is not a Greenflash id key; "
                     f"allowed targets: {', '.join(attr.ID_KEYS)}"
                 )

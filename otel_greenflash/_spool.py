@@ -67,11 +67,16 @@ class Spool:
         self.evicted = 0
         self._lock = threading.Lock()
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            # Event bodies hold application data: readable by this user only.
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             name = f"spool-{os.getpid()}-{uuid.uuid4().hex[:12]}"
             self.path = self.directory / f"{name}.db"
             self._lock_file = _hold_lock(self.directory / f"{name}.lock")
-            self._db = _connect(self.path)
+            previous_umask = os.umask(0o077)  # the WAL and shared-memory files inherit it
+            try:
+                self._db = _connect(self.path)
+            finally:
+                os.umask(previous_umask)
         except (OSError, sqlite3.Error) as error:
             raise SpoolError(f"cannot use spool directory {str(directory)!r}: {error}") from error
 

@@ -274,15 +274,16 @@ def _spool(arguments: argparse.Namespace) -> int:
     if arguments.action == "purge":
         print(f"deleted {spool_files.purge(directory)} orphaned spool file(s)")
         return 0
+    if not GreenflashConfig.resolve().api_key:
+        print(f"{ENV_API_KEY} is not set: nothing can be delivered", file=sys.stderr)
+        return 2
     processor = GreenflashSpanProcessor(spool_dir=directory)  # adopts orphans at start
     delivered = processor.force_flush(int(arguments.timeout * 1000))
     stats = processor.stats()
     processor.shutdown(int(arguments.timeout * 1000))
-    print(
-        f"sent {stats['sent']}, failed {stats['failed']}, "
-        f"still pending {stats.get('spool', {}).get('pending', 0)}"
-    )
-    return 0 if delivered and not stats["failed"] else 1
+    left = sum(max(summary.pending, 0) for summary in spool_files.inspect(directory))
+    print(f"sent {stats['sent']}, failed {stats['failed']}, still pending {left}")
+    return 0 if delivered and not stats["failed"] and not left else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

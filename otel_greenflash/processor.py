@@ -216,6 +216,7 @@ class GreenflashSpanProcessor(SpanProcessor):
         self.on_start = _ignore  # type: ignore[method-assign]
         self.on_end = _ignore  # type: ignore[method-assign]
         self.force_flush = _flushed  # type: ignore[method-assign]
+        self.deliver_queued = _flushed  # type: ignore[method-assign]
         self.shutdown = _ignore  # type: ignore[method-assign]
 
     def _start_worker(self) -> None:
@@ -625,12 +626,16 @@ class GreenflashSpanProcessor(SpanProcessor):
     def _linked_ids(self, item: EventSpan) -> dict[str, AttributeValue]:
         """Levels 2-4 for an event span: live ancestors (nearest first), baggage, trace."""
         keys = self._link_keys
-        levels = []
+        primary: list[Mapping[str, AttributeValue]] = []
+        aliased: list[Mapping[str, AttributeValue]] = []
         for ancestor in item.ancestors:
             attributes = plain_attributes(ancestor._attributes)
             if attributes and not self._no_marked_keys_in(attributes):  # skips most spans
-                levels.append(keys.ids_from(attributes))
-        levels.append(keys.ids_from(item.baggage))
+                ids, alias_ids = keys.split_ids(attributes)
+                primary.append(ids)
+                aliased.append(alias_ids)
+        # At the ancestor level, as in the trace: greenflash.* keys (nearest first) beat aliases.
+        levels = [*primary, *aliased, keys.ids_from(item.baggage)]
         levels.append(self._trace_ids.ids(item.trace_id))
         return merge_ids(levels)
 

@@ -318,13 +318,15 @@ def test_full_queue_drops_new_event_spans_counts_and_says_so(
     provider = TracerProvider()
     provider.add_span_processor(processor)
     with caplog.at_level(logging.WARNING, logger="otel_greenflash"):
-        for _ in range(10):
+        for index in range(10):
             with provider.get_tracer("app").start_as_current_span("billing.upgrade") as span:
-                span.set_attributes(UPGRADE)
+                span.set_attributes({**UPGRADE, "greenflash.event.value": str(index)})
     assert processor.force_flush(10000)
 
     stats = processor.stats()
     assert stats["dropped"]["queue_full"] >= 1
     assert stats["queued"] + stats["dropped"]["queue_full"] == 10
     assert len(server.events) == stats["queued"]
+    arrived = sorted(int(str(event["value"])) for event in server.events)
+    assert arrived == list(range(len(arrived)))  # the first ones kept, the newest refused
     assert "queue is full" in caplog.text

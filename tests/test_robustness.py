@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -271,3 +272,100 @@ def test_a_span_event_with_its_own_conversation_does_not_wait(
         span.add_event("greenflash.event", {**EVENT, "greenflash.conversation.external_id": "c"})
     assert server.wait_for_events(1, timeout_seconds=10)
     root.end()
+
+
+def test_a_disabled_exporter_is_a_no_op(server: EventsApiServer) -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from otel_greenflash import GreenflashSpanExporter
+
+    exporter = GreenflashSpanExporter(
+        api_key=server.api_key, base_url=server.base_url, enabled=False
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("app").start_as_current_span("e") as span:
+        span.set_attributes(EVENT)
+    provider.shutdown()
+    assert server.requests == []
+
+
+def test_nearer_alias_does_not_beat_a_greenflash_key_further_up(
+    server: EventsApiServer, make_processor: MakeProcessor
+) -> None:
+    processor = make_processor()
+    tracer = tracer_for(processor)
+    with tracer.start_as_current_span("chat") as root:
+        root.set_attribute("greenflash.conversation.external_id", "chat-1")
+        with tracer.start_as_current_span("http") as http:
+            http.set_attribute("session.id", "http-session-cookie")
+            with tracer.start_as_current_span("e") as span:
+                span.set_attributes(EVENT)
+    assert processor.force_flush(10_000)
+    assert server.events[0]["externalConversationId"] == "chat-1"
+
+
+def test_attach_conversation_from_a_child_span_outranks_the_rest_of_the_trace(
+    server: EventsApiServer, make_processor: MakeProcessor
+) -> None:
+    from otel_greenflash import attach_conversation
+
+    other = "7c1e2d3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
+    processor = make_processor()
+    tracer = tracer_for(processor)
+    with tracer.start_as_current_span("chat"):
+        with tracer.start_as_current_span("old") as old:
+            old.set_attribute("greenflash.conversation.id", other)
+        with tracer.start_as_current_span("e") as span:
+            span.set_attributes(EVENT)
+        with tracer.start_as_current_span("messages.create"):
+            attach_conversation(CONVERSATION_ID)  # from a child span, not the root
+    assert processor.force_flush(10_000)
+    assert server.events[0]["conversationId"] == CONVERSATION_ID
+
+
+def test_baggage_outranks_other_spans_of_the_trace(
+    server: EventsApiServer, make_processor: MakeProcessor
+) -> None:
+    processor = make_processor()
+    tracer = tracer_for(processor)
+    token = context_api.attach(baggage.set_baggage("session.id", "from-baggage"))
+    try:
+        with tracer.start_as_current_span("chat"):
+            with tracer.start_as_current_span("llm") as llm:
+                llm.set_attribute("session.id", "from-sibling")
+            with tracer.start_as_current_span("e") as span:
+                span.set_attributes(EVENT)
+    finally:
+        context_api.detach(token)
+    assert processor.force_flush(10_000)
+    assert server.events[0]["externalConversationId"] == "from-baggage"
+
+
+def test_secrets_and_values_stay_out_of_logs_on_failure_paths(
+    server: EventsApiServer,
+    make_processor: MakeProcessor,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret_key = "gf_secret_key_abcdefgh"
+    server.inject(Fault(status=503), times=1000)
+    processor = make_processor(
+        api_key=secret_key,
+        custom_headers={"X-Tenant-Token": "header-secret"},
+        export_timeout_seconds=1.0,
+    )
+    with caplog.at_level(logging.DEBUG):
+        with tracer_for(processor).start_as_current_span("e") as span:
+            span.set_attributes(
+                {
+                    **EVENT,
+                    "greenflash.event.value": "value-secret",
+                    "greenflash.event.insert_id": "order-secret-42",
+                    "greenflash.event.properties.email": "someone@example.test",
+                }
+            )
+        assert processor.force_flush(10_000)
+    assert processor.stats()["failed"] == 1
+    assert "not delivered" in caplog.text
+    for secret in (secret_key, "header-secret", "value-secret", "order-secret-42", "someone@"):
+        assert secret not in caplog.text
