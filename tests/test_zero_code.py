@@ -185,3 +185,16 @@ def test_dry_run_prints_events_without_a_key(tmp_path: Path) -> None:
     result = run_script(tmp_path, script, env)
     assert result.returncode == 0, result.stderr
     assert '"eventType":"t"' in result.stdout
+
+
+def test_exporter_and_hook_together_warn_and_still_keep_each_event_once(
+    server: EventsApiServer, tmp_path: Path
+) -> None:
+    env = instrument_env(
+        server, OTEL_TRACES_EXPORTER="greenflash", GREENFLASH_INSTALL_PROCESSOR="true"
+    )
+    result = run_script(tmp_path, APP, env, command("opentelemetry-instrument"))
+    assert result.returncode == 0, result.stderr
+    assert "choose one" in result.stderr
+    assert len(server.events) == 1  # sent twice under one insertId, kept once
+    assert server.duplicates == 1
