@@ -294,3 +294,43 @@ def test_a_rejected_key_keeps_events_in_the_spool(
     [summary] = inspect(tmp_path)
     assert (summary.pending, summary.rejected) == (1, 0)  # for a process with a good key
     assert processor.stats()["failed"] == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_gets_its_own_spool_and_leaves_the_parents_alone(
+    server: EventsApiServer, make_processor: MakeProcessor, tmp_path: Path
+) -> None:
+    processor = make_processor(spool_dir=str(tmp_path))
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("app")
+
+    def emit(label: str) -> None:
+        with tracer.start_as_current_span("e") as span:
+            span.set_attributes({"greenflash.event.type": "t", "greenflash.event.value": label})
+
+    emit("parent-1")
+    assert processor.force_flush(10_000)
+    parent_file = processor._spool.path  # type: ignore[union-attr]
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            emit("child-1")
+            ok = processor.force_flush(10_000) and processor._spool is not None
+            child_file = processor._spool.path if processor._spool else parent_file
+            code = 0 if ok and child_file != parent_file else 3
+            processor.shutdown(5_000)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    emit("parent-2")
+    assert processor.force_flush(10_000)
+    assert sorted(str(e["value"]) for e in server.events) == ["child-1", "parent-1", "parent-2"]
+    assert server.duplicates == 0
+    assert parent_file.exists()  # the child never touched it
+    deadline = time.monotonic() + 10  # delivered rows are removed on the worker's next cycle
+    while processor.stats()["spool"]["pending"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert processor.stats()["spool"]["pending"] == 0
