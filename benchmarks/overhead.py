@@ -100,14 +100,6 @@ def threaded_cost(provider: TracerProvider, count: int, threads: int = 4) -> flo
     return (now() - start) / (count * threads) * 1e6
 
 
-def median_of(measure: Callable[[], float], settle: Callable[[], None], repeats: int) -> float:
-    values = []
-    for _ in range(repeats):
-        values.append(measure())
-        settle()
-    return statistics.median(values)
-
-
 def run(quick: bool = False) -> list[Row]:
     configs = providers(max_batch_size=2048)
     repeats = 5 if quick else 11

@@ -14,7 +14,7 @@ from ._linking import LinkKeys
 from ._logging import logger
 from ._mapping import map_span
 from ._stats import DeliveryStats
-from ._transport import ConsoleTransport, EventTransport, Transport
+from ._transport import Transport, transport_for
 
 
 class EventPipeline:
@@ -43,15 +43,8 @@ class EventPipeline:
 
     def _new_engine(self) -> DeliveryEngine:
         config = self.config
-        transport: Transport
-        if self._transport_override is not None:
-            transport = self._transport_override
-        elif config.dry_run:
-            transport = ConsoleTransport()
-        else:
-            transport = EventTransport(config)
         return DeliveryEngine(
-            transport,
+            self._transport_override or transport_for(config),
             self.stats,
             concurrency=config.max_concurrency,
             max_pending=config.max_queue_size,

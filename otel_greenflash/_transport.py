@@ -161,6 +161,11 @@ class EventTransport:
             transport.close()
 
 
+def transport_for(config: GreenflashConfig) -> Transport:
+    """Where events go for this configuration: stdout in dry-run mode, else the Events API."""
+    return ConsoleTransport() if config.dry_run else EventTransport(config)
+
+
 def _proxy_for(url: str) -> str | None:
     """The proxy the environment asks for this URL, the way httpx's ``trust_env`` reads it."""
     host = urllib.parse.urlsplit(url).hostname or ""

@@ -26,7 +26,7 @@ from ._delivery import DeliveryEngine
 from ._event import BusinessEvent
 from ._mapping import map_event_attributes
 from ._stats import DeliveryStats
-from ._transport import USER_AGENT, ConsoleTransport, EventTransport, Transport
+from ._transport import USER_AGENT, transport_for
 from ._version import __version__
 
 
@@ -227,9 +227,8 @@ def _send(arguments: argparse.Namespace) -> int:
 def _deliver(config: GreenflashConfig, event: BusinessEvent) -> int:
     stats = DeliveryStats()
     errors: list[Exception] = []
-    transport: Transport = ConsoleTransport() if config.dry_run else EventTransport(config)
     engine = DeliveryEngine(
-        transport,
+        transport_for(config),
         stats,
         concurrency=1,
         deadline_seconds=config.export_timeout_seconds,

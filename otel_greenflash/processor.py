@@ -465,8 +465,6 @@ class GreenflashSpanProcessor(SpanProcessor):
                 }
         return snapshot
 
-    # -- worker thread -----------------------------------------------------------------------
-
     # -- durable spool (worker thread) ----------------------------------------------------------
     # With a spool, the spool is the queue in front of the senders: every event is written to
     # it first, then handed over in order as the senders have room, so the worker never waits
@@ -582,6 +580,8 @@ class GreenflashSpanProcessor(SpanProcessor):
         spool.close()
         self._spool = None
         return pending
+
+    # -- worker thread -----------------------------------------------------------------------
 
     def _handle_batch(self, batch: list[WorkItem], draining: bool) -> None:
         if self._spool_wanted:

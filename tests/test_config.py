@@ -135,6 +135,12 @@ def test_the_key_never_appears_in_repr_or_errors() -> None:
     assert KEY not in str(caught.value)
 
 
+def test_credentials_in_the_base_url_are_refused_without_being_echoed() -> None:
+    with pytest.raises(ConfigurationError, match="contains credentials") as caught:
+        resolve(base_url="https://user:pa55word@events.example.test/api/v1")
+    assert "pa55word" not in str(caught.value)
+
+
 def test_plain_http_with_a_key_is_refused_except_loopback_or_when_allowed() -> None:
     with pytest.raises(ConfigurationError, match="refusing to send the API key over plain http"):
         resolve(api_key=KEY, base_url="http://events.example.test/api/v1")

@@ -334,3 +334,14 @@ def test_forked_child_gets_its_own_spool_and_leaves_the_parents_alone(
     while processor.stats()["spool"]["pending"] and time.monotonic() < deadline:
         time.sleep(0.02)
     assert processor.stats()["spool"]["pending"] == 0
+
+
+def test_spool_files_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    directory = tmp_path / "spool"
+    spool = Spool(directory)
+    spool.add([event("private")])
+    assert directory.stat().st_mode & 0o777 == 0o700
+    for path in directory.iterdir():
+        if path.suffix != ".lock":
+            assert path.stat().st_mode & 0o077 == 0, path.name
+    spool.close()
