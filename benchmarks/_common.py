@@ -1,7 +1,8 @@
-"""Shared pieces: a local server in its own process, CPU/RSS readers, result rows."""
+"""Shared pieces: local servers in their own processes, CPU/RSS readers, result rows."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import resource
@@ -9,8 +10,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -106,6 +109,87 @@ def server_process(latency_ms: float) -> Iterator[ServerProcess]:
         yield server
     finally:
         server.stop()
+
+
+class FastReceiver:
+    """``python -m benchmarks._receiver`` in its own process: a loopback Events API that costs
+    a few µs of CPU per request, so the client is what a delivery benchmark measures."""
+
+    def __init__(self, latency_ms: float, fault_mix: str | None = None, seed: int = 0) -> None:
+        command = [sys.executable, "-m", "benchmarks._receiver", "--latency-ms", str(latency_ms)]
+        if fault_mix:
+            command += ["--fault-mix", fault_mix, "--seed", str(seed)]
+        self._process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            text=True,
+        )
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline().split()
+        if len(line) != 2:
+            self.stop()
+            raise RuntimeError(f"benchmarks._receiver did not start (exit {self._process.poll()})")
+        self.base_url: str = line[0]
+        """``http://127.0.0.1:PORT/api/v1``: clients ``POST {base_url}/events``."""
+        self.api_key: str = line[1]
+        self.pid: int = self._process.pid
+        address = urlsplit(self.base_url)
+        self._host, self._port = address.hostname or "127.0.0.1", address.port or 80
+
+    def _call(self, method: str, path: str) -> Any:
+        connection = http.client.HTTPConnection(self._host, self._port, timeout=30)
+        try:
+            connection.request(method, path)
+            response = connection.getresponse()
+            body = response.read()
+            if response.status != 200:
+                raise RuntimeError(f"{method} {path}: HTTP {response.status}")
+            return json.loads(body)
+        finally:
+            connection.close()
+
+    def stats(self) -> dict[str, Any]:
+        """``accepted`` (distinct insertIds answered 200), ``duplicates``, ``requests`` (event
+        POSTs received, faulted ones included), ``peak_concurrency``, plus ``unauthorized``,
+        ``faults`` (count per kind), ``in_flight``, ``connections``, ``cpu_seconds``."""
+        return dict(self._call("GET", "/stats"))
+
+    def reset(self) -> None:
+        """Zeroes the counters, forgets insertIds and restarts the fault draw from the seed."""
+        self._call("POST", "/reset")
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            assert self._process.stdin is not None
+            with suppress(OSError):
+                self._process.stdin.close()  # the receiver exits at end of stdin
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.terminate()
+                try:
+                    self._process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self._process.kill()
+                    self._process.wait()
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+
+
+@contextmanager
+def fast_receiver(
+    latency_ms: float, fault_mix: str | None = None, seed: int = 0
+) -> Iterator[FastReceiver]:
+    """Starts ``benchmarks._receiver`` (answers after ``latency_ms``; ``fault_mix`` like
+    ``"reset=0.06,hang=0.06,drip=0.06,429=0.06,503=0.06"``, drawn from ``seed``), stops it at
+    exit."""
+    receiver = FastReceiver(latency_ms, fault_mix, seed)
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
 
 
 def run_child(module: str, *args: str) -> dict[str, float]:

@@ -33,6 +33,7 @@ ENV_MAX_QUEUE_SIZE = "GREENFLASH_BSP_MAX_QUEUE_SIZE"
 ENV_MAX_EXPORT_BATCH_SIZE = "GREENFLASH_BSP_MAX_EXPORT_BATCH_SIZE"
 ENV_EXPORT_TIMEOUT = "GREENFLASH_BSP_EXPORT_TIMEOUT"
 ENV_MAX_CONCURRENCY = "GREENFLASH_BSP_MAX_CONCURRENCY"
+ENV_HTTP_CLIENT = "GREENFLASH_HTTP_CLIENT"
 ENV_LINK_LINGER = "GREENFLASH_LINK_LINGER"
 ENV_LINK_MAX_WAITING = "GREENFLASH_LINK_MAX_WAITING"
 ENV_LINK_MAX_TRACES = "GREENFLASH_LINK_MAX_TRACES"
@@ -59,9 +60,11 @@ ENVIRONMENT_VARIABLES: Mapping[str, str] = MappingProxyType(
         ENV_MAX_QUEUE_SIZE: "Event spans the queue holds (then new ones are dropped). "
         "Default 2048.",
         ENV_MAX_EXPORT_BATCH_SIZE: "Event spans handled per worker wake-up. Default 512.",
-        ENV_EXPORT_TIMEOUT: "Deadline per event, retries included, ms. Default 30000.",
-        ENV_MAX_CONCURRENCY: "Requests in flight (sender threads, keep-alive connections). "
-        "Default 16.",
+        ENV_EXPORT_TIMEOUT: "Retry window per event, from its first attempt, ms. Default 300000.",
+        ENV_MAX_CONCURRENCY: "Most requests in flight (keep-alive connections); fewer while the "
+        "API throttles. Default 64.",
+        ENV_HTTP_CLIENT: "`aiohttp` (default: httpx over aiohttp's pool) or `httpx` (httpx's own "
+        "async transport, one connection per lane).",
         ENV_LINK_LINGER: "Longest wait for a trace's local root span before an event is sent "
         "without a conversation id, ms. Default 5000.",
         ENV_LINK_MAX_WAITING: "Event spans that may wait for their conversation id. Default 2048.",
@@ -111,6 +114,7 @@ class GreenflashConfig:
     aliases: Mapping[str, str] | None
     spool_dir: str | None = None
     spool_max_events: int = 100_000
+    http_client: str = "aiohttp"
 
     @property
     def events_url(self) -> str:
@@ -229,12 +233,12 @@ class _Resolver:
             export_timeout_seconds=self._get(
                 "export_timeout_seconds",
                 ENV_EXPORT_TIMEOUT,
-                30.0,
+                300.0,
                 _parse_millis,
                 _seconds(0.001, 86400.0),
             ),
             max_concurrency=self._get(
-                "max_concurrency", ENV_MAX_CONCURRENCY, 16, _parse_int, _count(1, 1024)
+                "max_concurrency", ENV_MAX_CONCURRENCY, 64, _parse_int, _count(1, 1024)
             ),
             linger_seconds=self._get(
                 "linger_seconds", ENV_LINK_LINGER, 5.0, _parse_millis, _seconds(0.0, 3600.0)
@@ -250,6 +254,9 @@ class _Resolver:
             spool_max_events=self._get(
                 "spool_max_events", ENV_SPOOL_MAX_EVENTS, 100_000, _parse_int, _count(1, 10**8)
             ),
+            http_client=self._get(
+                "http_client", ENV_HTTP_CLIENT, "aiohttp", _parse_choice, _check_http_client
+            ),
         )
         _check_transport_security(config)
         return config
@@ -257,6 +264,21 @@ class _Resolver:
 
 def _as_text(name: str, raw: str) -> str:
     return raw
+
+
+HTTP_CLIENTS = ("aiohttp", "httpx")
+
+
+def _parse_choice(name: str, raw: str) -> str:
+    return raw.lower()
+
+
+def _check_http_client(name: str, value: str) -> str:
+    if value not in HTTP_CLIENTS:
+        raise ConfigurationError(
+            f"{name} is {value!r}; allowed: {' or '.join(repr(c) for c in HTTP_CLIENTS)}"
+        )
+    return value
 
 
 def _parse_bool(name: str, raw: str) -> bool:

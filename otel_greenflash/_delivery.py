@@ -1,21 +1,23 @@
-"""Concurrent delivery with retries: a fixed set of sender threads over one keep-alive client.
+"""Delivery: one asyncio loop on a background thread sends each event through a bounded,
+adaptive number of lanes, retrying within the event's retry window.
 
-Every event is encoded once, so each attempt carries the same body and ``insertId``. Retryable
-answers (network errors, timeouts, 408, 429, 5xx) are scheduled again after a backoff (or the
-server's ``Retry-After``) as long as the event's deadline allows; the sender thread is free to
-send other events meanwhile.
+An event waits for a free lane without any clock running; its retry window starts at its first
+attempt. A ``429``/``503`` carrying ``Retry-After`` pauses the whole endpoint; throttling halves
+the number of requests in flight, and successes grow it back (never above ``max_concurrency``).
+Every body is encoded once, so each attempt carries the same bytes and ``insertId``.
 
-Each event is *settled* exactly once, under the lock: sent, failed, or dropped at shutdown.
-Only the thread that settles it touches the counters and callbacks, so no event is counted
-twice however shutdown and the senders interleave. ``submit`` blocks its caller (the
-processor's worker, never the application) while too many events are unsettled.
+Each event is *settled* exactly once, under one lock: sent, failed, rejected or dropped at
+shutdown; only the settling thread touches the counters and callbacks. ``submit`` blocks its
+caller (the processor's worker, never the application) while too many events are unsettled.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import heapq
-import itertools
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,116 +31,158 @@ from ._exceptions import (
     PermissionDeniedError,
     RetriesExhaustedError,
 )
+from ._executor import DaemonExecutor
+from ._http import AsyncTransport
 from ._logging import RateLimitedLog, logger
-from ._retry import RetryPolicy, is_retryable_status
+from ._retry import THROTTLING_STATUSES, RetryPolicy, is_retryable_status, server_retry_delay
 from ._stats import DeliveryStats
-from ._transport import SendOutcome, Transport, encode_body
+from ._transport import SendOutcome, encode_body
 
 ErrorCallback = Callable[[Exception, Sequence[BusinessEvent]], None]
 DropCallback = Callable[[Sequence[BusinessEvent], str], None]
 SettledCallback = Callable[[BusinessEvent, str], bool]
 """Called once per event with ``"sent"``, ``"rejected"`` (the API refused it for good),
-``"failed"`` (undelivered: retries ran out, or the key was refused) or ``"dropped"``
+``"failed"`` (undelivered: the retry window ended, or the key was refused) or ``"dropped"``
 (shutdown). Returning True for ``"failed"`` means the caller keeps the event to try again
 later (the durable spool), so it is not counted as failed."""
 
 AUTH_PAUSE_SECONDS = 300.0
 """After a 401/403, events fail without a request for this long, then one request probes."""
 
+CLOSE_SECONDS = 0.5
+"""How long shutdown waits, after its own timeout, for connections to close."""
+
+_abandoned_after_fork: list[DeliveryEngine] = []
+"""Engines inherited from a parent process: kept referenced, never closed, in the child."""
+
 
 @dataclass(eq=False, slots=True)
 class _Attempt:
     event: BusinessEvent
     body: bytes
-    deadline: float
+    seq: int
+    window_ends: float = math.inf
+    """Set at the first attempt: no clock runs while the event waits for a lane."""
     tries: int = 0
+    epoch: int = -1
+    """The in-flight limit's epoch when the latest attempt started (one halving per epoch)."""
     settled: bool = False
 
 
 class DeliveryEngine:
-    """Sends events with ``concurrency`` threads; settles each as sent, failed or dropped."""
+    """Sends events from one asyncio loop; settles each as sent, failed, rejected or dropped."""
 
     def __init__(
         self,
-        transport: Transport,
+        transport: AsyncTransport,
         stats: DeliveryStats,
         *,
-        concurrency: int = 16,
+        max_concurrency: int = 64,
         max_pending: int = 2048,
-        deadline_seconds: float = 30.0,
+        retry_window_seconds: float = 300.0,
+        timeout_seconds: float = 10.0,
         policy: RetryPolicy | None = None,
         on_error: ErrorCallback | None = None,
         on_drop: DropCallback | None = None,
         on_settled: SettledCallback | None = None,
     ) -> None:
-        self._on_settled = on_settled
         self._transport = transport
         self._stats = stats
+        self._max_concurrency = max_concurrency
         self._max_pending = max_pending
-        self._deadline_seconds = deadline_seconds
+        self._window = retry_window_seconds
+        self._timeout = timeout_seconds
         self._policy = policy if policy is not None else RetryPolicy()
         self._on_error = on_error
         self._on_drop = on_drop
+        self._on_settled = on_settled
         self._log = RateLimitedLog()
-        lock = threading.Lock()
-        self._work = threading.Condition(lock)
-        """Senders wait here for something to send."""
-        self._changed = threading.Condition(lock)
-        """Flush and backpressure wait here for events to settle."""
-        self._ready: collections.deque[_Attempt] = collections.deque()
-        self._delayed: list[tuple[float, int, _Attempt]] = []
-        self._in_flight: set[_Attempt] = set()
-        self._sequence = itertools.count()
-        self._pending = 0
+        # Shared between threads (under the lock).
+        self._changed = threading.Condition(threading.Lock())
+        self._unsettled: dict[int, _Attempt] = {}
+        """Every event taken and not settled, by sequence number (oldest first)."""
+        self._next_seq = 0
         self._closing = False
-        self._abandoned = False
+        self._waiters = 0
+        # Owned by the loop thread.
+        self._ready: collections.deque[_Attempt] = collections.deque()
+        self._due: collections.deque[_Attempt] = collections.deque()
+        """Retries whose wait is over: they go before new events (their window is running)."""
+        self._delayed: list[tuple[float, int, _Attempt]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight = 0
+        self._limit = float(max_concurrency)
+        self._epoch = 0
+        self._paused_until = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
         self._auth_error: DeliveryError | None = None
         self._auth_paused_until = 0.0
         self._auth_probing = False
-        self._threads = [
-            threading.Thread(target=self._run, name=f"otel-greenflash-sender-{n}", daemon=True)
-            for n in range(concurrency)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._run_loop, name="otel-greenflash-delivery", daemon=True
+        )
+        self._thread.start()
 
     @property
     def pending(self) -> int:
-        return self._pending
+        """Events taken and not yet settled."""
+        return len(self._unsettled)
 
-    # -- called by the processor's worker ----------------------------------------------------
+    @property
+    def in_flight_limit(self) -> int:
+        """Requests allowed in flight now (shrinks when the API throttles)."""
+        return int(self._limit)
+
+    # -- called from other threads -----------------------------------------------------------
 
     def submit(self, events: Sequence[BusinessEvent]) -> None:
-        """Queue events for delivery; blocks while too many are unsettled (backpressure)."""
-        deadline = time.monotonic() + self._deadline_seconds
-        refused: list[BusinessEvent] = []
+        """Take events for delivery; blocks while ``max_pending`` are unsettled (backpressure)."""
+        encoded: list[tuple[BusinessEvent, bytes]] = []
         for event in events:
             try:
-                body = encode_body(event)
+                encoded.append((event, encode_body(event)))
             except (ValueError, TypeError, RecursionError):
                 self._fail(None, [event], EventRejectedError("the event cannot be encoded as JSON"))
-                continue
+        taken = 0
+        while taken < len(encoded):
             with self._changed:
-                while self._pending >= self._max_pending and not self._closing:
-                    self._changed.wait()
+                while len(self._unsettled) >= self._max_pending and not self._closing:
+                    self._waiters += 1
+                    try:
+                        self._changed.wait()
+                    finally:
+                        self._waiters -= 1
                 if self._closing:
-                    refused.append(event)
-                    continue
-                self._pending += 1
-                self._ready.append(_Attempt(event, body, deadline))
-                self._work.notify()
-        if refused:
-            self._drop(refused, "shutdown")
+                    break
+                room = self._max_pending - len(self._unsettled)
+                chunk: list[_Attempt] = []
+                for event, body in encoded[taken : taken + room]:
+                    attempt = _Attempt(event, body, self._next_seq)
+                    self._next_seq += 1
+                    self._unsettled[attempt.seq] = attempt
+                    chunk.append(attempt)
+                taken += len(chunk)
+            with contextlib.suppress(RuntimeError):  # loop already closed: shutdown drops them
+                self._loop.call_soon_threadsafe(self._accept, chunk)
+        if taken < len(encoded):
+            self._drop([event for event, _ in encoded[taken:]], "shutdown")
 
     def flush(self, timeout_seconds: float) -> bool:
-        """Wait until every submitted event is settled; False on timeout."""
+        """Wait until every event taken before the call is settled; False on timeout."""
         deadline = time.monotonic() + timeout_seconds
         with self._changed:
-            while self._pending:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._changed.wait(remaining)
+            watermark = self._next_seq
+            self._waiters += 1
+            try:
+                while self._unsettled and next(iter(self._unsettled)) < watermark:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._changed.wait(remaining)
+            finally:
+                self._waiters -= 1
         return True
 
     def shutdown(self, timeout_seconds: float) -> int:
@@ -151,63 +195,122 @@ class DeliveryEngine:
             self._changed.notify_all()
         self.flush(timeout_seconds)
         with self._changed:
-            self._abandoned = True
-            unsettled = [*self._ready, *(entry[2] for entry in self._delayed), *self._in_flight]
-            for attempt in unsettled:
+            left = list(self._unsettled.values())
+            for attempt in left:
                 attempt.settled = True
-            self._ready.clear()
-            self._delayed.clear()
-            self._in_flight.clear()
-            self._pending = 0
-            self._work.notify_all()
+            self._unsettled.clear()
             self._changed.notify_all()
-        if unsettled:
-            self._drop([attempt.event for attempt in unsettled], "shutdown")
-        self._transport.close()  # cuts requests still hanging on the network
-        return len(unsettled)
+        if left:
+            self._drop([attempt.event for attempt in left], "shutdown")
+        if not self._thread.is_alive():
+            return len(left)
+        close = self._close()
+        try:
+            closing = asyncio.run_coroutine_threadsafe(close, self._loop)
+        except RuntimeError:  # the loop stopped meanwhile
+            close.close()
+            return len(left)
+        with contextlib.suppress(Exception):
+            closing.result(CLOSE_SECONDS)
+        return len(left)
 
-    # -- sender threads ----------------------------------------------------------------------
+    def abandon_after_fork(self) -> None:
+        """In a forked child: this engine's thread does not exist here; never touch it again."""
+        _abandoned_after_fork.append(self)
 
-    def _next_attempt(self) -> _Attempt | None:
-        with self._work:
-            while True:
-                if self._abandoned:
-                    return None
-                now = time.monotonic()
-                while self._delayed and self._delayed[0][0] <= now:
-                    self._ready.append(heapq.heappop(self._delayed)[2])
-                if self._ready:
-                    attempt = self._ready.popleft()
-                    self._in_flight.add(attempt)
-                    return attempt
-                self._work.wait(self._delayed[0][0] - now if self._delayed else None)
+    # -- the loop thread ---------------------------------------------------------------------
 
-    def _run(self) -> None:
-        while True:
-            attempt = self._next_attempt()
-            if attempt is None:
-                return
-            try:
-                self._deliver(attempt)
-            except Exception:  # a bug here must not kill the sender
-                logger.exception("otel_greenflash sender failed")
-                self._fail(attempt, [attempt.event], DeliveryError("internal error"))
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        # Name resolution must work in the SDK's atexit shutdown too (see _executor).
+        self._loop.set_default_executor(DaemonExecutor(4, "otel-greenflash-resolver"))
+        try:
+            self._loop.run_forever()
+        finally:
+            with contextlib.suppress(Exception):
+                self._loop.close()
 
-    def _deliver(self, attempt: _Attempt) -> None:
+    async def _close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._transport.aclose(), CLOSE_SECONDS)
+        self._loop.call_soon(self._loop.stop)
+
+    def _accept(self, attempts: list[_Attempt]) -> None:
+        self._ready.extend(attempts)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Start attempts while lanes are free and the endpoint is not paused."""
         now = time.monotonic()
-        if self._auth_error is not None and not self._may_probe_auth(now):
-            self._fail(attempt, [attempt.event], self._auth_error)
+        delayed = self._delayed
+        while delayed and delayed[0][0] <= now:
+            self._due.append(heapq.heappop(delayed)[2])
+        if now < self._paused_until:
+            self._wake_at(self._paused_until, now)
             return
-        remaining = attempt.deadline - now
-        if remaining <= 0:
-            self._give_up(attempt, None)
-            return
+        while self._in_flight < self._limit:
+            if self._due:
+                attempt = self._due.popleft()
+            elif self._ready:
+                attempt = self._ready.popleft()
+            else:
+                break
+            if attempt.settled:
+                continue
+            if now >= attempt.window_ends:  # its window ended while the endpoint was paused
+                self._give_up(attempt, None)
+                continue
+            if self._auth_error is not None and not self._may_probe_auth(now):
+                self._fail(attempt, [attempt.event], self._auth_error)
+                continue
+            self._in_flight += 1
+            task = self._loop.create_task(self._attempt(attempt, now))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if delayed:
+            self._wake_at(delayed[0][0], now)
+
+    def _wake_at(self, when: float, now: float) -> None:
+        if self._timer is not None:
+            if self._timer_at <= when:
+                return
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self._loop.call_later(max(0.0, when - now), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        self._pump()
+
+    async def _attempt(self, attempt: _Attempt, now: float) -> None:
+        if attempt.tries == 0:
+            attempt.window_ends = now + self._window
         attempt.tries += 1
-        outcome = self._transport.send(attempt.body, timeout_seconds=remaining)
+        attempt.epoch = self._epoch
+        remaining = attempt.window_ends - now
+        try:
+            timeout = max(0.001, min(self._timeout, remaining))
+            outcome = await self._transport.send(attempt.body, timeout)
+            self._settle_outcome(attempt, outcome)
+        except Exception:  # a bug here must not stop delivery
+            logger.exception("otel_greenflash delivery failed")
+            self._fail(attempt, [attempt.event], DeliveryError("internal error"))
+        finally:
+            self._in_flight -= 1
+            self._pump()
+
+    def _settle_outcome(self, attempt: _Attempt, outcome: SendOutcome) -> None:
         status = outcome.status
         if self._auth_probing and status is not None and status not in (401, 403):
             self._auth_recovered()
         if outcome.ok:
+            if self._limit < self._max_concurrency:
+                self._limit = min(float(self._max_concurrency), self._limit + 1.0)
             if self._settle(attempt):
                 self._stats.add_sent()
                 if self._on_settled is not None:
@@ -223,53 +326,56 @@ class DeliveryEngine:
                 attempt.event.span_name,
                 status,
             )
-            self._fail(
-                attempt, [attempt.event], EventRejectedError(f"HTTP {status}", status=status)
-            )
+            error = EventRejectedError(f"HTTP {status}", status=status)
+            self._fail(attempt, [attempt.event], error)
             return
         self._retry_later(attempt, outcome)
 
     def _retry_later(self, attempt: _Attempt, outcome: SendOutcome) -> None:
+        now = time.monotonic()
+        throttled = outcome.status in THROTTLING_STATUSES
+        if throttled and attempt.epoch == self._epoch:  # once per round of requests
+            self._limit = max(1.0, self._limit / 2)
+            self._epoch += 1
+        hint = server_retry_delay(outcome.hints, time.time()) if outcome.hints else None
         delay = self._policy.delay(attempt.tries, outcome.hints, time.time())
-        due = time.monotonic() + delay
-        if due >= attempt.deadline:
+        due = now + delay
+        if throttled and hint is not None and hint > 0:  # the whole endpoint waits
+            self._paused_until = max(self._paused_until, due)
+        if due >= attempt.window_ends:
             self._give_up(attempt, outcome)
             return
-        with self._work:
-            if attempt.settled:
-                return
-            self._in_flight.discard(attempt)
-            heapq.heappush(self._delayed, (due, next(self._sequence), attempt))
-            self._work.notify()
+        heapq.heappush(self._delayed, (due, attempt.seq, attempt))
         self._stats.add_retried()
 
     def _give_up(self, attempt: _Attempt, outcome: SendOutcome | None) -> None:
-        cause = _describe(outcome) if outcome is not None else "no time left"
+        cause = _describe(outcome) if outcome is not None else "the endpoint was paused"
         self._log.warning(
             "gave-up",
-            "business event from span %r (insertId %s) not delivered after %d attempt(s): %s",
+            "business event from span %r (insertId %s) not delivered after %d attempt(s) "
+            "within its retry window: %s",
             attempt.event.span_name,
             attempt.event.loggable_insert_id,
             attempt.tries,
             cause,
         )
-        status = outcome.status if outcome is not None else None
-        error = RetriesExhaustedError(f"not delivered before the deadline: {cause}", status=status)
+        error = RetriesExhaustedError(
+            f"not delivered within the retry window: {cause}",
+            status=outcome.status if outcome is not None else None,
+        )
         self._fail(attempt, [attempt.event], error)
 
     # -- 401/403: one error line, then no requests for a while, then one probe ----------------
 
     def _may_probe_auth(self, now: float) -> bool:
-        with self._work:
-            if now < self._auth_paused_until or self._auth_probing:
-                return False
-            self._auth_probing = True
-            return True
+        if now < self._auth_paused_until or self._auth_probing:
+            return False
+        self._auth_probing = True
+        return True
 
     def _auth_recovered(self) -> None:
-        with self._work:
-            self._auth_probing = False
-            self._auth_error = None
+        self._auth_probing = False
+        self._auth_error = None
         logger.warning("Greenflash accepts the API key again; sending resumes")
 
     def _pause_for_auth(self, status: int, attempt: _Attempt) -> None:
@@ -280,11 +386,10 @@ class DeliveryEngine:
         else:
             error = PermissionDeniedError("the API key may not send events (HTTP 403)", status=403)
             cause = "the API key's plan does not allow the Events API"
-        with self._work:
-            first = self._auth_error is None
-            self._auth_error = error
-            self._auth_paused_until = time.monotonic() + AUTH_PAUSE_SECONDS
-            self._auth_probing = False
+        first = self._auth_error is None
+        self._auth_error = error
+        self._auth_paused_until = time.monotonic() + AUTH_PAUSE_SECONDS
+        self._auth_probing = False
         if first:
             logger.error(
                 "Greenflash answered HTTP %s: %s. Business events fail without being sent "
@@ -299,17 +404,15 @@ class DeliveryEngine:
 
     def _settle(self, attempt: _Attempt | None) -> bool:
         """Mark an event done; False when shutdown already settled it (then do nothing)."""
+        if attempt is None:
+            return True
         with self._changed:
-            if attempt is not None:
-                if attempt.settled:
-                    return False
-                attempt.settled = True
-                self._in_flight.discard(attempt)
-                self._pending -= 1
-                # Wake flush waiters (they wait for 0) and a blocked submit (it waits for a
-                # free slot) only when that can let them go: not once per event.
-                if self._pending == 0 or self._pending == self._max_pending - 1:
-                    self._changed.notify_all()
+            if attempt.settled:
+                return False
+            attempt.settled = True
+            del self._unsettled[attempt.seq]
+            if self._waiters:
+                self._changed.notify_all()
         return True
 
     def _fail(

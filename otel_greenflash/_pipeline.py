@@ -1,24 +1,35 @@
-"""Span → event → delivery, shared by the processor and the exporter."""
+"""Span → event → (spool) → delivery loop, shared by the processor and the exporter."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.util.types import AttributeValue
 
 from ._config import GreenflashConfig
-from ._delivery import DeliveryEngine, DropCallback, ErrorCallback, SettledCallback
+from ._delivery import DeliveryEngine, DropCallback, ErrorCallback
 from ._event import BusinessEvent, InvalidAttribute
+from ._http import transport_for
 from ._linking import LinkKeys
 from ._logging import logger
 from ._mapping import map_span
+from ._spool import Spool
+from ._spool_feed import SpoolFeed
 from ._stats import DeliveryStats
-from ._transport import Transport, transport_for
+from ._transport import Transport
+
+DrainWorker = Callable[[float], bool]
+"""Runs the worker over everything queued (and hands spooled events on); False on timeout."""
+
+_retired_spools: list[Spool] = []
+"""Spools inherited from a parent process: kept referenced so they are never closed here."""
 
 
 class EventPipeline:
-    """Maps finished spans to business events and hands them to a :class:`DeliveryEngine`."""
+    """Maps finished spans to business events and hands them to the delivery loop, through
+    the durable spool when one is configured."""
 
     def __init__(
         self,
@@ -29,38 +40,54 @@ class EventPipeline:
         on_drop: DropCallback | None = None,
         start: bool = True,
         transport: Transport | None = None,
-        on_settled: SettledCallback | None = None,
+        wake_worker: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.stats = DeliveryStats()
         self.link_keys = link_keys if link_keys is not None else LinkKeys(config.aliases)
         self.on_error = on_error
         self.on_drop = on_drop
-        self._transport_override = transport
-        self.on_settled = on_settled
+        self._custom_transport = transport
+        self._wake_worker = wake_worker or _nothing
         if start:
-            self.engine = self._new_engine()
+            self._start()
 
-    def _new_engine(self) -> DeliveryEngine:
+    def _start(self) -> None:
         config = self.config
-        return DeliveryEngine(
-            self._transport_override or transport_for(config),
+        # A spool only where events can really be delivered: adopting another process's
+        # events without a key (or in dry-run) would only set them aside for nothing.
+        self._spool_wanted = (
+            bool(config.spool_dir)
+            and not config.dry_run
+            and (bool(config.api_key) or self._custom_transport is not None)
+        )
+        self.feed = SpoolFeed(self.config, self.stats, self._wake_worker)
+        self.engine = DeliveryEngine(
+            transport_for(self.config, self._custom_transport),
             self.stats,
-            concurrency=config.max_concurrency,
-            max_pending=config.max_queue_size,
-            deadline_seconds=config.export_timeout_seconds,
+            max_concurrency=self.config.max_concurrency,
+            max_pending=self.config.max_queue_size,
+            retry_window_seconds=self.config.export_timeout_seconds,
+            timeout_seconds=self.config.timeout_seconds,
             on_error=self.on_error,
             on_drop=self.on_drop,
-            on_settled=self.on_settled,
+            on_settled=self.feed.note_settled if self._spool_wanted else None,
         )
 
     def restart_after_fork(self) -> None:
-        """Give a forked child its own engine: fresh threads, connections and counters.
+        """Give a forked child its own loop, connections and counters.
 
-        The parent's client is abandoned, not closed: its sockets still belong to the parent.
+        The parent's loop, connections and spool are abandoned, not closed: they still belong
+        to the parent.
         """
+        parent_spool = self.feed.release_after_fork()
+        if parent_spool is not None:
+            _retired_spools.append(parent_spool)
+        self.engine.abandon_after_fork()
         self.stats = DeliveryStats()
-        self.engine = self._new_engine()
+        self._start()
+
+    # -- mapping (worker thread) ---------------------------------------------------------------
 
     def map_span(
         self,
@@ -85,3 +112,49 @@ class EventPipeline:
         for problem in invalid:
             logger.warning(problem.describe())
             self.stats.add_invalid()
+
+    # -- waiting for a lane (worker thread) -------------------------------------------------
+
+    def deliver(self, events: Sequence[BusinessEvent]) -> None:
+        """Hand mapped events on: into the spool (which feeds the loop) or to the loop."""
+        if self._spool_wanted:
+            self._spool_wanted = False
+            self.feed.open()
+        if not self.feed.put(events, self.engine) and events:
+            self.engine.submit(events)
+
+    # -- lifecycle (any thread) ----------------------------------------------------------------
+
+    def flush(self, timeout_seconds: float, drain_worker: DrainWorker) -> bool:
+        """After ``drain_worker`` took everything queued before the call: wait until each of
+        those events is settled, spooled ones included; False on timeout."""
+        deadline = time.monotonic() + timeout_seconds
+        watermark = self.feed.last_seq()
+        while True:
+            if not self.engine.flush(max(0.0, deadline - time.monotonic())):
+                return False
+            if self.feed.flushed_through(watermark):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            pending = self.engine.pending
+            if not drain_worker(remaining):  # hands the loop more spooled events
+                return False
+            if self.engine.pending == pending:  # nothing more to hand over yet: wait a little
+                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    def shutdown(self, timeout_seconds: float) -> int:
+        """Deliver what fits in the timeout; return how many events were dropped."""
+        return self.engine.shutdown(timeout_seconds)
+
+    def close_spool(self) -> int:
+        """Final spool update; return how many events stay in it for the next start."""
+        return self.feed.close()
+
+    def spool_counts(self) -> dict[str, int] | None:
+        return self.feed.counts()
+
+
+def _nothing() -> None:
+    return None

@@ -11,6 +11,9 @@ from email.utils import parsedate_to_datetime
 RETRYABLE_STATUSES = frozenset({408, 429})
 """Besides every 5xx."""
 
+THROTTLING_STATUSES = frozenset({429, 503})
+"""Answers that mean "send less": with ``Retry-After`` they pause the whole endpoint."""
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -20,7 +23,7 @@ class RetryPolicy:
     max_backoff: float = 8.0
     jitter: float = 0.25
     """Each backoff is reduced by a random fraction up to this (spreads retries out)."""
-    max_server_delay: float = 30.0
+    max_server_delay: float = 120.0
     """``Retry-After``/``retry-after-ms`` longer than this are capped to it."""
 
     def backoff(self, attempt: int, rand: Callable[[], float] = random.random) -> float:

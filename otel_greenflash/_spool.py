@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -150,6 +151,20 @@ class Spool:
             logger.warning("otel_greenflash spool: %d damaged row(s) set aside", len(damaged))
             self.set_aside(damaged)
         return events
+
+    def last_seq(self) -> int:
+        """The newest event's number (0 when the spool is empty)."""
+        with self._lock:
+            (seq,) = self._db.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+        return int(seq)
+
+    def first_pending_seq(self) -> float:
+        """The oldest pending event's number (infinity when none is pending)."""
+        with self._lock:
+            (seq,) = self._db.execute(
+                "SELECT min(seq) FROM events WHERE status = ?", (PENDING,)
+            ).fetchone()
+        return math.inf if seq is None else int(seq)
 
     def release_after_fork(self) -> None:
         """In a forked child: let go of the parent's file without touching it."""

@@ -24,9 +24,10 @@ from ._config import (
 )
 from ._delivery import DeliveryEngine
 from ._event import BusinessEvent
+from ._http import transport_for
 from ._mapping import map_event_attributes
 from ._stats import DeliveryStats
-from ._transport import USER_AGENT, transport_for
+from ._transport import USER_AGENT
 from ._version import __version__
 
 
@@ -230,8 +231,9 @@ def _deliver(config: GreenflashConfig, event: BusinessEvent) -> int:
     engine = DeliveryEngine(
         transport_for(config),
         stats,
-        concurrency=1,
-        deadline_seconds=config.export_timeout_seconds,
+        max_concurrency=1,
+        retry_window_seconds=config.export_timeout_seconds,
+        timeout_seconds=config.timeout_seconds,
         on_error=lambda error, events: errors.append(error),
     )
     engine.submit([event])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import itertools
 import os
@@ -38,7 +37,6 @@ from ._mapping import (
     plain_attributes,
 )
 from ._pipeline import EventPipeline
-from ._spool import Spool
 from ._stats import StatsSnapshot
 from ._transport import Transport
 from ._worker import BackgroundWorker
@@ -65,8 +63,6 @@ _EVENT_TYPE = attr.EVENT_TYPE
 _EMPTY: Mapping[str, AttributeValue] = {}
 
 _active_processors: weakref.WeakSet[GreenflashSpanProcessor] = weakref.WeakSet()
-_retired_spools: list[Spool] = []
-"""Spools inherited from a parent process: kept referenced so they are never closed here."""
 
 
 def active_processors() -> list[GreenflashSpanProcessor]:
@@ -85,7 +81,7 @@ _held_for_fork: list[threading.Lock] = []
 def _hold_spools_before_fork() -> None:
     """No fork in the middle of a spool transaction: the child must find the file consistent."""
     for processor in list(_active_processors):
-        spool = processor._spool
+        spool = processor._pipeline.feed.spool if not processor._is_shutdown else None
         if spool is not None:
             spool._lock.acquire()
             _held_for_fork.append(spool._lock)
@@ -188,8 +184,6 @@ class GreenflashSpanProcessor(SpanProcessor):
         self._is_shutdown = False
         self._log = RateLimitedLog()
         self._enabled = config.sends or (config.enabled and transport is not None)
-        self._spool: Spool | None = None
-        self._custom_transport = transport is not None
         if not config.enabled:
             self._disable()
             return
@@ -199,7 +193,7 @@ class GreenflashSpanProcessor(SpanProcessor):
             on_error=on_error,
             on_drop=on_drop,
             transport=transport,
-            on_settled=self._note_settled,
+            wake_worker=self._wake_worker,
         )
         if not self._enabled:
             logger.warning(
@@ -239,14 +233,6 @@ class GreenflashSpanProcessor(SpanProcessor):
             max_waiting=config.max_waiting, linger_seconds=config.linger_seconds
         )
         self._ended_waiting: list[int] = []
-        self._reset_spool_state()
-        # A spool only where events can really be delivered: adopting another process's
-        # events without a key (or in dry-run) would only set them aside for nothing.
-        self._spool_wanted = (
-            bool(config.spool_dir)
-            and not config.dry_run
-            and (bool(config.api_key) or self._custom_transport)
-        )
         self._worker: BackgroundWorker[WorkItem] = BackgroundWorker(
             self._handle_batch,
             name="otel-greenflash-processor",
@@ -263,10 +249,6 @@ class GreenflashSpanProcessor(SpanProcessor):
         """
         if self._is_shutdown:
             return
-        parent_spool = self._spool
-        if parent_spool is not None:  # never closed here: that would touch the parent's file
-            parent_spool.release_after_fork()
-            _retired_spools.append(parent_spool)
         self._pipeline.restart_after_fork()
         self._start_worker()
 
@@ -416,18 +398,23 @@ class GreenflashSpanProcessor(SpanProcessor):
     # -- lifecycle ---------------------------------------------------------------------------
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Send everything queued so far, waiting events included; False if the timeout passed."""
-        deadline = time.monotonic() + timeout_millis / 1000
-        if not self._worker.flush(timeout_millis / 1000):
-            return False
-        return self._pipeline.engine.flush(max(0.0, deadline - time.monotonic()))
+        """Deliver every event taken before the call, waiting ones included (spooled ones
+        too); True only when each is settled (sent, refused, or failed for good)."""
+        return self._flush(timeout_millis / 1000, drain=True)
 
     def deliver_queued(self, timeout_millis: int = 30000) -> bool:
         """Like :meth:`force_flush`, but events waiting for their trace's root keep waiting."""
-        deadline = time.monotonic() + timeout_millis / 1000
-        if not self._worker.flush(timeout_millis / 1000, drain=False):
+        return self._flush(timeout_millis / 1000, drain=False)
+
+    def _flush(self, timeout_seconds: float, *, drain: bool) -> bool:
+        deadline = time.monotonic() + timeout_seconds
+        if not self._worker.flush(timeout_seconds, drain=drain):
             return False
-        return self._pipeline.engine.flush(max(0.0, deadline - time.monotonic()))
+
+        def drain_worker(seconds: float) -> bool:
+            return self._worker.flush(seconds, drain=drain)
+
+        return self._pipeline.flush(max(0.0, deadline - time.monotonic()), drain_worker)
 
     def shutdown(self, timeout_millis: int = 30000) -> None:
         """Deliver what fits in the timeout, stop, and report what was not delivered."""
@@ -436,11 +423,12 @@ class GreenflashSpanProcessor(SpanProcessor):
         self._is_shutdown = True
         deadline = time.monotonic() + timeout_millis / 1000
         self._worker.shutdown(timeout_millis / 1000)
-        undelivered = self._pipeline.engine.shutdown(max(0.0, deadline - time.monotonic()))
+        undelivered = self._pipeline.shutdown(max(0.0, deadline - time.monotonic()))
         for item in self._worker.abandon():
             self._drop_item(item, "shutdown")
             undelivered += _event_count(item)
-        kept = self._close_spool()
+        # A worker still running may be using the spool; then its file stays for adoption.
+        kept = self._pipeline.close_spool() if self._worker.stopped else 0
         if undelivered:
             logger.warning(
                 "otel_greenflash shut down before delivering %d business event(s); "
@@ -454,138 +442,19 @@ class GreenflashSpanProcessor(SpanProcessor):
         ``sent``, ``failed``, ``invalid`` or ``dropped``)."""
         snapshot = self._pipeline.stats.snapshot()
         snapshot["waiting"] = len(self._waiting)
-        spool = self._spool if not self._is_shutdown else None
-        if spool is not None:
+        if not self._is_shutdown:
             with contextlib.suppress(Exception):  # a broken spool must not break stats()
-                pending, rejected = spool.counts()
-                snapshot["spool"] = {
-                    "pending": pending,
-                    "rejected": rejected,
-                    "evicted": spool.evicted,
-                }
+                snapshot["spool"] = self._pipeline.spool_counts() or {}
         return snapshot
 
-    # -- durable spool (worker thread) ----------------------------------------------------------
-    # With a spool, the spool is the queue in front of the senders: every event is written to
-    # it first, then handed over in order as the senders have room, so the worker never waits
-    # on a full sender pool (the span queue keeps draining into the spool during an outage).
-
-    def _reset_spool_state(self) -> None:
-        self._spool = None
-        self._spool_notes: collections.deque[tuple[str, str]] = collections.deque()
-        self._cursor = 0
-        """Highest spool sequence number handed to the senders."""
-        self._in_engine: set[str] = set()
-        self._retry_spooled = False
-        self._last_rescan = time.monotonic()
-
-    def _open_spool(self) -> None:
-        """Open this process's spool (on the worker thread), adopting what dead processes left."""
-        self._spool_wanted = False
-        directory = self._config.spool_dir
-        try:
-            spool = Spool(directory or "", max_events=self._config.spool_max_events)
-            adopted = spool.adopt_orphans()
-        except Exception as error:  # whatever the disk says, the app carries on
-            logger.error(
-                "otel_greenflash spool disabled, events are kept in memory only: %s", error
-            )
-            return
-        if adopted:
-            self._pipeline.stats.add_queued(adopted)
-        self._spool = spool
-
-    def _note_settled(self, event: BusinessEvent, outcome: str) -> bool:
-        """Sender threads report each settled event. True when the spool keeps an event whose
-        retries ran out, to try it again later (so it is not counted as failed)."""
-        if self._spool is None:
-            return False
-        self._spool_notes.append((event.insert_id, outcome))
-        return outcome == "failed"
-
-    def _spool_and_feed(self, new_events: list[BusinessEvent], draining: bool) -> bool:
-        """Spool new events, apply settled notes, hand spooled events to the senders as they
-        have room. False when there is no (longer a) spool: the caller sends directly."""
-        spool = self._spool
-        if spool is None:
-            return False
-        try:
-            self._apply_notes(spool)
-            lost = spool.add(new_events, handed_over_up_to=self._cursor)
-            if lost:
-                self._pipeline.stats.add_dropped("spool_full", lost)
-                self._log.warning(
-                    "spool-full",
-                    "otel_greenflash spool is full (spool_max_events=%d): %d unsent event(s) "
-                    "evicted",
-                    spool.max_events,
-                    lost,
-                )
-            self._feed_senders(spool, draining)
-        except Exception as error:
-            self._spool = None
-            logger.error(
-                "otel_greenflash spool failed (%s): spool disabled, events are kept in memory only",
-                error,
-            )
-            self._pipeline.engine.submit(new_events)
-        return True
-
-    def _apply_notes(self, spool: Spool) -> None:
-        notes = self._spool_notes
-        sent: list[str] = []
-        rejected: list[str] = []
-        while notes:
-            insert_id, outcome = notes.popleft()
-            self._in_engine.discard(insert_id)
-            if outcome == "sent":
-                sent.append(insert_id)
-            elif outcome == "rejected":
-                rejected.append(insert_id)
-            elif outcome == "failed":
-                self._retry_spooled = True
-        spool.remove(sent)
-        spool.set_aside(rejected)
-
-    def _feed_senders(self, spool: Spool, draining: bool) -> None:
-        engine = self._pipeline.engine
-        room = self._config.max_queue_size - engine.pending
-        now = time.monotonic()
-        if self._retry_spooled and now - self._last_rescan >= self._config.export_timeout_seconds:
-            self._retry_spooled = False  # events whose retries ran out: go round once more
-            self._last_rescan = now
-            self._cursor = 0
-        while room > 0:
-            rows = spool.pending_after(self._cursor, min(room, 512))
-            if not rows:
-                return
-            self._cursor = rows[-1][0]
-            batch = [event for _, event in rows if event.insert_id not in self._in_engine]
-            self._in_engine.update(event.insert_id for event in batch)
-            engine.submit(batch)
-            room -= len(batch)
-            if not draining:
-                return
-
-    def _close_spool(self) -> int:
-        """Final spool update at shutdown; return how many events stay in it for next time."""
-        spool = self._spool
-        if spool is None or not self._worker.stopped:
-            return 0  # a worker still running may be using it; the file stays for adoption
-        try:
-            self._apply_notes(spool)
-            pending, _ = spool.counts()
-        except Exception:
-            pending = 0
-        spool.close()
-        self._spool = None
-        return pending
+    def _wake_worker(self) -> None:
+        worker = getattr(self, "_worker", None)
+        if worker is not None:
+            worker.wake()
 
     # -- worker thread -----------------------------------------------------------------------
 
     def _handle_batch(self, batch: list[WorkItem], draining: bool) -> None:
-        if self._spool_wanted:
-            self._open_spool()
         now = time.monotonic()
         cut_short_by = "shutdown" if self._is_shutdown else "flush"
         if batch:
@@ -620,8 +489,7 @@ class GreenflashSpanProcessor(SpanProcessor):
             for item in self._waiting.release_expired(now):
                 events.extend(self._events_for(item, cut_short="linger_expired"))
             self._trace_ids.purge(now)
-        if not self._spool_and_feed(events, draining) and events:
-            self._pipeline.engine.submit(events)
+        self._pipeline.deliver(events)
 
     def _linked_ids(self, item: EventSpan) -> dict[str, AttributeValue]:
         """Levels 2-4 for an event span: live ancestors (nearest first), baggage, trace."""

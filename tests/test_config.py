@@ -31,9 +31,10 @@ def test_defaults() -> None:
     assert (config.max_queue_size, config.max_export_batch_size, config.max_concurrency) == (
         2048,
         512,
-        16,
+        64,
     )
-    assert (config.schedule_delay_seconds, config.export_timeout_seconds) == (1.0, 30.0)
+    assert (config.schedule_delay_seconds, config.export_timeout_seconds) == (1.0, 300.0)
+    assert config.http_client == "aiohttp"
     assert (config.timeout_seconds, config.linger_seconds) == (10.0, 5.0)
     assert config.enabled
     assert not config.dry_run

@@ -264,8 +264,8 @@ def test_backoff_sleeps_wake_on_shutdown(
     processor.shutdown(timeout_millis=500)
     assert time.monotonic() - started < 1.5
     assert processor.stats()["dropped"] == {"shutdown": N}
-    senders = processor._pipeline.engine._threads
-    deadline = time.monotonic() + 5  # the senders asleep in their backoff were woken and left
+    senders = [processor._pipeline.engine._thread]
+    deadline = time.monotonic() + 5  # the loop, with events waiting out a backoff, stopped
     while time.monotonic() < deadline and any(thread.is_alive() for thread in senders):
         time.sleep(0.02)
     assert not any(thread.is_alive() for thread in senders)

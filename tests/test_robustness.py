@@ -17,6 +17,7 @@ from opentelemetry.util.types import AttributeValue
 import otel_greenflash.processor as processor_module
 from otel_greenflash import BusinessEvent, GreenflashSpanProcessor, track
 from otel_greenflash._delivery import DeliveryEngine
+from otel_greenflash._http import ThreadedTransport
 from otel_greenflash._stats import DeliveryStats, StatsSnapshot
 from otel_greenflash._transport import SendOutcome
 from otel_greenflash.testing import EventsApiServer, Fault
@@ -81,7 +82,8 @@ def test_an_event_failing_during_shutdown_is_counted_once(
 
 
 class _SlowFirstTransport:
-    """A transport whose event "D" always asks to retry much later; others succeed."""
+    """A transport whose event "D" always asks to retry much later (a 500 with a hint for
+    that event alone, not a throttling answer that pauses the endpoint); others succeed."""
 
     def __init__(self) -> None:
         self.sent_at: dict[bytes, float] = {}
@@ -89,7 +91,7 @@ class _SlowFirstTransport:
     def send(self, body: bytes, timeout_seconds: float | None = None) -> SendOutcome:
         if b'"D"' in body:
             time.sleep(0.2)
-            return SendOutcome(503, hints={"retry-after-ms": "20000"})
+            return SendOutcome(500, hints={"retry-after-ms": "20000"})
         self.sent_at[body] = time.monotonic()
         return SendOutcome(200)
 
@@ -104,7 +106,9 @@ def _event(name: str) -> BusinessEvent:
 @pytest.mark.parametrize("trial", range(3))
 def test_new_work_wakes_an_idle_sender_even_while_someone_flushes(trial: int) -> None:
     transport = _SlowFirstTransport()
-    engine = DeliveryEngine(transport, DeliveryStats(), concurrency=2, deadline_seconds=60)
+    engine = DeliveryEngine(
+        ThreadedTransport(transport, 2), DeliveryStats(), max_concurrency=2, retry_window_seconds=60
+    )
     try:
         engine.submit([_event("D")])  # in flight for 0.2 s, then waits 20 s for its retry
         time.sleep(0.05)

@@ -7,17 +7,17 @@ import json
 
 import pytest
 
-from otel_greenflash._transport import ConsoleTransport, _proxy_for
+from otel_greenflash._transport import ConsoleTransport, proxy_for
 
 
 def test_proxy_from_the_environment_like_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY", "https_proxy", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
-    assert _proxy_for("https://www.greenflash.ai/api/v1/events") is None
+    assert proxy_for("https://www.greenflash.ai/api/v1/events") is None
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
-    assert _proxy_for("https://www.greenflash.ai/api/v1/events") == "http://proxy.internal:3128"
+    assert proxy_for("https://www.greenflash.ai/api/v1/events") == "http://proxy.internal:3128"
     monkeypatch.setenv("NO_PROXY", "greenflash.ai")
-    assert _proxy_for("https://www.greenflash.ai/api/v1/events") is None
+    assert proxy_for("https://www.greenflash.ai/api/v1/events") is None
 
 
 def test_console_transport_prints_one_json_line_per_event() -> None:

@@ -1,0 +1,77 @@
+"""A small pool of daemon threads that keeps working while the interpreter exits.
+
+``concurrent.futures.ThreadPoolExecutor`` refuses new work once interpreter shutdown begins,
+before ``atexit`` handlers run, yet the SDK's ``atexit`` shutdown is exactly when the last
+events are flushed: name resolution (asyncio's ``getaddrinfo``) and blocking transports
+must still run then.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_Work = tuple["Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+class DaemonExecutor(ThreadPoolExecutor):
+    """Runs calls on up to ``max_workers`` daemon threads, started as work arrives.
+
+    A ``ThreadPoolExecutor`` only by type (asyncio's default executor must be one); none of
+    its machinery is used.
+    """
+
+    def __init__(self, max_workers: int, name: str) -> None:
+        super().__init__(max_workers=1)
+        self._max_workers = max(1, max_workers)
+        self._name = name
+        self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._started: list[threading.Thread] = []
+        self._idle = 0
+        self._closed = False
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("executor closed")
+            if self._idle == 0 and len(self._started) < self._max_workers:
+                thread = threading.Thread(
+                    target=self._work, name=f"{self._name}-{len(self._started)}", daemon=True
+                )
+                self._started.append(thread)
+                thread.start()
+            elif self._idle:
+                self._idle -= 1
+        self._queue.put((future, fn, args, kwargs))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._closed = True
+            threads = list(self._started)
+        for _ in threads:
+            self._queue.put(None)
+        if wait:
+            for thread in threads:
+                thread.join()
+
+    def _work(self) -> None:
+        while True:
+            work = self._queue.get()
+            if work is None:
+                return
+            future, fn, args, kwargs = work
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as exc:
+                    future.set_exception(exc)
+            with self._lock:
+                self._idle += 1

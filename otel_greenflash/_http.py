@@ -1,0 +1,203 @@
+"""Async HTTP to the Events API: one POST per event through httpx's transport interface.
+
+The default transport is ``httpx_aiohttp.AiohttpTransport`` (aiohttp's connection pool under
+httpx's request and response types), measured fastest and cheapest here; the pure-httpx
+fallback gives each lane its own ``httpx.AsyncHTTPTransport`` with one keep-alive connection
+(one shared httpcore pool costs CPU growing with the square of the requests in flight).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import sys
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+import httpx
+import httpx_aiohttp
+from opentelemetry import context as otel_context
+
+from ._config import GreenflashConfig
+from ._executor import DaemonExecutor
+from ._transport import USER_AGENT, ConsoleTransport, SendOutcome, Transport, proxy_for
+
+MAX_RESPONSE_BYTES = 64 * 1024
+"""Response bodies are read up to this much; past it the connection is closed (the status
+still counts). The Events API answers with a few dozen bytes."""
+
+
+# The SDK's own exporters set this key so HTTP-client instrumentations skip their requests.
+_SUPPRESS_INSTRUMENTATION_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY
+
+_HINT_HEADERS = ("retry-after", "retry-after-ms")
+
+_ssl_lock = threading.Lock()
+_ssl_context: ssl.SSLContext | None = None
+
+
+def shared_ssl_context() -> ssl.SSLContext:
+    """One TLS context for the process: building one loads the CA bundle (≈ 30 ms of CPU)."""
+    global _ssl_context
+    with _ssl_lock:
+        if _ssl_context is None:
+            _ssl_context = httpx.create_ssl_context()
+        return _ssl_context
+
+
+class AsyncTransport(Protocol):
+    """Where the delivery loop sends bodies. ``send`` never raises and never outlives
+    ``timeout_seconds`` (connect, upload and the whole response together)."""
+
+    async def send(self, body: bytes, timeout_seconds: float) -> SendOutcome: ...
+
+    async def aclose(self) -> None: ...
+
+
+class EventsApiTransport:
+    """Posts event bodies to ``{base_url}/events`` with one total deadline per request."""
+
+    def __init__(self, config: GreenflashConfig) -> None:
+        headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json"}
+        headers.update(config.custom_headers)
+        if config.api_key:
+            headers["Authorization"] = f"Bearer {config.api_key}"
+        self._headers = httpx.Headers(headers)
+        self._url = httpx.URL(config.events_url)
+        proxy_url = proxy_for(config.events_url)
+        self._proxy = httpx.Proxy(proxy_url) if proxy_url else None
+        self._timeout = config.timeout_seconds
+        self._lanes = _Lanes(config.http_client, config.max_concurrency, self._proxy)
+
+    async def send(self, body: bytes, timeout_seconds: float) -> SendOutcome:
+        timeout = min(timeout_seconds, self._timeout)
+        token = otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        try:
+            return await _within(timeout, self._post(body, timeout))
+        except (asyncio.TimeoutError, TimeoutError):
+            return SendOutcome(None, "Timeout")
+        except Exception as exc:  # network errors, or the transport closed by shutdown
+            return SendOutcome(None, type(exc).__name__)
+        finally:
+            otel_context.detach(token)
+
+    async def _post(self, body: bytes, timeout: float) -> SendOutcome:
+        phases = {"connect": min(5.0, timeout), "read": timeout, "write": timeout, "pool": timeout}
+        request = httpx.Request(
+            "POST", self._url, headers=self._headers, content=body, extensions={"timeout": phases}
+        )
+        transport, release = self._lanes.take()
+        try:
+            response = await transport.handle_async_request(request)
+            stream = response.stream
+            try:
+                received = 0
+                async for chunk in stream:  # type: ignore[union-attr]
+                    received += len(chunk)
+                    if received > MAX_RESPONSE_BYTES:
+                        break  # closing an unfinished response closes its connection
+            finally:
+                await stream.aclose()  # type: ignore[union-attr]
+        finally:
+            release()
+        headers = response.headers
+        hints = {name: headers[name] for name in _HINT_HEADERS if name in headers}
+        return SendOutcome(response.status_code, hints=hints)
+
+    async def aclose(self) -> None:
+        await self._lanes.aclose()
+
+
+class _Lanes:
+    """The httpx transports requests go through: one aiohttp pool, or one httpcore
+    connection per lane handed out from a free list."""
+
+    def __init__(self, client: str, concurrency: int, proxy: httpx.Proxy | None) -> None:
+        self._client = client
+        self._proxy = proxy
+        self._concurrency = concurrency
+        self._free: list[httpx.AsyncBaseTransport] = []
+        self._all: list[httpx.AsyncBaseTransport] = []
+        self._shared: httpx.AsyncBaseTransport | None = None
+        if client == "aiohttp":
+            self._shared = httpx_aiohttp.AiohttpTransport(
+                verify=shared_ssl_context(),
+                limits=httpx.Limits(
+                    max_connections=concurrency, max_keepalive_connections=concurrency
+                ),
+                proxy=proxy,
+            )
+            self._all.append(self._shared)
+
+    def take(self) -> tuple[httpx.AsyncBaseTransport, Callable[[], None]]:
+        if self._shared is not None:
+            return self._shared, _nothing
+        transport = self._free.pop() if self._free else self._new_httpx_lane()
+        return transport, lambda: self._free.append(transport)
+
+    def _new_httpx_lane(self) -> httpx.AsyncBaseTransport:
+        transport = httpx.AsyncHTTPTransport(
+            verify=shared_ssl_context(),
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            proxy=self._proxy,
+        )
+        self._all.append(transport)
+        return transport
+
+    async def aclose(self) -> None:
+        transports, self._all, self._free = self._all, [], []
+        for transport in transports:
+            with contextlib.suppress(Exception):
+                await transport.aclose()
+
+
+class ThreadedTransport:
+    """Runs a blocking :class:`~otel_greenflash._transport.Transport` (e.g. the dry-run console
+    or ``testing.MemoryTransport``) on a small thread pool, off the delivery loop."""
+
+    def __init__(self, transport: Transport, threads: int) -> None:
+        self._transport = transport
+        self._executor = DaemonExecutor(threads, "otel-greenflash-transport")
+
+    async def send(self, body: bytes, timeout_seconds: float) -> SendOutcome:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                self._executor, self._transport.send, body, timeout_seconds
+            )
+        except Exception as exc:
+            return SendOutcome(None, type(exc).__name__)
+
+    async def aclose(self) -> None:
+        self._executor.shutdown(wait=False)
+        with contextlib.suppress(Exception):
+            self._transport.close()
+
+
+def _nothing() -> None:
+    return None
+
+
+if sys.version_info >= (3, 11):
+
+    async def _within(seconds: float, work: Coroutine[Any, Any, SendOutcome]) -> SendOutcome:
+        """``work``, cancelled when ``seconds`` pass (TimeoutError)."""
+        async with asyncio.timeout(seconds):
+            return await work
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _within(seconds: float, work: Coroutine[Any, Any, SendOutcome]) -> SendOutcome:
+        """``work``, cancelled when ``seconds`` pass (TimeoutError)."""
+        return await asyncio.wait_for(work, seconds)
+
+
+def transport_for(config: GreenflashConfig, custom: Transport | None = None) -> AsyncTransport:
+    """Where events go: a given blocking transport, stdout in dry-run mode, else the API."""
+    if custom is not None:
+        return ThreadedTransport(custom, min(config.max_concurrency, 16))
+    if config.dry_run:
+        return ThreadedTransport(ConsoleTransport(), 1)
+    return EventsApiTransport(config)
