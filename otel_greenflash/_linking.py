@@ -200,6 +200,8 @@ class TraceIds:
         self._retain_seconds = retain_seconds
         self._lock = threading.Lock()
         self._traces: collections.OrderedDict[int, _TraceRecord] = collections.OrderedDict()
+        self._ended: collections.deque[tuple[float, int, _TraceRecord]] = collections.deque()
+        """Roots' ends in the order they happened, so ``purge`` looks only at what expired."""
 
     def __len__(self) -> int:
         return len(self._traces)
@@ -242,7 +244,12 @@ class TraceIds:
         """Note the local root's end; True when events of this trace are waiting for it."""
         with self._lock:
             record = self._record(trace_id)
-            record.ended_at = time.monotonic()
+            record.ended_at = ended_at = time.monotonic()
+            self._ended.append((ended_at, trace_id, record))
+            if len(self._ended) > 2 * self._max_traces:  # entries of evicted traces
+                self._ended = collections.deque(
+                    entry for entry in self._ended if self._traces.get(entry[1]) is entry[2]
+                )
             waited_on, record.waited_on = record.waited_on, False
             return waited_on
 
@@ -259,14 +266,14 @@ class TraceIds:
     def purge(self, now: float | None = None) -> None:
         """Drop traces whose local root ended more than ``retain_seconds`` ago."""
         cutoff = (time.monotonic() if now is None else now) - self._retain_seconds
+        ended = self._ended
         with self._lock:
-            stale = [
-                trace_id
-                for trace_id, record in self._traces.items()
-                if record.ended_at is not None and record.ended_at < cutoff
-            ]
-            for trace_id in stale:
-                del self._traces[trace_id]
+            while ended and ended[0][0] < cutoff:
+                _, trace_id, record = ended.popleft()
+                # Only if this very end is the record's latest (a root may end twice).
+                if self._traces.get(trace_id) is record and record.ended_at is not None:
+                    if record.ended_at < cutoff:
+                        del self._traces[trace_id]
 
     def _record(self, trace_id: int) -> _TraceRecord:
         record = self._traces.get(trace_id)

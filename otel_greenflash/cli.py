@@ -109,8 +109,8 @@ def _check(arguments: argparse.Namespace) -> int:
     _row(
         "delivery",
         f"queue {config.max_queue_size}, batch {config.max_export_batch_size}, "
-        f"every {config.schedule_delay_seconds:g} s, {config.max_concurrency} in flight, "
-        f"request timeout {config.timeout_seconds:g} s, deadline "
+        f"every {config.schedule_delay_seconds:g} s, up to {config.max_concurrency} in flight "
+        f"({config.http_client}), request timeout {config.timeout_seconds:g} s, retry window "
         f"{config.export_timeout_seconds:g} s",
     )
     if not config.dry_run:

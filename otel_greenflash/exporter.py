@@ -23,9 +23,12 @@ class GreenflashSpanExporter(SpanExporter):
     An exporter never sees spans start, so it links events through the spans it has been
     given: ids found on any span of the trace (same batch or an earlier one), and — for an
     event whose conversation is still unknown — a wait for the trace's local root span to
-    arrive in a later batch (bounded like the processor's). ``export`` returns once the batch's
-    events are delivered or have failed (within ``export_timeout_seconds``), except events
-    still waiting for their root span; ``force_flush`` and ``shutdown`` send those too.
+    arrive in a later batch (bounded like the processor's). ``export`` waits for the batch's
+    events up to ``timeout_seconds`` (like OTLP exporters' export timeout) and returns
+    ``SUCCESS`` when all were accepted; past that it returns ``FAILURE`` while their delivery
+    goes on in the background (retried within the retry window, counted as always). Events
+    still waiting for their root span are not waited for; ``force_flush`` and ``shutdown``
+    send those too.
     Accepts every keyword of :class:`GreenflashSpanProcessor`.
     """
 
@@ -55,7 +58,7 @@ class GreenflashSpanExporter(SpanExporter):
         for span in spans:
             on_end(span)
         failed_before = self._core.stats()["failed"]
-        delivered = self._core.deliver_queued(int(self._core.config.export_timeout_seconds * 1000))
+        delivered = self._core.deliver_queued(int(self._core.config.timeout_seconds * 1000))
         if delivered and self._core.stats()["failed"] == failed_before:
             return SpanExportResult.SUCCESS
         return SpanExportResult.FAILURE
@@ -63,14 +66,11 @@ class GreenflashSpanExporter(SpanExporter):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._core.force_flush(timeout_millis)
 
-    def shutdown(self, timeout_millis: int | None = None) -> None:
-        """Send what is left (waiting events included) within ``timeout_millis`` (default:
-        the export timeout), then stop."""
+    def shutdown(self, timeout_millis: int = 30000) -> None:
+        """Send what is left (waiting events included) within ``timeout_millis``, then stop."""
         if self._shutdown:
             return
         self._shutdown = True
-        if timeout_millis is None:
-            timeout_millis = int(self._core.config.export_timeout_seconds * 1000)
         self._core.shutdown(timeout_millis)
 
     def stats(self) -> StatsSnapshot:
