@@ -510,3 +510,39 @@ def test_invalid_helper_ids_are_logged_and_ignored(caplog: pytest.LogCaptureFixt
     assert scope.ids == {"greenflash.conversation.external_id": "chat-1"}
     assert "greenflash.conversation.id" in caplog.text
     assert "not-a-uuid" not in caplog.text
+
+
+def test_purge_drops_only_traces_whose_root_ended_long_enough_ago() -> None:
+    from otel_greenflash._linking import LinkKeys, TraceIds
+
+    store = TraceIds(LinkKeys(), max_traces=100, retain_seconds=30.0)
+    started = time.monotonic()
+    for trace_id in range(10):
+        store.record(trace_id, {"greenflash.conversation.external_id": f"c{trace_id}"}, root=True)
+        store.root_ended(trace_id)
+    store.record(99, {"greenflash.conversation.external_id": "open"}, root=False)  # root open
+    store.purge(now=started + 10)
+    assert len(store) == 11
+    time.sleep(0.05)
+    between = time.monotonic()
+    time.sleep(0.05)
+    store.root_ended(3)  # ended again later: its newest end decides
+    store.purge(now=between + 30)
+    assert sorted(trace_id for trace_id in range(100) if trace_id in store) == [3, 99]
+    store.purge(now=time.monotonic() + 31)
+    assert sorted(trace_id for trace_id in range(100) if trace_id in store) == [99]
+
+
+def test_purge_looks_only_at_expired_entries() -> None:
+    from otel_greenflash._linking import LinkKeys, TraceIds
+
+    store = TraceIds(LinkKeys(), max_traces=10_000, retain_seconds=30.0)
+    for trace_id in range(5_000):
+        store.record(trace_id, {"greenflash.conversation.external_id": "c"}, root=True)
+        store.root_ended(trace_id)
+    store.purge(now=time.monotonic())  # nothing expired: the queue of ends is left as it was
+    assert len(store) == 5_000
+    assert len(store._ended) == 5_000
+    store.purge(now=time.monotonic() + 3600)
+    assert len(store) == 0
+    assert len(store._ended) == 0
