@@ -1,14 +1,28 @@
-"""Scenario 2: delivery throughput and client CPU per delivered event, one configuration per
-fresh interpreter: ``python -m benchmarks.throughput MODE BASE_URL API_KEY N [K] [--timeout S]``.
+"""Scenario 2 (and the delivery side of 7): delivery throughput, client CPU per delivered event
+and delivery under faults, one configuration per fresh interpreter::
+
+    python -m benchmarks.throughput MODE BASE_URL API_KEY N [K] [--timeout S]
+        [--http-client aiohttp|httpx] [--burst]
 
 MODE: ``sdk_sequential`` / ``sdk_threads`` (official ``greenflash`` SDK, ``events.create``
 called in a loop or from a K-thread pool, after one warm-up call that is not measured;
 ``--timeout`` is the SDK's request timeout, its own default 60 s when not given) or ``ours``
-(spans with event attributes through ``GreenflashSpanProcessor`` with K senders; span creation
-is included in the CPU figure).
-BASE_URL may be the fast receiver's (``benchmarks._receiver``) or a ``ServerProcess``'s.
-Prints one JSON line: events/s, CPU µs per delivered event (whole process), delivered share,
-and the calls that failed (SDK) and duplicates the server saw during the run.
+(spans with event attributes through a ``GreenflashSpanProcessor`` built with nothing but
+``api_key``, ``base_url`` and ``product_id``: every other setting is the library's default;
+``--http-client`` sets ``GREENFLASH_HTTP_CLIENT``, the only way to pick the fallback). Ours is
+warmed up too (one event delivered before the clock starts), and span creation is included in
+its CPU figure.
+
+How ours emits: the app thread creates spans back to back, as a busy app would, but never lets
+the span queue (``max_queue_size``, 2048 by default, which drops when full) overflow: before
+each chunk of 128 spans it checks ``stats()["queued"]`` (what the worker has taken off the
+queue) and sleeps 2 ms while the queue is more than 1792 deep. ``--burst`` emits all N at once
+instead (N must fit the queue). Either way a run that dropped an event fails.
+
+BASE_URL is the fast receiver's (``benchmarks._receiver``) or a ``ServerProcess``'s. Prints one
+JSON line: events/s, CPU µs per delivered event (whole process), delivered share and count,
+duplicates and requests the server saw, seconds from the first span (or call) until every event
+is settled, the SDK's failed calls, and our ``stats()`` counters.
 
 Helper mode, the SDK baselines against a fast receiver started for them::
 
@@ -22,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,22 +46,27 @@ from urllib.parse import urlsplit
 import greenflash
 import httpx
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Tracer
 
 from otel_greenflash import GreenflashSpanProcessor
 
 from ._common import PRODUCT_ID, FastReceiver, cpu_seconds, emit_json, fast_receiver, run_child
 
+CHUNK = 128
+"""Spans emitted between two looks at the queue depth."""
+PACE_SLEEP_SECONDS = 0.002
 
-def server_counts(base_url: str) -> tuple[int, int]:
-    """(accepted events, duplicates) so far: the fast receiver's ``/stats`` at the origin, or
-    else the library's ``EventsApiServer`` (``ServerProcess``) at ``{base_url}/_local/stats``."""
+
+def server_counts(base_url: str) -> tuple[int, int, int]:
+    """(accepted events, duplicates, event requests) so far: the fast receiver's ``/stats`` at
+    the origin, or else the library's ``EventsApiServer`` (``ServerProcess``)."""
     address = urlsplit(base_url)
     response = httpx.get(f"{address.scheme}://{address.netloc}/stats", timeout=30)
     if response.status_code == 200 and "accepted" in response.text:
         stats = response.json()
-        return int(stats["accepted"]), int(stats["duplicates"])
+        return int(stats["accepted"]), int(stats["duplicates"]), int(stats["requests"])
     stats = httpx.get(base_url + "/_local/stats", timeout=30).json()
-    return int(stats["events"]), int(stats["duplicates"])
+    return int(stats["events"]), int(stats["duplicates"]), int(stats.get("requests", 0))
 
 
 def accepted(base_url: str) -> int:
@@ -90,21 +110,8 @@ class SdkSender:
         self.client.close()
 
 
-def run_ours(base_url: str, api_key: str, count: int, concurrency: int) -> float:
-    """Returns when the clock started (after setup, which is not what is measured)."""
-    processor = GreenflashSpanProcessor(
-        api_key=api_key,
-        base_url=base_url,
-        product_id=PRODUCT_ID,
-        max_concurrency=concurrency,
-        max_queue_size=max(count, 2048),  # the app emits all at once here: hold them all
-        schedule_delay_seconds=0.05,
-    )
-    provider = TracerProvider()
-    provider.add_span_processor(processor)
-    tracer = provider.get_tracer("bench")
-    started = time.perf_counter()
-    for index in range(count):
+def emit_events(tracer: Tracer, start: int, stop: int) -> None:
+    for index in range(start, stop):
         with tracer.start_as_current_span("task") as span:
             span.set_attributes(
                 {
@@ -113,8 +120,109 @@ def run_ours(base_url: str, api_key: str, count: int, concurrency: int) -> float
                     "greenflash.conversation.external_id": f"chat-{index}",
                 }
             )
-    processor.force_flush(600_000)
-    return started
+
+
+def queue_depth(processor: GreenflashSpanProcessor, emitted: int, queued_before: int) -> int:
+    """Event spans emitted and not yet taken off the span queue by the worker (public
+    ``stats()`` only: ``queued`` counts what the worker took)."""
+    stats = processor.stats()
+    return emitted - (stats["queued"] - queued_before) - sum(stats["dropped"].values())
+
+
+def emit_paced(
+    tracer: Tracer, processor: GreenflashSpanProcessor, start: int, count: int, queued_before: int
+) -> float:
+    """Emits event spans ``start`` … ``start + count - 1`` in chunks, never letting the span
+    queue overflow; returns the seconds spent waiting for room."""
+    high_water = processor.config.max_queue_size - 2 * CHUNK
+    waited = 0.0
+    emitted = 0
+    while emitted < count:
+        if queue_depth(processor, emitted, queued_before) > high_water:
+            began = time.perf_counter()
+            while queue_depth(processor, emitted, queued_before) > high_water:
+                time.sleep(PACE_SLEEP_SECONDS)
+            waited += time.perf_counter() - began
+        chunk = min(CHUNK, count - emitted)
+        emit_events(tracer, start + emitted, start + emitted + chunk)
+        emitted += chunk
+    return waited
+
+
+def default_processor(base_url: str, api_key: str) -> GreenflashSpanProcessor:
+    """The processor as a user gets it: only the key, the endpoint and the product id."""
+    return GreenflashSpanProcessor(api_key=api_key, base_url=base_url, product_id=PRODUCT_ID)
+
+
+def run_ours(base_url: str, api_key: str, count: int, burst: bool) -> dict[str, float]:
+    processor = default_processor(base_url, api_key)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("bench")
+    emit_events(tracer, -1, 0)  # warm-up, not measured: one event delivered
+    if not processor.force_flush(60_000) or processor.stats()["sent"] != 1:
+        raise RuntimeError(f"warm-up event not delivered: {processor.stats()}")
+    queued_before = processor.stats()["queued"]
+    before, duplicates_before, requests_before = server_counts(base_url)
+    cpu_start = cpu_seconds()
+    started = time.perf_counter()
+    if burst:
+        if count > processor.config.max_queue_size:
+            raise ValueError(f"a burst of {count} does not fit the span queue")
+        emit_events(tracer, 0, count)
+        waited = 0.0
+    else:
+        waited = emit_paced(tracer, processor, 0, count, queued_before)
+    emitted_seconds = time.perf_counter() - started
+    flushed = processor.force_flush(900_000)
+    wall = time.perf_counter() - started
+    cpu = cpu_seconds() - cpu_start
+    after, duplicates_after, requests_after = server_counts(base_url)
+    stats = processor.stats()
+    provider.shutdown()
+    if stats["dropped"]:
+        raise RuntimeError(f"the benchmark dropped events: {stats}")
+    delivered = after - before
+    return {
+        "events_per_second": delivered / wall,
+        "cpu_us_per_event": cpu / max(delivered, 1) * 1e6,
+        "delivered_share": delivered / count,
+        "accepted": float(delivered),
+        "duplicates": float(duplicates_after - duplicates_before),
+        "requests": float(requests_after - requests_before),
+        "seconds": wall,
+        "emit_seconds": emitted_seconds,
+        "paced_seconds": waited,
+        "flushed": float(flushed),
+        "failed": float(stats["failed"]),
+        "sent": float(stats["sent"] - 1),
+        "retried": float(stats["retried"]),
+        "dropped": float(sum(stats["dropped"].values())),
+    }
+
+
+def run_sdk(
+    base_url: str, api_key: str, count: int, threads: int, timeout: float | None
+) -> dict[str, float]:
+    sdk = SdkSender(base_url, api_key, timeout)
+    before, duplicates_before, requests_before = server_counts(base_url)
+    cpu_start, started = cpu_seconds(), time.perf_counter()
+    failed = sdk.run(count, threads)
+    wall = time.perf_counter() - started
+    cpu = cpu_seconds() - cpu_start
+    after, duplicates_after, requests_after = server_counts(base_url)
+    sdk.close()
+    delivered = after - before
+    return {
+        "events_per_second": delivered / wall,
+        "cpu_us_per_event": cpu / max(delivered, 1) * 1e6,
+        "delivered_share": delivered / count,
+        "accepted": float(delivered),
+        "duplicates": float(duplicates_after - duplicates_before),
+        "requests": float(requests_after - requests_before),
+        "seconds": wall,
+        "failed": float(failed),
+    }
 
 
 def sdk_baselines(
@@ -164,34 +272,21 @@ def main() -> None:
     parser.add_argument("base_url")
     parser.add_argument("api_key")
     parser.add_argument("count", type=int)
-    parser.add_argument("width", type=int, nargs="?", default=16)
+    parser.add_argument("width", type=int, nargs="?", default=16, help="SDK threads")
     parser.add_argument("--timeout", type=float, default=None, help="SDK request timeout, s")
+    parser.add_argument("--http-client", choices=["aiohttp", "httpx"], default=None)
+    parser.add_argument("--burst", action="store_true", help="ours: emit all N at once")
     arguments = parser.parse_args()
-    base_url, api_key, count = arguments.base_url, arguments.api_key, arguments.count
-    sdk = None if arguments.mode == "ours" else SdkSender(base_url, api_key, arguments.timeout)
-    before, duplicates_before = server_counts(base_url)
-    failed = 0
-    cpu_start, wall_start = cpu_seconds(), time.perf_counter()
-    if sdk is None:
-        wall_start = run_ours(base_url, api_key, count, arguments.width)
+    if arguments.mode == "ours":
+        if arguments.http_client:
+            os.environ["GREENFLASH_HTTP_CLIENT"] = arguments.http_client
+        result = run_ours(arguments.base_url, arguments.api_key, arguments.count, arguments.burst)
     else:
-        failed = sdk.run(count, 1 if arguments.mode == "sdk_sequential" else arguments.width)
-    wall = time.perf_counter() - wall_start
-    cpu = cpu_seconds() - cpu_start
-    after, duplicates_after = server_counts(base_url)
-    delivered = after - before
-    emit_json(
-        {
-            "events_per_second": delivered / wall,
-            "cpu_us_per_event": cpu / max(delivered, 1) * 1e6,
-            "delivered_share": delivered / count,
-            "seconds": wall,
-            "failed": float(failed),
-            "duplicates": float(duplicates_after - duplicates_before),
-        }
-    )
-    if sdk is not None:
-        sdk.close()
+        threads = 1 if arguments.mode == "sdk_sequential" else arguments.width
+        result = run_sdk(
+            arguments.base_url, arguments.api_key, arguments.count, threads, arguments.timeout
+        )
+    emit_json(result)
 
 
 if __name__ == "__main__":

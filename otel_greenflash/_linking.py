@@ -271,9 +271,9 @@ class TraceIds:
             while ended and ended[0][0] < cutoff:
                 _, trace_id, record = ended.popleft()
                 # Only if this very end is the record's latest (a root may end twice).
-                if self._traces.get(trace_id) is record and record.ended_at is not None:
-                    if record.ended_at < cutoff:
-                        del self._traces[trace_id]
+                latest = record.ended_at
+                if self._traces.get(trace_id) is record and latest is not None and latest < cutoff:
+                    del self._traces[trace_id]
 
     def _record(self, trace_id: int) -> _TraceRecord:
         record = self._traces.get(trace_id)

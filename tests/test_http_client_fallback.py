@@ -19,7 +19,8 @@ def test_fault_injection_suite_passes_over_httpx_own_transport() -> None:
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert " passed" in result.stdout and "failed" not in result.stdout
+    assert " passed" in result.stdout
+    assert "failed" not in result.stdout
 
 
 def test_the_setting_reaches_the_transport() -> None:
