@@ -1,0 +1,76 @@
+"""Real ``os.fork`` while the parent's delivery loop is busy, including its very first requests.
+
+Each run is a fresh interpreter, so the first fork lands while the loop thread may still be
+importing and connecting for the first time; every child must deliver its own events and
+the parent its own, each exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from ._subprocess import clean_env, run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SCRIPT = """
+import os, sys, time
+sys.path.insert(0, {root!r})
+from tests.independent_receiver import Receiver
+from opentelemetry.sdk.trace import TracerProvider
+from otel_greenflash import GreenflashSpanProcessor
+
+with Receiver(latency_seconds=0.01) as receiver:
+    processor = GreenflashSpanProcessor(
+        api_key=receiver.api_key,
+        base_url=receiver.base_url,
+        product_id="123e4567-e89b-12d3-a456-426614174000",
+        schedule_delay_seconds=0.01,
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("app")
+
+    def emit(label, count):
+        for index in range(count):
+            with tracer.start_as_current_span("e") as span:
+                span.set_attributes(
+                    {{"greenflash.event.type": "t", "greenflash.event.value": f"{{label}}-{{index}}"}}
+                )
+
+    children = []
+    for child in range(6):
+        emit(f"p{{child}}", 30)
+        time.sleep(0.003 * child)  # fork at different moments of the parent's deliveries
+        pid = os.fork()
+        if pid == 0:
+            emit(f"c{{child}}", 10)
+            os._exit(0 if processor.force_flush(15_000) else 7)
+        children.append(pid)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+    flushed = processor.force_flush(20_000)
+    expected = {{f"p{{c}}-{{i}}" for c in range(6) for i in range(30)}}
+    expected |= {{f"c{{c}}-{{i}}" for c in range(6) for i in range(10)}}
+    got = sorted(str(event["value"]) for event in receiver.accepted)
+    print("codes", codes, "flushed", flushed, "missing", sorted(expected - set(got)),
+          "duplicates", receiver.duplicates, "extra", len(got) - len(expected))
+    provider.shutdown()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("run_number", range(3))
+def test_children_forked_during_deliveries_deliver_their_own_events(
+    run_number: int, tmp_path: Path
+) -> None:
+    script = tmp_path / "fork_app.py"
+    script.write_text(SCRIPT.format(root=str(ROOT)))
+    result = run([sys.executable, str(script)], clean_env(), timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (
+        "codes [0, 0, 0, 0, 0, 0] flushed True missing [] duplicates 0 extra 0" in result.stdout
+    ), result.stdout + result.stderr[-3000:]
