@@ -38,9 +38,8 @@ with Receiver(latency_seconds=0.01) as receiver:
     def emit(label, count):
         for index in range(count):
             with tracer.start_as_current_span("e") as span:
-                span.set_attributes(
-                    {{"greenflash.event.type": "t", "greenflash.event.value": f"{{label}}-{{index}}"}}
-                )
+                span.set_attribute("greenflash.event.type", "t")
+                span.set_attribute("greenflash.event.value", f"{{label}}-{{index}}")
 
     children = []
     for child in range(6):
