@@ -23,19 +23,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ._auth import AuthGate
 from ._event import BusinessEvent
-from ._exceptions import (
-    AuthenticationError,
-    DeliveryError,
-    EventRejectedError,
-    PermissionDeniedError,
-    RetriesExhaustedError,
-)
+from ._exceptions import DeliveryError, EventRejectedError, RetriesExhaustedError
 from ._executor import DaemonExecutor
 from ._http import AsyncTransport
 from ._logging import RateLimitedLog, logger
 from ._retry import THROTTLING_STATUSES, RetryPolicy, is_retryable_status, server_retry_delay
 from ._stats import DeliveryStats
+from ._throttle import Throttle
 from ._transport import SendOutcome, encode_body
 
 ErrorCallback = Callable[[Exception, Sequence[BusinessEvent]], None]
@@ -45,9 +41,6 @@ SettledCallback = Callable[[BusinessEvent, str], bool]
 ``"failed"`` (undelivered: the retry window ended, or the key was refused) or ``"dropped"``
 (shutdown). Returning True for ``"failed"`` means the caller keeps the event to try again
 later (the durable spool), so it is not counted as failed."""
-
-AUTH_PAUSE_SECONDS = 300.0
-"""After a 401/403, events fail without a request for this long, then one request probes."""
 
 CLOSE_SECONDS = 0.5
 """How long shutdown waits, after its own timeout, for connections to close."""
@@ -64,8 +57,8 @@ class _Attempt:
     window_ends: float = math.inf
     """Set at the first attempt: no clock runs while the event waits for a lane."""
     tries: int = 0
-    epoch: int = -1
-    """The in-flight limit's epoch when the latest attempt started (one halving per epoch)."""
+    round: int = -1
+    """The throttle's round when the latest attempt started (one halving per round)."""
     settled: bool = False
 
 
@@ -88,7 +81,6 @@ class DeliveryEngine:
     ) -> None:
         self._transport = transport
         self._stats = stats
-        self._max_concurrency = max_concurrency
         self._max_pending = max_pending
         self._window = retry_window_seconds
         self._timeout = timeout_seconds
@@ -111,14 +103,10 @@ class DeliveryEngine:
         self._delayed: list[tuple[float, int, _Attempt]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight = 0
-        self._limit = float(max_concurrency)
-        self._epoch = 0
-        self._paused_until = 0.0
+        self._throttle = Throttle(max_concurrency)
+        self._auth = AuthGate()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
-        self._auth_error: DeliveryError | None = None
-        self._auth_paused_until = 0.0
-        self._auth_probing = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._run_loop, name="otel-greenflash-delivery", daemon=True
@@ -133,7 +121,7 @@ class DeliveryEngine:
     @property
     def in_flight_limit(self) -> int:
         """Requests allowed in flight now (shrinks when the API throttles)."""
-        return int(self._limit)
+        return self._throttle.limit
 
     # -- called from other threads -----------------------------------------------------------
 
@@ -249,10 +237,11 @@ class DeliveryEngine:
         delayed = self._delayed
         while delayed and delayed[0][0] <= now:
             self._due.append(heapq.heappop(delayed)[2])
-        if now < self._paused_until:
-            self._wake_at(self._paused_until, now)
+        throttle = self._throttle
+        if throttle.paused(now):
+            self._wake_at(throttle.paused_until, now)
             return
-        while self._in_flight < self._limit:
+        while throttle.has_room(self._in_flight):
             if self._due:
                 attempt = self._due.popleft()
             elif self._ready:
@@ -264,8 +253,9 @@ class DeliveryEngine:
             if now >= attempt.window_ends:  # its window ended while the endpoint was paused
                 self._give_up(attempt, None)
                 continue
-            if self._auth_error is not None and not self._may_probe_auth(now):
-                self._fail(attempt, [attempt.event], self._auth_error)
+            refusal = self._auth.refusal(now)
+            if refusal is not None:
+                self._fail(attempt, [attempt.event], refusal)
                 continue
             self._in_flight += 1
             task = self._loop.create_task(self._attempt(attempt, now))
@@ -291,7 +281,7 @@ class DeliveryEngine:
         if attempt.tries == 0:
             attempt.window_ends = now + self._window
         attempt.tries += 1
-        attempt.epoch = self._epoch
+        attempt.round = self._throttle.round
         remaining = attempt.window_ends - now
         try:
             timeout = max(0.001, min(self._timeout, remaining))
@@ -306,18 +296,16 @@ class DeliveryEngine:
 
     def _settle_outcome(self, attempt: _Attempt, outcome: SendOutcome) -> None:
         status = outcome.status
-        if self._auth_probing and status is not None and status not in (401, 403):
-            self._auth_recovered()
+        self._auth.answered(status)
         if outcome.ok:
-            if self._limit < self._max_concurrency:
-                self._limit = min(float(self._max_concurrency), self._limit + 1.0)
+            self._throttle.succeeded()
             if self._settle(attempt):
                 self._stats.add_sent()
                 if self._on_settled is not None:
                     self._on_settled(attempt.event, "sent")
             return
-        if status in (401, 403):
-            self._pause_for_auth(status, attempt)
+        if status == 401 or status == 403:
+            self._fail(attempt, [attempt.event], self._auth.refused(status, time.monotonic()))
             return
         if status is not None and not is_retryable_status(status):
             self._log.warning(
@@ -333,15 +321,10 @@ class DeliveryEngine:
 
     def _retry_later(self, attempt: _Attempt, outcome: SendOutcome) -> None:
         now = time.monotonic()
-        throttled = outcome.status in THROTTLING_STATUSES
-        if throttled and attempt.epoch == self._epoch:  # once per round of requests
-            self._limit = max(1.0, self._limit / 2)
-            self._epoch += 1
         hint = server_retry_delay(outcome.hints, time.time()) if outcome.hints else None
-        delay = self._policy.delay(attempt.tries, outcome.hints, time.time())
-        due = now + delay
-        if throttled and hint is not None and hint > 0:  # the whole endpoint waits
-            self._paused_until = max(self._paused_until, due)
+        due = now + self._policy.delay(attempt.tries, outcome.hints, time.time())
+        if outcome.status in THROTTLING_STATUSES:  # with a hint, the whole endpoint waits
+            self._throttle.throttled(attempt.round, due if hint is not None and hint > 0 else None)
         if due >= attempt.window_ends:
             self._give_up(attempt, outcome)
             return
@@ -363,41 +346,6 @@ class DeliveryEngine:
             f"not delivered within the retry window: {cause}",
             status=outcome.status if outcome is not None else None,
         )
-        self._fail(attempt, [attempt.event], error)
-
-    # -- 401/403: one error line, then no requests for a while, then one probe ----------------
-
-    def _may_probe_auth(self, now: float) -> bool:
-        if now < self._auth_paused_until or self._auth_probing:
-            return False
-        self._auth_probing = True
-        return True
-
-    def _auth_recovered(self) -> None:
-        self._auth_probing = False
-        self._auth_error = None
-        logger.warning("Greenflash accepts the API key again; sending resumes")
-
-    def _pause_for_auth(self, status: int, attempt: _Attempt) -> None:
-        error: DeliveryError
-        if status == 401:
-            error = AuthenticationError("the API key was rejected (HTTP 401)", status=401)
-            cause = "the API key was rejected; check GREENFLASH_API_KEY"
-        else:
-            error = PermissionDeniedError("the API key may not send events (HTTP 403)", status=403)
-            cause = "the API key's plan does not allow the Events API"
-        first = self._auth_error is None
-        self._auth_error = error
-        self._auth_paused_until = time.monotonic() + AUTH_PAUSE_SECONDS
-        self._auth_probing = False
-        if first:
-            logger.error(
-                "Greenflash answered HTTP %s: %s. Business events fail without being sent "
-                "for the next %d s, then one request checks again.",
-                status,
-                cause,
-                AUTH_PAUSE_SECONDS,
-            )
         self._fail(attempt, [attempt.event], error)
 
     # -- settling ------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import threading
 
 import pytest
@@ -313,20 +314,27 @@ def test_full_queue_drops_new_event_spans_counts_and_says_so(
 ) -> None:
     from otel_greenflash.testing import Fault
 
-    server.inject(Fault(delay_seconds=1.0))
+    server.inject(Fault(delay_seconds=2.0), times=2)
     processor = make_processor(max_queue_size=2, max_batch_size=1)
     provider = TracerProvider()
     provider.add_span_processor(processor)
-    with caplog.at_level(logging.WARNING, logger="otel_greenflash"):
-        for index in range(10):
+
+    def emit(indexes: range) -> None:
+        for index in indexes:
             with provider.get_tracer("app").start_as_current_span("billing.upgrade") as span:
                 span.set_attributes({**UPGRADE, "greenflash.event.value": str(index)})
+
+    with caplog.at_level(logging.WARNING, logger="otel_greenflash"):
+        emit(range(2))  # 0 and 1 fill the delivery loop (max_pending = 2) for 2 s
+        time.sleep(0.3)
+        emit(range(2, 3))  # the worker takes 2 and waits for room
+        time.sleep(0.3)
+        emit(range(3, 10))  # the queue takes 3 and 4, then refuses the newest
     assert processor.force_flush(10000)
 
     stats = processor.stats()
-    assert stats["dropped"]["queue_full"] >= 1
-    assert stats["queued"] + stats["dropped"]["queue_full"] == 10
-    assert len(server.events) == stats["queued"]
+    assert stats["dropped"]["queue_full"] == 5
+    assert stats["queued"] == 5
     arrived = sorted(int(str(event["value"])) for event in server.events)
-    assert arrived == list(range(len(arrived)))  # the first ones kept, the newest refused
+    assert arrived == [0, 1, 2, 3, 4]  # the first ones kept, the newest refused
     assert "queue is full" in caplog.text
