@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-import time
 import threading
+import time
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
