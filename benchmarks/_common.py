@@ -9,13 +9,16 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from opentelemetry.trace import Tracer
+
+from otel_greenflash import GreenflashSpanProcessor
 
 PRODUCT_ID = "123e4567-e89b-12d3-a456-426614174000"
 
@@ -33,12 +36,16 @@ class Row:
 
     @property
     def ratio(self) -> float:
-        return self.ours / self.baseline if self.baseline else float("inf")
+        """``nan`` when both are 0 (e.g. no duplicates on either side), ``inf`` when only the
+        baseline is."""
+        if self.baseline:
+            return self.ours / self.baseline
+        return float("nan") if self.ours == 0 else float("inf")
 
 
 def print_header() -> None:
     header = (
-        f"{'scenario':<40}{'metric':<16}{'ours':>10}  {'baseline':<28}{'base':>10}"
+        f"{'scenario':<46}{'metric':<16}{'ours':>10}  {'baseline':<28}{'base':>10}"
         f"{'ratio':>8}  target"
     )
     print(header)
@@ -48,7 +55,7 @@ def print_header() -> None:
 def print_rows(rows: list[Row]) -> None:
     for row in rows:
         print(
-            f"{row.scenario:<40}{row.metric:<16}{row.ours:>10.2f}  {row.baseline_name:<28}"
+            f"{row.scenario:<46}{row.metric:<16}{row.ours:>10.2f}  {row.baseline_name:<28}"
             f"{row.baseline:>10.2f}{row.ratio:>8.3f}  {row.target}",
             flush=True,
         )
@@ -139,16 +146,7 @@ class FastReceiver:
         self._host, self._port = address.hostname or "127.0.0.1", address.port or 80
 
     def _call(self, method: str, path: str) -> Any:
-        connection = http.client.HTTPConnection(self._host, self._port, timeout=30)
-        try:
-            connection.request(method, path)
-            response = connection.getresponse()
-            body = response.read()
-            if response.status != 200:
-                raise RuntimeError(f"{method} {path}: HTTP {response.status}")
-            return json.loads(body)
-        finally:
-            connection.close()
+        return _receiver_call(self._host, self._port, method, path)
 
     def stats(self) -> dict[str, Any]:
         """``accepted`` (distinct insertIds answered 200), ``duplicates``, ``requests`` (event
@@ -176,6 +174,26 @@ class FastReceiver:
                     self._process.wait()
         if self._process.stdout is not None:
             self._process.stdout.close()
+
+
+def _receiver_call(host: str, port: int, method: str, path: str) -> Any:
+    connection = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        connection.request(method, path)
+        response = connection.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{method} {path}: HTTP {response.status}")
+        return json.loads(body)
+    finally:
+        connection.close()
+
+
+def receiver_stats(base_url: str) -> dict[str, Any]:
+    """``FastReceiver.stats()`` from another process that only knows the receiver's URL."""
+    address = urlsplit(base_url)
+    host, port = address.hostname or "127.0.0.1", address.port or 80
+    return dict(_receiver_call(host, port, "GET", "/stats"))
 
 
 @contextmanager
@@ -213,3 +231,63 @@ def emit_json(values: dict[str, float]) -> None:
 
 def now() -> float:
     return time.perf_counter()
+
+
+# -- emitting events as an application would ----------------------------------------------------
+
+EMIT_CHUNK = 128
+"""Event spans emitted between two looks at the span queue's depth."""
+PACE_SLEEP_SECONDS = 0.002
+
+
+def default_processor(base_url: str, api_key: str) -> GreenflashSpanProcessor:
+    """The processor as a user gets it: only the key, the endpoint and the product id; every
+    other setting is the library's default (``GREENFLASH_*`` variables aside)."""
+    return GreenflashSpanProcessor(api_key=api_key, base_url=base_url, product_id=PRODUCT_ID)
+
+
+def emit_events(tracer: Tracer, start: int, stop: int) -> None:
+    """Event spans ``start`` … ``stop - 1`` (root spans: nothing to wait for), back to back."""
+    for index in range(start, stop):
+        with tracer.start_as_current_span("task") as span:
+            span.set_attributes(
+                {
+                    "greenflash.event.type": "task_success",
+                    "greenflash.event.value": index,
+                    "greenflash.conversation.external_id": f"chat-{index}",
+                }
+            )
+
+
+def queue_depth(processor: GreenflashSpanProcessor, emitted: int, queued_before: int) -> int:
+    """Event spans emitted (one event each) and not yet taken off the span queue by the worker,
+    from the public ``stats()``: ``queued`` counts what the worker took."""
+    stats = processor.stats()
+    return emitted - (stats["queued"] - queued_before) - sum(stats["dropped"].values())
+
+
+def emit_paced(
+    processor: GreenflashSpanProcessor,
+    emit: Callable[[int, int], None],
+    count: int,
+    queued_before: int,
+    start: int = 0,
+) -> float:
+    """Calls ``emit(a, b)`` for event spans ``start`` … ``start + count - 1`` in chunks of
+    ``EMIT_CHUNK``, sleeping before a chunk while the span queue is deeper than
+    ``max_queue_size - 2 × EMIT_CHUNK`` (a full queue drops new spans: a busy app that must
+    not lose events waits like this). ``queued_before`` is ``stats()["queued"]`` before the
+    first of these spans. Returns the seconds spent waiting for room."""
+    high_water = processor.config.max_queue_size - 2 * EMIT_CHUNK
+    waited = 0.0
+    emitted = 0
+    while emitted < count:
+        if queue_depth(processor, emitted, queued_before) > high_water:
+            began = time.perf_counter()
+            while queue_depth(processor, emitted, queued_before) > high_water:
+                time.sleep(PACE_SLEEP_SECONDS)
+            waited += time.perf_counter() - began
+        chunk = min(EMIT_CHUNK, count - emitted)
+        emit(start + emitted, start + emitted + chunk)
+        emitted += chunk
+    return waited

@@ -46,15 +46,18 @@ from urllib.parse import urlsplit
 import greenflash
 import httpx
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import Tracer
 
-from otel_greenflash import GreenflashSpanProcessor
-
-from ._common import PRODUCT_ID, FastReceiver, cpu_seconds, emit_json, fast_receiver, run_child
-
-CHUNK = 128
-"""Spans emitted between two looks at the queue depth."""
-PACE_SLEEP_SECONDS = 0.002
+from ._common import (
+    PRODUCT_ID,
+    FastReceiver,
+    cpu_seconds,
+    default_processor,
+    emit_events,
+    emit_json,
+    emit_paced,
+    fast_receiver,
+    run_child,
+)
 
 
 def server_counts(base_url: str) -> tuple[int, int, int]:
@@ -110,50 +113,6 @@ class SdkSender:
         self.client.close()
 
 
-def emit_events(tracer: Tracer, start: int, stop: int) -> None:
-    for index in range(start, stop):
-        with tracer.start_as_current_span("task") as span:
-            span.set_attributes(
-                {
-                    "greenflash.event.type": "task_success",
-                    "greenflash.event.value": index,
-                    "greenflash.conversation.external_id": f"chat-{index}",
-                }
-            )
-
-
-def queue_depth(processor: GreenflashSpanProcessor, emitted: int, queued_before: int) -> int:
-    """Event spans emitted and not yet taken off the span queue by the worker (public
-    ``stats()`` only: ``queued`` counts what the worker took)."""
-    stats = processor.stats()
-    return emitted - (stats["queued"] - queued_before) - sum(stats["dropped"].values())
-
-
-def emit_paced(
-    tracer: Tracer, processor: GreenflashSpanProcessor, start: int, count: int, queued_before: int
-) -> float:
-    """Emits event spans ``start`` … ``start + count - 1`` in chunks, never letting the span
-    queue overflow; returns the seconds spent waiting for room."""
-    high_water = processor.config.max_queue_size - 2 * CHUNK
-    waited = 0.0
-    emitted = 0
-    while emitted < count:
-        if queue_depth(processor, emitted, queued_before) > high_water:
-            began = time.perf_counter()
-            while queue_depth(processor, emitted, queued_before) > high_water:
-                time.sleep(PACE_SLEEP_SECONDS)
-            waited += time.perf_counter() - began
-        chunk = min(CHUNK, count - emitted)
-        emit_events(tracer, start + emitted, start + emitted + chunk)
-        emitted += chunk
-    return waited
-
-
-def default_processor(base_url: str, api_key: str) -> GreenflashSpanProcessor:
-    """The processor as a user gets it: only the key, the endpoint and the product id."""
-    return GreenflashSpanProcessor(api_key=api_key, base_url=base_url, product_id=PRODUCT_ID)
-
-
 def run_ours(base_url: str, api_key: str, count: int, burst: bool) -> dict[str, float]:
     processor = default_processor(base_url, api_key)
     provider = TracerProvider()
@@ -172,7 +131,9 @@ def run_ours(base_url: str, api_key: str, count: int, burst: bool) -> dict[str, 
         emit_events(tracer, 0, count)
         waited = 0.0
     else:
-        waited = emit_paced(tracer, processor, 0, count, queued_before)
+        waited = emit_paced(
+            processor, lambda start, stop: emit_events(tracer, start, stop), count, queued_before
+        )
     emitted_seconds = time.perf_counter() - started
     flushed = processor.force_flush(900_000)
     wall = time.perf_counter() - started

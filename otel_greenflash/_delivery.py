@@ -297,6 +297,8 @@ class DeliveryEngine:
     def _settle_outcome(self, attempt: _Attempt, outcome: SendOutcome) -> None:
         status = outcome.status
         self._auth.answered(status)
+        if attempt.settled:  # dropped by shutdown while in flight: its answer is ignored
+            return
         if outcome.ok:
             self._throttle.succeeded()
             if self._settle(attempt):
