@@ -181,8 +181,8 @@ def fault_rows(quick: bool) -> list[Row]:
     with fast_receiver(20, FAULT_MIX, seed=0) as receiver:
         ours = measure(receiver, ours_args(receiver, mixed, "--burst"))
         pool = measure(receiver, sdk_args(receiver, mixed_sdk, SDK_THREADS))
-    name = f"7 30 % faults @20 ms, {mixed} events"
-    sdk = f"{sdk}, {mixed_sdk} events"
+    name = f"7 30 % faults @20 ms, {mixed} ev"
+    sdk = f"{sdk}, {mixed_sdk} ev"
     rows += [
         Row(
             f"{name}: accepted {counted(ours, mixed)}",
@@ -332,7 +332,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
         "--only",
-        choices=["overhead", "throughput", "faults", "outage", "shutdown", "linking", "spool"],
+        choices=["overhead", "throughput", "outage", "shutdown", "linking", "spool", "faults"],
     )
     arguments = parser.parse_args()
     print(
@@ -342,11 +342,11 @@ def main() -> None:
     scenarios: dict[str, Callable[[], list[Row]]] = {
         "overhead": lambda: overhead.run(arguments.quick) + overhead.run_live(arguments.quick),
         "throughput": lambda: delivery_rows(arguments.quick),
-        "faults": lambda: fault_rows(arguments.quick),
         "outage": lambda: outage_rows(arguments.quick),
         "shutdown": shutdown_rows,
         "linking": lambda: linking.run(arguments.quick),
         "spool": lambda: spool_rows(arguments.quick),
+        "faults": lambda: fault_rows(arguments.quick),
     }
     print_header()
     for name, scenario in scenarios.items():

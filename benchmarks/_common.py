@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -42,10 +43,34 @@ class Row:
             return self.ours / self.baseline
         return float("nan") if self.ours == 0 else float("inf")
 
+    @property
+    def verdict(self) -> str:
+        """``ok`` / ``MISSED`` for the targets a number can settle (``≥ 3×``, ``≤ 0.5×``,
+        ``≤ 1.00`` on the ratio; ``= 1.0``, ``= 0`` on ours; ``≤ +5 µs`` on ours − baseline);
+        empty for the rest (info rows, ``bounded``)."""
+        found = re.fullmatch(r"([≤≥=]) ?([+]?)([0-9.]+) ?(×|µs)?", self.target.strip())
+        if found is None:
+            return ""
+        sign, plus, number, _ = found.groups()
+        bound = float(number)
+        if plus:
+            value = self.ours - self.baseline
+        elif sign == "=":
+            value = self.ours
+        else:
+            value = self.ratio
+        if sign == "≥":
+            met = value >= bound
+        elif sign == "≤":
+            met = value <= bound
+        else:
+            met = abs(value - bound) < 1e-9
+        return "ok" if met else "MISSED"
+
 
 def print_header() -> None:
     header = (
-        f"{'scenario':<46}{'metric':<16}{'ours':>10}  {'baseline':<28}{'base':>10}"
+        f"{'scenario':<56}{'metric':<16}{'ours':>10}  {'baseline':<34}{'base':>10}"
         f"{'ratio':>8}  target"
     )
     print(header)
@@ -55,8 +80,8 @@ def print_header() -> None:
 def print_rows(rows: list[Row]) -> None:
     for row in rows:
         print(
-            f"{row.scenario:<46}{row.metric:<16}{row.ours:>10.2f}  {row.baseline_name:<28}"
-            f"{row.baseline:>10.2f}{row.ratio:>8.3f}  {row.target}",
+            f"{row.scenario:<56}{row.metric:<16}{row.ours:>10.2f}  {row.baseline_name:<34}"
+            f"{row.baseline:>10.2f}{row.ratio:>8.3f}  {row.target}  {row.verdict}".rstrip(),
             flush=True,
         )
 

@@ -270,8 +270,8 @@ def live_main(base_url: str, api_key: str, repeats: int) -> None:
         if not processor.deliver_queued(120_000):
             raise RuntimeError("the pipeline did not drain")
         time.sleep(0.05)
-        timed("idle_event", EVENT, IDLE_EVENTS)
         timed("idle_plain", PLAIN, LIVE_PLAIN)
+        timed("idle_event", EVENT, IDLE_EVENTS)
         if not processor.deliver_queued(120_000):
             raise RuntimeError("the pipeline did not drain")
         # Load: two full batches, then wait until the worker has mapped them and handed them
