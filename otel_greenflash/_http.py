@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-import sys
 import threading
-from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import httpx
 import httpx_aiohttp
@@ -33,6 +32,9 @@ still counts). The Events API answers with a few dozen bytes."""
 _SUPPRESS_INSTRUMENTATION_KEY = otel_context._SUPPRESS_INSTRUMENTATION_KEY
 
 _HINT_HEADERS = ("retry-after", "retry-after-ms")
+
+_timeout_scope = getattr(asyncio, "timeout", None)
+"""``asyncio.timeout`` where it exists (3.11+); ``wait_for`` costs a task per request."""
 
 _ssl_lock = threading.Lock()
 _ssl_context: ssl.SSLContext | None = None
@@ -75,7 +77,10 @@ class EventsApiTransport:
         timeout = min(timeout_seconds, self._timeout)
         token = otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         try:
-            return await _within(timeout, self._post(body, timeout))
+            if _timeout_scope is not None:  # Python 3.11+: no extra task per request
+                async with _timeout_scope(timeout):
+                    return await self._post(body, timeout)
+            return await asyncio.wait_for(self._post(body, timeout), timeout)
         except (asyncio.TimeoutError, TimeoutError):
             return SendOutcome(None, "Timeout")
         except Exception as exc:  # network errors, or the transport closed by shutdown
@@ -102,9 +107,11 @@ class EventsApiTransport:
                 await stream.aclose()  # type: ignore[union-attr]
         finally:
             release()
+        status = response.status_code
+        if 200 <= status < 300:
+            return SendOutcome(status)
         headers = response.headers
-        hints = {name: headers[name] for name in _HINT_HEADERS if name in headers}
-        return SendOutcome(response.status_code, hints=hints)
+        return SendOutcome(status, hints={n: headers[n] for n in _HINT_HEADERS if n in headers})
 
     async def aclose(self) -> None:
         await self._lanes.aclose()
@@ -178,20 +185,6 @@ class ThreadedTransport:
 
 def _nothing() -> None:
     return None
-
-
-if sys.version_info >= (3, 11):
-
-    async def _within(seconds: float, work: Coroutine[Any, Any, SendOutcome]) -> SendOutcome:
-        """``work``, cancelled when ``seconds`` pass (TimeoutError)."""
-        async with asyncio.timeout(seconds):
-            return await work
-
-else:  # pragma: no cover - Python 3.10
-
-    async def _within(seconds: float, work: Coroutine[Any, Any, SendOutcome]) -> SendOutcome:
-        """``work``, cancelled when ``seconds`` pass (TimeoutError)."""
-        return await asyncio.wait_for(work, seconds)
 
 
 def transport_for(config: GreenflashConfig, custom: Transport | None = None) -> AsyncTransport:

@@ -7,7 +7,8 @@ import sys
 import threading
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol, TextIO
 
 import httpx
@@ -24,7 +25,7 @@ class SendOutcome:
 
     status: int | None
     error: str | None = None
-    hints: dict[str, str] = field(default_factory=dict)
+    hints: Mapping[str, str] | None = None
     """Retry hints from the response (``retry-after``, ``retry-after-ms``), lower-case names."""
 
     @property
