@@ -29,8 +29,13 @@ class AuthGate:
         return None
 
     def answered(self, status: int | None) -> None:
-        """Any answer but 401/403 to the probe means the key works again."""
-        if self._probing and status is not None and status not in (401, 403):
+        """Any answer but 401/403 means the key works again; a probe that got no answer at
+        all (network error, timeout) lets the next event probe."""
+        if self.error is None:
+            return
+        if status is None:
+            self._probing = False
+        elif status not in (401, 403):
             self._probing = False
             self.error = None
             logger.warning("Greenflash accepts the API key again; sending resumes")

@@ -132,7 +132,8 @@ class DeliveryEngine:
             try:
                 encoded.append((event, encode_body(event)))
             except (ValueError, TypeError, RecursionError):
-                self._fail(None, [event], EventRejectedError("the event cannot be encoded as JSON"))
+                error = EventRejectedError("the event cannot be encoded as JSON")
+                self._report_failure([event], error)
         taken = 0
         while taken < len(encoded):
             with self._changed:
@@ -182,11 +183,11 @@ class DeliveryEngine:
             self._closing = True
             self._changed.notify_all()
         self.flush(timeout_seconds)
-        with self._changed:
-            left = list(self._unsettled.values())
+        with self._changed:  # events being settled right now are left to their settler
+            left = [attempt for attempt in self._unsettled.values() if not attempt.settled]
             for attempt in left:
                 attempt.settled = True
-            self._unsettled.clear()
+                del self._unsettled[attempt.seq]
             self._changed.notify_all()
         if left:
             self._drop([attempt.event for attempt in left], "shutdown")
@@ -255,7 +256,7 @@ class DeliveryEngine:
                 continue
             refusal = self._auth.refusal(now)
             if refusal is not None:
-                self._fail(attempt, [attempt.event], refusal)
+                self._fail(attempt, refusal)
                 continue
             self._in_flight += 1
             task = self._loop.create_task(self._attempt(attempt, now))
@@ -289,7 +290,7 @@ class DeliveryEngine:
             self._settle_outcome(attempt, outcome)
         except Exception:  # a bug here must not stop delivery
             logger.exception("otel_greenflash delivery failed")
-            self._fail(attempt, [attempt.event], DeliveryError("internal error"))
+            self._fail(attempt, DeliveryError("internal error"))
         finally:
             self._in_flight -= 1
             self._pump()
@@ -301,13 +302,10 @@ class DeliveryEngine:
             return
         if outcome.ok:
             self._throttle.succeeded()
-            if self._settle(attempt):
-                self._stats.add_sent()
-                if self._on_settled is not None:
-                    self._on_settled(attempt.event, "sent")
+            self._sent(attempt)
             return
         if status == 401 or status == 403:
-            self._fail(attempt, [attempt.event], self._auth.refused(status, time.monotonic()))
+            self._fail(attempt, self._auth.refused(status, time.monotonic()))
             return
         if status is not None and not is_retryable_status(status):
             self._log.warning(
@@ -317,7 +315,7 @@ class DeliveryEngine:
                 status,
             )
             error = EventRejectedError(f"HTTP {status}", status=status)
-            self._fail(attempt, [attempt.event], error)
+            self._fail(attempt, error)
             return
         self._retry_later(attempt, outcome)
 
@@ -348,28 +346,45 @@ class DeliveryEngine:
             f"not delivered within the retry window: {cause}",
             status=outcome.status if outcome is not None else None,
         )
-        self._fail(attempt, [attempt.event], error)
+        self._fail(attempt, error)
 
     # -- settling ------------------------------------------------------------------------------
+    # Claim under the lock (exactly one thread wins: the loop or shutdown), count and call back,
+    # then release: flush() sees an event settled only once its counters and callbacks are done.
 
-    def _settle(self, attempt: _Attempt | None) -> bool:
-        """Mark an event done; False when shutdown already settled it (then do nothing)."""
-        if attempt is None:
-            return True
+    def _claim(self, attempt: _Attempt) -> bool:
+        """Take the right to settle an event; False when shutdown already did."""
         with self._changed:
             if attempt.settled:
                 return False
             attempt.settled = True
-            del self._unsettled[attempt.seq]
+            return True
+
+    def _release(self, attempt: _Attempt) -> None:
+        with self._changed:
+            self._unsettled.pop(attempt.seq, None)
             if self._waiters:
                 self._changed.notify_all()
-        return True
 
-    def _fail(
-        self, attempt: _Attempt | None, events: Sequence[BusinessEvent], error: DeliveryError
-    ) -> None:
-        if not self._settle(attempt):
+    def _sent(self, attempt: _Attempt) -> None:
+        if not self._claim(attempt):
             return
+        try:
+            self._stats.add_sent()
+            if self._on_settled is not None:
+                self._on_settled(attempt.event, "sent")
+        finally:
+            self._release(attempt)
+
+    def _fail(self, attempt: _Attempt, error: DeliveryError) -> None:
+        if not self._claim(attempt):
+            return
+        try:
+            self._report_failure([attempt.event], error)
+        finally:
+            self._release(attempt)
+
+    def _report_failure(self, events: Sequence[BusinessEvent], error: DeliveryError) -> None:
         if self._on_settled is not None:
             outcome = "rejected" if isinstance(error, EventRejectedError) else "failed"
             kept = [event for event in events if self._on_settled(event, outcome)]

@@ -7,6 +7,7 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 
 import pytest
 from opentelemetry import baggage, trace
@@ -373,3 +374,21 @@ def test_secrets_and_values_stay_out_of_logs_on_failure_paths(
     assert "not delivered" in caplog.text
     for secret in (secret_key, "header-secret", "value-secret", "order-secret-42", "someone@"):
         assert secret not in caplog.text
+
+
+def test_force_flush_returns_after_the_settled_events_callbacks_and_counters(
+    server: EventsApiServer, make_processor: MakeProcessor
+) -> None:
+    server.inject(Fault(status=400))
+    reported: list[int] = []
+
+    def slow_on_error(error: Exception, events: Sequence[BusinessEvent]) -> None:
+        time.sleep(0.3)
+        reported.append(len(events))
+
+    processor = make_processor(on_error=slow_on_error)
+    with tracer_for(processor).start_as_current_span("e") as span:
+        span.set_attributes(EVENT)
+    assert processor.force_flush(10_000)
+    assert reported == [1]  # settled means counted and reported, not merely answered
+    assert processor.stats()["failed"] == 1

@@ -51,3 +51,15 @@ def test_auth_gate_fails_events_during_the_pause_then_probes_once() -> None:
     gate.answered(200)
     assert gate.error is None
     assert gate.refusal(20.7) is None
+
+
+def test_a_probe_without_an_answer_lets_the_next_event_probe() -> None:
+    gate = AuthGate(pause_seconds=1.0)
+    error = gate.refused(401, now=0.0)
+    assert gate.refusal(1.0) is None  # the probe goes out
+    gate.answered(None)  # ...and meets a timeout or a reset: no verdict on the key
+    assert gate.refusal(1.1) is None  # so the next event probes, instead of failing forever
+    assert gate.error is error
+    gate.answered(200)
+    assert gate.refusal(1.2) is None
+    assert gate.error is None
