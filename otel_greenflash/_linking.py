@@ -181,6 +181,7 @@ class _TraceRecord:
     other: dict[str, Any] = field(default_factory=dict)
     ended_at: float | None = None
     waited_on: bool = False
+    queued_for_purge: bool = False
 
 
 class TraceIds:
@@ -245,11 +246,15 @@ class TraceIds:
         with self._lock:
             record = self._record(trace_id)
             record.ended_at = ended_at = time.monotonic()
-            self._ended.append((ended_at, trace_id, record))
-            if len(self._ended) > 2 * self._max_traces:  # entries of evicted traces
-                self._ended = collections.deque(
-                    entry for entry in self._ended if self._traces.get(entry[1]) is entry[2]
-                )
+            if not record.queued_for_purge:  # one entry per record, however often it ends
+                record.queued_for_purge = True
+                self._ended.append((ended_at, trace_id, record))
+                if len(self._ended) > 2 * self._max_traces:  # drop evicted traces' entries
+                    live = [
+                        entry for entry in self._ended if self._traces.get(entry[1]) is entry[2]
+                    ]
+                    self._ended.clear()
+                    self._ended.extend(live)
             waited_on, record.waited_on = record.waited_on, False
             return waited_on
 
@@ -266,13 +271,16 @@ class TraceIds:
     def purge(self, now: float | None = None) -> None:
         """Drop traces whose local root ended more than ``retain_seconds`` ago."""
         cutoff = (time.monotonic() if now is None else now) - self._retain_seconds
-        ended = self._ended
         with self._lock:
+            ended = self._ended
             while ended and ended[0][0] < cutoff:
                 _, trace_id, record = ended.popleft()
-                # Only if this very end is the record's latest (a root may end twice).
+                if self._traces.get(trace_id) is not record:
+                    continue  # evicted meanwhile
                 latest = record.ended_at
-                if self._traces.get(trace_id) is record and latest is not None and latest < cutoff:
+                if latest is not None and latest >= cutoff:  # ended again since: wait for that
+                    ended.append((latest, trace_id, record))
+                else:
                     del self._traces[trace_id]
 
     def _record(self, trace_id: int) -> _TraceRecord:

@@ -546,3 +546,13 @@ def test_purge_looks_only_at_expired_entries() -> None:
     store.purge(now=time.monotonic() + 3600)
     assert len(store) == 0
     assert len(store._ended) == 0
+
+
+def test_many_local_roots_of_one_trace_keep_one_purge_entry() -> None:
+    from otel_greenflash._linking import LinkKeys, TraceIds
+
+    store = TraceIds(LinkKeys(), max_traces=100, retain_seconds=30.0)
+    for _ in range(10_000):  # e.g. requests sharing one incoming traceparent
+        store.record(7, {"session.id": "s"}, root=True)
+        store.root_ended(7)
+    assert len(store._ended) == 1
