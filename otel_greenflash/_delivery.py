@@ -212,7 +212,9 @@ class DeliveryEngine:
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self._loop)
         # Name resolution must work in the SDK's atexit shutdown too (see _executor).
-        self._loop.set_default_executor(DaemonExecutor(4, "otel-greenflash-resolver"))
+        self._loop.set_default_executor(
+            DaemonExecutor(4, "otel-greenflash-resolver", prestart=True)
+        )
         try:
             self._loop.run_forever()
         finally:

@@ -22,11 +22,13 @@ _Work = tuple["Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]
 class DaemonExecutor(ThreadPoolExecutor):
     """Runs calls on up to ``max_workers`` daemon threads, started as work arrives.
 
-    A ``ThreadPoolExecutor`` only by type (asyncio's default executor must be one); none of
-    its machinery is used.
+    Subclasses ``ThreadPoolExecutor`` because asyncio's ``set_default_executor`` requires one;
+    ``submit`` and ``shutdown`` are its own (the base class's refuse work at exit).
     """
 
-    def __init__(self, max_workers: int, name: str) -> None:
+    def __init__(self, max_workers: int, name: str, *, prestart: bool = False) -> None:
+        """``prestart`` starts one thread now: Python 3.12.0-3.12.1 refuse to start threads in
+        ``atexit`` handlers, when the last events are flushed."""
         super().__init__(max_workers=1)
         self._max_workers = max(1, max_workers)
         self._name = name
@@ -35,6 +37,8 @@ class DaemonExecutor(ThreadPoolExecutor):
         self._started: list[threading.Thread] = []
         self._idle = 0
         self._closed = False
+        if prestart:
+            self.submit(_nothing).result()
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         future: Future[T] = Future()
@@ -75,3 +79,7 @@ class DaemonExecutor(ThreadPoolExecutor):
                     future.set_exception(exc)
             with self._lock:
                 self._idle += 1
+
+
+def _nothing() -> None:
+    return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl
 import threading
 from collections.abc import Callable
@@ -38,6 +39,15 @@ _timeout_scope = getattr(asyncio, "timeout", None)
 
 _ssl_lock = threading.Lock()
 _ssl_context: ssl.SSLContext | None = None
+
+
+def _reset_ssl_lock_in_child() -> None:
+    global _ssl_lock
+    _ssl_lock = threading.Lock()  # a thread of the parent may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_ssl_lock_in_child)
 
 
 def shared_ssl_context() -> ssl.SSLContext:
@@ -122,15 +132,14 @@ class _Lanes:
     connection per lane handed out from a free list."""
 
     def __init__(self, client: str, concurrency: int, proxy: httpx.Proxy | None) -> None:
-        self._client = client
         self._proxy = proxy
-        self._concurrency = concurrency
+        self._ssl_context = shared_ssl_context()  # here, not on the loop thread
         self._free: list[httpx.AsyncBaseTransport] = []
         self._all: list[httpx.AsyncBaseTransport] = []
         self._shared: httpx.AsyncBaseTransport | None = None
         if client == "aiohttp":
             self._shared = httpx_aiohttp.AiohttpTransport(
-                verify=shared_ssl_context(),
+                verify=self._ssl_context,
                 limits=httpx.Limits(
                     max_connections=concurrency, max_keepalive_connections=concurrency
                 ),
@@ -146,7 +155,7 @@ class _Lanes:
 
     def _new_httpx_lane(self) -> httpx.AsyncBaseTransport:
         transport = httpx.AsyncHTTPTransport(
-            verify=shared_ssl_context(),
+            verify=self._ssl_context,
             limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
             proxy=self._proxy,
         )
@@ -166,7 +175,7 @@ class ThreadedTransport:
 
     def __init__(self, transport: Transport, threads: int) -> None:
         self._transport = transport
-        self._executor = DaemonExecutor(threads, "otel-greenflash-transport")
+        self._executor = DaemonExecutor(threads, "otel-greenflash-transport", prestart=True)
 
     async def send(self, body: bytes, timeout_seconds: float) -> SendOutcome:
         loop = asyncio.get_running_loop()

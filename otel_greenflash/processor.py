@@ -298,9 +298,7 @@ class GreenflashSpanProcessor(SpanProcessor):
         )
         trace_id = context[0]
         if marked or is_event:
-            if self._pid != _getpid():  # forked without at-fork hooks (e.g. uWSGI)
-                self._pid = _getpid()
-                self._restart_after_fork()
+            self._check_pid()
         elif trace_id not in self._event_traces and trace_id not in self._trace_ids:
             return  # the common case: nothing in this trace concerns us
         parent = span._parent
@@ -343,6 +341,7 @@ class GreenflashSpanProcessor(SpanProcessor):
     ) -> None:
         """Queue one event given as bare attributes (``track()`` with no recording span);
         ids missing from ``attributes`` are taken from ``baggage``."""
+        self._check_pid()
         if not self._enabled:
             self._pipeline.stats.add_dropped("no_api_key")
             return
@@ -409,6 +408,7 @@ class GreenflashSpanProcessor(SpanProcessor):
         return self._flush(timeout_millis / 1000, drain=False)
 
     def _flush(self, timeout_seconds: float, *, drain: bool) -> bool:
+        self._check_pid()
         deadline = time.monotonic() + timeout_seconds
         if not self._worker.flush(timeout_seconds, drain=drain):
             return False
@@ -422,6 +422,7 @@ class GreenflashSpanProcessor(SpanProcessor):
         """Deliver what fits in the timeout, stop, and report what was not delivered."""
         if self._is_shutdown:
             return
+        self._check_pid()
         self._is_shutdown = True
         deadline = time.monotonic() + timeout_millis / 1000
         self._worker.shutdown(timeout_millis / 1000)
@@ -448,6 +449,12 @@ class GreenflashSpanProcessor(SpanProcessor):
             with contextlib.suppress(Exception):  # a broken spool must not break stats()
                 snapshot["spool"] = self._pipeline.spool_counts() or {}
         return snapshot
+
+    def _check_pid(self) -> None:
+        """Forked without at-fork hooks (uWSGI forks from C): start afresh in this process."""
+        if getattr(self, "_pid", None) not in (None, _getpid()):
+            self._pid = _getpid()
+            self._restart_after_fork()
 
     def _wake_worker(self) -> None:
         worker = getattr(self, "_worker", None)

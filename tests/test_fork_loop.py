@@ -73,3 +73,49 @@ def test_children_forked_during_deliveries_deliver_their_own_events(
     assert (
         "codes [0, 0, 0, 0, 0, 0] flushed True missing [] duplicates 0 extra 0" in result.stdout
     ), result.stdout + result.stderr[-3000:]
+
+
+C_FORK_SCRIPT = """
+import ctypes, json, os, sys
+from otel_greenflash import GreenflashSpanProcessor, track
+from otel_greenflash._transport import SendOutcome
+
+class FileTransport:
+    def send(self, body, timeout_seconds=None):
+        with open({log!r}, "a") as log:
+            log.write(f"{{os.getpid()}} {{json.loads(body)['eventType']}}\\n")
+        return SendOutcome(200)
+
+    def close(self):
+        return None
+
+processor = GreenflashSpanProcessor(
+    transport=FileTransport(), product_id="123e4567-e89b-12d3-a456-426614174000"
+)
+track("parent_event", 1)
+assert processor.force_flush(5000)
+libc = ctypes.PyDLL(None)  # fork from C, as uWSGI does: Python's at-fork hooks do not run
+pid = libc.fork()
+if pid == 0:
+    track("child_event", 1)  # no span: straight to the processor, which must notice the fork
+    ok = processor.force_flush(5000)
+    processor.shutdown(2000)
+    os._exit(0 if ok else 7)
+_, status = os.waitpid(pid, 0)
+print("child", os.waitstatus_to_exitcode(status))
+processor.shutdown(2000)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_fork_from_c_is_noticed_by_track_flush_and_shutdown(tmp_path: Path) -> None:
+    log = tmp_path / "sent.log"
+    script = tmp_path / "c_fork_app.py"
+    script.write_text(C_FORK_SCRIPT.format(log=str(log)))
+    result = run([sys.executable, str(script)], clean_env(), timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "child 0" in result.stdout, result.stdout + result.stderr[-2000:]
+    lines = [line.split() for line in log.read_text().splitlines()]
+    events = sorted(event for _, event in lines)
+    assert events == ["child_event", "parent_event"]
+    assert len({pid for pid, _ in lines}) == 2  # each sent by its own process
