@@ -130,19 +130,16 @@ class EventPipeline:
         those events is settled, spooled ones included; False on timeout."""
         deadline = time.monotonic() + timeout_seconds
         watermark = self.feed.last_seq()
-        while True:
-            if not self.engine.flush(max(0.0, deadline - time.monotonic())):
-                return False
-            if self.feed.flushed_through(watermark):
-                return True
+        if not self.engine.flush(timeout_seconds):  # what the loop holds now
+            return False
+        while not self.feed.flushed_through(watermark):  # spooled events, as they go out
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            pending = self.engine.pending
-            if not drain_worker(remaining):  # hands the loop more spooled events
+            if self.engine.pending == 0 and not drain_worker(remaining):  # hand over more
                 return False
-            if self.engine.pending == pending:  # nothing more to hand over yet: wait a little
-                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        return True
 
     def shutdown(self, timeout_seconds: float) -> int:
         """Deliver what fits in the timeout; return how many events were dropped."""

@@ -89,7 +89,7 @@ class SpoolFeed:
                 "otel_greenflash spool failed (%s): spool disabled, events are kept in memory only",
                 error,
             )
-            engine.submit(events)
+            engine.submit([event for event in events if event.insert_id not in self._in_engine])
             return True
         if lost:
             self._stats.add_dropped("spool_full", lost)

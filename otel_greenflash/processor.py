@@ -439,6 +439,12 @@ class GreenflashSpanProcessor(SpanProcessor):
                 undelivered,
                 f"; {kept} kept in the spool for the next start" if kept else "",
             )
+        elif kept:
+            logger.warning(
+                "otel_greenflash shut down with %d business event(s) not yet delivered, kept in "
+                "the spool for the next start",
+                kept,
+            )
 
     def stats(self) -> StatsSnapshot:
         """A snapshot of the delivery counters (each business event ends in exactly one of
