@@ -274,6 +274,7 @@ def _parse_choice(name: str, raw: str) -> str:
 
 
 def _check_http_client(name: str, value: str) -> str:
+    value = value.lower() if isinstance(value, str) else value
     if value not in HTTP_CLIENTS:
         raise ConfigurationError(
             f"{name} is {value!r}; allowed: {' or '.join(repr(c) for c in HTTP_CLIENTS)}"

@@ -227,7 +227,7 @@ class DeliveryEngine:
         for task in list(self._tasks):
             task.cancel()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._transport.aclose(), CLOSE_SECONDS)
+            await asyncio.wait_for(self._transport.aclose(), CLOSE_SECONDS * 0.8)
         self._loop.call_soon(self._loop.stop)
 
     def _accept(self, attempts: list[_Attempt]) -> None:
@@ -324,7 +324,7 @@ class DeliveryEngine:
     def _retry_later(self, attempt: _Attempt, outcome: SendOutcome) -> None:
         now = time.monotonic()
         hint = server_retry_delay(outcome.hints, time.time()) if outcome.hints else None
-        due = now + self._policy.delay(attempt.tries, outcome.hints, time.time())
+        due = now + self._policy.after(attempt.tries, hint)
         if outcome.status in THROTTLING_STATUSES:  # with a hint, the whole endpoint waits
             self._throttle.throttled(attempt.round, due if hint is not None and hint > 0 else None)
         if due >= attempt.window_ends:
@@ -334,7 +334,7 @@ class DeliveryEngine:
         self._stats.add_retried()
 
     def _give_up(self, attempt: _Attempt, outcome: SendOutcome | None) -> None:
-        cause = _describe(outcome) if outcome is not None else "the endpoint was paused"
+        cause = _describe(outcome) if outcome is not None else "its retry window ended first"
         self._log.warning(
             "gave-up",
             "business event from span %r (insertId %s) not delivered after %d attempt(s) "

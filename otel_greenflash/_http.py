@@ -107,14 +107,16 @@ class EventsApiTransport:
         try:
             response = await transport.handle_async_request(request)
             stream = response.stream
+            if not isinstance(stream, httpx.AsyncByteStream):
+                raise TypeError("an async transport returned a blocking stream")
             try:
                 received = 0
-                async for chunk in stream:  # type: ignore[union-attr]
+                async for chunk in stream:
                     received += len(chunk)
                     if received > MAX_RESPONSE_BYTES:
                         break  # closing an unfinished response closes its connection
             finally:
-                await stream.aclose()  # type: ignore[union-attr]
+                await stream.aclose()
         finally:
             release()
         status = response.status_code

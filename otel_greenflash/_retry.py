@@ -42,7 +42,12 @@ class RetryPolicy:
 
         ``now`` is the wall-clock time (seconds since the epoch) for HTTP-date hints.
         """
-        hint = server_retry_delay(headers, now) if headers else None
+        return self.after(attempt, server_retry_delay(headers, now) if headers else None, rand)
+
+    def after(
+        self, attempt: int, hint: float | None, rand: Callable[[], float] = random.random
+    ) -> float:
+        """Delay before retry ``attempt`` given the server's hint in seconds (if any)."""
         if hint is not None and hint > 0:  # 0 or a past date would mean a hot retry loop
             return min(hint, self.max_server_delay)
         return self.backoff(attempt, rand)

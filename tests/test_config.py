@@ -175,3 +175,12 @@ def test_disabled_processor_is_a_no_op_without_threads(
 def test_unknown_setting_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="max_qeue_size"):
         resolve(max_qeue_size=1)
+
+
+def test_http_client_is_a_choice_of_two() -> None:
+    assert resolve(http_client="HTTPX").http_client == "httpx"
+    assert resolve({"GREENFLASH_HTTP_CLIENT": "Aiohttp"}).http_client == "aiohttp"
+    with pytest.raises(ConfigurationError, match=r"GREENFLASH_HTTP_CLIENT is 'curl'; allowed"):
+        resolve({"GREENFLASH_HTTP_CLIENT": "curl"})
+    with pytest.raises(ConfigurationError, match=r"http_client is 'requests'; allowed"):
+        resolve(http_client="requests")
