@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import uuid
@@ -103,7 +104,7 @@ def map_span(
     keys = link_keys if link_keys is not None else _DEFAULT_LINK_KEYS
     result = MappingResult()
     span_name = span.name
-    span_attributes: Attributes = span.attributes or {}
+    span_attributes: Attributes = plain_attributes(span.attributes)  # C-level lookups
     context = span.context
     trace_id = context.trace_id if context is not None else 0
     span_id = context.span_id if context is not None else 0
@@ -123,7 +124,7 @@ def map_span(
             default_time_ns=end_ns,
         )
     for index, event in enumerate(span.events):
-        event_attributes: Attributes = event.attributes or {}
+        event_attributes: Attributes = plain_attributes(event.attributes)
         if event.name != attr.SPAN_EVENT_NAME and attr.EVENT_TYPE not in event_attributes:
             continue
         _collect(
@@ -375,10 +376,20 @@ def _uuid(name: str, value: object) -> str:
     allowed = "a UUID such as '123e4567-e89b-12d3-a456-426614174000'"
     if not isinstance(value, str):
         raise _Invalid(name, _got(value), allowed)
+    # Only UUID-sized strings are cached, so the cache stays small whatever the input.
+    canonical = _canonical_uuid(value) if len(value) <= 45 else None
+    if canonical is None:
+        raise _Invalid(name, "is not a UUID", allowed)
+    return canonical
+
+
+@functools.lru_cache(maxsize=1024)
+def _canonical_uuid(value: str) -> str | None:
+    """Product and conversation ids repeat across events: parse each one once."""
     try:
         return str(uuid.UUID(value))
     except ValueError:
-        raise _Invalid(name, "is not a UUID", allowed) from None
+        return None
 
 
 def _external_id(name: str, value: object) -> str:

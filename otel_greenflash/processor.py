@@ -478,7 +478,9 @@ class GreenflashSpanProcessor(SpanProcessor):
             if isinstance(item, EventSpan):
                 parent = item.span.parent
                 root = parent is None or parent.is_remote
-                self._trace_ids.record(item.trace_id, item.span.attributes or {}, root=root)
+                self._trace_ids.record(
+                    item.trace_id, plain_attributes(item.span.attributes), root=root
+                )
         events: list[BusinessEvent] = []
         for item in batch:
             if isinstance(item, BusinessEvent):
