@@ -581,12 +581,12 @@ def _event_count(item: WorkItem | ReadableSpan) -> int:
 def _event_attribute_sets(item: EventSpan) -> list[Mapping[str, AttributeValue]]:
     """The attributes of each business event of the span: the span's, then its span events'
     (each merged over the span's, since span events inherit the span's ids)."""
-    span_attributes = item.span.attributes or {}
+    span_attributes = plain_attributes(item.span.attributes)
     sets: list[Mapping[str, AttributeValue]] = []
     if _EVENT_TYPE in span_attributes:
         sets.append(span_attributes)
     for event in item.span.events:
-        event_attributes = event.attributes or {}
+        event_attributes = plain_attributes(event.attributes)
         if event.name == attr.SPAN_EVENT_NAME or _EVENT_TYPE in event_attributes:
             sets.append({**span_attributes, **event_attributes})
     return sets
