@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import heapq
 import math
 import threading
@@ -27,7 +28,7 @@ from ._auth import AuthGate
 from ._event import BusinessEvent
 from ._exceptions import DeliveryError, EventRejectedError, RetriesExhaustedError
 from ._executor import DaemonExecutor
-from ._http import AsyncTransport
+from ._http import AsyncTransport, suppress_instrumentation
 from ._logging import RateLimitedLog, logger
 from ._retry import THROTTLING_STATUSES, RetryPolicy, is_retryable_status, server_retry_delay
 from ._stats import DeliveryStats
@@ -107,6 +108,10 @@ class DeliveryEngine:
         self._auth = AuthGate()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
+        self._context = contextvars.Context()
+        """Every request runs in (a copy of) this context: HTTP-client instrumentations see
+        OpenTelemetry's suppress-instrumentation flag and leave our requests alone."""
+        self._context.run(suppress_instrumentation)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._run_loop, name="otel-greenflash-delivery", daemon=True
@@ -154,7 +159,7 @@ class DeliveryEngine:
                     chunk.append(attempt)
                 taken += len(chunk)
             with contextlib.suppress(RuntimeError):  # loop already closed: shutdown drops them
-                self._loop.call_soon_threadsafe(self._accept, chunk)
+                self._loop.call_soon_threadsafe(self._accept, chunk, context=self._context)
         if taken < len(encoded):
             self._drop([event for event, _ in encoded[taken:]], "shutdown")
 

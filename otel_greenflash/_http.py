@@ -50,6 +50,12 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_ssl_lock_in_child)
 
 
+def suppress_instrumentation() -> None:
+    """Set OpenTelemetry's suppress-instrumentation flag in the current context (as the SDK's
+    own exporters do), so HTTP-client instrumentations do not trace our requests."""
+    otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+
+
 def shared_ssl_context() -> ssl.SSLContext:
     """One TLS context for the process: building one loads the CA bundle (≈ 30 ms of CPU)."""
     global _ssl_context
@@ -84,8 +90,8 @@ class EventsApiTransport:
         self._lanes = _Lanes(config.http_client, config.max_concurrency, self._proxy)
 
     async def send(self, body: bytes, timeout_seconds: float) -> SendOutcome:
+        """Called in the delivery loop's context, which carries the suppress flag."""
         timeout = min(timeout_seconds, self._timeout)
-        token = otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         try:
             if _timeout_scope is not None:  # Python 3.11+: no extra task per request
                 async with _timeout_scope(timeout):
@@ -95,8 +101,6 @@ class EventsApiTransport:
             return SendOutcome(None, "Timeout")
         except Exception as exc:  # network errors, or the transport closed by shutdown
             return SendOutcome(None, type(exc).__name__)
-        finally:
-            otel_context.detach(token)
 
     async def _post(self, body: bytes, timeout: float) -> SendOutcome:
         phases = {"connect": min(5.0, timeout), "read": timeout, "write": timeout, "pool": timeout}
@@ -182,11 +186,16 @@ class ThreadedTransport:
     async def send(self, body: bytes, timeout_seconds: float) -> SendOutcome:
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(
-                self._executor, self._transport.send, body, timeout_seconds
-            )
+            return await loop.run_in_executor(self._executor, self._send, body, timeout_seconds)
         except Exception as exc:
             return SendOutcome(None, type(exc).__name__)
+
+    def _send(self, body: bytes, timeout_seconds: float) -> SendOutcome:
+        token = otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        try:
+            return self._transport.send(body, timeout_seconds)
+        finally:
+            otel_context.detach(token)
 
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False)
