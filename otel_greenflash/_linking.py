@@ -137,6 +137,19 @@ class EventSpan:
         return context.trace_id if context is not None else 0
 
 
+def forget_oldest_share(entries: dict[int, Any], share: int = 8) -> list[int]:
+    """Remove the oldest ``1/share`` of ``entries`` (at least one) and return their keys.
+
+    Safe while other threads insert and pop: ``list(dict)`` copies the keys without running
+    Python code (the keys are ints), and ``pop`` with a default never raises.
+    """
+    keys = list(entries)
+    oldest = keys[: max(1, len(keys) // share)]
+    for key in oldest:
+        entries.pop(key, None)
+    return oldest
+
+
 class LiveSpans:
     """Spans between on_start and on_end, so an ending event span can find its live ancestors.
 
@@ -156,9 +169,13 @@ class LiveSpans:
 
     def evict_oldest_share(self) -> None:
         """Forget the oldest eighth at once (evicting one at a time from the front of a dict
-        costs a scan over the holes left by earlier deletions, every time)."""
-        for span_id in list(itertools.islice(self.spans, max(1, len(self.spans) // 8))):
-            del self.spans[span_id]
+        costs a scan over the holes left by earlier deletions, every time).
+
+        Runs on application threads while others add and remove spans: the keys are copied in
+        one C-level step and removed with ``pop``, so nothing here can raise.
+        """
+        oldest = forget_oldest_share(self.spans)
+        for span_id in oldest:
             self.baggage.pop(span_id, None)
 
     def ancestors(self, span: ReadableSpan, limit: int = 256) -> tuple[ReadableSpan, ...]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import threading
 import time
@@ -26,6 +25,7 @@ from ._linking import (
     LiveSpans,
     TraceIds,
     WaitingEvents,
+    forget_oldest_share,
     has_conversation,
     merge_ids,
 )
@@ -327,8 +327,7 @@ class GreenflashSpanProcessor(SpanProcessor):
             event_traces = self._event_traces
             event_traces[trace_id] = None
             if len(event_traces) > self._config.max_traces:
-                for old in list(itertools.islice(event_traces, len(event_traces) // 8)):
-                    del event_traces[old]
+                forget_oldest_share(event_traces)
         self._submit(EventSpan(span, self._live.ancestors(span), start_baggage))
 
     def submit_attributes(
