@@ -19,6 +19,7 @@ import itertools
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -153,14 +154,16 @@ def forget_oldest_share(entries: dict[int, Any], share: int = 8) -> list[int]:
 class LiveSpans:
     """Spans between on_start and on_end, so an ending event span can find its live ancestors.
 
-    The processor's hooks read and write ``spans``/``baggage`` directly (hot path). At
-    ``max_spans`` the oldest entry is evicted, so spans that never end cannot stop linking.
+    The processor's hooks read and write ``spans``/``baggage`` directly (hot path). Spans are
+    held by weak reference: a span the application dropped without ending it can never be
+    read again by anyone, so only its small entry stays (≈ 150 bytes), not the span. At
+    ``max_spans`` the oldest entries are evicted, so spans that never end cannot stop linking.
     """
 
     def __init__(self, max_spans: int = 100_000) -> None:
         self.max_spans = max_spans
-        self.spans: dict[int, ReadableSpan] = {}
-        """Span id → live span, in start order."""
+        self.spans: dict[int, weakref.ref[ReadableSpan]] = {}
+        """Span id → weak reference to the live span, in start order."""
         self.baggage: dict[int, Mapping[str, object]] = {}
         """Span id → baggage of its start context, only for spans started with baggage."""
 
@@ -183,7 +186,8 @@ class LiveSpans:
         chain: list[ReadableSpan] = []
         parent = span.parent
         while parent is not None and not parent.is_remote and len(chain) < limit:
-            ancestor = self.spans.get(parent.span_id)
+            reference = self.spans.get(parent.span_id)
+            ancestor = reference() if reference is not None else None
             if ancestor is None:
                 break
             chain.append(ancestor)

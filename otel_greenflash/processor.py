@@ -59,6 +59,7 @@ _current_context: Callable[[], Context] = getattr(
     getattr(_runtime, "_current_context", None), "get", context_api.get_current
 )
 _getpid = os.getpid
+_weak = weakref.ref
 _EVENT_TYPE = attr.EVENT_TYPE
 _EMPTY: Mapping[str, AttributeValue] = {}
 
@@ -273,7 +274,7 @@ class GreenflashSpanProcessor(SpanProcessor):
         spans = self._live_spans
         if len(spans) >= self._max_live_spans:  # spans that never end: forget the oldest
             self._live.evict_oldest_share()
-        spans[span_id] = span
+        spans[span_id] = _weak(span)
         start_baggage = (parent_context if parent_context is not None else _current_context()).get(
             _BAGGAGE_KEY
         )
