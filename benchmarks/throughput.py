@@ -122,7 +122,7 @@ def run_ours(base_url: str, api_key: str, count: int, burst: bool) -> dict[str, 
     if not processor.force_flush(60_000) or processor.stats()["sent"] != 1:
         raise RuntimeError(f"warm-up event not delivered: {processor.stats()}")
     queued_before = processor.stats()["queued"]
-    before, duplicates_before, requests_before = server_counts(base_url)
+    before = server_counts(base_url)
     cpu_start = cpu_seconds()
     started = time.perf_counter()
     if burst:
@@ -138,20 +138,13 @@ def run_ours(base_url: str, api_key: str, count: int, burst: bool) -> dict[str, 
     flushed = processor.force_flush(900_000)
     wall = time.perf_counter() - started
     cpu = cpu_seconds() - cpu_start
-    after, duplicates_after, requests_after = server_counts(base_url)
+    after = server_counts(base_url)
     stats = processor.stats()
     provider.shutdown()
     if stats["dropped"]:
         raise RuntimeError(f"the benchmark dropped events: {stats}")
-    delivered = after - before
     return {
-        "events_per_second": delivered / wall,
-        "cpu_us_per_event": cpu / max(delivered, 1) * 1e6,
-        "delivered_share": delivered / count,
-        "accepted": float(delivered),
-        "duplicates": float(duplicates_after - duplicates_before),
-        "requests": float(requests_after - requests_before),
-        "seconds": wall,
+        **_delivery_figures(count, wall, cpu, before, after),
         "emit_seconds": emitted_seconds,
         "paced_seconds": waited,
         "flushed": float(flushed),
@@ -166,23 +159,36 @@ def run_sdk(
     base_url: str, api_key: str, count: int, threads: int, timeout: float | None
 ) -> dict[str, float]:
     sdk = SdkSender(base_url, api_key, timeout)
-    before, duplicates_before, requests_before = server_counts(base_url)
+    before = server_counts(base_url)
     cpu_start, started = cpu_seconds(), time.perf_counter()
     failed = sdk.run(count, threads)
     wall = time.perf_counter() - started
     cpu = cpu_seconds() - cpu_start
-    after, duplicates_after, requests_after = server_counts(base_url)
+    after = server_counts(base_url)
     sdk.close()
-    delivered = after - before
+    return {
+        **_delivery_figures(count, wall, cpu, before, after),
+        "failed": float(failed),
+    }
+
+
+def _delivery_figures(
+    count: int,
+    wall: float,
+    cpu: float,
+    before: tuple[int, int, int],
+    after: tuple[int, int, int],
+) -> dict[str, float]:
+    """Rate, CPU and receiver counts (accepted, duplicates, requests) for one measured run."""
+    delivered = after[0] - before[0]
     return {
         "events_per_second": delivered / wall,
         "cpu_us_per_event": cpu / max(delivered, 1) * 1e6,
         "delivered_share": delivered / count,
         "accepted": float(delivered),
-        "duplicates": float(duplicates_after - duplicates_before),
-        "requests": float(requests_after - requests_before),
+        "duplicates": float(after[1] - before[1]),
+        "requests": float(after[2] - before[2]),
         "seconds": wall,
-        "failed": float(failed),
     }
 
 

@@ -662,40 +662,38 @@ async def _plain_aiohttp_get(url: str) -> int:
         return response.status
 
 
-def test_own_requests_are_not_traced_by_aiohttp_client_instrumentation(lab: Lab) -> None:
-    """An installed aiohttp-client instrumentation records no span for our POSTs (the
-    suppress-instrumentation key), but does for the test's own aiohttp request (control)."""
-    instrumentation = pytest.importorskip("opentelemetry.instrumentation.aiohttp_client")
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    receiver = lab.receiver()
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(shutdown_on_exit=False)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    instrumentor = instrumentation.AioHttpClientInstrumentor()
-    instrumentor.instrument(tracer_provider=provider)
-    try:
-        processor = lab.processor(receiver, http_client="aiohttp")  # session made after this
-        values = emit(processor, 5)
-        assert processor.force_flush(10_000)
-        own_spans = list(exporter.get_finished_spans())
-        status = asyncio.run(_plain_aiohttp_get(receiver.base_url + "/health"))
-    finally:
-        instrumentor.uninstrument()
-
-    assert accepted_values(receiver) == sorted(values)
-    assert own_spans == []
-    assert status == 404
-    assert [span.name for span in exporter.get_finished_spans()] == ["GET"]
+def _plain_httpx_get(url: str) -> int:
+    return httpx.get(url, timeout=5).status_code
 
 
-def test_own_requests_are_not_traced_by_httpx_instrumentation_on_the_httpx_lanes(
+@pytest.mark.parametrize(
+    ("http_client", "module", "instrumentor_name", "plain_get"),
+    [
+        (
+            "aiohttp",
+            "opentelemetry.instrumentation.aiohttp_client",
+            "AioHttpClientInstrumentor",
+            lambda url: asyncio.run(_plain_aiohttp_get(url)),
+        ),
+        # httpx's own transports, which the httpx instrumentation wraps at class level
+        (
+            "httpx",
+            "opentelemetry.instrumentation.httpx",
+            "HTTPXClientInstrumentor",
+            _plain_httpx_get,
+        ),
+    ],
+)
+def test_own_requests_are_not_traced_by_an_installed_http_client_instrumentation(
     lab: Lab,
+    http_client: str,
+    module: str,
+    instrumentor_name: str,
+    plain_get: Callable[[str], int],
 ) -> None:
-    """Same with ``http_client="httpx"`` (httpx's own transports) and the httpx
-    instrumentation, which wraps those transports at class level."""
-    instrumentation = pytest.importorskip("opentelemetry.instrumentation.httpx")
+    """An installed client instrumentation records no span for our POSTs (the
+    suppress-instrumentation key), but does for the test's own request (control)."""
+    instrumentation = pytest.importorskip(module)
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -703,14 +701,14 @@ def test_own_requests_are_not_traced_by_httpx_instrumentation_on_the_httpx_lanes
     exporter = InMemorySpanExporter()
     provider = TracerProvider(shutdown_on_exit=False)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    instrumentor = instrumentation.HTTPXClientInstrumentor()
+    instrumentor = getattr(instrumentation, instrumentor_name)()
     instrumentor.instrument(tracer_provider=provider)
     try:
-        processor = lab.processor(receiver, http_client="httpx")
+        processor = lab.processor(receiver, http_client=http_client)  # made after instrument()
         values = emit(processor, 5)
         assert processor.force_flush(10_000)
         own_spans = list(exporter.get_finished_spans())
-        status = httpx.get(receiver.base_url + "/health", timeout=5).status_code
+        status = plain_get(receiver.base_url + "/health")
     finally:
         instrumentor.uninstrument()
 
