@@ -29,6 +29,7 @@ from ._event import BusinessEvent
 from ._exceptions import DeliveryError, EventRejectedError, RetriesExhaustedError
 from ._executor import DaemonExecutor
 from ._http import AsyncTransport, suppress_instrumentation
+from ._ledger import Ledger
 from ._logging import RateLimitedLog, logger
 from ._retry import THROTTLING_STATUSES, RetryPolicy, is_retryable_status, server_retry_delay
 from ._stats import DeliveryStats
@@ -82,7 +83,6 @@ class DeliveryEngine:
     ) -> None:
         self._transport = transport
         self._stats = stats
-        self._max_pending = max_pending
         self._window = retry_window_seconds
         self._timeout = timeout_seconds
         self._policy = policy if policy is not None else RetryPolicy()
@@ -90,13 +90,7 @@ class DeliveryEngine:
         self._on_drop = on_drop
         self._on_settled = on_settled
         self._log = RateLimitedLog()
-        # Shared between threads (under the lock).
-        self._changed = threading.Condition(threading.Lock())
-        self._unsettled: dict[int, _Attempt] = {}
-        """Every event taken and not settled, by sequence number (oldest first)."""
-        self._next_seq = 0
-        self._closing = False
-        self._waiters = 0
+        self._ledger: Ledger[_Attempt] = Ledger(max_pending)
         # Owned by the loop thread.
         self._ready: collections.deque[_Attempt] = collections.deque()
         self._due: collections.deque[_Attempt] = collections.deque()
@@ -121,7 +115,7 @@ class DeliveryEngine:
     @property
     def pending(self) -> int:
         """Events taken and not yet settled."""
-        return len(self._unsettled)
+        return len(self._ledger)
 
     @property
     def in_flight_limit(self) -> int:
@@ -141,23 +135,10 @@ class DeliveryEngine:
                 self._report_failure([event], error)
         taken = 0
         while taken < len(encoded):
-            with self._changed:
-                while len(self._unsettled) >= self._max_pending and not self._closing:
-                    self._waiters += 1
-                    try:
-                        self._changed.wait()
-                    finally:
-                        self._waiters -= 1
-                if self._closing:
-                    break
-                room = self._max_pending - len(self._unsettled)
-                chunk: list[_Attempt] = []
-                for event, body in encoded[taken : taken + room]:
-                    attempt = _Attempt(event, body, self._next_seq)
-                    self._next_seq += 1
-                    self._unsettled[attempt.seq] = attempt
-                    chunk.append(attempt)
-                taken += len(chunk)
+            chunk = self._ledger.admit(encoded[taken:], _new_attempt)
+            if not chunk:  # closed: shutdown is under way
+                break
+            taken += len(chunk)
             with contextlib.suppress(RuntimeError):  # loop already closed: shutdown drops them
                 self._loop.call_soon_threadsafe(self._accept, chunk, context=self._context)
         if taken < len(encoded):
@@ -165,35 +146,16 @@ class DeliveryEngine:
 
     def flush(self, timeout_seconds: float) -> bool:
         """Wait until every event taken before the call is settled; False on timeout."""
-        deadline = time.monotonic() + timeout_seconds
-        with self._changed:
-            watermark = self._next_seq
-            self._waiters += 1
-            try:
-                while self._unsettled and next(iter(self._unsettled)) < watermark:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return False
-                    self._changed.wait(remaining)
-            finally:
-                self._waiters -= 1
-        return True
+        return self._ledger.wait_settled(timeout_seconds)
 
     def shutdown(self, timeout_seconds: float) -> int:
         """Deliver what fits in the timeout, then drop the rest; return how many were dropped.
 
         Requests still in flight are dropped too: an answer arriving later is ignored.
         """
-        with self._changed:
-            self._closing = True
-            self._changed.notify_all()
-        self.flush(timeout_seconds)
-        with self._changed:  # events being settled right now are left to their settler
-            left = [attempt for attempt in self._unsettled.values() if not attempt.settled]
-            for attempt in left:
-                attempt.settled = True
-                del self._unsettled[attempt.seq]
-            self._changed.notify_all()
+        self._ledger.close()
+        self._ledger.wait_settled(timeout_seconds)
+        left = self._ledger.abandon()  # events being settled right now are left to their settler
         if left:
             self._drop([attempt.event for attempt in left], "shutdown")
         if not self._thread.is_alive():
@@ -356,40 +318,26 @@ class DeliveryEngine:
         self._fail(attempt, error)
 
     # -- settling ------------------------------------------------------------------------------
-    # Claim under the lock (exactly one thread wins: the loop or shutdown), count and call back,
-    # then release: flush() sees an event settled only once its counters and callbacks are done.
-
-    def _claim(self, attempt: _Attempt) -> bool:
-        """Take the right to settle an event; False when shutdown already did."""
-        with self._changed:
-            if attempt.settled:
-                return False
-            attempt.settled = True
-            return True
-
-    def _release(self, attempt: _Attempt) -> None:
-        with self._changed:
-            self._unsettled.pop(attempt.seq, None)
-            if self._waiters:
-                self._changed.notify_all()
+    # Claim (exactly one thread wins: the loop or shutdown), count and call back, then release:
+    # flush() sees an event settled only once its counters and callbacks are done.
 
     def _sent(self, attempt: _Attempt) -> None:
-        if not self._claim(attempt):
+        if not self._ledger.claim(attempt):
             return
         try:
             self._stats.add_sent()
             if self._on_settled is not None:
                 self._on_settled(attempt.event, "sent")
         finally:
-            self._release(attempt)
+            self._ledger.release(attempt)
 
     def _fail(self, attempt: _Attempt, error: DeliveryError) -> None:
-        if not self._claim(attempt):
+        if not self._ledger.claim(attempt):
             return
         try:
             self._report_failure([attempt.event], error)
         finally:
-            self._release(attempt)
+            self._ledger.release(attempt)
 
     def _report_failure(self, events: Sequence[BusinessEvent], error: DeliveryError) -> None:
         if self._on_settled is not None:
@@ -417,6 +365,10 @@ class DeliveryEngine:
                 self._on_drop(events, reason)
             except Exception:
                 logger.exception("otel_greenflash on_drop callback raised")
+
+
+def _new_attempt(encoded: tuple[BusinessEvent, bytes], seq: int) -> _Attempt:
+    return _Attempt(encoded[0], encoded[1], seq)
 
 
 def _describe(outcome: SendOutcome) -> str:
