@@ -25,3 +25,21 @@ def test_console_transport_prints_one_json_line_per_event() -> None:
     outcome = ConsoleTransport(stream).send(b'{"eventType":"t"}')
     assert outcome.ok
     assert json.loads(stream.getvalue()) == {"eventType": "t"}
+
+
+def test_every_transport_shares_one_tls_context() -> None:
+    from otel_greenflash import GreenflashSpanProcessor
+
+    processors = [
+        GreenflashSpanProcessor(api_key="k", base_url="https://127.0.0.1:9/v1", http_client=client)
+        for client in ("aiohttp", "httpx", "aiohttp")
+    ]
+    try:
+        contexts = {
+            id(processor._pipeline.engine._transport._lanes._ssl_context)  # type: ignore[attr-defined]
+            for processor in processors
+        }
+        assert len(contexts) == 1  # built once per process (≈ 30 ms of CPU each otherwise)
+    finally:
+        for processor in processors:
+            processor.shutdown(1000)
