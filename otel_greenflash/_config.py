@@ -41,6 +41,8 @@ ENV_LINK_ALIASES = "GREENFLASH_LINK_ALIASES"
 ENV_INSTALL_PROCESSOR = "GREENFLASH_INSTALL_PROCESSOR"
 ENV_SPOOL_DIR = "GREENFLASH_SPOOL_DIR"
 ENV_SPOOL_MAX_EVENTS = "GREENFLASH_SPOOL_MAX_EVENTS"
+ENV_HANDLE_SIGTERM = "GREENFLASH_HANDLE_SIGTERM"
+ENV_TERMINATION_TIMEOUT = "GREENFLASH_TERMINATION_TIMEOUT"
 ENV_OTEL_SDK_DISABLED = "OTEL_SDK_DISABLED"
 
 ENVIRONMENT_VARIABLES: Mapping[str, str] = MappingProxyType(
@@ -66,7 +68,7 @@ ENVIRONMENT_VARIABLES: Mapping[str, str] = MappingProxyType(
         ENV_HTTP_CLIENT: "`aiohttp` (default: httpx over aiohttp's pool) or `httpx` (httpx's own "
         "async transport, one connection per lane).",
         ENV_LINK_LINGER: "Longest wait for a trace's local root span before an event is sent "
-        "without a conversation id, ms. Default 5000.",
+        "without a conversation id, ms. Default 300000 (5 minutes: long LLM turns).",
         ENV_LINK_MAX_WAITING: "Event spans that may wait for their conversation id. Default 2048.",
         ENV_LINK_MAX_TRACES: "Traces whose ids are remembered for linking. Default 4096.",
         ENV_LINK_ALIASES: "Comma-separated `attribute=greenflash.key` pairs replacing the default "
@@ -77,6 +79,10 @@ ENVIRONMENT_VARIABLES: Mapping[str, str] = MappingProxyType(
         ENV_SPOOL_DIR: "Directory of the durable spool (sqlite); unset: no spool.",
         ENV_SPOOL_MAX_EVENTS: "Events the spool keeps per process (oldest evicted, counted). "
         "Default 100000.",
+        ENV_HANDLE_SIGTERM: "`false`: no SIGTERM handler and no flush before `os._exit` in "
+        "forked workers (see Deployments). Default `true`.",
+        ENV_TERMINATION_TIMEOUT: "Longest time spent delivering (or spooling) held events when "
+        "the process ends by SIGTERM or `os._exit`, ms. Default 5000.",
     }
 )
 """Every environment variable read by the library, with what it does and its default."""
@@ -115,6 +121,8 @@ class GreenflashConfig:
     spool_dir: str | None = None
     spool_max_events: int = 100_000
     http_client: str = "aiohttp"
+    handle_sigterm: bool = True
+    termination_timeout_seconds: float = 5.0
 
     @property
     def events_url(self) -> str:
@@ -241,7 +249,7 @@ class _Resolver:
                 "max_concurrency", ENV_MAX_CONCURRENCY, 64, _parse_int, _count(1, 1024)
             ),
             linger_seconds=self._get(
-                "linger_seconds", ENV_LINK_LINGER, 5.0, _parse_millis, _seconds(0.0, 3600.0)
+                "linger_seconds", ENV_LINK_LINGER, 300.0, _parse_millis, _seconds(0.0, 3600.0)
             ),
             max_waiting=self._get(
                 "max_waiting", ENV_LINK_MAX_WAITING, 2048, _parse_int, _count(0, 10**7)
@@ -256,6 +264,14 @@ class _Resolver:
             ),
             http_client=self._get(
                 "http_client", ENV_HTTP_CLIENT, "aiohttp", _parse_choice, _check_http_client
+            ),
+            handle_sigterm=self._get("handle_sigterm", ENV_HANDLE_SIGTERM, True, _parse_bool),
+            termination_timeout_seconds=self._get(
+                "termination_timeout_seconds",
+                ENV_TERMINATION_TIMEOUT,
+                5.0,
+                _parse_millis,
+                _seconds(0.0, 600.0),
             ),
         )
         _check_transport_security(config)

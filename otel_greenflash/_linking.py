@@ -327,7 +327,7 @@ class WaitingEvents:
     Holds at most ``max_waiting`` entries; releasing an entry forgets it at once.
     """
 
-    def __init__(self, max_waiting: int = 2048, linger_seconds: float = 5.0) -> None:
+    def __init__(self, max_waiting: int = 2048, linger_seconds: float = 300.0) -> None:
         self.max_waiting = max_waiting
         self.linger_seconds = linger_seconds
         self._order: collections.OrderedDict[int, _Waiting] = collections.OrderedDict()

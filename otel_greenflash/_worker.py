@@ -46,6 +46,7 @@ class BackgroundWorker(Generic[Item]):
         self._drain_requested = 0
         self._woken = False
         self._shutdown = False
+        self._busy = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -97,6 +98,11 @@ class BackgroundWorker(Generic[Item]):
             self._thread.join(max(0.0, deadline - time.monotonic()))
 
     @property
+    def idle(self) -> bool:
+        """True when nothing is queued and no batch is being handled."""
+        return not self._queue and not self._busy
+
+    @property
     def stopped(self) -> bool:
         """True once the worker thread has exited."""
         return not self._thread.is_alive()
@@ -128,11 +134,13 @@ class BackgroundWorker(Generic[Item]):
                 draining = finished_flush and (
                     self._shutdown or self._drain_requested > self._flush_done
                 )
+                self._busy = bool(batch)
             try:
                 self._handle_batch(batch, draining)
             except Exception:  # a bug here must not kill the worker
                 logger.exception("otel_greenflash worker %s failed to handle a batch", self._name)
             with self._condition:
+                self._busy = False
                 if finished_flush:
                     self._flush_done = generation
                     self._condition.notify_all()

@@ -8,10 +8,11 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from . import _termination
 from ._config import GreenflashConfig
 from ._delivery import DropCallback, ErrorCallback
 from ._stats import StatsSnapshot
-from .processor import GreenflashSpanProcessor
+from .processor import GreenflashSpanProcessor, active_processors
 
 
 class GreenflashSpanExporter(SpanExporter):
@@ -46,6 +47,15 @@ class GreenflashSpanExporter(SpanExporter):
             api_key, product_id, base_url, on_error=on_error, on_drop=on_drop, **settings
         )
         self._shutdown = False
+        config = self._core.config
+        if config.enabled:
+            # At SIGTERM the SDK's batch processor may still hold spans meant for this exporter.
+            _termination.watch(
+                active_processors,
+                handle_sigterm=config.handle_sigterm,
+                budget_seconds=config.termination_timeout_seconds,
+                fed_by_sdk_batches=True,
+            )
 
     @property
     def config(self) -> GreenflashConfig:

@@ -15,6 +15,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.util.types import AttributeValue
 
+from . import _termination
 from . import attributes as attr
 from ._config import ENV_API_KEY, GreenflashConfig
 from ._delivery import DropCallback, ErrorCallback
@@ -44,8 +45,10 @@ from ._worker import BackgroundWorker
 WorkItem = EventSpan | BusinessEvent
 
 _UNLINKED_REASONS = {
-    "waiting_full": "too many events were waiting for their trace's local root span",
-    "linger_expired": "the trace's local root span did not end within linger_seconds",
+    "waiting_full": "more events were waiting for their trace's local root span than "
+    "max_waiting / GREENFLASH_LINK_MAX_WAITING allows; raise it",
+    "linger_expired": "the trace's local root span did not end within linger_seconds / "
+    "GREENFLASH_LINK_LINGER; raise it if conversation ids are set later than that",
     "flush": "force_flush() sent events still waiting for their trace's root span",
     "shutdown": "shutdown() sent events still waiting for their trace's root span",
 }
@@ -149,6 +152,8 @@ class GreenflashSpanProcessor(SpanProcessor):
         dry_run: bool | None = None,
         allow_insecure_http: bool | None = None,
         enabled: bool | None = None,
+        handle_sigterm: bool | None = None,
+        termination_timeout_seconds: float | None = None,
         on_error: ErrorCallback | None = None,
         on_drop: DropCallback | None = None,
         config: GreenflashConfig | None = None,
@@ -179,6 +184,8 @@ class GreenflashSpanProcessor(SpanProcessor):
             dry_run=dry_run,
             allow_insecure_http=allow_insecure_http,
             enabled=enabled,
+            handle_sigterm=handle_sigterm,
+            termination_timeout_seconds=termination_timeout_seconds,
         )
         config = self._config
         self._link_keys = LinkKeys(config.aliases)
@@ -204,6 +211,11 @@ class GreenflashSpanProcessor(SpanProcessor):
             )
         self._start_worker()
         _active_processors.add(self)
+        _termination.watch(
+            active_processors,
+            handle_sigterm=config.handle_sigterm,
+            budget_seconds=config.termination_timeout_seconds,
+        )
 
     def _disable(self) -> None:
         """GREENFLASH_ENABLED=false or OTEL_SDK_DISABLED=true: every hook is a no-op."""
@@ -446,6 +458,12 @@ class GreenflashSpanProcessor(SpanProcessor):
                 kept,
             )
 
+    def holds_events(self) -> bool:
+        """True while any business event taken here is not settled yet."""
+        if self._is_shutdown:
+            return False
+        return not self._worker.idle or len(self._waiting) > 0 or self._pipeline.engine.pending > 0
+
     def stats(self) -> StatsSnapshot:
         """A snapshot of the delivery counters (each business event ends in exactly one of
         ``sent``, ``failed``, ``invalid`` or ``dropped``)."""
@@ -565,9 +583,11 @@ class GreenflashSpanProcessor(SpanProcessor):
                 self._pipeline.stats.add_unlinked(cut_short, unlinked)
                 self._log.warning(
                     f"unlinked-{cut_short}",
-                    "otel_greenflash sent business event(s) without a conversation id (%s); "
+                    "otel_greenflash sent %d business event(s) without a conversation id: %s; "
                     "see stats()['unlinked']",
+                    unlinked,
                     _UNLINKED_REASONS.get(cut_short, cut_short),
+                    count=unlinked,
                 )
         return events
 

@@ -35,7 +35,7 @@ def test_defaults() -> None:
     )
     assert (config.schedule_delay_seconds, config.export_timeout_seconds) == (1.0, 300.0)
     assert config.http_client == "aiohttp"
-    assert (config.timeout_seconds, config.linger_seconds) == (10.0, 5.0)
+    assert (config.timeout_seconds, config.linger_seconds) == (10.0, 300.0)
     assert config.enabled
     assert not config.dry_run
 
