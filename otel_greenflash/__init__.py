@@ -20,6 +20,7 @@ from ._linking import DEFAULT_ALIASES
 from ._serverless import flush, flush_after
 from ._setup import configure
 from ._stats import StatsSnapshot
+from ._termination import install_sigterm_handler
 from ._version import __version__
 from .exporter import GreenflashSpanExporter
 from .processor import GreenflashSpanProcessor
@@ -48,5 +49,6 @@ __all__ = [
     "conversation",
     "flush",
     "flush_after",
+    "install_sigterm_handler",
     "track",
 ]

@@ -69,7 +69,7 @@ def watch(
         _flush_sdk_first = _flush_sdk_first or fed_by_sdk_batches
     if not handle_sigterm:
         return
-    _install_sigterm_handler()
+    _install_once()
     _hook_os_exit_in_forked_children()
     _hook_celery_if_imported()
 
@@ -102,20 +102,38 @@ class ChainedSigtermHandler:
         signal.raise_signal(signum)
 
 
-def _install_sigterm_handler() -> None:
+_installed = False
+"""Installed once in this process (or its parent): a handler set since then is never replaced."""
+
+
+def _install_once() -> None:
+    global _installed
+    if not _installed:
+        _installed = install_sigterm_handler()
+
+
+def install_sigterm_handler() -> bool:
+    """Install the SIGTERM handler now, chaining to the current one; True when it is in place.
+
+    Processors do this when they start; call it yourself where a server resets SIGTERM after
+    the processor started (gunicorn ``--preload`` with uvicorn workers: ``post_worker_init``).
+    Only from the main thread; a no-op when SIGTERM is ignored or handled outside Python.
+    """
     if not hasattr(signal, "SIGTERM") or threading.current_thread() is not threading.main_thread():
-        return
+        return False
     with _lock:
         try:
             current = signal.getsignal(signal.SIGTERM)
+            if isinstance(current, ChainedSigtermHandler):
+                return True
             # None: a handler installed outside Python, which cannot be chained to.
             if current is None or current == signal.SIG_IGN:
-                return
-            if isinstance(current, ChainedSigtermHandler):
-                return
+                return False
             signal.signal(signal.SIGTERM, ChainedSigtermHandler(current))
+            return True
         except (ValueError, OSError) as error:  # not the main interpreter, or no signals
             logger.debug("otel_greenflash: no SIGTERM handler installed: %s", error)
+            return False
 
 
 def _defer(signum: int) -> None:

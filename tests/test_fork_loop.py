@@ -119,3 +119,61 @@ def test_a_fork_from_c_is_noticed_by_track_flush_and_shutdown(tmp_path: Path) ->
     events = sorted(event for _, event in lines)
     assert events == ["child_event", "parent_event"]
     assert len({pid for pid, _ in lines}) == 2  # each sent by its own process
+
+
+FIFTY_FORKS_SCRIPT = """
+import os, sys, time
+sys.path.insert(0, {root!r})
+from tests.independent_receiver import Receiver
+from opentelemetry.sdk.trace import TracerProvider
+from otel_greenflash import GreenflashSpanProcessor
+
+with Receiver(latency_seconds=0.02) as receiver:
+    processor = GreenflashSpanProcessor(
+        api_key=receiver.api_key,
+        base_url=receiver.base_url,
+        product_id="123e4567-e89b-12d3-a456-426614174000",
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("app")
+
+    def emit(label, count):
+        for index in range(count):
+            with tracer.start_as_current_span("e") as span:
+                span.set_attribute("greenflash.event.type", "t")
+                span.set_attribute("greenflash.event.value", f"{{label}}-{{index}}")
+
+    children = []
+    started = time.monotonic()
+    for child in range(50):
+        emit(f"p{{child}}", 2)
+        processor.deliver_queued(0)  # hand events to the loop now: forks land mid-delivery
+        time.sleep(0.0005 * (child % 10))
+        pid = os.fork()
+        if pid == 0:
+            emit(f"c{{child}}", 4)
+            os._exit(0)  # no flush, no atexit: the child's os._exit delivers first
+        children.append(pid)
+    forks_took = time.monotonic() - started
+    codes = {{os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children}}
+    flushed = processor.force_flush(30_000)
+    expected = {{f"p{{c}}-{{i}}" for c in range(50) for i in range(2)}}
+    expected |= {{f"c{{c}}-{{i}}" for c in range(50) for i in range(4)}}
+    got = sorted(str(event["value"]) for event in receiver.accepted)
+    print("50 forks took %.2f s" % forks_took, file=sys.stderr)
+    print("codes", sorted(codes), "flushed", flushed, "missing", sorted(expected - set(got)),
+          "duplicates", receiver.duplicates, "extra", len(got) - len(expected))
+    provider.shutdown()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fifty_forks_across_the_first_deliveries_each_deliver_their_own(tmp_path: Path) -> None:
+    script = tmp_path / "fifty_forks.py"
+    script.write_text(FIFTY_FORKS_SCRIPT.format(root=str(ROOT)))
+    result = run([sys.executable, str(script)], clean_env(), timeout=180, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "codes [0] flushed True missing [] duplicates 0 extra 0" in result.stdout, (
+        result.stdout + result.stderr[-3000:]
+    )
