@@ -115,13 +115,27 @@ class EventPipeline:
 
     # -- waiting for a lane (worker thread) -------------------------------------------------
 
+    @property
+    def spooling(self) -> bool:
+        """True while events go through a spool (or will, once it opens)."""
+        return self._spool_wanted or self.feed.spool is not None
+
+    def hold(self, events: Sequence[BusinessEvent]) -> None:
+        """Events that wait for their conversation id: into the spool as known so far, so a
+        crash while they wait loses nothing (no-op without a spool)."""
+        self._open_spool_once()
+        self.feed.hold(events)
+
     def deliver(self, events: Sequence[BusinessEvent]) -> None:
         """Hand mapped events on: into the spool (which feeds the loop) or to the loop."""
+        self._open_spool_once()
+        if not self.feed.put(events, self.engine) and events:
+            self.engine.submit(events)
+
+    def _open_spool_once(self) -> None:
         if self._spool_wanted:
             self._spool_wanted = False
             self.feed.open()
-        if not self.feed.put(events, self.engine) and events:
-            self.engine.submit(events)
 
     # -- lifecycle (any thread) ----------------------------------------------------------------
 

@@ -28,6 +28,9 @@ from ._logging import logger
 
 PENDING = "pending"
 REJECTED = "rejected"
+WAITING = "waiting"
+"""Written as known so far while the event waits for its conversation id; replaced by the
+final body when it stops waiting, sent as it is by whoever adopts the file after a crash."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -66,6 +69,7 @@ class Spool:
         self.directory = Path(directory)
         self.max_events = max_events
         self.evicted = 0
+        self._waiting: set[str] = set()
         self._lock = threading.Lock()
         try:
             # Event bodies hold application data: readable by this user only.
@@ -83,6 +87,21 @@ class Spool:
 
     # -- writes (worker thread) ------------------------------------------------------------
 
+    def hold(self, events: Sequence[BusinessEvent]) -> None:
+        """Persist events still waiting for their conversation id (not to be sent from here
+        until :meth:`add` replaces them with their final body)."""
+        if not events:
+            return
+        now = time.time()
+        rows = [(e.insert_id, e.span_name, _encode(e), WAITING, now) for e in events]
+        with self._lock, self._db:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO events (insert_id, span_name, body, status, created) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+        self._waiting.update(event.insert_id for event in events)
+
     def add(self, events: Sequence[BusinessEvent], *, handed_over_up_to: int = 0) -> int:
         """Persist events (one transaction). Over the bound, rows already handed to the senders
         (``seq <= handed_over_up_to``, still held in memory) are evicted first, then the
@@ -91,7 +110,13 @@ class Spool:
             return 0
         now = time.time()
         rows = [(e.insert_id, e.span_name, _encode(e), now) for e in events]
+        replaced = [(e.insert_id, WAITING) for e in events if e.insert_id in self._waiting]
         with self._lock, self._db:
+            if replaced:  # done waiting: the final body goes in as a new row, in today's order
+                self._db.executemany(
+                    "DELETE FROM events WHERE insert_id = ? AND status = ?", replaced
+                )
+                self._waiting.difference_update(insert_id for insert_id, _ in replaced)
             self._db.executemany(
                 "INSERT OR IGNORE INTO events (insert_id, span_name, body, created) "
                 "VALUES (?, ?, ?, ?)",
@@ -221,6 +246,8 @@ class Spool:
             other.close()
             return 0
         other.close()
+        # Their process is gone: events it held back waiting for a conversation id go as known.
+        rows = [(*row[:3], PENDING if row[3] == WAITING else row[3], row[4]) for row in rows]
         with self._lock, self._db:
             self._db.executemany(
                 "INSERT OR IGNORE INTO events (insert_id, span_name, body, status, created) "
@@ -344,8 +371,9 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
 
 
 def _counts(db: sqlite3.Connection) -> tuple[int, int]:
+    """Not yet delivered (waiting ones included), and refused."""
     rows = dict(db.execute("SELECT status, count(*) FROM events GROUP BY status").fetchall())
-    return int(rows.get(PENDING, 0)), int(rows.get(REJECTED, 0))
+    return int(rows.get(PENDING, 0)) + int(rows.get(WAITING, 0)), int(rows.get(REJECTED, 0))
 
 
 def _hold_lock(path: Path) -> IO[bytes]:

@@ -101,6 +101,22 @@ class SpoolFeed:
             )
         return True
 
+    def hold(self, events: Sequence[BusinessEvent]) -> None:
+        """Spool events that wait for their conversation id, as known so far (so a crash
+        while they wait does not lose them); :meth:`put` later replaces them."""
+        spool = self.spool
+        if spool is None or not events:
+            return
+        try:
+            with self._lock:
+                spool.hold(events)
+        except Exception as error:
+            self.spool = None
+            logger.error(
+                "otel_greenflash spool failed (%s): spool disabled, events are kept in memory only",
+                error,
+            )
+
     def last_seq(self) -> int:
         """The newest spooled event's number (0 when empty)."""
         spool = self.spool

@@ -500,6 +500,8 @@ class GreenflashSpanProcessor(SpanProcessor):
                     item.trace_id, plain_attributes(item.span.attributes), root=root
                 )
         events: list[BusinessEvent] = []
+        held: list[BusinessEvent] = []
+        spooling = self._pipeline.spooling
         for item in batch:
             if isinstance(item, BusinessEvent):
                 events.append(item)
@@ -511,9 +513,13 @@ class GreenflashSpanProcessor(SpanProcessor):
             elif draining:
                 events.extend(self._events_for(item, cut_short=cut_short_by, linked=linked))
             else:
+                if spooling:  # durable while it waits: written as known now
+                    held.extend(self._pipeline.map_span(item.span, linked, report=False))
                 pushed_out = self._waiting.park(item, now)
                 if pushed_out is not None:
                     events.extend(self._events_for(pushed_out, cut_short="waiting_full"))
+        if held:
+            self._pipeline.hold(held)
         if draining:
             for item in self._waiting.release_all():
                 events.extend(self._events_for(item, cut_short=cut_short_by))
