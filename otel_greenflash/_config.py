@@ -79,8 +79,8 @@ ENVIRONMENT_VARIABLES: Mapping[str, str] = MappingProxyType(
         ENV_SPOOL_DIR: "Directory of the durable spool (sqlite); unset: no spool.",
         ENV_SPOOL_MAX_EVENTS: "Events the spool keeps per process (oldest evicted, counted). "
         "Default 100000.",
-        ENV_HANDLE_SIGTERM: "`false`: no SIGTERM handler and no flush before `os._exit` in "
-        "forked workers (see Deployments). Default `true`.",
+        ENV_HANDLE_SIGTERM: "`false`: no SIGTERM handler and no delivery before `os._exit` "
+        "(see Deployments). Default `true`.",
         ENV_TERMINATION_TIMEOUT: "Longest time spent delivering (or spooling) held events when "
         "the process ends by SIGTERM or `os._exit`, ms. Default 5000.",
     }

@@ -11,8 +11,8 @@ down) are covered here:
   uvicorn's ``capture_signals``): the server's handler is called at once; SIGTERM is then
   blocked on the main thread, so the server's restore-and-re-raise is held until ``atexit``,
   where held events are delivered before the signal is let through.
-* **``os._exit`` in a forked child** (RQ's work horse, ``multiprocessing`` children, Celery's
-  pool children) and Celery's ``worker_process_shutdown``: held events are delivered first.
+* **``os._exit``** (RQ's work horse, ``multiprocessing`` fork children, Celery's pool children)
+  and Celery's ``worker_process_shutdown``: held events are delivered first.
 
 Nothing here replaces a handler installed after ours; the handler is installed from the main
 thread only and chains to the one it found.
@@ -70,7 +70,7 @@ def watch(
     if not handle_sigterm:
         return
     _install_once()
-    _hook_os_exit_in_forked_children()
+    _hook_os_exit()
     _hook_celery_if_imported()
 
 
@@ -179,10 +179,16 @@ def _exit_after_delivering(status: int) -> NoReturn:
 _fork_hook_registered = False
 
 
-def _hook_os_exit_in_forked_children() -> None:
-    """Registered once: in each forked child, ``os._exit`` delivers held events first."""
+def _hook_os_exit() -> None:
+    """``os._exit`` delivers held events first, in this process and in the children it forks.
+
+    Worker pools end processes this way (RQ's work horse, which often imports the library only
+    after it was forked; ``multiprocessing`` and billiard children): atexit never runs there.
+    """
     global _fork_hook_registered
     with _lock:
+        if os._exit is _real_exit:
+            os._exit = _exit_after_delivering
         if _fork_hook_registered or not hasattr(os, "register_at_fork"):
             return
         _fork_hook_registered = True
@@ -191,8 +197,6 @@ def _hook_os_exit_in_forked_children() -> None:
 
 def _in_forked_child() -> None:
     _forget_deferred_in_child()
-    if os._exit is _real_exit:
-        os._exit = _exit_after_delivering
     _hook_celery_if_imported()
 
 

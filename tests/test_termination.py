@@ -368,3 +368,27 @@ def test_a_child_forked_after_a_deferred_sigterm_can_still_be_terminated(
     code, _, err = finish(process, signal.SIGTERM)
     assert code == 0, err
     assert "child signalled True" in err
+
+
+def test_os_exit_in_the_process_that_started_the_processor_delivers_first(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """RQ's work horse imports the job module (and so the library) after it was forked."""
+    process = start(
+        tmp_path,
+        """
+        ready()
+        pid = os.fork()
+        if pid == 0:
+            otel_greenflash.configure()   # first import of the app's setup: after the fork
+            emit("horse", 9)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        print("horse exit", os.waitstatus_to_exitcode(status), file=sys.stderr)
+        """,
+        receiver,
+    )
+    code, _, err = finish(process)
+    assert code == 0, err
+    assert "horse exit 0" in err
+    expect_exactly(receiver, ids("horse", 9))
