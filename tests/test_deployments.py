@@ -92,6 +92,9 @@ SERVER_RC = {
     "uvicorn --workers": 0,
     # The arbiter raises StopIteration, stops the workers, then sys.exit(0).
     "gunicorn": 0,
+    # Event-loop signal handlers (-w 0) or a parent that sets a shutdown event for its spawned
+    # workers; every process returns normally (atexit runs).
+    "hypercorn": 0,
     # Warm shutdown: waits for running tasks, then exits 0.
     "celery": 0,
     # Warm shutdown: waits for the work horse, then exits 0.
@@ -451,6 +454,33 @@ def test_uvicorn_workers(receiver: Receiver, tmp_path: Path) -> None:
         workers=2,
         sig=signal.SIGTERM,
         expected_rc=SERVER_RC["uvicorn --workers"],
+    )
+    outcome.check(import_records(tmp_path / "state"), server.tail())
+
+
+@pytest.mark.parametrize("workers", ["1", "0"], ids=["worker-process", "single-process"])
+def test_hypercorn(receiver: Receiver, tmp_path: Path, workers: str) -> None:
+    """hypercorn: by default one spawned worker process that its parent stops through an
+    event; ``-w 0`` serves in the main process with event-loop signal handlers. Neither
+    re-raises: both end normally, so the SDK's atexit shutdown delivers."""
+    pytest.importorskip("hypercorn")
+    env = http_env(receiver, tmp_path)
+    outcome, server = run_http(
+        f"hypercorn -w {workers}",
+        [
+            command("hypercorn"),
+            "-w",
+            workers,
+            "-b",
+            "127.0.0.1:{port}",
+            "tests.deployments.asgi_app:app",
+        ],
+        env,
+        tmp_path,
+        receiver,
+        workers=1,
+        sig=signal.SIGTERM,
+        expected_rc=SERVER_RC["hypercorn"],
     )
     outcome.check(import_records(tmp_path / "state"), server.tail())
 
