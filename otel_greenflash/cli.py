@@ -154,7 +154,7 @@ def _probe(config: GreenflashConfig, timeout: float) -> tuple[bool, str]:
 
 
 def _serve(arguments: argparse.Namespace) -> int:
-    from .testing import DEFAULT_API_KEY, EventsApiServer
+    from .testing import DEFAULT_API_KEY, TEST_PRODUCT_ID, EventsApiServer
 
     def print_event(event: Mapping[str, Any]) -> None:
         print(json.dumps(event, sort_keys=True), flush=True)
@@ -171,7 +171,12 @@ def _serve(arguments: argparse.Namespace) -> int:
     with server:
         print(f"Local Greenflash Events API on {server.base_url}", file=sys.stderr)
         print(
-            f"  export GREENFLASH_BASE_URL={server.base_url} GREENFLASH_API_KEY={server.api_key}",
+            "In another shell, point your app (or `otel-greenflash send`) at it:\n"
+            f"  export GREENFLASH_BASE_URL={server.base_url} "
+            f"GREENFLASH_API_KEY={server.api_key} "
+            f"GREENFLASH_PRODUCT_ID={TEST_PRODUCT_ID}\n"
+            "  otel-greenflash send upgrade_purchased 149 --value-type currency "
+            "--external-conversation-id chat-1",
             file=sys.stderr,
             flush=True,
         )

@@ -8,7 +8,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from . import _termination
+from . import _record_only, _termination
 from ._config import GreenflashConfig
 from ._delivery import DropCallback, ErrorCallback
 from ._stats import StatsSnapshot
@@ -47,8 +47,11 @@ class GreenflashSpanExporter(SpanExporter):
             api_key, product_id, base_url, on_error=on_error, on_drop=on_drop, **settings
         )
         self._shutdown = False
+        self._core.sees_span_starts = False
         config = self._core.config
         if config.enabled:
+            # Record-only spans (GreenflashSampler) never reach a batch processor's exporter.
+            _record_only.add_exporter(self, self._core.on_end)
             # At SIGTERM the SDK's batch processor may still hold spans meant for this exporter.
             _termination.watch(
                 active_processors,
@@ -81,6 +84,7 @@ class GreenflashSpanExporter(SpanExporter):
         if self._shutdown:
             return
         self._shutdown = True
+        _record_only.remove_exporter(self)
         self._core.shutdown(timeout_millis)
 
     def stats(self) -> StatsSnapshot:

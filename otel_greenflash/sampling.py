@@ -3,7 +3,9 @@
 A span the sampler drops never reaches a span processor. :class:`GreenflashSampler` wraps your
 sampler and turns its *drop* into *record only* for spans that may carry business events, so
 :class:`~otel_greenflash.GreenflashSpanProcessor` still sees them while exporters of sampled
-spans (``BatchSpanProcessor``, ``SimpleSpanProcessor``) still skip them.
+spans (``BatchSpanProcessor``, ``SimpleSpanProcessor``) still skip them. Where the only
+Greenflash component is :class:`~otel_greenflash.GreenflashSpanExporter`, record-only spans are
+handed to it directly (see ``_record_only``); with neither, the first such span logs an error.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
+from . import _record_only
 from . import attributes as attr
 
 
@@ -38,6 +41,7 @@ class GreenflashSampler(Sampler):
     def __init__(self, sampler: Sampler, *, record_unsampled: bool = False) -> None:
         self._sampler = sampler
         self._record_unsampled = record_unsampled
+        self._checked_receiver = False
 
     def should_sample(
         self,
@@ -55,12 +59,22 @@ class GreenflashSampler(Sampler):
         if result.decision is not Decision.DROP:
             return result
         if self._record_unsampled or (attributes and attr.EVENT_TYPE in attributes):
+            if not self._checked_receiver:
+                self._checked_receiver = True
+                _record_only.on_first_record_only_span(_span_processor_installed)
             return SamplingResult(Decision.RECORD_ONLY, attributes, result.trace_state)
         return result
 
     def get_description(self) -> str:
         mode = "record_unsampled" if self._record_unsampled else "event spans"
         return f"GreenflashSampler{{{self._sampler.get_description()}, {mode}}}"
+
+
+def _span_processor_installed() -> bool:
+    from .processor import active_processors
+
+    # An exporter's core sees finished spans only (the exporter marks it).
+    return any(getattr(processor, "sees_span_starts", True) for processor in active_processors())
 
 
 def parent_based_trace_id_ratio(rate: str | None) -> Sampler:

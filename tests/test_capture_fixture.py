@@ -46,3 +46,27 @@ def test_users_can_capture_events_in_memory(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 passed" in result.stdout
+
+
+def test_a_failing_one_shows_what_was_captured() -> None:
+    from otel_greenflash.testing import CapturedEvents
+
+    captured = CapturedEvents()
+    try:
+        with captured.tracer.start_as_current_span("billing") as span:
+            span.set_attributes(
+                {"greenflash.event.type": "upgrade_purchased", "greenflash.event.value": "99"}
+            )
+        with captured.tracer.start_as_current_span("bad") as span:
+            span.set_attributes({"greenflash.event.type": "upgrade_purchased"})  # no value
+        try:
+            captured.one("upgrade_purchased", value="149")
+        except AssertionError as error:
+            message = str(error)
+        else:
+            raise AssertionError("one() found an event that does not exist")
+    finally:
+        captured.close()
+    assert "expected one 'upgrade_purchased' event with value='149', found 0" in message
+    assert '"value": "99"' in message  # what was captured instead
+    assert "1 invalid event(s) not captured" in message

@@ -324,11 +324,17 @@ def test_full_queue_drops_new_event_spans_counts_and_says_so(
             with provider.get_tracer("app").start_as_current_span("billing.upgrade") as span:
                 span.set_attributes({**UPGRADE, "greenflash.event.value": str(index)})
 
+    def taken(count: int) -> bool:  # the worker took ``count`` event spans off the queue
+        deadline = time.monotonic() + 10
+        while processor.stats()["queued"] < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return processor.stats()["queued"] == count
+
     with caplog.at_level(logging.WARNING, logger="otel_greenflash"):
         emit(range(2))  # 0 and 1 fill the delivery loop (max_pending = 2) for 2 s
-        time.sleep(0.3)
+        assert taken(2)
         emit(range(2, 3))  # the worker takes 2 and waits for room
-        time.sleep(0.3)
+        assert taken(3)
         emit(range(3, 10))  # the queue takes 3 and 4, then refuses the newest
     assert processor.force_flush(10000)
 

@@ -82,13 +82,39 @@ class CapturedEvents:
 
     def one(self, event_type: str, **fields: Any) -> Mapping[str, Any]:
         """The single event of ``event_type`` whose fields equal ``fields``; AssertionError else."""
+        captured = self.events
         found = [
             event
-            for event in self.of_type(event_type)
-            if all(event.get(name) == value for name, value in fields.items())
+            for event in captured
+            if event["eventType"] == event_type
+            and all(event.get(name) == value for name, value in fields.items())
         ]
-        assert len(found) == 1, f"expected one {event_type!r} event, found {len(found)}"
+        if len(found) != 1:
+            raise AssertionError(self._mismatch(event_type, fields, len(found), captured))
         return found[0]
+
+    def _mismatch(
+        self,
+        event_type: str,
+        fields: Mapping[str, Any],
+        matching: int,
+        captured: list[dict[str, Any]],
+    ) -> str:
+        wanted = ", ".join(f"{name}={value!r}" for name, value in fields.items())
+        lines = [
+            f"expected one {event_type!r} event{' with ' + wanted if wanted else ''}, "
+            f"found {matching}; captured {len(captured)} event(s):"
+        ]
+        lines += [f"  {json.dumps(event, sort_keys=True, default=str)}" for event in captured]
+        stats = self.processor.stats()
+        if stats["invalid"]:
+            lines.append(
+                f"  and {stats['invalid']} invalid event(s) not captured (their attributes "
+                "broke the convention; the otel_greenflash log says which)"
+            )
+        if self.transport.errors:
+            lines.append(f"  and {len(self.transport.errors)} refused by the contract check")
+        return "\n".join(lines)
 
     def clear(self) -> None:
         self.processor.force_flush(10_000)
