@@ -24,6 +24,8 @@ SpanSink = Callable[[ReadableSpan], None]
 _lock = threading.Lock()
 _sinks: weakref.WeakKeyDictionary[object, SpanSink] = weakref.WeakKeyDictionary()
 _bridged: weakref.WeakSet[TracerProvider] = weakref.WeakSet()
+_exporter_cores: weakref.WeakSet[object] = weakref.WeakSet()
+"""Processors run by exporters: they see finished spans only, never span starts."""
 _warned = False
 
 
@@ -38,13 +40,18 @@ class RecordOnlySpans(SpanProcessor):
             sink(span)
 
 
-def add_exporter(exporter: object, sink: SpanSink) -> None:
+def add_exporter(exporter: object, core: object, sink: SpanSink) -> None:
     """Register an exporter; bridge the global provider if its sampler records dropped spans."""
     with _lock:
         _sinks[exporter] = sink
+        _exporter_cores.add(core)
     provider = trace.get_tracer_provider()
     if isinstance(provider, TracerProvider) and _records_dropped_spans(provider):
         bridge(provider)
+
+
+def is_exporter_core(processor: object) -> bool:
+    return processor in _exporter_cores
 
 
 def remove_exporter(exporter: object) -> None:

@@ -47,11 +47,10 @@ class GreenflashSpanExporter(SpanExporter):
             api_key, product_id, base_url, on_error=on_error, on_drop=on_drop, **settings
         )
         self._shutdown = False
-        self._core.sees_span_starts = False
         config = self._core.config
         if config.enabled:
             # Record-only spans (GreenflashSampler) never reach a batch processor's exporter.
-            _record_only.add_exporter(self, self._core.on_end)
+            _record_only.add_exporter(self, self._core, self._core.on_end)
             # At SIGTERM the SDK's batch processor may still hold spans meant for this exporter.
             _termination.watch(
                 active_processors,

@@ -73,8 +73,7 @@ class GreenflashSampler(Sampler):
 def _span_processor_installed() -> bool:
     from .processor import active_processors
 
-    # An exporter's core sees finished spans only (the exporter marks it).
-    return any(getattr(processor, "sees_span_starts", True) for processor in active_processors())
+    return any(not _record_only.is_exporter_core(processor) for processor in active_processors())
 
 
 def parent_based_trace_id_ratio(rate: str | None) -> Sampler:
