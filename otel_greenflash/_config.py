@@ -7,11 +7,13 @@ wrong and what is allowed.
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -179,9 +181,13 @@ class _Resolver:
         parsed = parse(variable or argument, raw.strip())
         return check(variable or argument, parsed) if check else parsed
 
+    def _name(self, argument: str, variable: str) -> str:
+        """How to call a setting in a message: the argument when one was given."""
+        return argument if self._explicit.get(argument) is not None else variable
+
     def _aliases(self) -> Mapping[str, str] | None:
         if self._explicit.get("aliases") is not None:
-            return dict(self._explicit["aliases"])
+            return _check_aliases("aliases", self._explicit["aliases"])
         raw = self._env.get(ENV_LINK_ALIASES)
         return None if raw is None else _parse_aliases(ENV_LINK_ALIASES, raw)
 
@@ -189,7 +195,7 @@ class _Resolver:
         disabled = _parse_bool(
             ENV_OTEL_SDK_DISABLED, self._env.get(ENV_OTEL_SDK_DISABLED) or "false"
         )
-        enabled = self._get("enabled", ENV_ENABLED, True, _parse_bool) and not disabled
+        enabled = self._get("enabled", ENV_ENABLED, True, _parse_bool, _check_bool) and not disabled
         api_key: str | None = self._get("api_key", ENV_API_KEY, None, _as_text, _check_key)
         api_key = api_key.strip() if api_key and api_key.strip() else None
         product_id: str | None = self._get(
@@ -199,9 +205,9 @@ class _Resolver:
         headers: Mapping[str, str] = self._get(
             "custom_headers", ENV_CUSTOM_HEADERS, {}, _parse_headers, _check_headers
         )
-        dry_run = self._get("dry_run", ENV_DRY_RUN, False, _parse_bool)
+        dry_run = self._get("dry_run", ENV_DRY_RUN, False, _parse_bool, _check_bool)
         allow_insecure = self._get(
-            "allow_insecure_http", ENV_ALLOW_INSECURE_HTTP, False, _parse_bool
+            "allow_insecure_http", ENV_ALLOW_INSECURE_HTTP, False, _parse_bool, _check_bool
         )
         queue = self._get("max_queue_size", ENV_MAX_QUEUE_SIZE, 2048, _parse_int, _count(1, 10**7))
         batch = self._get(
@@ -258,14 +264,16 @@ class _Resolver:
                 "max_traces", ENV_LINK_MAX_TRACES, 4096, _parse_int, _count(1, 10**7)
             ),
             aliases=self._aliases(),
-            spool_dir=self._get("spool_dir", ENV_SPOOL_DIR, None, _as_text),
+            spool_dir=self._get("spool_dir", ENV_SPOOL_DIR, None, _as_text, _check_spool_dir),
             spool_max_events=self._get(
                 "spool_max_events", ENV_SPOOL_MAX_EVENTS, 100_000, _parse_int, _count(1, 10**8)
             ),
             http_client=self._get(
                 "http_client", ENV_HTTP_CLIENT, "aiohttp", _parse_choice, _check_http_client
             ),
-            handle_sigterm=self._get("handle_sigterm", ENV_HANDLE_SIGTERM, True, _parse_bool),
+            handle_sigterm=self._get(
+                "handle_sigterm", ENV_HANDLE_SIGTERM, True, _parse_bool, _check_bool
+            ),
             termination_timeout_seconds=self._get(
                 "termination_timeout_seconds",
                 ENV_TERMINATION_TIMEOUT,
@@ -274,7 +282,7 @@ class _Resolver:
                 _seconds(0.0, 600.0),
             ),
         )
-        _check_transport_security(config)
+        _check_transport_security(config, self._name("base_url", ENV_BASE_URL), self._env)
         return config
 
 
@@ -374,19 +382,136 @@ def _check_key(name: str, value: object) -> str | None:
     return value
 
 
+_LIBRARY_HEADERS: Mapping[str, str] = MappingProxyType(
+    {
+        "authorization": f"carries the API key (api_key / {ENV_API_KEY})",
+        "content-type": "is set by the library (the body is application/json)",
+    }
+)
+_FRAMING_HEADERS = frozenset(
+    {
+        "connection",
+        "content-encoding",
+        "content-length",
+        "expect",
+        "host",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+"""Headers HTTP itself sets from the request: a custom value would break every send."""
+
+_TOKEN_CHARACTERS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+_ALLOWED_HEADER_NAMES = "allowed: letters, digits and !#$%&'*+-.^_`|~"
+
+
 def _check_headers(name: str, value: object) -> Mapping[str, str]:
+    """Extra headers sent with every request. Messages name a header, never its value (custom
+    headers often carry tokens)."""
     if not isinstance(value, Mapping):
         raise ConfigurationError(f"{name} has type {type(value).__name__}; allowed: a mapping")
     for header, header_value in value.items():
-        if (
-            not isinstance(header, str)
-            or not header
-            or not all(32 < ord(c) < 127 and c not in '()<>@,;:\\"/[]?={}' for c in header)
-        ):
-            raise ConfigurationError(f"{name}: {header!r} is not a header name")
-        if not isinstance(header_value, str) or any(c in header_value for c in "\r\n\0"):
-            raise ConfigurationError(f"{name}: the value of {header!r} is not a single-line string")
+        _check_header_name(name, header)
+        problem = _header_value_problem(header_value)
+        if problem:
+            raise ConfigurationError(
+                f"{name}: the value of {header!r} {problem}; allowed: printable ASCII "
+                "(spaces and tabs only between other characters)"
+            )
     return value
+
+
+def _check_header_name(name: str, header: object) -> None:
+    if not isinstance(header, str):
+        raise ConfigurationError(
+            f"{name}: a header name has type {type(header).__name__}; allowed: a string"
+        )
+    if not header or not set(header) <= _TOKEN_CHARACTERS:
+        raise ConfigurationError(
+            f"{name}: {header!r} is not a header name; {_ALLOWED_HEADER_NAMES}"
+        )
+    folded = header.lower()
+    if folded in _LIBRARY_HEADERS:
+        raise ConfigurationError(
+            f"{name}: {header!r} {_LIBRARY_HEADERS[folded]}; allowed: other headers"
+        )
+    if folded in _FRAMING_HEADERS:
+        raise ConfigurationError(
+            f"{name}: {header!r} is set by HTTP itself for each request; allowed: other headers"
+        )
+
+
+def _header_value_problem(value: object) -> str | None:
+    if not isinstance(value, str):
+        return f"has type {type(value).__name__}, not str"
+    if "\r" in value or "\n" in value:
+        return "contains a line break"
+    if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
+        return "contains a control character"
+    if not value.isascii():
+        return "contains non-ASCII characters"
+    if value != value.strip(" \t"):
+        return "starts or ends with a space or tab"
+    return None
+
+
+def _check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name} has type {type(value).__name__}; allowed: True or False")
+    return value
+
+
+def _check_spool_dir(name: str, value: object) -> str | None:
+    """Checked without touching the disk (the spool creates its directory on first use): the
+    path is a directory, or can become one, that this process may create files in."""
+    if value is None:
+        return None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise ConfigurationError(
+            f"{name} has type {type(value).__name__}; allowed: a directory path (str)"
+        )
+    if not value:
+        return value
+    path = Path(value)
+    existing = path
+    while not os.path.lexists(existing) and existing.parent != existing:
+        existing = existing.parent
+    allowed = "allowed: a directory, or a path where one can be created"
+    if not existing.is_dir():
+        if existing == path:
+            raise ConfigurationError(f"{name}: {value!r} exists and is not a directory; {allowed}")
+        raise ConfigurationError(
+            f"{name}: {str(existing)!r} is not a directory, so {value!r} cannot be created "
+            f"under it; {allowed}"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigurationError(
+            f"{name}: this process may not create files in {str(existing)!r}; "
+            "allowed: a directory writable by this user"
+        )
+    return value
+
+
+def _check_aliases(name: str, value: object) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{name} has type {type(value).__name__}; allowed: a mapping")
+    aliases: dict[str, str] = {}
+    for source, target in value.items():
+        if not isinstance(source, str) or not source.strip() or target not in attr.ID_KEYS:
+            raise ConfigurationError(
+                f"{name}: {source!r} -> {target!r} is not 'attribute -> greenflash id key'; "
+                f"allowed targets: {', '.join(attr.ID_KEYS)}"
+            )
+        aliases[source] = target
+    return aliases
 
 
 def _check_uuid(name: str, value: str | None) -> str | None:
@@ -401,18 +526,135 @@ def _check_uuid(name: str, value: str | None) -> str | None:
         ) from None
 
 
-def _check_url(name: str, value: str) -> str:
-    parts = urlsplit(value.strip())
-    if parts.username or parts.password:  # never echo or keep credentials from a URL
+def _check_url(name: str, value: object) -> str:
+    """The Events API base URL. Messages never quote it: even a malformed URL may carry a
+    password or a token."""
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name} has type {type(value).__name__}; allowed: a string")
+    url = value.strip()
+    try:
+        _address(url, ("http", "https"))
+    except _BadUrlError as problem:
+        raise ConfigurationError(f"{name}: {problem}") from None
+    if urlsplit(url).path.rstrip("/").endswith("/events"):
         raise ConfigurationError(
-            f"{name} contains credentials; allowed: a URL without user:password@ "
-            "(use custom_headers / GREENFLASH_CUSTOM_HEADERS for extra authentication)"
+            f"{name}: the path ends with /events, but events go to {{base_url}}/events; "
+            f"allowed: the API's base URL, e.g. {DEFAULT_BASE_URL!r}"
         )
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(
-            f"{name}={value!r} is not an absolute http(s) URL; allowed: e.g. {DEFAULT_BASE_URL!r}"
+    return url
+
+
+@dataclass(frozen=True, slots=True)
+class _Address:
+    """What a message may show of a checked URL: never user:password@, path or query."""
+
+    scheme: str
+    host: str
+    port: int | None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}" + ("" if self.port is None else f":{self.port}")
+
+
+class _BadUrlError(Exception):
+    """What is wrong with a URL, in words that never quote it."""
+
+
+def _address(url: str, schemes: tuple[str, ...], *, credentials: bool = False) -> _Address:
+    """Check ``scheme://host[:port][/path]`` (``user:password@`` only when ``credentials``)."""
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise _BadUrlError(
+            "the URL contains whitespace or control characters; allowed: none "
+            "(percent-encode them in the path)"
         )
-    return value.strip()
+    if "@" in url and not credentials:
+        raise _BadUrlError(
+            "the URL contains credentials (user:password@) or an '@'; allowed: a URL without "
+            "them (use custom_headers / GREENFLASH_CUSTOM_HEADERS for extra authentication)"
+        )
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        raise _BadUrlError(
+            "the value is not an absolute URL; allowed: scheme://host[:port][/path] with "
+            f"scheme {' or '.join(schemes)}, e.g. {DEFAULT_BASE_URL!r}"
+        )
+    if scheme.lower() not in schemes:
+        shown = f"scheme {scheme!r}" if _is_scheme(scheme) else "the URL's scheme"
+        raise _BadUrlError(f"{shown} is not supported; allowed: {' or '.join(schemes)}")
+    if "?" in rest or "#" in rest:
+        raise _BadUrlError(
+            "the URL has a query string or fragment; allowed: scheme://host[:port][/path]"
+        )
+    authority = rest.partition("/")[0]
+    if credentials:
+        authority = authority.rpartition("@")[2]
+    host, port_text = _split_authority(authority)
+    return _Address(scheme.lower(), host.lower(), _port(port_text))
+
+
+def _is_scheme(text: str) -> bool:
+    return (
+        0 < len(text) <= 16
+        and text[0].isascii()
+        and text[0].isalpha()
+        and all(c.isascii() and (c.isalnum() or c in "+-.") for c in text)
+    )
+
+
+def _split_authority(authority: str) -> tuple[str, str | None]:
+    """``host[:port]`` or ``[ipv6][:port]`` → the host (no brackets) and the port text."""
+    allowed = "allowed: a host name, an IPv4 address or [an IPv6 address]"
+    if authority.startswith("["):
+        host, bracket, after = authority[1:].partition("]")
+        if not bracket:
+            raise _BadUrlError(f"the host has a '[' without its ']'; {allowed}")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise _BadUrlError(f"the host in [ ] is not an IPv6 address; {allowed}") from None
+        if after and not after.startswith(":"):
+            raise _BadUrlError(f"characters follow the host's ']'; {allowed}, then :port")
+        return host, after[1:] if after else None
+    host, colon, port_text = authority.partition(":")
+    if not host:
+        raise _BadUrlError(f"the URL has no host; {allowed}")
+    if not _is_host(host):
+        raise _BadUrlError(f"the host is not a valid host name or address; {allowed}")
+    return host, port_text if colon else None
+
+
+def _is_host(host: str) -> bool:
+    name = host[:-1] if host.endswith(".") else host
+    if all(c.isdigit() or c == "." for c in name):
+        try:
+            ipaddress.IPv4Address(name)
+        except ValueError:
+            return False
+        return True
+    labels = name.split(".")
+    if len(name) > 253 or not all(0 < len(label) <= 63 for label in labels):
+        return False
+    if not all(c.isalnum() or c in "-_" for label in labels for c in label):
+        return False
+    if not name.isascii():
+        try:
+            name.encode("idna")
+        except UnicodeError:
+            return False
+    return True
+
+
+def _port(text: str | None) -> int | None:
+    if not text:
+        return None
+    digits = text[1:] if text.startswith("-") else text
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 10:
+        raise _BadUrlError("the port is not a number; allowed: 1-65535")
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise _BadUrlError(f"port {port} is out of range; allowed: 1-65535")
+    return port
 
 
 def _parse_headers(name: str, raw: str) -> dict[str, str]:
@@ -444,20 +686,121 @@ def _parse_aliases(name: str, raw: str) -> dict[str, str]:
     return aliases
 
 
-def _check_transport_security(config: GreenflashConfig) -> None:
-    parts = urlsplit(config.base_url)
+def _check_transport_security(
+    config: GreenflashConfig, base_url_name: str, environ: Mapping[str, str]
+) -> None:
+    """The API key crosses the network in clear only over a plain-http hop: refused unless
+    that hop stays on this machine, or allow_insecure_http says so."""
+    events = _address(config.events_url, ("http", "https"))
+    proxy = (
+        proxy_from_environment(config.events_url, environ)
+        if config.enabled and not config.dry_run
+        else None
+    )
+    proxy_address = _check_proxy(proxy, config.http_client, events) if proxy else None
     if (
-        parts.scheme == "http"
-        and config.api_key
-        and not config.dry_run
-        and not config.allow_insecure_http
-        and not _is_loopback(parts.hostname or "")
+        events.scheme != "http"
+        or not config.api_key
+        or config.dry_run
+        or config.allow_insecure_http
     ):
+        # An https:// events URL through any proxy is safe: the proxy only tunnels the TLS
+        # connection (CONNECT), so the key stays encrypted end to end.
+        return
+    insecure = f"allow_insecure_http=True / {ENV_ALLOW_INSECURE_HTTP}=true"
+    if not _is_loopback(events.host):
         raise ConfigurationError(
-            f"refusing to send the API key over plain http:// to {parts.hostname!r}; allowed: "
-            "https://, a loopback host, or allow_insecure_http=True / "
-            f"{ENV_ALLOW_INSECURE_HTTP}=true"
+            f"{base_url_name}: refusing to send the API key over plain http:// to {events}; "
+            f"allowed: https://, a loopback host, or {insecure}"
         )
+    if (
+        proxy
+        and proxy_address
+        and proxy_address.scheme != "https"
+        and not _is_loopback(proxy_address.host)
+    ):
+        # Through a proxy, a plain-http request (key included) travels as sent.
+        raise ConfigurationError(
+            f"{proxy.variable}: refusing to send the API key over plain http:// through "
+            f"the proxy {proxy_address} (for {events}, from {base_url_name}); allowed: an "
+            f"https:// or loopback proxy, {events.host} in NO_PROXY, an https:// "
+            f"{base_url_name}, or {insecure}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySetting:
+    """The proxy the environment names for a URL, and the variable that names it."""
+
+    variable: str
+    url: str = field(repr=False)
+    """``scheme://[user:password@]host[:port]`` (``http://`` added when the value has no
+    scheme, as httpx and curl do)."""
+
+
+def proxy_from_environment(url: str, environ: Mapping[str, str]) -> ProxySetting | None:
+    """``<scheme>_PROXY``, else ``ALL_PROXY``, unless ``NO_PROXY`` covers the URL's host: the
+    proxy the transport uses, read as ``urllib.request`` reads it (lower-case names win;
+    ``HTTP_PROXY`` is ignored in a CGI request)."""
+    parts = urlsplit(url)
+    proxies = _environment_proxies(environ)
+    no_proxy = proxies.get("no")
+    if no_proxy is not None and _bypasses_proxy(parts.hostname or "", no_proxy[1]):
+        return None
+    found = proxies.get(parts.scheme) or proxies.get("all")
+    if found is None:
+        return None
+    variable, value = found
+    value = value.strip()
+    return ProxySetting(variable, value if "://" in value else f"http://{value}")
+
+
+def _environment_proxies(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """``urllib.request.getproxies_environment()`` over any mapping, keeping each variable's
+    name: scheme → (variable, value)."""
+    proxies: dict[str, tuple[str, str]] = {}
+    for name, value in environ.items():
+        key = name.lower()
+        if value and key.endswith("_proxy"):
+            proxies[key[:-6]] = (name, value)
+    if "REQUEST_METHOD" in environ:  # CVE-2016-1000110: a client's "Proxy:" header
+        proxies.pop("http", None)
+    for name, value in environ.items():
+        if name.endswith("_proxy"):  # lower-case names win
+            if value:
+                proxies[name.lower()[:-6]] = (name, value)
+            else:
+                proxies.pop(name.lower()[:-6], None)
+    return proxies
+
+
+def _bypasses_proxy(host: str, no_proxy: str) -> bool:
+    """``urllib.request.proxy_bypass_environment``: ``*``, or the host or a domain suffix."""
+    if no_proxy == "*":
+        return True
+    host = host.lower()
+    for name in no_proxy.split(","):
+        name = name.strip().lstrip(".").lower()
+        if name and (host == name or host.endswith("." + name)):
+            return True
+    return False
+
+
+def _check_proxy(proxy: ProxySetting, http_client: str, events: _Address) -> _Address:
+    schemes: tuple[str, ...] = ("http", "https")
+    if http_client == "httpx" and importlib.util.find_spec("socksio") is not None:
+        schemes += ("socks5", "socks5h")
+    scheme = proxy.url.partition("://")[0].lower()
+    if scheme in ("socks5", "socks5h") and scheme not in schemes:
+        raise ConfigurationError(
+            f"{proxy.variable} (the proxy for {events}): a {scheme} proxy needs "
+            f"http_client='httpx' / {ENV_HTTP_CLIENT}=httpx and the socksio package; "
+            "allowed: an http:// or https:// proxy"
+        )
+    try:
+        return _address(proxy.url, schemes, credentials=True)
+    except _BadUrlError as problem:
+        raise ConfigurationError(f"{proxy.variable} (the proxy for {events}): {problem}") from None
 
 
 def _is_loopback(host: str) -> bool:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
-import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol, TextIO
 
 import httpx
 
+from ._config import proxy_from_environment
 from ._event import BusinessEvent
 from ._version import __version__
 
@@ -65,11 +65,10 @@ class ConsoleTransport:
         return None
 
 
-def proxy_for(url: str) -> str | None:
-    """The proxy the environment asks for this URL, the way httpx's ``trust_env`` reads it."""
-    host = urllib.parse.urlsplit(url).hostname or ""
-    if urllib.request.proxy_bypass(host):
-        return None
-    proxies = urllib.request.getproxies_environment()
-    scheme = urllib.parse.urlsplit(url).scheme
-    return proxies.get(scheme) or proxies.get("all")
+def proxy_for(url: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The proxy the environment names for this URL (``<scheme>_PROXY``, else ``ALL_PROXY``,
+    unless ``NO_PROXY`` covers its host; ``http://`` added to a value without a scheme), read
+    as urllib and httpx's ``trust_env`` read them. The configuration checks the same proxy at
+    construction (see ``_config.proxy_from_environment``)."""
+    setting = proxy_from_environment(url, os.environ if environ is None else environ)
+    return setting.url if setting is not None else None

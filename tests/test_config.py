@@ -97,7 +97,7 @@ def test_explicit_arguments_win_over_the_environment() -> None:
         ("GREENFLASH_TIMEOUT", "soon", r"GREENFLASH_TIMEOUT='soon' is not a number of millis"),
         ("GREENFLASH_DRY_RUN", "maybe", r"GREENFLASH_DRY_RUN='maybe' is not a boolean"),
         ("GREENFLASH_PRODUCT_ID", "my-product", r"GREENFLASH_PRODUCT_ID is not a UUID"),
-        ("GREENFLASH_BASE_URL", "greenflash.ai", r"GREENFLASH_BASE_URL='greenflash.ai' is not an"),
+        ("GREENFLASH_BASE_URL", "greenflash.ai", r"GREENFLASH_BASE_URL: the value is not an"),
         ("GREENFLASH_CUSTOM_HEADERS", "no colon here", r"line 1 is not 'Name: value'"),
         ("GREENFLASH_LINK_ALIASES", "session.id=conversation", r"allowed targets:"),
         ("OTEL_SDK_DISABLED", "sometimes", r"OTEL_SDK_DISABLED='sometimes' is not a boolean"),

@@ -139,6 +139,11 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
     return True
 
 
+def _default_signal_dispositions() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 class Deployment:
     """One process tree started in its own session; its output goes to ``<name>.log``."""
 
@@ -154,6 +159,9 @@ class Deployment:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # A runner started in the background (``.ci/run &``) passes SIGINT on as ignored,
+            # and Python then never raises KeyboardInterrupt: start as an orchestrator would.
+            preexec_fn=_default_signal_dispositions,
         )
         self.pgid = self.proc.pid
 

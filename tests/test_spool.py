@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from otel_greenflash import BusinessEvent, GreenflashSpanProcessor
+from otel_greenflash import BusinessEvent, GreenflashConfig, GreenflashSpanProcessor
 from otel_greenflash._spool import Spool, inspect
 from otel_greenflash.testing import EventsApiServer, Fault
 
@@ -187,7 +188,12 @@ def test_refused_events_are_kept_aside_and_the_file_kept(
 def test_unusable_directory_falls_back_to_memory(
     server: EventsApiServer, make_processor: MakeProcessor, caplog: pytest.LogCaptureFixture
 ) -> None:
-    processor = make_processor(spool_dir="/dev/null/spool")
+    # The configuration refuses such a directory at construction; a directory that becomes
+    # unusable after it was checked (here: forced past the check) must not stop delivery.
+    checked = GreenflashConfig.resolve(
+        api_key=server.api_key, base_url=server.base_url, product_id=PRODUCT_ID
+    )
+    processor = make_processor(config=dataclasses.replace(checked, spool_dir="/dev/null/spool"))
     provider = TracerProvider()
     provider.add_span_processor(processor)
     with caplog.at_level(logging.ERROR, logger="otel_greenflash"):
