@@ -8,12 +8,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.util.types import AttributeValue
 
+from . import attributes as attr
 from ._config import GreenflashConfig
 from ._delivery import DeliveryEngine, DropCallback, ErrorCallback
 from ._event import BusinessEvent, InvalidAttribute
 from ._http import transport_for
 from ._linking import LinkKeys
-from ._logging import logger
+from ._logging import RateLimitedLog
 from ._mapping import map_span
 from ._spool import Spool
 from ._spool_feed import SpoolFeed
@@ -49,6 +50,7 @@ class EventPipeline:
         self.on_drop = on_drop
         self._custom_transport = transport
         self._wake_worker = wake_worker or _nothing
+        self._invalid_log = RateLimitedLog()
         if start:
             self._start()
 
@@ -85,6 +87,7 @@ class EventPipeline:
             _retired_spools.append(parent_spool)
         self.engine.abandon_after_fork()
         self.stats = DeliveryStats()
+        self._invalid_log = RateLimitedLog()
         self._start()
 
     # -- mapping (worker thread) ---------------------------------------------------------------
@@ -108,10 +111,22 @@ class EventPipeline:
         return result.events
 
     def report_invalid(self, invalid: Iterable[InvalidAttribute]) -> None:
-        """One warning line per rejected event, and the counter."""
+        """Count each rejected event; warn in full at the first of each kind of problem, then
+        at most once per interval per kind, with how many (see :func:`_invalid_kind`)."""
         for problem in invalid:
-            logger.warning(problem.describe())
             self.stats.add_invalid()
+            self._invalid_log.warning(
+                _invalid_kind(problem), "otel_greenflash %s", problem.describe()
+            )
+
+    def report_held_warnings(self, *, everything: bool = False) -> None:
+        """Log the counts the rate limits held back: for intervals that ended, or all of them
+        (shutdown). Covers this pipeline's, the delivery loop's and the spool's warnings."""
+        for log in (self._invalid_log, self.engine._log, self.feed._log):
+            if everything:
+                log.flush()
+            else:
+                log.flush_due()
 
     # -- waiting for a lane (worker thread) -------------------------------------------------
 
@@ -169,3 +184,13 @@ class EventPipeline:
 
 def _nothing() -> None:
     return None
+
+
+def _invalid_kind(problem: InvalidAttribute) -> str:
+    """The rate limit's key for an invalid event: its attribute and what was wrong with it,
+    never the span name or the value; all keys under ``greenflash.event.properties.`` are one
+    attribute (applications choose those names, so they could be countless)."""
+    attribute = problem.attribute
+    if attribute.startswith(attr.EVENT_PROPERTIES_PREFIX):
+        attribute = attr.EVENT_PROPERTIES_PREFIX + "*"
+    return f"invalid {attribute} {problem.problem}"

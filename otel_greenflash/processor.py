@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import threading
@@ -65,6 +66,10 @@ _getpid = os.getpid
 _weak = weakref.ref
 _EVENT_TYPE = attr.EVENT_TYPE
 _EMPTY: Mapping[str, AttributeValue] = {}
+
+MAX_DROPS_KEPT = 1000
+"""Items dropped from a full queue that wait for the worker to map them and call ``on_drop``;
+past that, dropped items are counted (and warned) but not passed to ``on_drop``."""
 
 _active_processors: weakref.WeakSet[GreenflashSpanProcessor] = weakref.WeakSet()
 
@@ -248,6 +253,11 @@ class GreenflashSpanProcessor(SpanProcessor):
             max_waiting=config.max_waiting, linger_seconds=config.linger_seconds
         )
         self._ended_waiting: list[int] = []
+        self._dropped: collections.deque[WorkItem] = collections.deque()
+        """Dropped from a full queue, for the worker to pass to ``on_drop``."""
+        self._dropped_lock = threading.Lock()
+        self._dropped_uncalled = 0
+        """Business events dropped from a full queue that ``on_drop`` will not see."""
         self._worker: BackgroundWorker[WorkItem] = BackgroundWorker(
             self._handle_batch,
             name="otel-greenflash-processor",
@@ -383,23 +393,78 @@ class GreenflashSpanProcessor(SpanProcessor):
     def _submit(self, item: WorkItem) -> None:
         if self._worker.submit(item):
             return  # counted as queued by the worker, off this thread
-        self._drop_item(item, "shutdown" if self._is_shutdown else "queue_full")
+        if self._is_shutdown:
+            self._drop_item(item, "shutdown")
+        else:
+            self._drop_queue_full(item)
+
+    def _drop_queue_full(self, item: WorkItem) -> None:
+        """On the application thread: count, warn and keep the item for the worker, which maps
+        it and calls ``on_drop`` (for at most ``MAX_DROPS_KEPT`` items waiting; past that
+        they are only counted, and the worker says how many ``on_drop`` did not see)."""
+        count = _event_count(item)
+        self._pipeline.stats.add_dropped("queue_full", count)
+        self._log.warning(
+            "queue-full",
+            "otel_greenflash queue is full (max_queue_size=%d): %d new business event(s) "
+            "dropped; see stats()['dropped']['queue_full']",
+            self._config.max_queue_size,
+            count,
+            count=count,
+        )
+        if self._on_drop is not None:
+            with self._dropped_lock:
+                if len(self._dropped) < MAX_DROPS_KEPT:
+                    self._dropped.append(item)
+                else:
+                    self._dropped_uncalled += count
 
     def _drop_item(self, item: WorkItem | ReadableSpan, reason: str) -> None:
         """Count (per business event) and report an item that will not be sent."""
         self._pipeline.stats.add_dropped(reason, _event_count(item))
-        if reason == "queue_full":
-            self._log.warning(
-                "queue-full",
-                "otel_greenflash queue is full (max_queue_size=%d): new business events are "
-                "dropped and counted in stats()['dropped']['queue_full']",
-                self._config.max_queue_size,
-            )
-        if self._on_drop is not None:
+        self._call_on_drop(item, reason)
+
+    def _call_on_drop(self, item: WorkItem | ReadableSpan, reason: str) -> None:
+        if self._on_drop is None:
+            return
+        try:
+            events = self._events_of(item)
+        except Exception:
+            logger.exception("otel_greenflash could not map a dropped span for on_drop")
+            return
+        try:
+            self._on_drop(events, reason)
+        except Exception:
+            logger.exception("otel_greenflash on_drop callback raised")
+
+    def _pass_drops_on(self) -> None:
+        """Map the items dropped from a full queue and call ``on_drop`` (worker, or shutdown)."""
+        dropped = self._dropped
+        while dropped:
             try:
-                self._on_drop(self._events_of(item), reason)
-            except Exception:
-                logger.exception("otel_greenflash on_drop callback raised")
+                item = dropped.popleft()
+            except IndexError:  # another thread took it
+                break
+            self._call_on_drop(item, "queue_full")
+        with self._dropped_lock:
+            uncalled, self._dropped_uncalled = self._dropped_uncalled, 0
+        if uncalled:
+            self._log.warning(
+                "queue-full-uncalled",
+                "otel_greenflash: %d business event(s) dropped from the full queue were not "
+                "passed to on_drop (at most %d dropped spans wait for it); they are counted in "
+                "stats()['dropped']['queue_full']",
+                uncalled,
+                MAX_DROPS_KEPT,
+                count=uncalled,
+            )
+
+    def _worker_chores(self) -> None:
+        """Every worker cycle: ``on_drop`` for a full queue's drops, and the counts of rate-
+        limited warnings whose interval ended."""
+        self._pass_drops_on()
+        self._log.flush_due()
+        self._pipeline.report_held_warnings()
 
     def _events_of(self, item: WorkItem | ReadableSpan) -> list[BusinessEvent]:
         """The events of a dropped item, for ``on_drop`` (not counted as invalid: dropped)."""
@@ -442,8 +507,11 @@ class GreenflashSpanProcessor(SpanProcessor):
         for item in self._worker.abandon():
             self._drop_item(item, "shutdown")
             undelivered += _event_count(item)
+        self._pass_drops_on()  # what the worker did not get to
         # A worker still running may be using the spool; then its file stays for adoption.
         kept = self._pipeline.close_spool() if self._worker.stopped else 0
+        self._log.flush()  # every count the rate limits still hold
+        self._pipeline.report_held_warnings(everything=True)
         if undelivered:
             logger.warning(
                 "otel_greenflash shut down before delivering %d business event(s); "
@@ -488,6 +556,7 @@ class GreenflashSpanProcessor(SpanProcessor):
     # -- worker thread -----------------------------------------------------------------------
 
     def _handle_batch(self, batch: list[WorkItem], draining: bool) -> None:
+        self._worker_chores()
         now = time.monotonic()
         cut_short_by = "shutdown" if self._is_shutdown else "flush"
         if batch:
