@@ -1,55 +1,49 @@
-"""Ending the process: deliver (or spool) what is held before SIGTERM or ``os._exit`` ends it.
+"""SIGTERM: deliver (or spool) what is held before the process ends, then end as it would have.
 
-Three ways a worker process ends without running ``atexit`` (where the SDK shuts processors
-down) are covered here:
+* **The default disposition was in place** (a plain script in a container; a server that saved
+  our handler and calls it again when it re-raises): held events are delivered within
+  ``termination_timeout_seconds``, the default is restored and the signal raised again, so
+  the process still ends by SIGTERM.
+* **A server's or the application's handler was there first** (an app imported inside
+  uvicorn's ``capture_signals``): that handler runs at once; SIGTERM is then blocked on the
+  main thread, so the server's restore-and-re-raise stays pending until held events are
+  delivered — at interpreter exit, or when the last processor has shut down on the main
+  thread — and then ends the process. A daemon thread with SIGTERM unblocked stays, so later
+  SIGTERMs sent to the process are still handled.
+* **SIGTERM during a shutdown already under way** (the SDK's atexit hook): that shutdown
+  finishes first, then the signal is raised again and ends the process.
 
-* **SIGTERM with the default disposition** (a plain script in a container, a process whose
-  server restored the default and re-raised): the handler delivers within
-  ``termination_timeout_seconds``, restores the default and raises the signal again, so the
-  process still ends by SIGTERM.
-* **SIGTERM while a server's own handler was installed first** (an app imported under
-  uvicorn's ``capture_signals``): the server's handler is called at once; SIGTERM is then
-  blocked on the main thread, so the server's restore-and-re-raise is held until ``atexit``,
-  where held events are delivered before the signal is let through.
-* **``os._exit``** (RQ's work horse, ``multiprocessing`` fork children, Celery's pool children)
-  and Celery's ``worker_process_shutdown``: held events are delivered first.
-
-Nothing here replaces a handler installed after ours; the handler is installed from the main
-thread only and chains to the one it found.
+The handler is installed once per process, from the main thread, chaining to the handler it
+finds; a handler installed later is never replaced. ``os._exit`` and Celery's pool children are
+covered by ``_exit_delivery``.
 """
 
 from __future__ import annotations
 
 import atexit
-import importlib
 import os
 import signal
-import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any, NoReturn, Protocol
+from typing import Any
 
+from . import _exit_delivery
+from ._exit_delivery import Terminable, deliver_before_exit
 from ._logging import logger
 
 SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
-
-class Terminable(Protocol):
-    """What the process end needs from a processor."""
-
-    def holds_events(self) -> bool: ...
-
-    def shutdown(self, timeout_millis: int = 30000) -> None: ...
-
-
 _lock = threading.Lock()
-_sources: list[Callable[[], Sequence[Terminable]]] = []
-_budget_seconds = 5.0
-_flush_sdk_first = False
-_deferred_signals: set[int] = set()
-_real_exit: Callable[[int], NoReturn] = os._exit
+_installed = False
+"""Installed once in this process (or its parent): a handler set since then is never replaced."""
+_terminating = False
+_hooks_wanted = False
+_deferred: set[int] = set()
+"""Signals blocked on the main thread until held events are out."""
+_held_back: set[int] = set()
+"""Signals that interrupted a shutdown: raised again once it is over."""
+_sink: threading.Thread | None = None
 _CAN_BLOCK = hasattr(signal, "pthread_sigmask") and hasattr(signal, "sigpending")
 
 
@@ -60,50 +54,50 @@ def watch(
     budget_seconds: float,
     fed_by_sdk_batches: bool = False,
 ) -> None:
-    """Make the process end deliver what ``processors()`` hold (called by each processor)."""
-    global _budget_seconds, _flush_sdk_first
-    with _lock:
-        if processors not in _sources:
-            _sources.append(processors)
-        _budget_seconds = budget_seconds
-        _flush_sdk_first = _flush_sdk_first or fed_by_sdk_batches
+    """Make the end of the process deliver what ``processors()`` hold (called by each one)."""
+    _exit_delivery.register(
+        processors, budget_seconds=budget_seconds, fed_by_sdk_batches=fed_by_sdk_batches
+    )
+    global _hooks_wanted
     if not handle_sigterm:
         return
+    _hooks_wanted = True
     _install_once()
-    _hook_os_exit()
-    _hook_celery_if_imported()
-
-
-# -- SIGTERM --------------------------------------------------------------------------------
+    with _lock:
+        _exit_delivery.hook_os_exit()
+    _exit_delivery.hook_celery_if_imported()
 
 
 class ChainedSigtermHandler:
     """Delivers held events, then lets the disposition found at installation act."""
 
-    def __init__(self, previous: SignalHandler) -> None:
+    def __init__(self, previous: SignalHandler, shutting_down: Callable[[], bool]) -> None:
         self.previous = previous
+        self._shutting_down = shutting_down
 
     def __repr__(self) -> str:
         return f"<otel_greenflash SIGTERM handler chaining to {self.previous!r}>"
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
+        global _terminating
+        if _terminating:
+            return  # a second SIGTERM while delivering: the first one ends the process
         previous = self.previous
         if callable(previous):
-            # A server or the application handles the signal: let it start its graceful
-            # shutdown now; if it later restores the default and re-raises, the re-raised
-            # signal waits (blocked on this thread) until atexit has delivered.
+            # A server or the application handles the signal: its graceful shutdown starts
+            # now; a restore-and-re-raise it does later waits until held events are out.
             _defer(signum)
             previous(signum, frame)
             return
+        if self._shutting_down():
+            _held_back.add(signum)  # interrupted a shutdown (atexit): raised again after it
+            return
+        _terminating = True
         deliver_before_exit(f"signal {signal.Signals(signum).name}")
         if signal.getsignal(signum) is self:
             signal.signal(signum, signal.SIG_DFL)
         _unblock(signum)
         signal.raise_signal(signum)
-
-
-_installed = False
-"""Installed once in this process (or its parent): a handler set since then is never replaced."""
 
 
 def _install_once() -> None:
@@ -129,148 +123,89 @@ def install_sigterm_handler() -> bool:
             # None: a handler installed outside Python, which cannot be chained to.
             if current is None or current == signal.SIG_IGN:
                 return False
-            signal.signal(signal.SIGTERM, ChainedSigtermHandler(current))
+            signal.signal(signal.SIGTERM, ChainedSigtermHandler(current, _shutdown_under_way))
             return True
         except (ValueError, OSError) as error:  # not the main interpreter, or no signals
             logger.debug("otel_greenflash: no SIGTERM handler installed: %s", error)
             return False
 
 
+def _shutdown_under_way() -> bool:
+    from .processor import shutdown_under_way
+
+    return shutdown_under_way()
+
+
+# -- holding a re-raised SIGTERM back ---------------------------------------------------------
+
+
 def _defer(signum: int) -> None:
+    """Block ``signum`` on this (the main) thread; keep one thread that still receives it."""
+    global _sink
     if not _CAN_BLOCK:
         return
-    _deferred_signals.add(signum)
+    if _sink is None or not _sink.is_alive():
+        _sink = threading.Thread(  # created before the block: its mask stays open
+            target=threading.Event().wait, name="otel-greenflash-signals", daemon=True
+        )
+        try:
+            _sink.start()
+        except RuntimeError:
+            return  # without it a process-wide SIGTERM could stay pending: do not block
+    _deferred.add(signum)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
 
 
 def _unblock(signum: int) -> None:
-    if _CAN_BLOCK and signum in _deferred_signals:
-        _deferred_signals.discard(signum)
+    if _CAN_BLOCK and signum in _deferred:
+        _deferred.discard(signum)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
 
 
-@atexit.register
-def _release_deferred_signals() -> None:
-    """At exit: a re-raised SIGTERM is pending only after delivery (then it ends the process)."""
-    if not _deferred_signals:
+def release_deferred(*, deliver: bool) -> None:
+    """Let a held-back SIGTERM through (on the main thread), after delivering if asked; a
+    pending one then ends the process."""
+    if not _deferred or threading.current_thread() is not threading.main_thread():
         return
-    if any(signum in _deferred_signals for signum in signal.sigpending()):
-        deliver_before_exit("signal SIGTERM (re-raised by the server)")
-    for signum in list(_deferred_signals):
-        _unblock(signum)
-
-
-def _forget_deferred_in_child() -> None:
-    """A forked child starts with the parent thread's mask: never keep SIGTERM blocked there."""
-    for signum in list(_deferred_signals):
-        _unblock(signum)
-
-
-# -- os._exit and Celery ------------------------------------------------------------------
-
-
-def _exit_after_delivering(status: int) -> NoReturn:
     try:
-        deliver_before_exit("os._exit", only_if_holding=True)
+        if deliver and any(signum in _deferred for signum in signal.sigpending()):
+            deliver_before_exit("signal SIGTERM (raised again by the server)")
     finally:
-        _real_exit(status)
+        for signum in list(_deferred):
+            _unblock(signum)
 
 
-_fork_hook_registered = False
+def after_shutdown(any_left: bool) -> None:
+    """A processor finished shutting down; when it was the last, nothing is held any more:
+    let held-back signals act."""
+    if any_left:
+        return
+    release_deferred(deliver=False)
+    while _held_back:
+        signum = _held_back.pop()
+        if threading.current_thread() is threading.main_thread():
+            signal.raise_signal(signum)
+        else:
+            os.kill(os.getpid(), signum)
 
 
-def _hook_os_exit() -> None:
-    """``os._exit`` delivers held events first, in this process and in the children it forks.
-
-    Worker pools end processes this way (RQ's work horse, which often imports the library only
-    after it was forked; ``multiprocessing`` and billiard children): atexit never runs there.
-    """
-    global _fork_hook_registered
-    with _lock:
-        if os._exit is _real_exit:
-            os._exit = _exit_after_delivering
-        if _fork_hook_registered or not hasattr(os, "register_at_fork"):
-            return
-        _fork_hook_registered = True
-    os.register_at_fork(after_in_child=_in_forked_child)
+@atexit.register
+def _release_at_exit() -> None:
+    release_deferred(deliver=True)
+    after_shutdown(any_left=False)
 
 
 def _in_forked_child() -> None:
-    _forget_deferred_in_child()
-    _hook_celery_if_imported()
+    """A forked child starts with the forking thread's mask: never keep SIGTERM blocked."""
+    global _sink, _terminating
+    _sink = None
+    _terminating = False
+    _held_back.clear()
+    for signum in list(_deferred):
+        _unblock(signum)
+    if _hooks_wanted:
+        _exit_delivery.hook_celery_if_imported()
 
 
-def _hook_celery_if_imported() -> None:
-    """Celery's pool children leave without atexit: deliver on ``worker_process_shutdown``."""
-    if "celery" not in sys.modules:
-        return
-    try:
-        worker_process_shutdown = importlib.import_module("celery.signals").worker_process_shutdown
-    except Exception:  # an unrelated module named celery, or a broken install
-        return
-    worker_process_shutdown.connect(
-        _on_celery_process_shutdown, weak=False, dispatch_uid="otel_greenflash"
-    )
-
-
-def _on_celery_process_shutdown(*args: object, **kwargs: object) -> None:
-    deliver_before_exit("Celery worker_process_shutdown")
-
-
-# -- delivery ---------------------------------------------------------------------------------
-
-
-def held_processors() -> list[Terminable]:
-    with _lock:
-        sources = list(_sources)
-    found: list[Terminable] = []
-    for source in sources:
-        found.extend(source())
-    return found
-
-
-def deliver_before_exit(cause: str, *, only_if_holding: bool = False) -> bool:
-    """Shut down every processor within the budget, on a thread of its own (the caller may be
-    a signal handler that interrupted code holding a lock the shutdown needs). True when done
-    within the budget."""
-    processors = held_processors()
-    if only_if_holding and not _flush_sdk_first:
-        processors = [processor for processor in processors if processor.holds_events()]
-    if not processors:
-        return True
-    budget = _budget_seconds
-    started = time.monotonic()
-
-    def shut_down_all() -> None:
-        if _flush_sdk_first:  # at most half the budget: the rest is for delivering
-            _flush_sdk_tracer_provider(budget / 2)
-        for processor in processors:
-            remaining = budget - (time.monotonic() - started)
-            processor.shutdown(max(0, int(remaining * 1000)))
-
-    worker = threading.Thread(target=shut_down_all, name="otel-greenflash-exit", daemon=True)
-    worker.start()
-    worker.join(budget + 0.5)
-    if worker.is_alive():
-        logger.warning(
-            "otel_greenflash: %s: delivering held business events took longer than %.1f s "
-            "(GREENFLASH_TERMINATION_TIMEOUT); the process ends now",
-            cause,
-            budget,
-        )
-        return False
-    logger.debug("otel_greenflash: %s: held events handled before exit", cause)
-    return True
-
-
-def _flush_sdk_tracer_provider(budget_seconds: float) -> None:
-    """The exporter's events may still sit in the SDK's batch processor: flush it into us."""
-    from opentelemetry import trace
-
-    provider = trace.get_tracer_provider()
-    force_flush = getattr(provider, "force_flush", None)
-    if callable(force_flush):
-        try:
-            force_flush(int(budget_seconds * 1000))
-        except Exception:
-            logger.debug("otel_greenflash: the tracer provider's force_flush failed", exc_info=True)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_in_forked_child)

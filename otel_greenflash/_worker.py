@@ -134,7 +134,7 @@ class BackgroundWorker(Generic[Item]):
                 draining = finished_flush and (
                     self._shutdown or self._drain_requested > self._flush_done
                 )
-                self._busy = bool(batch)
+                self._busy = True  # even with no batch: held items may be on their way out
             try:
                 self._handle_batch(batch, draining)
             except Exception:  # a bug here must not kill the worker

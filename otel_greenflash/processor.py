@@ -79,6 +79,14 @@ def active_processors() -> list[GreenflashSpanProcessor]:
     return [processor for processor in list(_active_processors) if not processor._is_shutdown]
 
 
+def shutdown_under_way() -> bool:
+    """True while a processor is shutting down (e.g. the SDK's atexit hook is delivering)."""
+    return any(
+        processor._is_shutdown and not processor._shutdown_finished
+        for processor in list(_active_processors)
+    )
+
+
 def _restart_in_child() -> None:
     for processor in list(_active_processors):
         processor._restart_after_fork()
@@ -197,6 +205,7 @@ class GreenflashSpanProcessor(SpanProcessor):
         self._no_marked_keys_in = (self._link_keys.all_keys | {attr.EVENT_TYPE}).isdisjoint
         self._on_drop = on_drop
         self._is_shutdown = False
+        self._shutdown_finished = False
         self._log = RateLimitedLog()
         self._enabled = config.sends or (config.enabled and transport is not None)
         if not config.enabled:
@@ -225,6 +234,7 @@ class GreenflashSpanProcessor(SpanProcessor):
     def _disable(self) -> None:
         """GREENFLASH_ENABLED=false or OTEL_SDK_DISABLED=true: every hook is a no-op."""
         self._is_shutdown = True
+        self._shutdown_finished = True
         self._pipeline = EventPipeline(self._config, link_keys=self._link_keys, start=False)
         self._waiting = WaitingEvents()
         self.on_start = _ignore  # type: ignore[method-assign]
@@ -501,6 +511,13 @@ class GreenflashSpanProcessor(SpanProcessor):
             return
         self._check_pid()
         self._is_shutdown = True
+        try:
+            self._shut_down(timeout_millis)
+        finally:
+            self._shutdown_finished = True
+            _termination.after_shutdown(any_left=bool(active_processors()))
+
+    def _shut_down(self, timeout_millis: int) -> None:
         deadline = time.monotonic() + timeout_millis / 1000
         self._worker.shutdown(timeout_millis / 1000)
         undelivered = self._pipeline.shutdown(max(0.0, deadline - time.monotonic()))

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -392,3 +393,184 @@ def test_os_exit_in_the_process_that_started_the_processor_delivers_first(
     assert code == 0, err
     assert "horse exit 0" in err
     expect_exactly(receiver, ids("horse", 9))
+
+
+def test_a_second_sigterm_while_delivering_does_not_cut_delivery_short(tmp_path: Path) -> None:
+    # One request at a time, 0.2 s each: delivering 20 events takes about 4 s.
+    with Receiver(latency_seconds=0.2) as slow:
+        process = start(
+            tmp_path,
+            """
+            otel_greenflash.configure()
+            emit("twice", 20)
+            ready()
+            time.sleep(60)
+            """,
+            slow,
+            GREENFLASH_BSP_MAX_CONCURRENCY="1",
+            GREENFLASH_TERMINATION_TIMEOUT="20000",
+        )
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)  # an impatient supervisor
+        code, _, _ = finish(process)
+        assert code == -signal.SIGTERM
+        expect_exactly(slow, ids("twice", 20))
+
+
+def test_sigterm_during_the_atexit_shutdown_lets_it_finish(tmp_path: Path) -> None:
+    with Receiver(latency_seconds=0.2) as slow:
+        process = start(
+            tmp_path,
+            """
+            import atexit
+            otel_greenflash.configure()
+            emit("atexit", 20)
+            atexit.register(lambda: print("shutting down", flush=True))  # runs before the SDK's
+            ready()
+            """,
+            slow,
+            GREENFLASH_BSP_MAX_CONCURRENCY="1",
+        )
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "shutting down"
+        time.sleep(0.5)  # inside the SDK's shutdown, which takes about 4 s
+        code, _, _ = finish(process, signal.SIGTERM)
+        assert code == -signal.SIGTERM
+        expect_exactly(slow, ids("atexit", 20))
+
+
+def test_after_a_deferred_sigterm_later_ones_still_reach_the_application(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """The app's handler does not end the process; it stops telemetry and waits for a second
+    SIGTERM to quit. SIGTERM is blocked on the main thread by then, yet it must arrive."""
+    process = start(
+        tmp_path,
+        """
+        seen = []
+        signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+        otel_greenflash.configure()
+        emit("graceful", 5)
+        ready()
+        while not seen:
+            time.sleep(0.01)
+        trace.get_tracer_provider().shutdown()   # the app's graceful phase
+        print("stopped telemetry", flush=True)
+        deadline = time.monotonic() + 30
+        while len(seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print("second SIGTERM seen:", len(seen) >= 2, file=sys.stderr)
+        """,
+        receiver,
+    )
+    assert process.stdout is not None
+    process.send_signal(signal.SIGTERM)
+    assert process.stdout.readline().strip() == "stopped telemetry"
+    process.send_signal(signal.SIGTERM)
+    code, _, err = finish(process)
+    assert code == 0, err
+    assert "second SIGTERM seen: True" in err
+    expect_exactly(receiver, ids("graceful", 5))
+
+
+def test_sigterm_while_the_main_thread_installs_the_handler_does_not_hang(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    process = start(
+        tmp_path,
+        """
+        otel_greenflash.configure()
+        emit("install", 5)
+        ready()
+        while True:   # e.g. a server hook calling it again and again
+            otel_greenflash.install_sigterm_handler()
+        """,
+        receiver,
+    )
+    time.sleep(0.2)
+    code, _, _ = finish(process, signal.SIGTERM)
+    assert code == -signal.SIGTERM
+    expect_exactly(receiver, ids("install", 5))
+
+
+def test_os_exit_right_after_a_root_releases_waiting_events_delivers_them(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """Events waiting for their conversation id are released by the root's end; a work horse
+    leaving with os._exit a moment later must still deliver them."""
+    process = start(
+        tmp_path,
+        """
+        import uuid
+        otel_greenflash.configure()
+        tracer = trace.get_tracer("horse")
+        conversations = {}
+        for child in range(40):
+            conversations[child] = str(uuid.uuid4())
+            pid = os.fork()
+            if pid == 0:
+                with tracer.start_as_current_span("job") as root:
+                    for index in range(100):
+                        with tracer.start_as_current_span("step") as span:
+                            span.set_attribute("greenflash.event.type", "task_succeeded")
+                            span.set_attribute("greenflash.event.value", "ok")
+                            span.set_attribute("greenflash.event.insert_id", f"h{child}-{index}")
+                    time.sleep(0.1)  # the worker has them waiting for the conversation id
+                    root.set_attribute("greenflash.conversation.id", conversations[child])
+                time.sleep(0.0005 * child)  # 0 to 20 ms: across the worker's release
+                os._exit(0)
+            os.waitpid(pid, 0)
+        for child, conversation in conversations.items():
+            print(child, conversation, file=sys.stderr)
+        ready()
+        """,
+        receiver,
+        GREENFLASH_BSP_SCHEDULE_DELAY="10",
+    )
+    code, _, err = finish(process)
+    assert code == 0, err
+    expected = set()
+    for child in range(40):
+        expected |= ids(f"h{child}", 100)
+    expect_exactly(receiver, expected)
+    conversations = dict(line.split() for line in err.splitlines() if line[:1].isdigit())
+    for event in receiver.accepted:
+        horse = str(event["insertId"]).split("-")[0][1:]
+        assert event["conversationId"] == conversations[horse]
+
+
+def test_at_sigterm_only_the_batch_processor_feeding_the_exporter_is_flushed(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """Another exporter that takes 8 s per batch must not eat the termination budget."""
+    process = start(
+        tmp_path,
+        """
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor, SpanExporter, SpanExportResult,
+        )
+
+        class SlowBackend(SpanExporter):
+            def export(self, spans):
+                time.sleep(8)
+                return SpanExportResult.SUCCESS
+
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+        provider.add_span_processor(BatchSpanProcessor(SlowBackend(), schedule_delay_millis=60000))
+        provider.add_span_processor(
+            BatchSpanProcessor(otel_greenflash.GreenflashSpanExporter(),
+                               schedule_delay_millis=60000)
+        )
+        emit("exporter", 5)
+        ready()
+        time.sleep(60)
+        """,
+        receiver,
+        GREENFLASH_TERMINATION_TIMEOUT="3000",
+    )
+    code, _, err = finish(process, signal.SIGTERM)
+    assert code == -signal.SIGTERM, err
+    expect_exactly(receiver, ids("exporter", 5))
