@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import decimal
 import functools
 import json
 import math
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +21,13 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.util.types import AttributeValue
 
 from . import attributes as attr
-from ._event import BusinessEvent, InvalidAttribute
+from ._event import (
+    BusinessEvent,
+    InvalidAttribute,
+    clean_text,
+    is_clean_text,
+    join_surrogate_pairs,
+)
 from ._linking import LinkKeys
 
 Attributes = Mapping[str, AttributeValue]
@@ -29,6 +37,26 @@ _DEFAULT_LINK_KEYS = LinkKeys()
 VALUE_TYPES = ("currency", "numeric", "text", "boolean")
 VALUE_TYPE_ALIASES = {"count": "numeric"}
 INFLUENCES = ("positive", "negative", "neutral")
+
+MAX_PROPERTY_DEPTH = 100
+"""Most levels of objects and lists in ``properties`` (the properties object is level 1)."""
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+_NUMBER = re.compile(r"([+-]?)([0-9]*)(?:\.([0-9]*))?(?:[eE]([+-]?[0-9]+))?")
+_WHOLE = re.compile(r"\+?[0-9]+")
+_HALF_UP = decimal.Context(rounding=decimal.ROUND_HALF_UP)
+_ALLOWED_VALUE = {
+    None: "a string, boolean, integer or finite float",
+    "text": "for value type text: a string, boolean, integer or finite float",
+    "currency": "for value type currency: a number, or a decimal string such as '149', "
+    "'149.5' or '-12.25' (sent with two decimals)",
+    "numeric": "for value type numeric: a number, or a numeric string such as '42', '-3.5' "
+    "or '1e6'",
+    "count": "for value type count: a whole number of at least 0, as an integer or a string "
+    "of digits",
+    "boolean": "for value type boolean: True/False, or 'true'/'false' (any case)",
+}
 
 
 @dataclass(slots=True)
@@ -220,7 +248,7 @@ def build_body(
     value_type = _value_type(attributes.get(attr.EVENT_VALUE_TYPE), value)
     body["value"] = _value_text(value, value_type)
     if value_type is not None:
-        body["valueType"] = value_type
+        body["valueType"] = VALUE_TYPE_ALIASES.get(value_type, value_type)
 
     influence = attributes.get(attr.EVENT_INFLUENCE)
     if influence is not None:
@@ -252,13 +280,7 @@ def build_body(
     if properties:
         body["properties"] = properties
 
-    insert_id = attributes.get(attr.EVENT_INSERT_ID)
-    if insert_id is None:
-        body["insertId"] = default_insert_id
-    elif isinstance(insert_id, str) and insert_id.strip():
-        body["insertId"] = insert_id
-    else:
-        raise _Invalid(attr.EVENT_INSERT_ID, _got(insert_id), "a non-empty string")
+    body["insertId"] = _insert_id(attributes.get(attr.EVENT_INSERT_ID), default_insert_id)
     return body
 
 
@@ -288,10 +310,29 @@ def _event_type(value: object) -> str:
         raise _Invalid(attr.EVENT_TYPE, "is missing", "a non-empty string such as 'upgrade'")
     if not isinstance(value, str) or not value.strip():
         raise _Invalid(attr.EVENT_TYPE, _got(value), "a non-empty string such as 'upgrade'")
-    return value
+    return clean_text(value)
+
+
+def _insert_id(value: object, default: str) -> str:
+    """A custom insertId is the event's identity: it is sent exactly as given, or the event is
+    invalid. Replacing characters in it could give two events one id, and the API would keep
+    only the first."""
+    if value is None:
+        return default
+    allowed = "a non-empty string of valid Unicode text (no NUL, no unpaired surrogate)"
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid(attr.EVENT_INSERT_ID, _got(value), allowed)
+    if is_clean_text(value):
+        return value
+    joined = join_surrogate_pairs(value)  # a pair is one character, as on the wire
+    if not is_clean_text(joined):
+        raise _Invalid(attr.EVENT_INSERT_ID, "holds a NUL or an unpaired surrogate", allowed)
+    return joined
 
 
 def _value_type(raw: object, value: object) -> str | None:
+    """The declared value type, lower case (``count`` kept until the body is written), or
+    the one inferred from the value."""
     if raw is None:
         if isinstance(value, bool):
             return "boolean"
@@ -302,27 +343,110 @@ def _value_type(raw: object, value: object) -> str | None:
     if not isinstance(raw, str):
         raise _Invalid(attr.EVENT_VALUE_TYPE, _got(raw), allowed)
     folded = raw.strip().lower()
-    folded = VALUE_TYPE_ALIASES.get(folded, folded)
-    if folded not in VALUE_TYPES:
+    if folded not in VALUE_TYPES and folded not in VALUE_TYPE_ALIASES:
         raise _Invalid(attr.EVENT_VALUE_TYPE, "is not a known value type", allowed)
     return folded
 
 
 def _value_text(value: object, value_type: str | None) -> str:
-    allowed = "a string, boolean, integer or finite float"
+    """The ``value`` field: checked against the value type and written in its one form."""
+    allowed = _ALLOWED_VALUE[value_type]
     if value is None:
         raise _Invalid(attr.EVENT_VALUE, "is missing", allowed)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _Invalid(attr.EVENT_VALUE, "is not a finite number", allowed)
+    if value_type in ("currency", "numeric", "count", "boolean"):
+        text = _typed_value_text(value, value_type)
+        if text is None:
+            raise _Invalid(attr.EVENT_VALUE, _mismatch(value, value_type), allowed)
+        return text
     if isinstance(value, str):
-        return value
+        return clean_text(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
-        return f"{value}.00" if value_type == "currency" else str(value)
+        return str(value)
     if isinstance(value, float):
-        if not math.isfinite(value):
-            raise _Invalid(attr.EVENT_VALUE, "is not a finite number", allowed)
-        return f"{value:.2f}" if value_type == "currency" else repr(value)
+        return repr(value)
     raise _Invalid(attr.EVENT_VALUE, _got(value), allowed)
+
+
+def _typed_value_text(value: object, value_type: str) -> str | None:
+    """The value written as ``value_type`` wants it, or None when it is not such a value.
+
+    currency: two decimals (``149`` and ``"149"`` → ``"149.00"``; strings with more decimals
+    are rounded half away from zero, floats as ``format(x, ".2f")``); numeric: the number as
+    JSON writes numbers (``"+5"`` → ``"5"``, ``".5"`` → ``"0.5"``, digits never changed);
+    count: a whole number ≥ 0 in decimal; boolean: ``"true"``/``"false"``.
+    """
+    if value_type == "boolean":
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower()
+        return None
+    if isinstance(value, bool):  # a bool is an int to Python, never a number here
+        return None
+    if value_type == "count":
+        if isinstance(value, int):
+            return str(value) if value >= 0 else None
+        if isinstance(value, str) and _WHOLE.fullmatch(value.strip()):
+            return value.strip().lstrip("+").lstrip("0") or "0"
+        return None
+    if value_type == "currency":
+        if isinstance(value, int):
+            return f"{value}.00"
+        if isinstance(value, float):
+            return _unsigned_zero(f"{value:.2f}")
+        if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+            with decimal.localcontext(_HALF_UP):
+                return _unsigned_zero(format(decimal.Decimal(value.strip()), ".2f"))
+        return None
+    # numeric
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return _json_number(value.strip())
+    return None
+
+
+_NOT_A = {
+    "currency": "is a string that is not a decimal amount",
+    "numeric": "is a string that is not a number",
+    "count": "is a string that is not a whole number",
+    "boolean": "is a string other than 'true' or 'false'",
+}
+
+
+def _mismatch(value: object, value_type: str) -> str:
+    """What is wrong with a value its value type does not take (never the value itself)."""
+    if isinstance(value, str):
+        return _got(value) if not value.strip() else _NOT_A[value_type]
+    if isinstance(value, int) and not isinstance(value, bool) and value_type == "count":
+        return "is a negative number for value type count"
+    return f"has type {type(value).__name__}, which value type {value_type} does not take"
+
+
+def _unsigned_zero(amount: str) -> str:
+    return amount[1:] if amount == "-0.00" else amount
+
+
+def _json_number(text: str) -> str | None:
+    """A numeric string in JSON's number syntax, or None when it is not a number."""
+    match = _NUMBER.fullmatch(text)
+    if match is None:
+        return None
+    sign, whole, fraction, exponent = match.groups()
+    if not whole and not fraction:  # "", "+", ".", "e5"
+        return None
+    number = ("-" if sign == "-" else "") + (whole.lstrip("0") or "0")
+    if fraction:
+        number += "." + fraction
+    if exponent is not None:
+        number += "e" + exponent
+    return number
 
 
 def _enum(name: str, value: object, allowed: Sequence[str]) -> str:
@@ -395,7 +519,7 @@ def _canonical_uuid(value: str) -> str | None:
 def _external_id(name: str, value: object) -> str:
     allowed = "a non-empty string or an integer"
     if isinstance(value, str) and value.strip():
-        return value
+        return clean_text(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     raise _Invalid(name, _got(value), allowed)
@@ -422,39 +546,61 @@ def _properties(attributes: Attributes) -> dict[str, object]:
     properties: dict[str, object] = {}
     raw_json = attributes.get(attr.EVENT_PROPERTIES)
     if raw_json is not None:
-        allowed = 'a JSON object string such as \'{"plan": "pro"}\''
+        allowed = (
+            'a JSON object string such as \'{"plan": "pro"}\', nested at most '
+            f"{MAX_PROPERTY_DEPTH} levels deep, integers within 64 bits"
+        )
         if not isinstance(raw_json, str):
             raise _Invalid(attr.EVENT_PROPERTIES, _got(raw_json), allowed)
         try:
             parsed = json.loads(raw_json, parse_constant=_reject_constant)
+        except RecursionError:  # deeper than the parser goes: far past the limit
+            raise _Invalid(attr.EVENT_PROPERTIES, _TOO_DEEP, allowed) from None
         except ValueError:
             raise _Invalid(attr.EVENT_PROPERTIES, "is not valid JSON", allowed) from None
         if not isinstance(parsed, dict):
             raise _Invalid(attr.EVENT_PROPERTIES, f"holds a JSON {type(parsed).__name__}", allowed)
-        converted = _json_value(attr.EVENT_PROPERTIES, parsed)
+        converted = _json_value(attr.EVENT_PROPERTIES, parsed, allowed)
         if isinstance(converted, dict):
             properties.update(converted)
     prefix = attr.EVENT_PROPERTIES_PREFIX
     for key, value in attributes.items():
         if not key.startswith(prefix) or len(key) == len(prefix):
             continue
-        properties[key[len(prefix) :]] = _json_value(key, value)
+        properties[clean_text(key[len(prefix) :])] = _json_value(key, value, _ALLOWED_PROPERTY)
     return properties
 
 
-def _json_value(key: str, value: object) -> object:
-    """Check a property value is JSON-safe; sequences become lists."""
-    if value is None or isinstance(value, (str, bool, int)):
+_ALLOWED_PROPERTY = (
+    "a string, boolean, integer within 64 bits, finite float, or a sequence of those"
+)
+_TOO_DEEP = f"is nested more than {MAX_PROPERTY_DEPTH} levels deep"
+
+
+def _json_value(key: str, value: object, allowed: str, depth: int = 0) -> object:
+    """A property value as JSON will carry it: text cleaned (see ``clean_text``), sequences as
+    lists; anything JSON cannot carry faithfully is invalid."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if value is None or isinstance(value, bool):
         return value
-    allowed = "a string, boolean, integer, finite float, or a sequence of those"
+    if isinstance(value, int):
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise _Invalid(key, "is an integer beyond 64 bits", allowed)
+        return value
     if isinstance(value, float):
         if not math.isfinite(value):
             raise _Invalid(key, "is not a finite number", allowed)
         return value
+    if depth >= MAX_PROPERTY_DEPTH:
+        raise _Invalid(key, _TOO_DEEP, allowed)
     if isinstance(value, Mapping):
-        return {str(name): _json_value(key, item) for name, item in value.items()}
+        return {
+            clean_text(str(name)): _json_value(key, item, allowed, depth + 1)
+            for name, item in value.items()
+        }
     if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
-        return [_json_value(key, item) for item in value]
+        return [_json_value(key, item, allowed, depth + 1) for item in value]
     raise _Invalid(key, _got(value), allowed)
 
 

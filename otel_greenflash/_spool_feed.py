@@ -9,6 +9,7 @@ sent, set aside what was refused, keep what failed for a later round).
 from __future__ import annotations
 
 import collections
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +42,8 @@ class SpoolFeed:
         self._cursor = 0
         """Highest spool sequence number handed to the loop."""
         self._in_engine: set[str] = set()
+        self._not_spooled: set[str] = set()
+        """Events SQLite could not store, sent from memory: their notes concern no row."""
         self._retry_spooled = False
         self._last_rescan = time.monotonic()
         self._wanted = True
@@ -70,7 +73,7 @@ class SpoolFeed:
         self._notes.append((event.insert_id, outcome))
         if len(self._notes) >= NOTES_BEFORE_WAKE:
             self._wake()
-        return outcome == "failed"
+        return outcome == "failed" and event.insert_id not in self._not_spooled
 
     def put(self, events: Sequence[BusinessEvent], engine: DeliveryEngine) -> bool:
         """Spool new events, apply notes, hand spooled events to the loop as it has room.
@@ -81,7 +84,7 @@ class SpoolFeed:
         try:
             with self._lock:
                 self._apply_notes(spool)
-                lost = spool.add(events, handed_over_up_to=self._cursor)
+                lost, unstorable = self._add(spool, events)
                 self._feed(spool, engine)
         except Exception as error:
             self.spool = None
@@ -91,6 +94,14 @@ class SpoolFeed:
             )
             engine.submit([event for event in events if event.insert_id not in self._in_engine])
             return True
+        if unstorable:  # this event cannot be stored: it goes from memory, the spool stays
+            self._log.warning(
+                "spool-unstorable",
+                "otel_greenflash spool could not store %d event(s); they are sent from memory",
+                len(unstorable),
+                count=len(unstorable),
+            )
+            engine.submit(unstorable)
         if lost:
             self._stats.add_dropped("spool_full", lost)
             self._log.warning(
@@ -109,13 +120,32 @@ class SpoolFeed:
             return
         try:
             with self._lock:
-                spool.hold(events)
+                if not _storable(spool.hold, events):
+                    for event in events:  # one bad row must not cost the others their safety
+                        _storable(spool.hold, [event])
         except Exception as error:
             self.spool = None
             logger.error(
                 "otel_greenflash spool failed (%s): spool disabled, events are kept in memory only",
                 error,
             )
+
+    def _add(
+        self, spool: Spool, events: Sequence[BusinessEvent]
+    ) -> tuple[int, list[BusinessEvent]]:
+        """Spool ``events``; return how many unsent ones the bound evicted, and the events
+        SQLite refused as data (sent from memory instead, never a reason to stop spooling)."""
+        lost = 0
+
+        def add(batch: Sequence[BusinessEvent]) -> None:
+            nonlocal lost
+            lost += spool.add(batch, handed_over_up_to=self._cursor)
+
+        if _storable(add, events):
+            return lost, []
+        unstorable = [event for event in events if not _storable(add, [event])]
+        self._not_spooled.update(event.insert_id for event in unstorable)
+        return lost, unstorable
 
     def last_seq(self) -> int:
         """The newest spooled event's number (0 when empty)."""
@@ -167,7 +197,9 @@ class SpoolFeed:
         while notes:
             insert_id, outcome = notes.popleft()
             self._in_engine.discard(insert_id)
-            if outcome == "sent":
+            if insert_id in self._not_spooled:
+                self._not_spooled.discard(insert_id)
+            elif outcome == "sent":
                 sent.append(insert_id)
             elif outcome == "rejected":
                 rejected.append(insert_id)
@@ -192,3 +224,18 @@ class SpoolFeed:
             self._in_engine.update(event.insert_id for event in batch)
             engine.submit(batch)
             room -= len(batch)
+
+
+_DATA_ERRORS = (sqlite3.DataError, sqlite3.InterfaceError, ValueError, OverflowError)
+"""What SQLite raises for one value it cannot store (too big, not encodable), unlike errors of
+the file or the disk, which switch the spool off."""
+
+
+def _storable(
+    write: Callable[[Sequence[BusinessEvent]], None], batch: Sequence[BusinessEvent]
+) -> bool:
+    try:
+        write(batch)
+    except _DATA_ERRORS:
+        return False
+    return True

@@ -75,7 +75,7 @@ def test_send_delivers_one_event(server: EventsApiServer) -> None:
     )
     assert result.returncode == 0, result.stderr
     [event] = server.events
-    assert event["value"] == "149"  # a string from the command line is sent as is
+    assert event["value"] == "149.00"  # currency: written with two decimals
     assert event["properties"] == {"plan": "pro"}
     assert event["externalConversationId"] == "chat-1"
     assert "sent 'upgrade_purchased'" in result.stdout

@@ -64,6 +64,7 @@ def test_serve_prints_everything_the_readme_send_command_needs() -> None:
         printed = json.loads(serve.stdout.readline())  # serve prints each event it receives
         assert printed["eventType"] == "upgrade_purchased"
         assert printed["productId"] == variables["GREENFLASH_PRODUCT_ID"]
+        assert printed["value"] == "149.00"  # currency in its d+.dd form
     finally:
         serve.send_signal(signal.SIGTERM)
         try:

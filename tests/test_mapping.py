@@ -184,9 +184,9 @@ def test_currency_numbers_get_two_decimals(value: object, expected: str) -> None
     assert body_of(attributes)["value"] == expected
 
 
-def test_currency_string_value_is_kept_as_is() -> None:
-    attributes = with_attributes({attr.EVENT_VALUE: "149.999", attr.EVENT_VALUE_TYPE: "currency"})
-    assert body_of(attributes)["value"] == "149.999"
+def test_currency_string_value_gets_two_decimals_rounded_half_up() -> None:
+    attributes = with_attributes({attr.EVENT_VALUE: "149.995", attr.EVENT_VALUE_TYPE: "currency"})
+    assert body_of(attributes)["value"] == "150.00"
 
 
 def test_currency_int_above_float_precision_keeps_its_digits() -> None:
@@ -214,22 +214,22 @@ def test_missing_value_is_invalid() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value_type", "expected"),
+    ("value_type", "value", "expected"),
     [
-        ("currency", "currency"),
-        ("CURRENCY", "currency"),
-        ("numeric", "numeric"),
-        ("Numeric", "numeric"),
-        ("text", "text"),
-        ("TEXT", "text"),
-        ("boolean", "boolean"),
-        ("Boolean", "boolean"),
-        ("count", "numeric"),
-        ("COUNT", "numeric"),
+        ("currency", "1", "currency"),
+        ("CURRENCY", "1", "currency"),
+        ("numeric", "1", "numeric"),
+        ("Numeric", "1", "numeric"),
+        ("text", "pro", "text"),
+        ("TEXT", "pro", "text"),
+        ("boolean", "true", "boolean"),
+        ("Boolean", "true", "boolean"),
+        ("count", "1", "numeric"),
+        ("COUNT", "1", "numeric"),
     ],
 )
-def test_value_type_is_case_insensitive(value_type: str, expected: str) -> None:
-    attributes = with_attributes({attr.EVENT_VALUE_TYPE: value_type})
+def test_value_type_is_case_insensitive(value_type: str, value: str, expected: str) -> None:
+    attributes = with_attributes({attr.EVENT_VALUE_TYPE: value_type, attr.EVENT_VALUE: value})
     assert body_of(attributes)["valueType"] == expected
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from opentelemetry.sdk.trace import TracerProvider
 
-from otel_greenflash import GreenflashSpanProcessor
-from otel_greenflash._spool import inspect
+from otel_greenflash import BusinessEvent, GreenflashSpanProcessor
+from otel_greenflash._spool import Spool, inspect
+from otel_greenflash.testing import MemoryTransport
 
 from ._subprocess import clean_env
 from .independent_receiver import Receiver
@@ -118,3 +119,49 @@ def test_a_waiting_event_once_linked_goes_once_and_leaves_the_spool_empty(
         provider.shutdown()
     assert receiver.duplicates == 0
     assert list(spool.glob("spool-*.db")) == []
+
+
+def _event(insert_id: str) -> BusinessEvent:
+    body = {"eventType": "t", "productId": PRODUCT, "value": "1", "insertId": insert_id}
+    return BusinessEvent(body, insert_id, "span")
+
+
+def test_the_bound_never_evicts_waiting_rows_nor_counts_them_lost(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_events=10)
+    spool.hold([_event(f"w{i}") for i in range(8)])  # waiting, still held in memory
+    lost = spool.add([_event(f"e{i}") for i in range(20)])
+    assert lost == 10  # the ten oldest linked events, not the waiting ones
+    assert spool.add([_event(f"w{i}") for i in range(8)]) == 8  # released: now they count
+    pending = [event.insert_id for _, event in spool.pending_after(0, 100)]
+    assert pending == [f"e{i}" for i in range(18, 20)] + [f"w{i}" for i in range(8)]
+    assert [summary.oldest_age_seconds is not None for summary in inspect(tmp_path)] == [True]
+    spool.close()
+
+
+def test_an_event_sqlite_cannot_store_goes_from_memory_and_the_spool_stays(
+    tmp_path: Path,
+) -> None:
+    transport = MemoryTransport()
+    processor = GreenflashSpanProcessor(
+        product_id=PRODUCT,
+        spool_dir=str(tmp_path),
+        transport=transport,
+        api_key="k",
+        schedule_delay_seconds=0.05,
+    )
+    pipeline = processor._pipeline
+    # Mapping never produces such an id (it refuses it); anything else SQLite cannot store
+    # (a body over its size limit) takes the same path.
+    events = [_event("a"), _event("bad-\udcff"), _event("b")]
+    pipeline.deliver(events)
+    assert processor.force_flush(10_000)
+    assert sorted(str(body["insertId"]) for body in transport.events) == [
+        "a",
+        "b",
+        "bad-\udcff",
+    ]
+    assert pipeline.feed.spool is not None  # still spooling
+    pipeline.deliver([_event("c")])
+    assert processor.force_flush(10_000)
+    assert processor.stats()["spool"]["pending"] == 0
+    processor.shutdown(5_000)
