@@ -76,7 +76,7 @@ def test_children_forked_during_deliveries_deliver_their_own_events(
 
 
 C_FORK_SCRIPT = """
-import ctypes, json, os, sys
+import ctypes, json, os, sys, time
 from otel_greenflash import GreenflashSpanProcessor, track
 from otel_greenflash._transport import SendOutcome
 
@@ -95,6 +95,11 @@ processor = GreenflashSpanProcessor(
 track("parent_event", 1)
 assert processor.force_flush(5000)
 libc = ctypes.PyDLL(None)  # fork from C, as uWSGI does: Python's at-fork hooks do not run
+# From an idle parent, as uWSGI's master forks its workers. A C fork while another thread is
+# inside CPython's GIL hand-over leaves the child's GIL mutex locked forever (no
+# PyOS_AfterFork_Child): a CPython hazard no library can undo, seen as occasional hangs when
+# this script forked right after the flush.
+time.sleep(0.5)
 pid = libc.fork()
 if pid == 0:
     track("child_event", 1)  # no span: straight to the processor, which must notice the fork
