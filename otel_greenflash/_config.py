@@ -462,6 +462,8 @@ def _header_value_problem(value: object) -> str | None:
 
 
 def _check_bool(name: str, value: object) -> bool:
+    if isinstance(value, int) and value in (0, 1):  # bool is an int too
+        return bool(value)
     if not isinstance(value, bool):
         raise ConfigurationError(f"{name} has type {type(value).__name__}; allowed: True or False")
     return value
@@ -492,11 +494,9 @@ def _check_spool_dir(name: str, value: object) -> str | None:
             f"{name}: {str(existing)!r} is not a directory, so {value!r} cannot be created "
             f"under it; {allowed}"
         )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigurationError(
-            f"{name}: this process may not create files in {str(existing)!r}; "
-            "allowed: a directory writable by this user"
-        )
+    # Not writable now is not refused: a volume may be mounted or given its owner after start
+    # (and a read-only root file system must not stop the app). The spool then says so at its
+    # first use and events stay in memory.
     return value
 
 
@@ -568,12 +568,14 @@ def _address(url: str, schemes: tuple[str, ...], *, credentials: bool = False) -
             "the URL contains whitespace or control characters; allowed: none "
             "(percent-encode them in the path)"
         )
-    if "@" in url and not credentials:
+    scheme, separator, rest = url.partition("://")
+    # Credentials sit in the authority; an '@' in the path is just a path. Without '://' the
+    # URL is refused below anyway, never quoted.
+    if "@" in rest.partition("/")[0] and not credentials:
         raise _BadUrlError(
             "the URL contains credentials (user:password@) or an '@'; allowed: a URL without "
             "them (use custom_headers / GREENFLASH_CUSTOM_HEADERS for extra authentication)"
         )
-    scheme, separator, rest = url.partition("://")
     if not separator:
         raise _BadUrlError(
             "the value is not an absolute URL; allowed: scheme://host[:port][/path] with "

@@ -23,6 +23,8 @@ SpanSink = Callable[[ReadableSpan], None]
 
 _lock = threading.Lock()
 _sinks: weakref.WeakKeyDictionary[object, SpanSink] = weakref.WeakKeyDictionary()
+_current_sinks: tuple[SpanSink, ...] = ()
+"""Rebuilt under the lock whenever exporters come and go; read at span end without one."""
 _bridged: weakref.WeakSet[TracerProvider] = weakref.WeakSet()
 _exporter_cores: weakref.WeakSet[object] = weakref.WeakSet()
 """Processors run by exporters: they see finished spans only, never span starts."""
@@ -36,8 +38,11 @@ class RecordOnlySpans(SpanProcessor):
         context = span.context
         if context is None or context.trace_flags.sampled:
             return  # sampled spans reach the exporters through their batch processor
-        for sink in list(_sinks.values()):
-            sink(span)
+        for sink in _current_sinks:
+            try:
+                sink(span)
+            except Exception:  # never into the application's span.end()
+                logger.debug("otel_greenflash: a record-only span was not handed on", exc_info=True)
 
 
 def add_exporter(exporter: object, core: object, sink: SpanSink) -> None:
@@ -45,6 +50,7 @@ def add_exporter(exporter: object, core: object, sink: SpanSink) -> None:
     with _lock:
         _sinks[exporter] = sink
         _exporter_cores.add(core)
+        _rebuild()
     provider = trace.get_tracer_provider()
     if isinstance(provider, TracerProvider) and _records_dropped_spans(provider):
         bridge(provider)
@@ -57,6 +63,7 @@ def is_exporter_core(processor: object) -> bool:
 def remove_exporter(exporter: object) -> None:
     with _lock:
         _sinks.pop(exporter, None)
+        _rebuild()
 
 
 def bridge(provider: TracerProvider) -> None:
@@ -96,3 +103,9 @@ def _records_dropped_spans(provider: TracerProvider) -> bool:
     from .sampling import GreenflashSampler
 
     return isinstance(getattr(provider, "sampler", None), GreenflashSampler)
+
+
+def _rebuild() -> None:
+    """Called with the lock held."""
+    global _current_sinks
+    _current_sinks = tuple(_sinks.values())

@@ -189,3 +189,58 @@ def test_the_readme_installs_from_what_exists(tmp_path: Path) -> None:
             archive.read(entry_points).decode()
         )
     assert "otel_greenflash/py.typed" in names
+
+
+def test_exporters_coming_and_going_never_raise_into_span_end() -> None:
+    """The record-only bridge is read at every span end while exporters register and leave on
+    another thread (test suites, reconfiguration)."""
+    import sys
+    import threading
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+
+    from otel_greenflash import GreenflashSampler
+    from otel_greenflash._record_only import add_exporter, bridge, remove_exporter
+
+    class Exporter:  # stands in for GreenflashSpanExporter: the bridge only keys on it
+        def take(self, span: object) -> None:
+            return None
+
+    sampler = GreenflashSampler(TraceIdRatioBased(0), record_unsampled=True)
+    provider = TracerProvider(sampler=sampler)
+    bridge(provider)
+    tracer = provider.get_tracer("race")
+    resident = [Exporter() for _ in range(200)]  # a long registry to iterate
+    for exporter in resident:
+        add_exporter(exporter, exporter, exporter.take)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def app() -> None:
+        while not stop.is_set():
+            try:
+                with tracer.start_as_current_span("step"):
+                    pass
+            except BaseException as error:
+                errors.append(error)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    threads = [threading.Thread(target=app) for _ in range(6)]
+    try:
+        for thread in threads:
+            thread.start()
+        for _ in range(3000):
+            passing = Exporter()
+            add_exporter(passing, passing, passing.take)
+            remove_exporter(passing)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        sys.setswitchinterval(interval)
+        for exporter in resident:
+            remove_exporter(exporter)
+        provider.shutdown()
+    assert errors == []
