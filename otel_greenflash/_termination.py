@@ -94,8 +94,9 @@ class ChainedSigtermHandler:
             return
         _terminating = True
         deliver_before_exit(f"signal {signal.Signals(signum).name}")
-        if signal.getsignal(signum) is self:
-            signal.signal(signum, signal.SIG_DFL)
+        # The default, even when a handler installed later called us as its previous one:
+        # chaining to us asks for what we chain to, the process ending by the signal.
+        signal.signal(signum, signal.SIG_DFL)
         _unblock(signum)
         signal.raise_signal(signum)
 

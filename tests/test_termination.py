@@ -574,3 +574,28 @@ def test_at_sigterm_only_the_batch_processor_feeding_the_exporter_is_flushed(
     code, _, err = finish(process, signal.SIGTERM)
     assert code == -signal.SIGTERM, err
     expect_exactly(receiver, ids("exporter", 5))
+
+
+def test_a_later_handler_that_chains_to_ours_still_ends_the_process(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """Another library installs its handler after ours and calls ours as the previous one."""
+    process = start(
+        tmp_path,
+        """
+        otel_greenflash.configure()
+        ours = signal.getsignal(signal.SIGTERM)
+        def theirs(signum, frame):
+            print("theirs", file=sys.stderr, flush=True)
+            ours(signum, frame)
+        signal.signal(signal.SIGTERM, theirs)
+        emit("chained", 6)
+        ready()
+        time.sleep(60)
+        """,
+        receiver,
+    )
+    code, _, err = finish(process, signal.SIGTERM)
+    assert code == -signal.SIGTERM
+    assert "theirs" in err
+    expect_exactly(receiver, ids("chained", 6))
