@@ -16,6 +16,7 @@ from otel_greenflash.testing import EventsApiServer
 
 from ._subprocess import clean_env, command, run, run_script
 from .conftest import CONVERSATION_ID, PRODUCT_ID
+from .test_zero_code import APP as ZERO_CODE_APP
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,20 +74,7 @@ def test_serve_prints_everything_the_readme_send_command_needs() -> None:
             serve.kill()
 
 
-APP = """
-from opentelemetry import trace
-
-tracer = trace.get_tracer("shop")
-with tracer.start_as_current_span("chat") as root:
-    with tracer.start_as_current_span("billing.upgrade") as span:
-        span.set_attributes({
-            "greenflash.event.type": "upgrade_purchased",
-            "greenflash.event.value": 149,
-            "greenflash.event.value_type": "currency",
-        })
-    root.set_attribute("greenflash.conversation.id", "CONVERSATION_ID")
-print("app done")
-""".replace("CONVERSATION_ID", CONVERSATION_ID)
+APP = ZERO_CODE_APP  # the zero-code tests' application: OpenTelemetry API only
 
 
 def test_zero_code_exporter_with_the_greenflash_sampler_at_ratio_zero(

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from otel_greenflash import GreenflashSpanProcessor
 
+from ._subprocess import clean_env, run
 from .independent_receiver import Receiver
 
 PRODUCT = "123e4567-e89b-12d3-a456-426614174000"
@@ -92,3 +95,54 @@ def test_five_hundred_concurrent_chats_with_slow_turns_are_all_linked(
     ]
     assert wrong == []
     assert processor.stats()["unlinked"] == {}
+
+
+WAITING_MEMORY = """
+import gc, sys, time, tracemalloc
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from otel_greenflash import GreenflashSpanProcessor
+from otel_greenflash.testing import MemoryTransport
+
+with_processor = sys.argv[1] == "processor"
+provider = TracerProvider()
+if with_processor:
+    processor = GreenflashSpanProcessor(
+        product_id="123e4567-e89b-12d3-a456-426614174000", transport=MemoryTransport()
+    )
+    provider.add_span_processor(processor)
+tracer = provider.get_tracer("chat")
+roots = []
+gc.collect()
+tracemalloc.start()
+for index in range(2048):  # the max_waiting bound: roots open, their events waiting
+    root = tracer.start_span("chat turn", attributes={"user.id": f"u{index}"})
+    roots.append(root)
+    with tracer.start_as_current_span("purchase", context=trace.set_span_in_context(root)) as s:
+        s.set_attributes({
+            "greenflash.event.type": "upgrade_purchased",
+            "greenflash.event.value": "149.00",
+            "greenflash.event.properties": '{"plan": "pro", "seats": 3}',
+        })
+if with_processor:
+    processor.deliver_queued(10_000)  # the worker takes them; they wait for their roots
+    print("waiting", processor.stats()["waiting"])
+gc.collect()
+print("traced_mb", round(tracemalloc.get_traced_memory()[0] / 1e6, 2))
+"""
+
+
+def test_events_waiting_at_the_bound_hold_about_8_mb(tmp_path: Path) -> None:
+    """The README's figure: 2,048 waiting events, measured against the same app without the
+    processor (the application's own open root spans are not ours)."""
+    script = tmp_path / "waiting_memory.py"
+    script.write_text(WAITING_MEMORY)
+    figures = {}
+    for mode in ("processor", "none"):
+        result = run([sys.executable, str(script), mode], clean_env(), timeout=120)
+        assert result.returncode == 0, result.stderr[-3000:]
+        words = result.stdout.split()
+        figures[mode] = float(words[words.index("traced_mb") + 1])
+        if mode == "processor":
+            assert int(words[words.index("waiting") + 1]) == 2048
+    assert figures["processor"] - figures["none"] < 12.0, figures
