@@ -265,7 +265,7 @@ def live_main(base_url: str, api_key: str, repeats: int) -> None:
         note(f"{key}_gc", collecting)
 
     queue_size = processor.config.max_queue_size
-    engine = processor._pipeline.engine
+    engine = processor._shared.engine
     for _ in range(repeats):
         if not processor.deliver_queued(120_000):
             raise RuntimeError("the pipeline did not drain")

@@ -1,7 +1,8 @@
-"""Report business events from OpenTelemetry spans to Greenflash.
+"""Report business events from OpenTelemetry spans and log records to Greenflash.
 
-Mark a span with ``greenflash.event.type`` (and friends, see :mod:`otel_greenflash.attributes`),
-install :class:`GreenflashSpanProcessor`, and each such span becomes one Events API call,
+Mark a span, a span event or a log record with ``greenflash.event.type`` (and friends, see
+:mod:`otel_greenflash.attributes`), install :class:`GreenflashSpanProcessor` (and
+:class:`GreenflashLogRecordProcessor` for log records), and each becomes one Events API call,
 linked to the conversation found in its trace.
 """
 
@@ -23,6 +24,7 @@ from ._stats import StatsSnapshot
 from ._termination import install_sigterm_handler
 from ._version import __version__
 from .exporter import GreenflashSpanExporter
+from .logs import GreenflashLogRecordExporter, GreenflashLogRecordProcessor
 from .processor import GreenflashSpanProcessor
 from .sampling import GreenflashSampler
 
@@ -36,6 +38,8 @@ __all__ = [
     "EventRejectedError",
     "GreenflashConfig",
     "GreenflashError",
+    "GreenflashLogRecordExporter",
+    "GreenflashLogRecordProcessor",
     "GreenflashSampler",
     "GreenflashSpanExporter",
     "GreenflashSpanProcessor",

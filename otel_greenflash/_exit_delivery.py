@@ -26,6 +26,9 @@ class Terminable(Protocol):
     def shutdown(self, timeout_millis: int = 30000) -> None: ...
 
 
+EXPORTER_KINDS = ("span_exporter", "log_exporter")
+"""The intake kinds of our exporters (the ``_kind`` of their classes)."""
+
 _sources: list[Callable[[], Sequence[Terminable]]] = []
 _budget_seconds = 5.0
 _fed_by_sdk_batches = False
@@ -103,21 +106,25 @@ def _run_bounded(work: Callable[[], None], seconds: float) -> bool:
     return not thread.is_alive()
 
 
-# -- the SDK's batch processors in front of GreenflashSpanExporter -----------------------------
+# -- the SDK's batch processors in front of our exporters ------------------------------------
 
 
 def _sdk_batches_feeding_exporters() -> list[Any]:
-    """The SDK batch processors whose exporter is a GreenflashSpanExporter, found on the
-    global provider (their queue holds spans meant for us when the process ends)."""
+    """The SDK batch processors whose exporter is one of ours, found on the global tracer
+    and logger providers (their queues hold records meant for us when the process ends)."""
     from opentelemetry import trace
+    from opentelemetry._logs import get_logger_provider
 
-    from .exporter import GreenflashSpanExporter
-
-    multi = getattr(trace.get_tracer_provider(), "_active_span_processor", None)
+    spans = getattr(trace.get_tracer_provider(), "_active_span_processor", None)
+    logs = getattr(get_logger_provider(), "_multi_log_record_processor", None)
+    candidates = [
+        *getattr(spans, "_span_processors", ()),
+        *getattr(logs, "_log_record_processors", ()),
+    ]
     found = []
-    for processor in getattr(multi, "_span_processors", ()):
-        batch = getattr(processor, "_batch_processor", None)
-        if isinstance(getattr(batch, "_exporter", None), GreenflashSpanExporter):
+    for processor in candidates:
+        exporter = getattr(getattr(processor, "_batch_processor", None), "_exporter", None)
+        if getattr(type(exporter), "_kind", None) in EXPORTER_KINDS:
             found.append(processor)
     return found
 

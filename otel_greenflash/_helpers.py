@@ -16,7 +16,7 @@ from opentelemetry.util.types import AttributeValue
 from . import attributes as attr
 from ._linking import is_valid_id
 from ._logging import logger
-from .processor import active_processors
+from ._pipelines import active_pipelines
 
 
 def _ids_argument(
@@ -143,8 +143,8 @@ def _record_for_current_trace(ids: Mapping[str, AttributeValue], *, authoritativ
     span_context = trace.get_current_span().get_span_context()
     if not span_context.is_valid or not ids:
         return
-    for processor in active_processors():
-        processor.record_trace_ids(span_context.trace_id, ids, authoritative=authoritative)
+    for pipeline in active_pipelines():
+        pipeline.record_trace_ids(span_context.trace_id, ids, authoritative=authoritative)
 
 
 def track(
@@ -245,8 +245,8 @@ def _is_attribute_value(value: object) -> bool:
 
 
 def _track_without_span(attributes: Mapping[str, AttributeValue]) -> None:
-    processors = active_processors()
-    if not processors:
+    pipelines = active_pipelines()
+    if not pipelines:
         logger.warning(
             "otel_greenflash.track(): no recording span and no active GreenflashSpanProcessor; "
             "the event was not recorded"
@@ -255,7 +255,7 @@ def _track_without_span(attributes: Mapping[str, AttributeValue]) -> None:
     current_baggage = baggage.get_all()
     insert_id = f"track-{uuid.uuid4()}"
     now_ns = time.time_ns()
-    for processor in processors:
-        processor.submit_attributes(
+    for pipeline in pipelines:
+        pipeline.submit_attributes(
             attributes, baggage=current_baggage, insert_id=insert_id, time_ns=now_ns
         )

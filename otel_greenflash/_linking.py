@@ -22,7 +22,7 @@ import uuid
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.util.types import AttributeValue
@@ -45,6 +45,16 @@ Order matters among aliases of one target: the first one present wins.
 """
 
 CONVERSATION_KEYS = (attr.CONVERSATION_ID, attr.CONVERSATION_EXTERNAL_ID)
+
+
+class InTrace(Protocol):
+    """Anything that waits for its trace: it names the trace."""
+
+    @property
+    def trace_id(self) -> int: ...
+
+
+Waiter = TypeVar("Waiter", bound=InTrace)
 
 
 class LinkKeys:
@@ -124,20 +134,6 @@ def has_conversation(ids: Mapping[str, AttributeValue]) -> bool:
     return any(key in ids for key in CONVERSATION_KEYS)
 
 
-@dataclass(slots=True)
-class EventSpan:
-    """An ended event span plus what on_end captured for linking."""
-
-    span: ReadableSpan
-    ancestors: tuple[ReadableSpan, ...]
-    baggage: Mapping[str, object] | None
-
-    @property
-    def trace_id(self) -> int:
-        context = self.span.context
-        return context.trace_id if context is not None else 0
-
-
 def forget_oldest_share(entries: dict[int, Any], share: int = 8) -> list[int]:
     """Remove the oldest ``1/share`` of ``entries`` (at least one) and return their keys.
 
@@ -195,11 +191,17 @@ class LiveSpans:
         return tuple(chain)
 
 
+MAX_SPANS_PER_TRACE = 256
+"""Ended spans with ids remembered one by one per trace (for log records emitted in them)."""
+
+
 @dataclass(slots=True)
 class _TraceRecord:
     attached: Ids = field(default_factory=dict)
     root: dict[str, Any] = field(default_factory=dict)
     other: dict[str, Any] = field(default_factory=dict)
+    spans: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """Span id → the id attributes of that ended span (log records emitted in it read them)."""
     ended_at: float | None = None
     waited_on: bool = False
     queued_for_purge: bool = False
@@ -228,18 +230,38 @@ class TraceIds:
     def __len__(self) -> int:
         return len(self._traces)
 
+    def reset(self) -> None:
+        """Forget everything, with a new lock (after a fork, the old one may be held)."""
+        self._lock = threading.Lock()
+        self._traces.clear()
+        self._ended.clear()
+
     def __contains__(self, trace_id: object) -> bool:
         return trace_id in self._traces
 
-    def record(self, trace_id: int, attributes: Mapping[str, Any], *, root: bool) -> None:
+    def record(
+        self, trace_id: int, attributes: Mapping[str, Any], *, root: bool, span_id: int = 0
+    ) -> None:
         """Remember the id and alias attributes of an ended span of ``trace_id``."""
         keys = self._link_keys.all_keys
         with self._lock:
             target = self._record(trace_id)
             raw = target.root if root else target.other
+            own: dict[str, Any] = {}
             for key, value in attributes.items():
-                if key in keys and key not in raw:
-                    raw[key] = value
+                if key in keys:
+                    own[key] = value
+                    if key not in raw:
+                        raw[key] = value
+            if span_id and own and len(target.spans) < MAX_SPANS_PER_TRACE:
+                target.spans.setdefault(span_id, own)
+
+    def span_ids(self, trace_id: int, span_id: int) -> Ids:
+        """The ids of one ended span of the trace (empty when unknown)."""
+        with self._lock:
+            record = self._traces.get(trace_id)
+            raw = dict(record.spans.get(span_id, {})) if record is not None else {}
+        return self._link_keys.ids_from(raw)
 
     def attach(self, trace_id: int, ids: Mapping[str, AttributeValue]) -> None:
         """Ids learned mid-trace (e.g. from the Messages API); they replace earlier values."""
@@ -316,12 +338,12 @@ class TraceIds:
 
 
 @dataclass(slots=True)
-class _Waiting:
-    item: EventSpan
+class _Waiting(Generic[Waiter]):
+    item: Waiter
     deadline: float
 
 
-class WaitingEvents:
+class WaitingEvents(Generic[Waiter]):
     """Event spans waiting for their trace's conversation id. Used by the worker thread only.
 
     Holds at most ``max_waiting`` entries; releasing an entry forgets it at once.
@@ -330,14 +352,14 @@ class WaitingEvents:
     def __init__(self, max_waiting: int = 2048, linger_seconds: float = 300.0) -> None:
         self.max_waiting = max_waiting
         self.linger_seconds = linger_seconds
-        self._order: collections.OrderedDict[int, _Waiting] = collections.OrderedDict()
+        self._order: collections.OrderedDict[int, _Waiting[Waiter]] = collections.OrderedDict()
         self._by_trace: dict[int, list[int]] = {}
         self._sequence = itertools.count()
 
     def __len__(self) -> int:
         return len(self._order)
 
-    def park(self, item: EventSpan, now: float) -> EventSpan | None:
+    def park(self, item: Waiter, now: float) -> Waiter | None:
         """Make ``item`` wait; return an item pushed out by the bound (to send unlinked now)."""
         key = next(self._sequence)
         self._order[key] = _Waiting(item, now + self.linger_seconds)
@@ -346,26 +368,26 @@ class WaitingEvents:
             return self._pop_oldest()
         return None
 
-    def release_trace(self, trace_id: int) -> list[EventSpan]:
+    def release_trace(self, trace_id: int) -> list[Waiter]:
         """Stop waiting for every event of ``trace_id``."""
         return [self._order.pop(key).item for key in self._by_trace.pop(trace_id, [])]
 
-    def release_expired(self, now: float) -> list[EventSpan]:
+    def release_expired(self, now: float) -> list[Waiter]:
         """Stop waiting for events whose linger deadline passed."""
-        expired: list[EventSpan] = []
+        expired: list[Waiter] = []
         while self._order and next(iter(self._order.values())).deadline <= now:
             popped = self._pop_oldest()
             if popped is not None:
                 expired.append(popped)
         return expired
 
-    def release_all(self) -> list[EventSpan]:
+    def release_all(self) -> list[Waiter]:
         items = [entry.item for entry in self._order.values()]
         self._order.clear()
         self._by_trace.clear()
         return items
 
-    def _pop_oldest(self) -> EventSpan | None:
+    def _pop_oldest(self) -> Waiter | None:
         if not self._order:
             return None
         key, entry = self._order.popitem(last=False)

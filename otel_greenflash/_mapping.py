@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import decimal
 import functools
+import hashlib
 import json
 import math
 import re
@@ -190,6 +191,61 @@ def map_event_attributes(
         default_time_ns=time_ns,
     )
     return result
+
+
+def map_log_record(
+    attributes: Attributes,
+    *,
+    event_name: str | None,
+    time_ns: int | None,
+    observed_time_ns: int | None,
+    trace_id: int,
+    span_id: int,
+    linked: Attributes | None = None,
+    default_product_id: str | None = None,
+    link_keys: LinkKeys | None = None,
+) -> MappingResult:
+    """Build the business event of one log record (its attributes follow the span table).
+
+    Its own ids come first, then ``linked``. The default insertId is derived from the record
+    alone (see :func:`log_record_insert_id`), so the same record exported twice is one event.
+    """
+    keys = link_keys if link_keys is not None else _DEFAULT_LINK_KEYS
+    result = MappingResult()
+    source = f"log record {event_name}" if event_name else "log record"
+    _collect(
+        result,
+        source,
+        attributes,
+        [keys.ids_from(attributes), *([linked] if linked else [])],
+        default_product_id,
+        default_insert_id=log_record_insert_id(
+            attributes, event_name, time_ns, observed_time_ns, trace_id, span_id
+        ),
+        default_time_ns=time_ns if time_ns else observed_time_ns,
+    )
+    return result
+
+
+def log_record_insert_id(
+    attributes: Attributes,
+    event_name: str | None,
+    time_ns: int | None,
+    observed_time_ns: int | None,
+    trace_id: int,
+    span_id: int,
+) -> str:
+    """``otel-log-<trace id>-<span id>-<digest>``: the digest is SHA-256 (first 16 bytes, hex)
+    of the record's timestamps, event name and attributes (keys sorted). Two exports of one
+    record (two processors, a retried batch, a replayed OTLP request) give the same id."""
+    canonical = json.dumps(
+        [time_ns or 0, observed_time_ns or 0, event_name or "", sorted(attributes.items())],
+        default=repr,
+        ensure_ascii=True,
+        separators=(",", ":"),
+    )
+    digest = hashlib.sha256(canonical.encode("ascii", "surrogateescape")).hexdigest()[:32]
+    return f"otel-log-{trace_id:032x}-{span_id:016x}-{digest}"
 
 
 def _collect(

@@ -1,196 +1,353 @@
-"""Span → event → (spool) → delivery loop, shared by the processor and the exporter."""
+"""One pipeline behind every intake: finished record → link → map → lane → deliver.
+
+Intakes (the span processor, the span and log record exporters, the log record processor,
+decoded OTLP) turn what they were given into finished records (:mod:`._records`) and submit
+them here. One daemon worker takes them in batches: the link stage (:mod:`._linker`) finds
+each record's conversation or parks it until its trace's root ends, the map stage
+(:mod:`._mapper`) builds the Events API bodies, and the lane stage (:mod:`._lanes`) hands
+them to the delivery loop (:mod:`._delivery`), through the spool when there is one.
+
+Intakes created with the same settings share one pipeline (see :mod:`._pipelines`).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.util.types import AttributeValue
 
-from . import attributes as attr
-from ._config import GreenflashConfig
+from ._config import ENV_API_KEY, GreenflashConfig
 from ._delivery import DeliveryEngine, DropCallback, ErrorCallback
-from ._event import BusinessEvent, InvalidAttribute
-from ._http import transport_for
+from ._drops import Drops
+from ._lanes import Lanes
+from ._linker import Linker
 from ._linking import LinkKeys
-from ._logging import RateLimitedLog
-from ._mapping import map_span
-from ._spool import Spool
+from ._logging import RateLimitedLog, logger
+from ._mapper import EventMapper
+from ._records import EventLog, Record, event_count
 from ._spool_feed import SpoolFeed
-from ._stats import DeliveryStats
+from ._stats import DeliveryStats, StatsSnapshot
 from ._transport import Transport
+from ._worker import BackgroundWorker
 
-DrainWorker = Callable[[float], bool]
-"""Runs the worker over everything queued (and hands spooled events on); False on timeout."""
-
-_retired_spools: list[Spool] = []
-"""Spools inherited from a parent process: kept referenced so they are never closed here."""
+_getpid = os.getpid
+_lock = threading.Lock()
+"""Guards the intake counts of every pipeline."""
 
 
 class EventPipeline:
-    """Maps finished spans to business events and hands them to the delivery loop, through
-    the durable spool when one is configured."""
+    """Links, maps, holds and delivers the records its intakes submit; thread-safe."""
 
     def __init__(
         self,
         config: GreenflashConfig,
         *,
-        link_keys: LinkKeys | None = None,
         on_error: ErrorCallback | None = None,
         on_drop: DropCallback | None = None,
-        start: bool = True,
         transport: Transport | None = None,
-        wake_worker: Callable[[], None] | None = None,
+        on_stopped: Callable[[], None] | None = None,
     ) -> None:
+        """``on_stopped`` runs when :meth:`shutdown` has finished."""
         self.config = config
-        self.stats = DeliveryStats()
-        self.link_keys = link_keys if link_keys is not None else LinkKeys(config.aliases)
+        self.link_keys = LinkKeys(config.aliases)
         self.on_error = on_error
         self.on_drop = on_drop
-        self._custom_transport = transport
-        self._wake_worker = wake_worker or _nothing
-        self._invalid_log = RateLimitedLog()
-        if start:
-            self._start()
-
-    def _start(self) -> None:
-        config = self.config
-        # A spool only where events can really be delivered: adopting another process's
-        # events without a key (or in dry-run) would only set them aside for nothing.
-        self._spool_wanted = (
-            bool(config.spool_dir)
-            and not config.dry_run
-            and (bool(config.api_key) or self._custom_transport is not None)
-        )
-        self.feed = SpoolFeed(self.config, self.stats, self._wake_worker)
-        self.engine = DeliveryEngine(
-            transport_for(self.config, self._custom_transport),
-            self.stats,
-            max_concurrency=self.config.max_concurrency,
-            max_pending=self.config.max_queue_size,
-            retry_window_seconds=self.config.export_timeout_seconds,
-            timeout_seconds=self.config.timeout_seconds,
-            on_error=self.on_error,
-            on_drop=self.on_drop,
-            on_settled=self.feed.note_settled if self._spool_wanted else None,
-        )
-
-    def restart_after_fork(self) -> None:
-        """Give a forked child its own loop, connections and counters.
-
-        The parent's loop, connections and spool are abandoned, not closed: they still belong
-        to the parent.
-        """
-        parent_spool = self.feed.release_after_fork()
-        if parent_spool is not None:
-            _retired_spools.append(parent_spool)
-        self.engine.abandon_after_fork()
-        self.stats = DeliveryStats()
-        self._invalid_log = RateLimitedLog()
+        self.transport = transport
+        self._on_stopped = on_stopped
+        self.enabled = config.sends or (config.enabled and transport is not None)
+        self.is_shutdown = False
+        self.shutdown_finished = False
+        self._intakes: dict[str, int] = {}
+        """Attached intakes by kind (``span_processor``, ``span_exporter``, ``log_…``)."""
+        self.linker = Linker(config, link_keys=self.link_keys)
+        if not self.enabled:
+            logger.warning(
+                "%s is not set: otel_greenflash will send no business events", ENV_API_KEY
+            )
         self._start()
 
-    # -- mapping (worker thread) ---------------------------------------------------------------
+    def _start(self) -> None:
+        """Create what belongs to one process: counters, threads, queues, connections."""
+        self._new_counters()
+        self.lanes = Lanes(
+            self.config,
+            self.stats_counters,
+            on_error=self.on_error,
+            on_drop=self.on_drop,
+            transport=self.transport,
+            wake_worker=self.wake,
+        )
+        self._new_worker()
 
-    def map_span(
+    def _new_counters(self) -> None:
+        self.pid = _getpid()
+        self.stats_counters = DeliveryStats()
+        self.mapper = EventMapper(self.config, self.link_keys, self.stats_counters)
+        self.drops = Drops(
+            self.stats_counters, self.mapper, self.on_drop, self.config.max_queue_size
+        )
+
+    def _new_worker(self) -> None:
+        config = self.config
+        self.worker: BackgroundWorker[Record] = BackgroundWorker(
+            self._handle_batch,
+            name="otel-greenflash-processor",
+            max_queue_size=config.max_queue_size,
+            max_batch_size=config.max_export_batch_size,
+            schedule_delay_seconds=config.schedule_delay_seconds,
+        )
+
+    # -- intakes ------------------------------------------------------------------------------
+
+    def attach(self, kind: str) -> None:
+        """An intake of ``kind`` feeds this pipeline from now on."""
+        with _lock:
+            self._intakes[kind] = self._intakes.get(kind, 0) + 1
+            if kind in ("span_processor", "span_exporter", "otlp"):
+                self.linker.sees_span_ends = True
+            if kind in ("log_exporter", "otlp"):
+                self.linker.notes_every_root = True
+
+    def has_intake(self, kind: str) -> bool:
+        return self._intakes.get(kind, 0) > 0
+
+    def detach(self, kind: str, timeout_millis: int) -> None:
+        """An intake stops: the last one shuts the pipeline down; before that, what is queued
+        is delivered (within the timeout) and waiting records keep waiting."""
+        with _lock:
+            count = self._intakes.get(kind, 0)
+            if count <= 1:
+                self._intakes.pop(kind, None)
+            else:
+                self._intakes[kind] = count - 1
+            last = not self._intakes
+        if last:
+            self.shutdown(timeout_millis)
+        elif not self.is_shutdown:
+            self.deliver_queued(timeout_millis)
+
+    def span_ended(
         self,
         span: ReadableSpan,
-        linked: Mapping[str, AttributeValue] | None = None,
+        start_baggage: Mapping[str, object] | None = None,
         *,
-        report: bool = True,
-    ) -> list[BusinessEvent]:
-        """Map one event span; invalid events are logged and counted when ``report``."""
-        result = map_span(
-            span,
-            default_product_id=self.config.product_id,
-            linked=linked,
-            link_keys=self.link_keys,
-        )
-        if report:
-            self.report_invalid(result.invalid)
-        return result.events
-
-    def report_invalid(self, invalid: Iterable[InvalidAttribute]) -> None:
-        """Count each rejected event; warn in full at the first of each kind of problem, then
-        at most once per interval per kind, with how many (see :func:`_invalid_kind`)."""
-        for problem in invalid:
-            self.stats.add_invalid()
-            self._invalid_log.warning(
-                _invalid_kind(problem), "otel_greenflash %s", problem.describe()
-            )
-
-    def report_held_warnings(self, *, everything: bool = False) -> None:
-        """Log the counts the rate limits held back: for intervals that ended, or all of them
-        (shutdown). Covers this pipeline's, the delivery loop's and the spool's warnings."""
-        for log in (self._invalid_log, self.engine._log, self.feed._log):
-            if everything:
-                log.flush()
+        live: bool = False,
+    ) -> None:
+        """A finished span from any span intake (``live``: its start was seen, so its live
+        ancestors can be read)."""
+        self.check_pid()
+        item, released = self.linker.finished_span(span, start_baggage, with_ancestors=live)
+        if item is not None:
+            if self.enabled:
+                self.submit(item)
             else:
-                log.flush_due()
+                self.drops.drop(item, "no_api_key")
+        if released:
+            self.worker.wake()
 
-    # -- waiting for a lane (worker thread) -------------------------------------------------
+    def log_emitted(self, record: EventLog) -> None:
+        """A log record that is a business event, from any log intake."""
+        self.check_pid()
+        if not self.enabled:
+            self.drops.drop(record, "no_api_key")
+            return
+        span = record.span
+        if record.trace_id and (span is None or span.end_time is None):
+            self.linker.expect_root(record.trace_id)
+        self.submit(record)
 
-    @property
-    def spooling(self) -> bool:
-        """True while events go through a spool (or will, once it opens)."""
-        return self._spool_wanted or self.feed.spool is not None
+    def submit(self, item: Record) -> None:
+        if self.worker.submit(item):
+            return  # counted as queued by the worker, off the caller's thread
+        if self.is_shutdown:
+            self.drops.drop(item, "shutdown")
+        else:
+            self.drops.queue_full(item)
 
-    def hold(self, events: Sequence[BusinessEvent]) -> None:
-        """Events that wait for their conversation id: into the spool as known so far, so a
-        crash while they wait loses nothing (no-op without a spool)."""
-        self._open_spool_once()
-        self.feed.hold(events)
+    def submit_attributes(
+        self,
+        attributes: Mapping[str, AttributeValue],
+        *,
+        baggage: Mapping[str, object],
+        insert_id: str,
+        time_ns: int,
+    ) -> None:
+        """Queue one event given as bare attributes (``track()`` with no recording span);
+        ids missing from ``attributes`` are taken from ``baggage``."""
+        self.check_pid()
+        if not self.enabled:
+            self.stats_counters.add_dropped("no_api_key")
+            return
+        events = self.mapper.tracked(
+            attributes, baggage=baggage, insert_id=insert_id, time_ns=time_ns
+        )
+        for event in events:
+            self.submit(event)
 
-    def deliver(self, events: Sequence[BusinessEvent]) -> None:
-        """Hand mapped events on: into the spool (which feeds the loop) or to the loop."""
-        self._open_spool_once()
-        if not self.feed.put(events, self.engine) and events:
-            self.engine.submit(events)
+    def record_trace_ids(
+        self, trace_id: int, ids: Mapping[str, AttributeValue], *, authoritative: bool
+    ) -> None:
+        """Ids for a whole trace, from the helpers. ``authoritative`` ones replace earlier values
+        and outrank other spans of the trace; events of that trace still waiting get them."""
+        if authoritative:
+            self.linker.trace_ids.attach(trace_id, ids)
+        else:
+            self.linker.trace_ids.record(trace_id, ids, root=False)
 
-    def _open_spool_once(self) -> None:
-        if self._spool_wanted:
-            self._spool_wanted = False
-            self.feed.open()
+    # -- worker thread -----------------------------------------------------------------------
+
+    def _handle_batch(self, batch: list[Record], draining: bool) -> None:
+        self._chores()
+        if batch:
+            self.stats_counters.add_queued(sum(event_count(item) for item in batch))
+        cut_short_by = "shutdown" if self.is_shutdown else "flush"
+        ready, parked = self.linker.sort(
+            batch, time.monotonic(), draining=draining, cut_short_by=cut_short_by
+        )
+        if parked and self.lanes.spooling:  # durable while they wait: written as known now
+            held = [
+                event
+                for item, linked, _ in parked
+                for event in self.mapper.events(item, linked, report=False)
+            ]
+            if held:
+                self.lanes.hold(held)
+        events = [
+            event
+            for item, linked, cut_short in ready
+            for event in self.mapper.events(item, linked, cut_short)
+        ]
+        self.lanes.deliver(events)
+
+    def _chores(self) -> None:
+        """Every worker cycle: ``on_drop`` for a full queue's drops, and the counts of rate-
+        limited warnings whose interval ended."""
+        self.drops.pass_on()
+        for log in self._logs():
+            log.flush_due()
+
+    def _logs(self) -> tuple[RateLimitedLog, ...]:
+        mapper = self.mapper
+        return (
+            self.drops.log,
+            mapper.invalid_log,
+            mapper.unlinked_log,
+            *self.lanes.held_warnings(),
+        )
+
+    def wake(self) -> None:
+        worker = getattr(self, "worker", None)
+        if worker is not None:
+            worker.wake()
 
     # -- lifecycle (any thread) ----------------------------------------------------------------
 
-    def flush(self, timeout_seconds: float, drain_worker: DrainWorker) -> bool:
-        """After ``drain_worker`` took everything queued before the call: wait until each of
-        those events is settled, spooled ones included; False on timeout."""
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Deliver every event taken before the call, waiting ones included (spooled ones
+        too); True only when each is settled (sent, refused, or failed for good)."""
+        return self._flush(timeout_millis / 1000, drain=True)
+
+    def deliver_queued(self, timeout_millis: int = 30000) -> bool:
+        """Like :meth:`force_flush`, but events waiting for their trace's root keep waiting."""
+        return self._flush(timeout_millis / 1000, drain=False)
+
+    def _flush(self, timeout_seconds: float, *, drain: bool) -> bool:
+        self.check_pid()
         deadline = time.monotonic() + timeout_seconds
-        watermark = self.feed.last_seq()
-        if not self.engine.flush(timeout_seconds):  # what the loop holds now
+        if not self.worker.flush(timeout_seconds, drain=drain):
             return False
-        while not self.feed.flushed_through(watermark):  # spooled events, as they go out
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            if self.engine.pending == 0 and not drain_worker(remaining):  # hand over more
-                return False
-            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
-        return True
 
-    def shutdown(self, timeout_seconds: float) -> int:
-        """Deliver what fits in the timeout; return how many events were dropped."""
-        return self.engine.shutdown(timeout_seconds)
+        def drain_worker(seconds: float) -> bool:
+            return self.worker.flush(seconds, drain=drain)
 
-    def close_spool(self) -> int:
-        """Final spool update; return how many events stay in it for the next start."""
-        return self.feed.close()
+        return self.lanes.flush(max(0.0, deadline - time.monotonic()), drain_worker)
 
-    def spool_counts(self) -> dict[str, int] | None:
-        return self.feed.counts()
+    def take_in(self, timeout_seconds: float) -> bool:
+        """Wait until the worker has linked, mapped and laid down everything submitted
+        before the call (into the spool, when there is one); False on timeout."""
+        return self.worker.flush(timeout_seconds, drain=False)
 
+    def shutdown(self, timeout_millis: int = 30000) -> None:
+        """Deliver what fits in the timeout, stop, and report what was not delivered."""
+        if self.is_shutdown:
+            return
+        self.check_pid()
+        self.is_shutdown = True
+        try:
+            self._shut_down(timeout_millis)
+        finally:
+            self.shutdown_finished = True
+            if self._on_stopped is not None:
+                self._on_stopped()
 
-def _nothing() -> None:
-    return None
+    def _shut_down(self, timeout_millis: int) -> None:
+        deadline = time.monotonic() + timeout_millis / 1000
+        self.worker.shutdown(timeout_millis / 1000)
+        undelivered = self.lanes.shutdown(max(0.0, deadline - time.monotonic()))
+        for item in self.worker.abandon():
+            undelivered += self.drops.drop(item, "shutdown")
+        self.drops.pass_on()  # what the worker did not get to
+        # A worker still running may be using the spool; then its file stays for adoption.
+        kept = self.lanes.close_spool() if self.worker.stopped else 0
+        for log in self._logs():
+            log.flush()  # every count the rate limits still hold
+        if undelivered:
+            logger.warning(
+                "otel_greenflash shut down before delivering %d business event(s); "
+                "see stats()['dropped']['shutdown']%s",
+                undelivered,
+                f"; {kept} kept in the spool for the next start" if kept else "",
+            )
+        elif kept:
+            logger.warning(
+                "otel_greenflash shut down with %d business event(s) not yet delivered, kept in "
+                "the spool for the next start",
+                kept,
+            )
 
+    def holds_events(self) -> bool:
+        """True while any business event taken here is not settled yet."""
+        if self.is_shutdown:
+            return False
+        return not self.worker.idle or len(self.linker.waiting) > 0 or self.lanes.engine.pending > 0
 
-def _invalid_kind(problem: InvalidAttribute) -> str:
-    """The rate limit's key for an invalid event: its attribute and what was wrong with it,
-    never the span name or the value; all keys under ``greenflash.event.properties.`` are one
-    attribute (applications choose those names, so they could be countless)."""
-    attribute = problem.attribute
-    if attribute.startswith(attr.EVENT_PROPERTIES_PREFIX):
-        attribute = attr.EVENT_PROPERTIES_PREFIX + "*"
-    return f"invalid {attribute} {problem.problem}"
+    def stats(self) -> StatsSnapshot:
+        """A snapshot of the delivery counters (each business event ends in exactly one of
+        ``sent``, ``failed``, ``invalid`` or ``dropped``)."""
+        snapshot = self.stats_counters.snapshot()
+        snapshot["waiting"] = len(self.linker.waiting)
+        if not self.is_shutdown:
+            with contextlib.suppress(Exception):  # a broken spool must not break stats()
+                snapshot["spool"] = self.lanes.spool_counts() or {}
+        return snapshot
+
+    @property
+    def engine(self) -> DeliveryEngine:
+        return self.lanes.engine
+
+    @property
+    def feed(self) -> SpoolFeed:
+        return self.lanes.feed
+
+    # -- processes -----------------------------------------------------------------------------
+
+    def check_pid(self) -> None:
+        """Forked without at-fork hooks (uWSGI forks from C): start afresh in this process."""
+        if self.pid != _getpid():
+            self.restart_after_fork()
+
+    def restart_after_fork(self) -> None:
+        """In a forked child: fresh worker, loop and counters, empty queues and linking state
+        (nothing is sent twice). Nothing of the parent's is reused: its locks may have been
+        held by a thread that does not exist in the child."""
+        if self.is_shutdown:
+            return
+        self.linker.reset_after_fork()
+        self._new_counters()
+        self.lanes.restart_after_fork(self.stats_counters)
+        self._new_worker()

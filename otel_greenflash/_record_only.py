@@ -26,8 +26,6 @@ _sinks: weakref.WeakKeyDictionary[object, SpanSink] = weakref.WeakKeyDictionary(
 _current_sinks: tuple[SpanSink, ...] = ()
 """Rebuilt under the lock whenever exporters come and go; read at span end without one."""
 _bridged: weakref.WeakSet[TracerProvider] = weakref.WeakSet()
-_exporter_cores: weakref.WeakSet[object] = weakref.WeakSet()
-"""Processors run by exporters: they see finished spans only, never span starts."""
 _warned = False
 
 
@@ -45,19 +43,14 @@ class RecordOnlySpans(SpanProcessor):
                 logger.debug("otel_greenflash: a record-only span was not handed on", exc_info=True)
 
 
-def add_exporter(exporter: object, core: object, sink: SpanSink) -> None:
+def add_exporter(exporter: object, sink: SpanSink) -> None:
     """Register an exporter; bridge the global provider if its sampler records dropped spans."""
     with _lock:
         _sinks[exporter] = sink
-        _exporter_cores.add(core)
         _rebuild()
     provider = trace.get_tracer_provider()
     if isinstance(provider, TracerProvider) and _records_dropped_spans(provider):
         bridge(provider)
-
-
-def is_exporter_core(processor: object) -> bool:
-    return processor in _exporter_cores
 
 
 def remove_exporter(exporter: object) -> None:
@@ -100,9 +93,8 @@ def on_first_record_only_span(has_processor: Callable[[], bool]) -> None:
 
 
 def _records_dropped_spans(provider: TracerProvider) -> bool:
-    from .sampling import GreenflashSampler
-
-    return isinstance(getattr(provider, "sampler", None), GreenflashSampler)
+    """The provider's sampler keeps sampled-out spans for their business events."""
+    return bool(getattr(getattr(provider, "sampler", None), "keeps_sampled_out_spans", False))
 
 
 def _rebuild() -> None:

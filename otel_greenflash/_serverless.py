@@ -8,18 +8,19 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast, overload
 
-from .processor import active_processors
+from ._pipelines import active_pipelines
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def flush(timeout_millis: int = 5000) -> bool:
-    """Flush every active :class:`GreenflashSpanProcessor` within ``timeout_millis`` in total."""
+    """Flush every active pipeline (all processors and exporters) within ``timeout_millis``
+    in total."""
     deadline = time.monotonic() + timeout_millis / 1000
     flushed = True
-    for processor in active_processors():
+    for pipeline in active_pipelines():
         remaining = max(0, int((deadline - time.monotonic()) * 1000))
-        flushed = processor.force_flush(remaining) and flushed
+        flushed = pipeline.force_flush(remaining) and flushed
     return flushed
 
 

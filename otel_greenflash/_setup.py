@@ -8,25 +8,34 @@ import weakref
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry._logs import get_logger_provider
+from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.trace import TracerProvider
 
 from ._config import ENV_INSTALL_PROCESSOR, ConfigurationError, _parse_bool
 from ._logging import logger
+from .logs import GreenflashLogRecordProcessor
 from .processor import GreenflashSpanProcessor
 
 _lock = threading.Lock()
 _installed: weakref.WeakKeyDictionary[TracerProvider, GreenflashSpanProcessor] = (
     weakref.WeakKeyDictionary()
 )
+_installed_on_logs: weakref.WeakKeyDictionary[LoggerProvider, GreenflashLogRecordProcessor] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def configure(**settings: Any) -> GreenflashSpanProcessor | None:
-    """Install a :class:`GreenflashSpanProcessor` on the global SDK ``TracerProvider``.
+    """Install a :class:`GreenflashSpanProcessor` on the global SDK ``TracerProvider``, and a
+    :class:`GreenflashLogRecordProcessor` (sharing its pipeline) on the global SDK
+    ``LoggerProvider`` when one is set.
 
     Settings are the processor's keyword arguments; anything not given comes from the
     ``GREENFLASH_*`` environment variables. Creates and registers an SDK ``TracerProvider``
-    only when none is set; never replaces yours. Idempotent: later calls return the processor
-    installed first. Returns None (with a warning) when the global provider is not the SDK's.
+    only when none is set; never creates or replaces a ``LoggerProvider``, nor replaces yours.
+    Idempotent: later calls return the span processor installed first. Returns None (with a
+    warning) when the global tracer provider is not the SDK's.
     """
     with _lock:
         provider = trace.get_tracer_provider()
@@ -48,7 +57,19 @@ def configure(**settings: Any) -> GreenflashSpanProcessor | None:
         processor = GreenflashSpanProcessor(**settings)
         provider.add_span_processor(processor)
         _installed[provider] = processor
+        _install_on_logger_provider(settings)
         return processor
+
+
+def _install_on_logger_provider(settings: dict[str, Any]) -> None:
+    """Log records too, when the application set an SDK ``LoggerProvider`` (called with the
+    lock held; the same settings make it share the span processor's pipeline)."""
+    provider = get_logger_provider()
+    if not isinstance(provider, LoggerProvider) or provider in _installed_on_logs:
+        return
+    log_processor = GreenflashLogRecordProcessor(**settings)
+    provider.add_log_record_processor(log_processor)
+    _installed_on_logs[provider] = log_processor
 
 
 def install_from_environment() -> None:
@@ -57,13 +78,15 @@ def install_from_environment() -> None:
     try:
         if not _parse_bool(ENV_INSTALL_PROCESSOR, os.environ.get(ENV_INSTALL_PROCESSOR, "")):
             return
-        exporters = os.environ.get("OTEL_TRACES_EXPORTER", "")
-        if "greenflash" in {name.strip() for name in exporters.split(",")}:
-            logger.warning(
-                "both OTEL_TRACES_EXPORTER=greenflash and %s=true are set: events are sent "
-                "twice (the API keeps one per insertId); choose one",
-                ENV_INSTALL_PROCESSOR,
-            )
+        for variable in ("OTEL_TRACES_EXPORTER", "OTEL_LOGS_EXPORTER"):
+            exporters = os.environ.get(variable, "")
+            if "greenflash" in {name.strip() for name in exporters.split(",")}:
+                logger.warning(
+                    "both %s=greenflash and %s=true are set: events are sent twice (the API "
+                    "keeps one per insertId); choose one",
+                    variable,
+                    ENV_INSTALL_PROCESSOR,
+                )
         configure()
     except ConfigurationError as error:
         logger.error("otel_greenflash not installed: %s", error)

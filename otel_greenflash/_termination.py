@@ -47,14 +47,30 @@ _sink: threading.Thread | None = None
 _CAN_BLOCK = hasattr(signal, "pthread_sigmask") and hasattr(signal, "sigpending")
 
 
+def _never() -> bool:
+    return False
+
+
+_shutdown_under_way: Callable[[], bool] = _never
+"""True while a pipeline is shutting down (given by :func:`watch`)."""
+
+
+def _shutting_down() -> bool:
+    return _shutdown_under_way()
+
+
 def watch(
     processors: Callable[[], Sequence[Terminable]],
     *,
     handle_sigterm: bool,
     budget_seconds: float,
     fed_by_sdk_batches: bool = False,
+    shutting_down: Callable[[], bool] = _never,
 ) -> None:
-    """Make the end of the process deliver what ``processors()`` hold (called by each one)."""
+    """Make the end of the process deliver what ``processors()`` hold (called by each one);
+    ``shutting_down()`` says when a shutdown is already delivering."""
+    global _shutdown_under_way
+    _shutdown_under_way = shutting_down
     _exit_delivery.register(
         processors, budget_seconds=budget_seconds, fed_by_sdk_batches=fed_by_sdk_batches
     )
@@ -124,17 +140,11 @@ def install_sigterm_handler() -> bool:
             # None: a handler installed outside Python, which cannot be chained to.
             if current is None or current == signal.SIG_IGN:
                 return False
-            signal.signal(signal.SIGTERM, ChainedSigtermHandler(current, _shutdown_under_way))
+            signal.signal(signal.SIGTERM, ChainedSigtermHandler(current, _shutting_down))
             return True
         except (ValueError, OSError) as error:  # not the main interpreter, or no signals
             logger.debug("otel_greenflash: no SIGTERM handler installed: %s", error)
             return False
-
-
-def _shutdown_under_way() -> bool:
-    from .processor import shutdown_under_way
-
-    return shutdown_under_way()
 
 
 # -- holding a re-raised SIGTERM back ---------------------------------------------------------

@@ -8,14 +8,14 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from . import _record_only, _termination
+from . import _record_only
 from ._config import GreenflashConfig
 from ._delivery import DropCallback, ErrorCallback
-from ._stats import StatsSnapshot
-from .processor import GreenflashSpanProcessor, active_processors
+from ._intake import PipelineIntake, resolve_config
+from ._transport import Transport
 
 
-class GreenflashSpanExporter(SpanExporter):
+class GreenflashSpanExporter(PipelineIntake, SpanExporter):
     """Exports the business events found in batches of finished spans; ignores other spans.
 
     Constructible with no arguments (settings from ``GREENFLASH_*`` environment variables),
@@ -33,6 +33,8 @@ class GreenflashSpanExporter(SpanExporter):
     Accepts every keyword of :class:`GreenflashSpanProcessor`.
     """
 
+    _kind = "span_exporter"
+
     def __init__(
         self,
         api_key: str | None = None,
@@ -41,51 +43,35 @@ class GreenflashSpanExporter(SpanExporter):
         *,
         on_error: ErrorCallback | None = None,
         on_drop: DropCallback | None = None,
+        config: GreenflashConfig | None = None,
+        transport: Transport | None = None,
         **settings: Any,
     ) -> None:
-        self._core = GreenflashSpanProcessor(
-            api_key, product_id, base_url, on_error=on_error, on_drop=on_drop, **settings
+        config = resolve_config(
+            config, dict(settings, api_key=api_key, product_id=product_id, base_url=base_url)
         )
-        self._shutdown = False
-        config = self._core.config
-        if config.enabled:
+        pipeline = self._join(config, on_error=on_error, on_drop=on_drop, transport=transport)
+        if pipeline is not None:
             # Record-only spans (GreenflashSampler) never reach a batch processor's exporter.
-            _record_only.add_exporter(self, self._core, self._core.on_end)
-            # At SIGTERM the SDK's batch processor may still hold spans meant for this exporter.
-            _termination.watch(
-                active_processors,
-                handle_sigterm=config.handle_sigterm,
-                budget_seconds=config.termination_timeout_seconds,
-                fed_by_sdk_batches=True,
-            )
-
-    @property
-    def config(self) -> GreenflashConfig:
-        return self._core.config
+            _record_only.add_exporter(self, pipeline.span_ended)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self._shutdown:
+        pipeline = self._pipeline
+        if pipeline is None:  # disabled: nothing to send
+            return SpanExportResult.SUCCESS
+        if self._is_shutdown:
             return SpanExportResult.FAILURE
-        on_end = self._core.on_end
+        span_ended = pipeline.span_ended
         for span in spans:
-            on_end(span)
-        failed_before = self._core.stats()["failed"]
-        delivered = self._core.deliver_queued(int(self._core.config.timeout_seconds * 1000))
-        if delivered and self._core.stats()["failed"] == failed_before:
+            span_ended(span)
+        failed_before = pipeline.stats_counters.snapshot()["failed"]
+        delivered = pipeline.deliver_queued(int(self._config.timeout_seconds * 1000))
+        if delivered and pipeline.stats_counters.snapshot()["failed"] == failed_before:
             return SpanExportResult.SUCCESS
         return SpanExportResult.FAILURE
 
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._core.force_flush(timeout_millis)
-
     def shutdown(self, timeout_millis: int = 30000) -> None:
         """Send what is left (waiting events included) within ``timeout_millis``, then stop."""
-        if self._shutdown:
-            return
-        self._shutdown = True
-        _record_only.remove_exporter(self)
-        self._core.shutdown(timeout_millis)
-
-    def stats(self) -> StatsSnapshot:
-        """A snapshot of the delivery counters."""
-        return self._core.stats()
+        if not self._is_shutdown:
+            _record_only.remove_exporter(self)
+        super().shutdown(timeout_millis)

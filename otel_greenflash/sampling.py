@@ -38,6 +38,9 @@ class GreenflashSampler(Sampler):
       span; sampled-out spans are still never exported by other exporters.
     """
 
+    keeps_sampled_out_spans = True
+    """Read by the record-only bridge: spans this sampler drops may still carry events."""
+
     def __init__(self, sampler: Sampler, *, record_unsampled: bool = False) -> None:
         self._sampler = sampler
         self._record_unsampled = record_unsampled
@@ -71,9 +74,9 @@ class GreenflashSampler(Sampler):
 
 
 def _span_processor_installed() -> bool:
-    from .processor import active_processors
+    from ._pipelines import active_pipelines
 
-    return any(not _record_only.is_exporter_core(processor) for processor in active_processors())
+    return any(pipeline.has_intake("span_processor") for pipeline in active_pipelines())
 
 
 def parent_based_trace_id_ratio(rate: str | None) -> Sampler:

@@ -264,7 +264,7 @@ def test_backoff_sleeps_wake_on_shutdown(
     processor.shutdown(timeout_millis=500)
     assert time.monotonic() - started < 1.5
     assert processor.stats()["dropped"] == {"shutdown": N}
-    senders = [processor._pipeline.engine._thread]
+    senders = [processor._shared.engine._thread]
     deadline = time.monotonic() + 5  # the loop, with events waiting out a backoff, stopped
     while time.monotonic() < deadline and any(thread.is_alive() for thread in senders):
         time.sleep(0.02)

@@ -528,7 +528,7 @@ def test_throttling_halves_the_in_flight_limit_once_per_round_and_it_grows_back(
     receiver = lab.receiver(latency_seconds=0.1)
     receiver.inject(Fault.status(429), times=64)
     processor = lab.processor(receiver, http_client=http_client, schedule_delay_seconds=30.0)
-    engine = processor._pipeline.engine
+    engine = processor._shared.engine
     values = emit(processor, 300)  # one batch, taken by the flush: 64 start at once
 
     seen: list[int] = []
@@ -588,7 +588,7 @@ def test_force_flush_with_a_spool_waits_for_events_not_yet_handed_over(
     for chunk in range(6):  # at the worker's pace: a full span queue would refuse events
         values += emit(processor, 500, f"c{chunk}e")
         assert worker_took(processor, len(values), 30)
-    pending = processor._pipeline.engine.pending
+    pending = processor._shared.engine.pending
     stats = processor.stats()
     only_in_spool = stats["queued"] - stats["sent"] - stats["failed"] - pending
     assert only_in_spool > 0, "precondition: some events wait in the spool, not in the loop"

@@ -201,7 +201,7 @@ def test_exporters_coming_and_going_never_raise_into_span_end() -> None:
     tracer = provider.get_tracer("race")
     resident = [Exporter() for _ in range(200)]  # a long registry to iterate
     for exporter in resident:
-        add_exporter(exporter, exporter, exporter.take)
+        add_exporter(exporter, exporter.take)
     errors: list[BaseException] = []
     stop = threading.Event()
 
@@ -221,7 +221,7 @@ def test_exporters_coming_and_going_never_raise_into_span_end() -> None:
             thread.start()
         for _ in range(3000):
             passing = Exporter()
-            add_exporter(passing, passing, passing.take)
+            add_exporter(passing, passing.take)
             remove_exporter(passing)
     finally:
         stop.set()

@@ -30,7 +30,7 @@ def test_the_setting_reaches_the_transport() -> None:
         api_key="k", base_url="http://127.0.0.1:9/v1", http_client="httpx"
     )
     try:
-        transport = processor._pipeline.engine._transport
+        transport = processor._shared.engine._transport
         lanes = transport._lanes  # type: ignore[attr-defined]
         assert lanes._shared is None  # one httpx transport per lane, no aiohttp pool
     finally:

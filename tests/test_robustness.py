@@ -6,7 +6,6 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections.abc import Sequence
 
 import pytest
@@ -15,7 +14,7 @@ from opentelemetry import context as context_api
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.util.types import AttributeValue
 
-import otel_greenflash.processor as processor_module
+import otel_greenflash._pipelines as pipelines_module
 from otel_greenflash import BusinessEvent, GreenflashSpanProcessor, track
 from otel_greenflash._delivery import DeliveryEngine
 from otel_greenflash._http import ThreadedTransport
@@ -163,7 +162,7 @@ def test_fork_without_at_fork_hooks_is_detected_before_linking_state_is_used(
     processor = make_processor()
     tracer = tracer_for(processor)
     # uWSGI forks from C: Python's at-fork hooks do not run for this processor.
-    monkeypatch.setattr(processor_module, "_active_processors", weakref.WeakSet())
+    monkeypatch.setattr(pipelines_module, "_live", [])
     pid = os.fork()
     if pid == 0:
         code = 1

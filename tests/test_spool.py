@@ -213,7 +213,7 @@ def test_disk_full_mid_run_falls_back_to_memory_without_touching_the_app(
 ) -> None:
     processor = make_processor(spool_dir=str(tmp_path))
     assert processor.force_flush(10_000)  # the worker opens the spool on its first cycle
-    spool = processor._pipeline.feed.spool
+    spool = processor._shared.feed.spool
     assert spool is not None
     (pages,) = spool._db.execute("PRAGMA page_count").fetchone()
     spool._db.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own "disk is full"
@@ -270,7 +270,7 @@ def test_spool_is_written_before_the_first_send_attempt(
     while processor.stats()["spool"].get("pending", 0) < 1 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert processor.stats()["spool"]["pending"] == 1
-    assert os.path.exists(processor._pipeline.feed.spool.path)  # type: ignore[union-attr]
+    assert os.path.exists(processor._shared.feed.spool.path)  # type: ignore[union-attr]
 
 
 def test_without_a_key_orphans_are_left_for_a_process_that_can_deliver(
@@ -318,14 +318,14 @@ def test_forked_child_gets_its_own_spool_and_leaves_the_parents_alone(
 
     emit("parent-1")
     assert processor.force_flush(10_000)
-    parent_file = processor._pipeline.feed.spool.path  # type: ignore[union-attr]
+    parent_file = processor._shared.feed.spool.path  # type: ignore[union-attr]
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
             emit("child-1")
             ok = processor.force_flush(10_000)
-            child_spool = processor._pipeline.feed.spool  # opened by the child's worker
+            child_spool = processor._shared.feed.spool  # opened by the child's worker
             ok = ok and child_spool is not None
             child_file = child_spool.path if child_spool else parent_file
             code = 0 if ok and child_file != parent_file else 3

@@ -149,7 +149,7 @@ def test_an_event_sqlite_cannot_store_goes_from_memory_and_the_spool_stays(
         api_key="k",
         schedule_delay_seconds=0.05,
     )
-    pipeline = processor._pipeline
+    pipeline = processor._shared.lanes
     # Mapping never produces such an id (it refuses it); anything else SQLite cannot store
     # (a body over its size limit) takes the same path.
     events = [_event("a"), _event("bad-\udcff"), _event("b")]

@@ -17,8 +17,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.util.types import AttributeValue
 
+import otel_greenflash._drops as drops_module
 import otel_greenflash._logging as logging_module
-import otel_greenflash.processor as processor_module
 from otel_greenflash import BusinessEvent, GreenflashSpanProcessor
 from otel_greenflash._logging import RateLimitedLog
 from otel_greenflash._transport import SendOutcome
@@ -274,7 +274,7 @@ def test_a_span_dropped_from_a_full_queue_is_mapped_and_called_back_on_the_worke
 def test_drops_beyond_the_side_buffer_are_counted_and_said_not_passed_to_on_drop(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(processor_module, "MAX_DROPS_KEPT", 2, raising=False)
+    monkeypatch.setattr(drops_module, "MAX_DROPS_KEPT", 2)
     dropped: list[str] = []
     processor, transport = gated_processor(
         on_drop=lambda events, reason: dropped.extend(event.span_name for event in events)
@@ -297,7 +297,7 @@ def test_drops_beyond_the_side_buffer_are_counted_and_said_not_passed_to_on_drop
     assert dropped == ["dropped0", "dropped1"]
     assert lines(caplog, "not passed to on_drop") == [
         "otel_greenflash: 3 business event(s) dropped from the full queue were not passed to "
-        "on_drop (at most 2 dropped spans wait for it); they are counted in "
+        "on_drop (at most 2 dropped records wait for it); they are counted in "
         "stats()['dropped']['queue_full']"
     ]
     # 4. The queue-full warnings say how many: 1 at first, the other 4 reported at shutdown.

@@ -1,0 +1,107 @@
+"""Records the pipeline cannot take: counted at once, said in rate-limited warnings, and
+handed to ``on_drop`` (mapped off the application thread for a full queue)."""
+
+from __future__ import annotations
+
+import collections
+import threading
+
+from opentelemetry.sdk.trace import ReadableSpan
+
+from ._delivery import DropCallback
+from ._event import BusinessEvent
+from ._logging import RateLimitedLog, logger
+from ._mapper import EventMapper
+from ._records import EventSpan, Record, event_count
+from ._stats import DeliveryStats
+
+MAX_DROPS_KEPT = 1000
+"""Records dropped from a full queue that wait for the worker to map them and call
+``on_drop``; past that, dropped records are counted (and warned) but not passed on."""
+
+
+class Drops:
+    """Counts and reports dropped records for one pipeline."""
+
+    def __init__(
+        self,
+        stats: DeliveryStats,
+        mapper: EventMapper,
+        on_drop: DropCallback | None,
+        max_queue_size: int,
+    ) -> None:
+        self._stats = stats
+        self._mapper = mapper
+        self._on_drop = on_drop
+        self._max_queue_size = max_queue_size
+        self.log = RateLimitedLog()
+        self._kept: collections.deque[Record] = collections.deque()
+        self._lock = threading.Lock()
+        self._uncalled = 0
+        """Business events dropped from a full queue that ``on_drop`` will not see."""
+
+    def queue_full(self, record: Record) -> None:
+        """On the caller's thread: count, warn, and keep the record for the worker, which maps
+        it and calls ``on_drop`` (for at most ``MAX_DROPS_KEPT`` waiting records; past that
+        they are only counted, and the worker says how many ``on_drop`` did not see)."""
+        count = event_count(record)
+        self._stats.add_dropped("queue_full", count)
+        self.log.warning(
+            "queue-full",
+            "otel_greenflash queue is full (max_queue_size=%d): %d new business event(s) "
+            "dropped; see stats()['dropped']['queue_full']",
+            self._max_queue_size,
+            count,
+            count=count,
+        )
+        if self._on_drop is not None:
+            with self._lock:
+                if len(self._kept) < MAX_DROPS_KEPT:
+                    self._kept.append(record)
+                else:
+                    self._uncalled += count
+
+    def drop(self, record: Record | ReadableSpan, reason: str) -> int:
+        """Count (per business event) and report a record that will not be sent; return how
+        many events it held."""
+        count = event_count(record)
+        self._stats.add_dropped(reason, count)
+        self._call_on_drop(record, reason)
+        return count
+
+    def pass_on(self) -> None:
+        """Map the records dropped from a full queue and call ``on_drop`` (worker, shutdown)."""
+        kept = self._kept
+        while kept:
+            try:
+                record = kept.popleft()
+            except IndexError:  # another thread took it
+                break
+            self._call_on_drop(record, "queue_full")
+        with self._lock:
+            uncalled, self._uncalled = self._uncalled, 0
+        if uncalled:
+            self.log.warning(
+                "queue-full-uncalled",
+                "otel_greenflash: %d business event(s) dropped from the full queue were not "
+                "passed to on_drop (at most %d dropped records wait for it); they are counted "
+                "in stats()['dropped']['queue_full']",
+                uncalled,
+                MAX_DROPS_KEPT,
+                count=uncalled,
+            )
+
+    def _call_on_drop(self, record: Record | ReadableSpan, reason: str) -> None:
+        if self._on_drop is None:
+            return
+        try:
+            if isinstance(record, ReadableSpan):
+                record = EventSpan(record, (), None)
+            events: list[BusinessEvent] = self._mapper.events(record, report=False)
+        except Exception:
+            logger.exception("otel_greenflash could not map a dropped record for on_drop")
+            return
+        try:
+            self._on_drop(events, reason)
+        except Exception:
+            logger.exception("otel_greenflash on_drop callback raised")

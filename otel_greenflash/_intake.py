@@ -1,0 +1,89 @@
+"""What every intake shares: its settings, the pipeline it feeds, and its lifecycle.
+
+The public processors and exporters are thin: each turns what the SDK hands it into finished
+records for :class:`~._pipeline.EventPipeline` and inherits the rest from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from ._config import GreenflashConfig
+from ._delivery import DropCallback, ErrorCallback
+from ._pipeline import EventPipeline
+from ._pipelines import pipeline_for
+from ._stats import DeliveryStats, StatsSnapshot
+from ._transport import Transport
+
+
+def resolve_config(
+    config: GreenflashConfig | None, settings: Mapping[str, Any]
+) -> GreenflashConfig:
+    """The intake's settings: ``config`` as given, else each keyword (``None`` = not given),
+    then its ``GREENFLASH_*`` variable, then its default."""
+    if config is not None:
+        return config
+    explicit = dict(settings)
+    if "max_batch_size" in explicit:
+        explicit["max_export_batch_size"] = explicit.pop("max_batch_size")
+    return GreenflashConfig.resolve(**explicit)
+
+
+class PipelineIntake:
+    """Base of every intake: joins the shared pipeline for its settings and kind."""
+
+    _kind: ClassVar[str]
+    _pipeline: EventPipeline | None
+
+    def _join(
+        self,
+        config: GreenflashConfig,
+        *,
+        on_error: ErrorCallback | None,
+        on_drop: DropCallback | None,
+        transport: Transport | None,
+    ) -> EventPipeline | None:
+        self._config = config
+        self._is_shutdown = False
+        if not config.enabled:  # GREENFLASH_ENABLED=false or OTEL_SDK_DISABLED=true
+            self._is_shutdown = True
+            self._pipeline = None
+            return None
+        self._pipeline = pipeline_for(
+            config, self._kind, on_error=on_error, on_drop=on_drop, transport=transport
+        )
+        return self._pipeline
+
+    @property
+    def config(self) -> GreenflashConfig:
+        return self._config
+
+    @property
+    def _shared(self) -> EventPipeline:
+        """The pipeline (for tests and tools; a disabled intake has none)."""
+        pipeline = self._pipeline
+        if pipeline is None:
+            raise RuntimeError("a disabled intake has no pipeline")
+        return pipeline
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Deliver every event taken before the call, waiting ones included (spooled ones
+        too); True only when each is settled (sent, refused, or failed for good)."""
+        pipeline = self._pipeline
+        return True if pipeline is None else pipeline.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: int = 30000) -> None:
+        """Stop taking records. The last intake of a pipeline delivers what fits in the
+        timeout, stops it and reports what was not delivered."""
+        if self._is_shutdown:
+            return
+        self._is_shutdown = True
+        if self._pipeline is not None:
+            self._pipeline.detach(self._kind, timeout_millis)
+
+    def stats(self) -> StatsSnapshot:
+        """A snapshot of the delivery counters of the pipeline this intake feeds (each
+        business event ends in exactly one of ``sent``, ``failed``, ``invalid``, ``dropped``)."""
+        pipeline = self._pipeline
+        return DeliveryStats().snapshot() if pipeline is None else pipeline.stats()

@@ -1,0 +1,153 @@
+"""The map stage: linked records become Events API bodies; what cannot be sent is said once.
+
+The conversion itself is pure (:mod:`._mapping`); this stage counts and reports invalid
+events (rate-limited per kind of problem) and events sent without a conversation id because
+their wait was cut short.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from opentelemetry.util.types import AttributeValue
+
+from . import attributes as attr
+from ._config import GreenflashConfig
+from ._event import BusinessEvent, InvalidAttribute
+from ._linking import Ids, LinkKeys
+from ._logging import RateLimitedLog, logger
+from ._mapping import MappingResult, map_event_attributes, map_log_record, map_span
+from ._records import EventLog, EventSpan, Record, event_count
+from ._stats import DeliveryStats
+
+UNLINKED_REASONS = {
+    "waiting_full": "more events were waiting for their trace's local root span than "
+    "max_waiting / GREENFLASH_LINK_MAX_WAITING allows; raise it",
+    "linger_expired": "the trace's local root span did not end within linger_seconds / "
+    "GREENFLASH_LINK_LINGER; raise it if conversation ids are set later than that",
+    "flush": "force_flush() sent events still waiting for their trace's root span",
+    "shutdown": "shutdown() sent events still waiting for their trace's root span",
+}
+
+
+class EventMapper:
+    """Maps records with the ids the link stage found; used on the pipeline's worker."""
+
+    def __init__(self, config: GreenflashConfig, link_keys: LinkKeys, stats: DeliveryStats):
+        self._product_id = config.product_id
+        self._link_keys = link_keys
+        self._stats = stats
+        self.invalid_log = RateLimitedLog()
+        self.unlinked_log = RateLimitedLog()
+
+    def events(
+        self,
+        record: Record,
+        linked: Ids | None = None,
+        cut_short: str | None = None,
+        *,
+        report: bool = True,
+    ) -> list[BusinessEvent]:
+        """The events of ``record``; ``cut_short`` says why it stopped waiting. With
+        ``report`` (not for drops), invalid events are counted and logged.
+
+        Never raises: a mapping bug must not take the rest of the batch with it.
+        """
+        if isinstance(record, BusinessEvent):
+            return [record]
+        try:
+            result = self._map(record, linked)
+        except Exception:
+            logger.exception("otel_greenflash could not map a %s", _source(record))
+            if report:
+                self._stats.add_invalid(event_count(record))
+            return []
+        if report:
+            self.report_invalid(result.invalid)
+        if cut_short is not None and report:
+            self._report_unlinked(result.events, cut_short)
+        return result.events
+
+    def _map(self, record: EventSpan | EventLog, linked: Ids | None) -> MappingResult:
+        if isinstance(record, EventSpan):
+            return map_span(
+                record.span,
+                default_product_id=self._product_id,
+                linked=linked,
+                link_keys=self._link_keys,
+            )
+        return map_log_record(
+            record.attributes,
+            event_name=record.event_name,
+            time_ns=record.timestamp,
+            observed_time_ns=record.observed_timestamp,
+            trace_id=record.trace_id,
+            span_id=record.span_id,
+            linked=linked,
+            default_product_id=self._product_id,
+            link_keys=self._link_keys,
+        )
+
+    def tracked(
+        self,
+        attributes: Mapping[str, AttributeValue],
+        *,
+        baggage: Mapping[str, object],
+        insert_id: str,
+        time_ns: int,
+    ) -> list[BusinessEvent]:
+        """The event of a ``track()`` call made with no recording span."""
+        result = map_event_attributes(
+            attributes,
+            source_name="track()",
+            insert_id=insert_id,
+            time_ns=time_ns,
+            linked=self._link_keys.ids_from(baggage),
+            default_product_id=self._product_id,
+            link_keys=self._link_keys,
+        )
+        self.report_invalid(result.invalid)
+        return result.events
+
+    def report_invalid(self, invalid: Iterable[InvalidAttribute]) -> None:
+        """Count each rejected event; warn in full at the first of each kind of problem, then
+        at most once per interval per kind, with how many (see :func:`_invalid_kind`)."""
+        for problem in invalid:
+            self._stats.add_invalid()
+            self.invalid_log.warning(
+                _invalid_kind(problem), "otel_greenflash %s", problem.describe()
+            )
+
+    def _report_unlinked(self, events: list[BusinessEvent], cut_short: str) -> None:
+        unlinked = sum(1 for event in events if not _has_conversation_field(event))
+        if not unlinked:
+            return
+        self._stats.add_unlinked(cut_short, unlinked)
+        self.unlinked_log.warning(
+            f"unlinked-{cut_short}",
+            "otel_greenflash sent %d business event(s) without a conversation id: %s; "
+            "see stats()['unlinked']",
+            unlinked,
+            UNLINKED_REASONS.get(cut_short, cut_short),
+            count=unlinked,
+        )
+
+
+def _source(record: EventSpan | EventLog) -> str:
+    if isinstance(record, EventSpan):
+        return f"span {record.span.name!r}"
+    return "log record"
+
+
+def _has_conversation_field(event: BusinessEvent) -> bool:
+    return "conversationId" in event.body or "externalConversationId" in event.body
+
+
+def _invalid_kind(problem: InvalidAttribute) -> str:
+    """The rate limit's key for an invalid event: its attribute and what was wrong with it,
+    never the span name or the value; all keys under ``greenflash.event.properties.`` are one
+    attribute (applications choose those names, so they could be countless)."""
+    attribute = problem.attribute
+    if attribute.startswith(attr.EVENT_PROPERTIES_PREFIX):
+        attribute = attr.EVENT_PROPERTIES_PREFIX + "*"
+    return f"invalid {attribute} {problem.problem}"

@@ -1,0 +1,107 @@
+"""The pipelines of this process: shared by intakes with equal settings, found by the
+helpers and the end of the process, and restarted in forked children."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from . import _termination
+from ._config import GreenflashConfig
+from ._delivery import DropCallback, ErrorCallback
+from ._pipeline import EventPipeline
+from ._transport import Transport
+
+_getpid = os.getpid
+_lock = threading.Lock()
+_live: list[EventPipeline] = []
+"""Pipelines in creation order; shut-down ones are pruned when the next one is created."""
+
+
+def pipeline_for(
+    config: GreenflashConfig,
+    kind: str,
+    *,
+    on_error: ErrorCallback | None = None,
+    on_drop: DropCallback | None = None,
+    transport: Transport | None = None,
+) -> EventPipeline:
+    """The pipeline an intake of ``kind`` feeds: a live one with equal settings and the same
+    callbacks and transport that has no intake of this kind yet (a span processor and a log
+    record processor share one), else a new one. The intake is attached to it."""
+    with _lock:
+        _live[:] = [pipeline for pipeline in _live if not pipeline.shutdown_finished]
+        for pipeline in _live:
+            if (
+                pipeline.config == config
+                and pipeline.on_error is on_error
+                and pipeline.on_drop is on_drop
+                and pipeline.transport is transport
+                and not pipeline.has_intake(kind)
+                and not pipeline.is_shutdown
+                and pipeline.pid == _getpid()
+            ):
+                break
+        else:
+            pipeline = EventPipeline(
+                config,
+                on_error=on_error,
+                on_drop=on_drop,
+                transport=transport,
+                on_stopped=_after_stop,
+            )
+            _live.append(pipeline)
+    pipeline.attach(kind)
+    _termination.watch(
+        active_pipelines,
+        handle_sigterm=config.handle_sigterm,
+        budget_seconds=config.termination_timeout_seconds,
+        fed_by_sdk_batches=kind in ("span_exporter", "log_exporter"),
+        shutting_down=shutdown_under_way,
+    )
+    return pipeline
+
+
+def _after_stop() -> None:
+    _termination.after_shutdown(any_left=bool(active_pipelines()))
+
+
+def active_pipelines() -> list[EventPipeline]:
+    """Pipelines of this process not shut down (a lock-free snapshot: signal-handler safe)."""
+    return [pipeline for pipeline in tuple(_live) if not pipeline.is_shutdown]
+
+
+def shutdown_under_way() -> bool:
+    """True while a pipeline is shutting down (e.g. the SDK's atexit hook is delivering)."""
+    return any(pipeline.is_shutdown and not pipeline.shutdown_finished for pipeline in tuple(_live))
+
+
+_held_for_fork: list[threading.Lock] = []
+
+
+def _hold_spools_before_fork() -> None:
+    """No fork in the middle of a spool transaction: the child must find the file consistent."""
+    for pipeline in active_pipelines():
+        spool = pipeline.feed.spool
+        if spool is not None:
+            spool._lock.acquire()
+            _held_for_fork.append(spool._lock)
+
+
+def _release_spools_after_fork() -> None:
+    while _held_for_fork:
+        _held_for_fork.pop().release()
+
+
+def _restart_in_child_after_fork() -> None:
+    _held_for_fork.clear()  # the child never uses the parent's spools (or their locks)
+    for pipeline in active_pipelines():
+        pipeline.restart_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_hold_spools_before_fork,
+        after_in_parent=_release_spools_after_fork,
+        after_in_child=_restart_in_child_after_fork,
+    )

@@ -1,0 +1,82 @@
+"""Finished records: what every intake hands the pipeline, before linking and mapping.
+
+An intake (span processor, span or log record exporter, log record processor, decoded OTLP)
+turns what it was given into one of these, on the caller's thread, keeping only references:
+the pipeline's worker links and maps them later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+
+from . import attributes as attr
+from ._event import BusinessEvent
+from ._mapping import count_business_events, plain_attributes
+
+LOG_EVENT_NAME = attr.SPAN_EVENT_NAME
+"""The ``event_name`` that makes a log record a business event (``greenflash.event``)."""
+
+
+@dataclass(slots=True)
+class EventSpan:
+    """An ended span carrying business events, plus what its end captured for linking."""
+
+    span: ReadableSpan
+    ancestors: tuple[ReadableSpan, ...]
+    baggage: Mapping[str, object] | None
+
+    @property
+    def trace_id(self) -> int:
+        context = self.span.context
+        return context.trace_id if context is not None else 0
+
+    @property
+    def is_local_root(self) -> bool:
+        parent = self.span.parent
+        return parent is None or parent.is_remote
+
+
+@dataclass(slots=True)
+class EventLog:
+    """A log record that is a business event, and what its emission captured for linking.
+
+    ``span`` is the span the record was emitted in when that span was at hand (a log record
+    processor reads it from the emit context); exporters see ids only.
+    """
+
+    attributes: Mapping[str, Any]
+    event_name: str | None
+    timestamp: int | None
+    observed_timestamp: int | None
+    trace_id: int
+    span_id: int
+    span: ReadableSpan | None = None
+    ancestors: tuple[ReadableSpan, ...] = ()
+    baggage: Mapping[str, object] | None = None
+
+    @property
+    def time_ns(self) -> int | None:
+        return self.timestamp or self.observed_timestamp
+
+
+Record = EventSpan | EventLog | BusinessEvent
+"""What the pipeline's queue holds (a ``BusinessEvent`` is already mapped: ``track()``)."""
+
+
+def is_log_business_event(event_name: str | None, attributes: Mapping[str, Any] | None) -> bool:
+    """A log record is a business event when named ``greenflash.event`` or typed by
+    ``greenflash.event.type``."""
+    return event_name == LOG_EVENT_NAME or (
+        bool(attributes) and attr.EVENT_TYPE in plain_attributes(attributes)
+    )
+
+
+def event_count(record: Record | ReadableSpan) -> int:
+    """How many business events ``record`` stands for."""
+    if isinstance(record, (BusinessEvent, EventLog)):
+        return 1
+    return count_business_events(record.span if isinstance(record, EventSpan) else record)
