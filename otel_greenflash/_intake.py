@@ -31,10 +31,31 @@ def resolve_config(
 
 
 class PipelineIntake:
-    """Base of every intake: joins the shared pipeline for its settings and kind."""
+    """Base of every intake: joins the shared pipeline for its settings and kind.
+
+    Accepts every keyword of :class:`GreenflashSpanProcessor`; settings not given come from
+    the ``GREENFLASH_*`` variables.
+    """
 
     _kind: ClassVar[str]
     _pipeline: EventPipeline | None
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        product_id: str | None = None,
+        base_url: str | None = None,
+        *,
+        on_error: ErrorCallback | None = None,
+        on_drop: DropCallback | None = None,
+        config: GreenflashConfig | None = None,
+        transport: Transport | None = None,
+        **settings: Any,
+    ) -> None:
+        config = resolve_config(
+            config, dict(settings, api_key=api_key, product_id=product_id, base_url=base_url)
+        )
+        self._join(config, on_error=on_error, on_drop=on_drop, transport=transport)
 
     def _join(
         self,
@@ -66,6 +87,13 @@ class PipelineIntake:
         if pipeline is None:
             raise RuntimeError("a disabled intake has no pipeline")
         return pipeline
+
+    def _deliver_taken(self, pipeline: EventPipeline) -> bool:
+        """For exporters: wait for the records just taken, up to ``timeout_seconds`` (as OTLP
+        exporters bound an export); True when all were accepted and none failed."""
+        failed_before = pipeline.stats_counters.snapshot()["failed"]
+        delivered = pipeline.deliver_queued(int(self._config.timeout_seconds * 1000))
+        return delivered and pipeline.stats_counters.snapshot()["failed"] == failed_before
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Deliver every event taken before the call, waiting ones included (spooled ones

@@ -1,4 +1,4 @@
-"""The ``otel-greenflash`` command: ``check``, ``serve``, ``send`` and ``spool``."""
+"""The ``otel-greenflash`` command: ``check``, ``serve``, ``send``, ``spool`` and ``gateway``."""
 
 from __future__ import annotations
 
@@ -84,6 +84,14 @@ def _parser() -> argparse.ArgumentParser:
     spool.add_argument("directory", nargs="?", default=None, help="default: GREENFLASH_SPOOL_DIR")
     spool.add_argument("--timeout", type=float, default=60.0, help="drain: seconds (default 60)")
     spool.set_defaults(run=_spool)
+
+    from . import gateway as gateway_module  # its flags only: needs no extra to import
+
+    gateway = commands.add_parser(
+        "gateway", help="receive OTLP (HTTP and gRPC) and report the business events in it"
+    )
+    gateway_module.add_arguments(gateway)
+    gateway.set_defaults(run=gateway_module.run)
     return parser
 
 

@@ -9,10 +9,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from . import _record_only
-from ._config import GreenflashConfig
-from ._delivery import DropCallback, ErrorCallback
-from ._intake import PipelineIntake, resolve_config
-from ._transport import Transport
+from ._intake import PipelineIntake
 
 
 class GreenflashSpanExporter(PipelineIntake, SpanExporter):
@@ -35,25 +32,11 @@ class GreenflashSpanExporter(PipelineIntake, SpanExporter):
 
     _kind = "span_exporter"
 
-    def __init__(
-        self,
-        api_key: str | None = None,
-        product_id: str | None = None,
-        base_url: str | None = None,
-        *,
-        on_error: ErrorCallback | None = None,
-        on_drop: DropCallback | None = None,
-        config: GreenflashConfig | None = None,
-        transport: Transport | None = None,
-        **settings: Any,
-    ) -> None:
-        config = resolve_config(
-            config, dict(settings, api_key=api_key, product_id=product_id, base_url=base_url)
-        )
-        pipeline = self._join(config, on_error=on_error, on_drop=on_drop, transport=transport)
-        if pipeline is not None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self._pipeline is not None:
             # Record-only spans (GreenflashSampler) never reach a batch processor's exporter.
-            _record_only.add_exporter(self, pipeline.span_ended)
+            _record_only.add_exporter(self, self._pipeline.span_ended)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         pipeline = self._pipeline
@@ -64,9 +47,7 @@ class GreenflashSpanExporter(PipelineIntake, SpanExporter):
         span_ended = pipeline.span_ended
         for span in spans:
             span_ended(span)
-        failed_before = pipeline.stats_counters.snapshot()["failed"]
-        delivered = pipeline.deliver_queued(int(self._config.timeout_seconds * 1000))
-        if delivered and pipeline.stats_counters.snapshot()["failed"] == failed_before:
+        if self._deliver_taken(pipeline):
             return SpanExportResult.SUCCESS
         return SpanExportResult.FAILURE
 

@@ -17,13 +17,10 @@ from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadW
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.trace import ReadableSpan
 
-from ._config import GreenflashConfig
-from ._delivery import DropCallback, ErrorCallback
-from ._intake import PipelineIntake, resolve_config
+from ._intake import PipelineIntake
 from ._linker import Linker
 from ._mapping import plain_attributes
 from ._records import EventLog, is_log_business_event
-from ._transport import Transport
 
 _BAGGAGE_KEY = baggage_api._BAGGAGE_KEY
 
@@ -40,23 +37,6 @@ class GreenflashLogRecordProcessor(PipelineIntake, LogRecordProcessor):
 
     _kind = "log_processor"
 
-    def __init__(
-        self,
-        api_key: str | None = None,
-        product_id: str | None = None,
-        base_url: str | None = None,
-        *,
-        on_error: ErrorCallback | None = None,
-        on_drop: DropCallback | None = None,
-        config: GreenflashConfig | None = None,
-        transport: Transport | None = None,
-        **settings: Any,
-    ) -> None:
-        config = resolve_config(
-            config, dict(settings, api_key=api_key, product_id=product_id, base_url=base_url)
-        )
-        self._join(config, on_error=on_error, on_drop=on_drop, transport=transport)
-
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
         record = log_record.log_record
         attributes = plain_attributes(record.attributes)
@@ -72,13 +52,14 @@ class GreenflashLogRecordProcessor(PipelineIntake, LogRecordProcessor):
         span = trace.get_current_span(context) if context is not None else None
         baggage = context.get(_BAGGAGE_KEY) if context is not None else None
         pipeline.log_emitted(
-            event_log_of(record, attributes, pipeline.linker, span, baggage)  # type: ignore[arg-type]
+            event_log_of(
+                record,
+                attributes,
+                pipeline.linker,
+                span,
+                baggage if isinstance(baggage, Mapping) else None,
+            )
         )
-
-    def shutdown(self, timeout_millis: int = 30000) -> None:
-        """Deliver what is left within ``timeout_millis`` (when no other intake shares the
-        pipeline), then stop."""
-        super().shutdown(timeout_millis)
 
 
 class GreenflashLogRecordExporter(PipelineIntake, LogRecordExporter):
@@ -93,23 +74,6 @@ class GreenflashLogRecordExporter(PipelineIntake, LogRecordExporter):
     """
 
     _kind = "log_exporter"
-
-    def __init__(
-        self,
-        api_key: str | None = None,
-        product_id: str | None = None,
-        base_url: str | None = None,
-        *,
-        on_error: ErrorCallback | None = None,
-        on_drop: DropCallback | None = None,
-        config: GreenflashConfig | None = None,
-        transport: Transport | None = None,
-        **settings: Any,
-    ) -> None:
-        config = resolve_config(
-            config, dict(settings, api_key=api_key, product_id=product_id, base_url=base_url)
-        )
-        self._join(config, on_error=on_error, on_drop=on_drop, transport=transport)
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         pipeline = self._pipeline
@@ -126,15 +90,9 @@ class GreenflashLogRecordExporter(PipelineIntake, LogRecordExporter):
                 taken += 1
         if not taken:
             return LogRecordExportResult.SUCCESS
-        failed_before = pipeline.stats_counters.snapshot()["failed"]
-        delivered = pipeline.deliver_queued(int(self._config.timeout_seconds * 1000))
-        if delivered and pipeline.stats_counters.snapshot()["failed"] == failed_before:
+        if self._deliver_taken(pipeline):
             return LogRecordExportResult.SUCCESS
         return LogRecordExportResult.FAILURE
-
-    def shutdown(self, timeout_millis: int = 30000) -> None:
-        """Send what is left (waiting events included) within ``timeout_millis``, then stop."""
-        super().shutdown(timeout_millis)
 
 
 def event_log_of(
