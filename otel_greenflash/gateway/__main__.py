@@ -1,0 +1,7 @@
+"""``python -m otel_greenflash.gateway``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,358 @@
+"""OTLP requests (protobuf or OTLP JSON) → the SDK's finished spans and log records.
+
+Decoding is pure: bytes in, :class:`~opentelemetry.sdk.trace.ReadableSpan` and
+:class:`~opentelemetry.sdk._logs.ReadableLogRecord` out, or :class:`MalformedRequestError` with a
+message that says what is wrong (never the payload's values, except ids that are not hex).
+
+Parents: a span with a ``parent_span_id`` gets a parent :class:`SpanContext` with
+``is_remote=False`` even when its parent ran in another service. The gateway sees the spans of a
+whole distributed trace, so the only trace root is the span without a parent span id, and events
+waiting for their conversation id wait for that real root, not for each service's entry span.
+Span links are not decoded: linking follows the trace id and parent ids only.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Any
+
+from google.protobuf import json_format  # type: ignore[import-untyped, unused-ignore]
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped, unused-ignore]
+from opentelemetry._logs import LogRecord, SeverityNumber
+from opentelemetry.context import Context
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ResourceMessage
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope as Scope
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+    set_span_in_context,
+)
+
+__all__ = [
+    "MalformedRequestError",
+    "log_records_from_request",
+    "parse_logs",
+    "parse_traces",
+    "spans_from_request",
+]
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+
+_KINDS = {
+    1: SpanKind.INTERNAL,
+    2: SpanKind.SERVER,
+    3: SpanKind.CLIENT,
+    4: SpanKind.PRODUCER,
+    5: SpanKind.CONSUMER,
+}
+_STATUS = {1: StatusCode.OK, 2: StatusCode.ERROR}
+_UNSET = Status(StatusCode.UNSET)
+_TRACE_FLAGS = {0: TraceFlags(0), 1: TraceFlags(1)}
+_ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
+_EMPTY_CONTEXT = Context()
+_GREENFLASH = "greenflash."
+_SCALARS = frozenset({"string_value", "int_value", "bool_value", "double_value", "bytes_value"})
+
+
+class MalformedRequestError(ValueError):
+    """The request body is not a valid OTLP export request; the message says why."""
+
+
+class _BadIdError(ValueError):
+    """An id of the wrong size; the caller adds where it is."""
+
+
+# -- entry points --------------------------------------------------------------------------------
+
+
+def parse_traces(body: bytes, content_type: str) -> ExportTraceServiceRequest:
+    """Parse an OTLP/HTTP traces body (``application/x-protobuf`` or ``application/json``)."""
+    request = ExportTraceServiceRequest()
+    _parse(request, body, content_type)
+    return request
+
+
+def parse_logs(body: bytes, content_type: str) -> ExportLogsServiceRequest:
+    """Parse an OTLP/HTTP logs body (``application/x-protobuf`` or ``application/json``)."""
+    request = ExportLogsServiceRequest()
+    _parse(request, body, content_type)
+    return request
+
+
+def spans_from_request(
+    request: ExportTraceServiceRequest, *, linking_keys: Collection[str] | None = None
+) -> list[ReadableSpan]:
+    """Every span of the request as a finished SDK span, with its resource and scope.
+
+    With ``linking_keys`` (the pipeline's id keys and aliases), a span whose encoded form
+    mentions none of them and no ``greenflash.`` key or event is decoded for linking only: ids,
+    parent, name, kind, status and times, without attributes or span events. The pipeline reads
+    nothing else from such a span, and never forwards it; skipping the attributes of the
+    (many) ordinary spans is most of the decoding cost.
+    """
+    needles = None if linking_keys is None else _needles(linking_keys)
+    spans: list[ReadableSpan] = []
+    append = spans.append
+    for resource_index, resource_spans in enumerate(request.resource_spans):
+        resource = _resource(resource_spans.resource, resource_spans.schema_url)
+        for scope_spans in resource_spans.scope_spans:
+            scope = _scope(scope_spans.scope, scope_spans.schema_url)
+            for index, span in enumerate(scope_spans.spans):
+                try:
+                    append(_span(span, resource, scope, needles))
+                except _BadIdError as error:
+                    where = f"resourceSpans[{resource_index}] span {index}"
+                    raise MalformedRequestError(f"{where}: {error}") from None
+    return spans
+
+
+def log_records_from_request(request: ExportLogsServiceRequest) -> list[ReadableLogRecord]:
+    """Every log record of the request as the SDK's readable record, with resource and scope."""
+    records: list[ReadableLogRecord] = []
+    append = records.append
+    for resource_index, resource_logs in enumerate(request.resource_logs):
+        resource = _resource(resource_logs.resource, resource_logs.schema_url)
+        for scope_logs in resource_logs.scope_logs:
+            scope = _scope(scope_logs.scope, scope_logs.schema_url)
+            for index, record in enumerate(scope_logs.log_records):
+                try:
+                    append(_log_record(record, resource, scope))
+                except _BadIdError as error:
+                    where = f"resourceLogs[{resource_index}] log record {index}"
+                    raise MalformedRequestError(f"{where}: {error}") from None
+    return records
+
+
+# -- bodies --------------------------------------------------------------------------------------
+
+
+def _parse(
+    request: ExportTraceServiceRequest | ExportLogsServiceRequest, body: bytes, content_type: str
+) -> None:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type == PROTOBUF:
+        try:
+            request.ParseFromString(body)
+        except DecodeError:
+            raise MalformedRequestError(
+                f"the body is not a valid protobuf {type(request).__name__}"
+            ) from None
+        return
+    if media_type == JSON:
+        _parse_json(request, body)
+        return
+    raise MalformedRequestError(
+        f"unsupported Content-Type {media_type or '(none)'!r}; allowed: {PROTOBUF} or {JSON}"
+    )
+
+
+def _parse_json(request: ExportTraceServiceRequest | ExportLogsServiceRequest, body: bytes) -> None:
+    """OTLP JSON: protobuf JSON with hex trace and span ids (the JSON mapping wants base64)."""
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise MalformedRequestError(f"the body is not JSON ({error})") from None
+    if not isinstance(document, dict):
+        raise MalformedRequestError("the body is not a JSON object")
+    _hex_ids_to_base64(document, "")
+    try:
+        json_format.ParseDict(document, request, ignore_unknown_fields=True)
+    except json_format.ParseError as error:
+        raise MalformedRequestError(f"the body is not OTLP JSON: {error}") from None
+
+
+def _hex_ids_to_base64(node: Any, path: str) -> None:
+    """Rewrite every ``traceId``/``spanId``/``parentSpanId`` in place from hex to base64."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _ID_KEYS and isinstance(value, str):
+                node[key] = _hex_to_base64(value, f"{path}.{key}")
+            elif isinstance(value, (dict, list)):
+                _hex_ids_to_base64(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            if isinstance(item, (dict, list)):
+                _hex_ids_to_base64(item, f"{path}[{index}]")
+
+
+def _hex_to_base64(text: str, path: str) -> str:
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise MalformedRequestError(
+            f"{path.lstrip('.')} is not a hex string (OTLP JSON writes ids in hex)"
+        ) from None
+    return base64.b64encode(raw).decode("ascii")
+
+
+# -- spans ---------------------------------------------------------------------------------------
+
+
+def _span(
+    span: Any, resource: Resource, scope: Scope, needles: tuple[bytes, ...] | None
+) -> ReadableSpan:
+    trace_id = _id(span.trace_id, 16, "trace_id")
+    span_id = _id(span.span_id, 8, "span_id")
+    flags = span.flags & 0xFF
+    trace_flags = _TRACE_FLAGS[flags] if flags in _TRACE_FLAGS else TraceFlags(flags)
+    trace_state = TraceState.from_header([span.trace_state]) if span.trace_state else None
+    context = SpanContext(trace_id, span_id, False, trace_flags, trace_state)
+    parent = None
+    if span.parent_span_id:
+        parent_id = _id(span.parent_span_id, 8, "parent_span_id", optional=True)
+        if parent_id:
+            parent = SpanContext(trace_id, parent_id, False, trace_flags, trace_state)
+    start = span.start_time_unix_nano or None
+    end = span.end_time_unix_nano or start or time.time_ns()
+    status = _UNSET
+    wire_status = span.status
+    if wire_status.code or wire_status.message:
+        code = _STATUS.get(wire_status.code, StatusCode.UNSET)
+        message = wire_status.message or None
+        status = Status(code, message) if code is StatusCode.ERROR else Status(code)
+    attributes: dict[str, Any] = {}
+    events: list[Event] = []
+    if needles is None or _mentions(span.SerializeToString(), needles):
+        attributes = _attributes(span.attributes)
+        events = [
+            Event(event.name, _attributes(event.attributes), event.time_unix_nano or end)
+            for event in span.events
+        ]
+    return ReadableSpan(
+        name=span.name,
+        context=context,
+        parent=parent,
+        resource=resource,
+        attributes=attributes,
+        events=events,
+        kind=_KINDS.get(span.kind, SpanKind.INTERNAL),
+        status=status,
+        start_time=start,
+        end_time=end,
+        instrumentation_scope=scope,
+    )
+
+
+# -- log records ---------------------------------------------------------------------------------
+
+
+def _log_record(record: Any, resource: Resource, scope: Scope) -> ReadableLogRecord:
+    trace_id = _id(record.trace_id, 16, "trace_id", optional=True)
+    span_id = _id(record.span_id, 8, "span_id", optional=True)
+    flags = record.flags & 0xFF
+    context = _EMPTY_CONTEXT
+    if trace_id and span_id:
+        span_context = SpanContext(trace_id, span_id, False, TraceFlags(flags))
+        context = set_span_in_context(NonRecordingSpan(span_context), Context())
+    severity = record.severity_number
+    api_record = LogRecord(
+        timestamp=record.time_unix_nano or None,
+        observed_timestamp=record.observed_time_unix_nano or time.time_ns(),
+        context=context,
+        severity_text=record.severity_text or None,
+        severity_number=SeverityNumber(severity) if 0 <= severity <= 24 else None,
+        body=_value(record.body) if record.HasField("body") else None,
+        attributes=_attributes(record.attributes),
+        event_name=record.event_name or None,
+    )
+    if trace_id and not span_id:  # a record in a trace but outside any span
+        api_record.trace_id = trace_id
+        api_record.trace_flags = TraceFlags(flags)
+    return ReadableLogRecord(log_record=api_record, resource=resource, instrumentation_scope=scope)
+
+
+# -- shared pieces -------------------------------------------------------------------------------
+
+
+def _needles(linking_keys: Collection[str]) -> tuple[bytes, ...]:
+    """Byte strings of which an encoded span must contain one to matter beyond its ids: keys
+    are encoded verbatim (UTF-8), so a span without them has no id or event attribute."""
+    others = sorted(key for key in linking_keys if not key.startswith(_GREENFLASH))
+    return (_GREENFLASH.encode(), *(key.encode() for key in others))
+
+
+def _mentions(raw: bytes, needles: tuple[bytes, ...]) -> bool:
+    for needle in needles:  # noqa: SIM110 (a loop: no generator per span)
+        if needle in raw:
+            return True
+    return False
+
+
+def _id(raw: bytes, size: int, name: str, *, optional: bool = False) -> int:
+    """An id as the SDK's int; empty (or all zero) is allowed only where ``optional``."""
+    if len(raw) == size:
+        value = int.from_bytes(raw, "big")
+        if value or optional:
+            return value
+        raise _BadIdError(f"{name} is all zeros, which is not a valid id")
+    if not raw and optional:
+        return 0
+    raise _BadIdError(f"{name} has {len(raw)} bytes; allowed: {size} bytes ({size * 2} hex digits)")
+
+
+def _attributes(pairs: Iterable[KeyValue]) -> dict[str, Any]:
+    attributes: dict[str, Any] = {}
+    for pair in pairs:
+        value = pair.value
+        kind = value.WhichOneof("value")
+        if kind in _SCALARS:
+            attributes[pair.key] = getattr(value, kind)
+        else:
+            attributes[pair.key] = _value(value)
+    return attributes
+
+
+def _value(value: AnyValue) -> Any:
+    """An OTLP ``AnyValue`` as a Python value: arrays as tuples, key-value lists as dicts."""
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return tuple(_value(item) for item in value.array_value.values)
+    if kind == "kvlist_value":
+        return {pair.key: _value(pair.value) for pair in value.kvlist_value.values}
+    return getattr(value, kind)
+
+
+def _resource(message: ResourceMessage, schema_url: str) -> Resource:
+    return Resource(_plain(_attributes(message.attributes)), schema_url or None)
+
+
+def _scope(message: InstrumentationScope, schema_url: str) -> Scope:
+    return Scope(
+        message.name,
+        message.version or None,
+        schema_url or None,
+        _plain(_attributes(message.attributes)) or None,
+    )
+
+
+def _plain(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """Only the values the SDK's attribute types allow (resource and scope attributes are
+    checked by the SDK, which would warn about each other one)."""
+    return {key: value for key, value in attributes.items() if _is_plain(value)}
+
+
+def _is_plain(value: object) -> bool:
+    if isinstance(value, (str, bool, int, float)):
+        return True
+    return (
+        isinstance(value, Sequence)
+        and not isinstance(value, (str, bytes))
+        and all(isinstance(item, (str, bool, int, float)) for item in value)
+    )

@@ -1,0 +1,192 @@
+"""OTLP/HTTP on ``aiohttp.web``: ``POST /v1/traces`` and ``/v1/logs``, plus operations endpoints.
+
+Answers follow the OTLP specification: 200 with an ``Export*ServiceResponse`` (in the request's
+encoding; ``partial_success`` when business events were invalid), 400 for a malformed body,
+413 above the size limit, 415 for an unknown content type or encoding, 401 without the bearer
+token, 503 with ``Retry-After`` when the events cannot be made durable now. Error bodies are a
+``google.rpc.Status``. Only ``GET /healthz`` needs no token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+from google.protobuf import json_format  # type: ignore[import-untyped, unused-ignore]
+from google.protobuf.message import Message  # type: ignore[import-untyped, unused-ignore]
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsPartialSuccess,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceResponse,
+)
+
+from ._decode import JSON, PROTOBUF, MalformedRequestError, parse_logs, parse_traces
+from ._ingest import Accepted, Ingest, UnavailableError
+from ._status import status_json, status_protobuf
+
+PROTOCOL = "http"
+_INVALID_ARGUMENT, _RESOURCE_EXHAUSTED, _UNAUTHENTICATED, _UNAVAILABLE = 3, 8, 16, 14
+_ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
+
+StatusSource = Callable[[], tuple[bool, str]]
+StatsSource = Callable[[], Mapping[str, Any]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def build_app(
+    ingest: Ingest,
+    *,
+    token: str | None,
+    max_request_bytes: int,
+    readiness: StatusSource,
+    pipeline_stats: StatsSource,
+) -> web.Application:
+    """The OTLP/HTTP application; ``readiness`` and ``pipeline_stats`` are read per request."""
+    metrics = ingest.metrics
+
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if token is None or request.path == "/healthz" or _has_token(request, token):
+            return await handler(request)
+        if request.path in ("/v1/traces", "/v1/logs"):
+            metrics.request(PROTOCOL, request.path[4:], "unauthenticated")
+        answer = _error(request, 401, _UNAUTHENTICATED, "missing or wrong bearer token")
+        answer.headers["WWW-Authenticate"] = 'Bearer realm="otel-greenflash gateway"'
+        return answer
+
+    async def export(request: web.Request, signal: str) -> web.StreamResponse:
+        outcome, answer = await _export(request, signal, ingest, max_request_bytes)
+        metrics.request(PROTOCOL, signal, outcome)
+        return answer
+
+    async def traces(request: web.Request) -> web.StreamResponse:
+        return await export(request, "traces")
+
+    async def logs(request: web.Request) -> web.StreamResponse:
+        return await export(request, "logs")
+
+    async def healthz(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.StreamResponse:
+        ready, reason = _readiness(ingest, readiness)
+        return web.json_response({"ready": ready, "reason": reason}, status=200 if ready else 503)
+
+    async def stats(request: web.Request) -> web.StreamResponse:
+        return web.json_response(metrics.snapshot(pipeline_stats(), _readiness(ingest, readiness)))
+
+    async def prometheus(request: web.Request) -> web.StreamResponse:
+        text = metrics.prometheus(pipeline_stats(), _readiness(ingest, readiness))
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+    # aiohttp's own body limit stays above ours, so that _export answers 413 itself.
+    app = web.Application(middlewares=[authenticate], client_max_size=max_request_bytes + 1)
+    app.router.add_post("/v1/traces", traces)
+    app.router.add_post("/v1/logs", logs)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/stats", stats)
+    app.router.add_get("/metrics", prometheus)
+    return app
+
+
+async def _export(
+    request: web.Request, signal: str, ingest: Ingest, limit: int
+) -> tuple[str, web.StreamResponse]:
+    """Take one export request; return the outcome's name and the answer."""
+    content_type = request.headers.get("Content-Type", "")
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type not in (PROTOBUF, JSON):
+        message = (
+            f"unsupported Content-Type {media_type or '(none)'!r}; allowed: {PROTOBUF}, {JSON}"
+        )
+        return "malformed", _error(request, 415, _INVALID_ARGUMENT, message)
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in _ENCODINGS:
+        message = f"unsupported Content-Encoding {encoding!r}; allowed: gzip, deflate or none"
+        return "malformed", _error(request, 415, _INVALID_ARGUMENT, message)
+    if request.content_length is not None and request.content_length > limit:
+        return "too_large", _too_large(request, limit)
+    async with ingest.slots:
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return "too_large", _too_large(request, limit)
+        except Exception as error:  # aiohttp's ContentEncodingError, PayloadEncodingError, …
+            message = (
+                f"the body could not be read ({type(error).__name__}: bad {encoding or 'body'})"
+            )
+            return "malformed", _error(request, 400, _INVALID_ARGUMENT, message)
+        if len(body) > limit:
+            return "too_large", _too_large(request, limit)
+        try:
+            if signal == "traces":
+                accepted = await ingest.traces(lambda: parse_traces(body, media_type))
+            else:
+                accepted = await ingest.logs(lambda: parse_logs(body, media_type))
+        except MalformedRequestError as error:
+            return "malformed", _error(request, 400, _INVALID_ARGUMENT, str(error))
+        except UnavailableError as error:
+            answer = _error(request, 503, _UNAVAILABLE, error.reason)
+            answer.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_seconds)))
+            return "unavailable", answer
+    ingest.metrics.accepted(signal, accepted.items, accepted.events, accepted.invalid)
+    return ("partial" if accepted.invalid else "ok"), _success(media_type, signal, accepted)
+
+
+def _success(media_type: str, signal: str, accepted: Accepted) -> web.Response:
+    response: Message
+    if signal == "traces":
+        response = ExportTraceServiceResponse()
+        if accepted.invalid:
+            response.partial_success.CopyFrom(
+                ExportTracePartialSuccess(
+                    rejected_spans=min(accepted.invalid, accepted.items),
+                    error_message=accepted.partial_message,
+                )
+            )
+    else:
+        response = ExportLogsServiceResponse()
+        if accepted.invalid:
+            response.partial_success.CopyFrom(
+                ExportLogsPartialSuccess(
+                    rejected_log_records=min(accepted.invalid, accepted.items),
+                    error_message=accepted.partial_message,
+                )
+            )
+    if media_type == JSON:
+        text = json.dumps(json_format.MessageToDict(response))
+        return web.Response(text=text, content_type=JSON)
+    return web.Response(body=response.SerializeToString(), content_type=PROTOBUF)
+
+
+def _too_large(request: web.Request, limit: int) -> web.Response:
+    message = f"the request body is larger than the gateway's limit of {limit} bytes"
+    return _error(request, 413, _RESOURCE_EXHAUSTED, message)
+
+
+def _error(request: web.Request, status: int, code: int, message: str) -> web.Response:
+    """A ``google.rpc.Status`` body, as JSON for JSON requests and protobuf otherwise."""
+    if request.headers.get("Content-Type", "").lower().startswith(JSON):
+        return web.Response(status=status, body=status_json(code, message), content_type=JSON)
+    return web.Response(status=status, body=status_protobuf(code, message), content_type=PROTOBUF)
+
+
+def _has_token(request: web.Request, token: str) -> bool:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(errors="replace"), token.encode()
+    )
+
+
+def _readiness(ingest: Ingest, readiness: StatusSource) -> tuple[bool, str]:
+    if ingest.closing:
+        return False, "shutting down"
+    return readiness()

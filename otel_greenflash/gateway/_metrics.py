@@ -1,0 +1,111 @@
+"""The gateway's counters, as JSON (``/stats``) and Prometheus text (``/metrics``).
+
+Counters are only touched on the event loop's thread, so they need no lock.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+
+class GatewayMetrics:
+    """Requests by protocol, signal and outcome; spans, log records and events taken in.
+
+    Outcomes: ``ok``, ``partial`` (some business events invalid), ``malformed`` (400/415,
+    INVALID_ARGUMENT), ``too_large`` (413), ``unauthenticated`` (401), ``unavailable`` (503,
+    UNAVAILABLE: spool full or unusable, shutting down, timeout).
+    """
+
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, str, str]] = Counter()
+        self.spans = 0
+        self.log_records = 0
+        self.events_accepted = 0
+        self.events_rejected = 0
+
+    def request(self, protocol: str, signal: str, outcome: str) -> None:
+        self.requests[(protocol, signal, outcome)] += 1
+
+    def accepted(self, signal: str, items: int, events: int, invalid: int) -> None:
+        if signal == "traces":
+            self.spans += items
+        else:
+            self.log_records += items
+        self.events_accepted += events
+        self.events_rejected += invalid
+
+    def snapshot(self, pipeline: Mapping[str, Any], ready: tuple[bool, str]) -> dict[str, Any]:
+        """Everything ``/stats`` shows: the gateway's counters and the pipeline's."""
+        requests: dict[str, dict[str, dict[str, int]]] = {}
+        for (protocol, signal, outcome), count in sorted(self.requests.items()):
+            requests.setdefault(protocol, {}).setdefault(signal, {})[outcome] = count
+        return {
+            "ready": ready[0],
+            "ready_reason": ready[1],
+            "received": {"spans": self.spans, "log_records": self.log_records},
+            "events": {"accepted": self.events_accepted, "rejected": self.events_rejected},
+            "requests": requests,
+            "pipeline": dict(pipeline),
+        }
+
+    def prometheus(self, pipeline: Mapping[str, Any], ready: tuple[bool, str]) -> str:
+        """Prometheus text exposition format 0.0.4."""
+        return "".join(_lines(self, pipeline, ready))
+
+
+def _lines(
+    metrics: GatewayMetrics, pipeline: Mapping[str, Any], ready: tuple[bool, str]
+) -> Iterator[str]:
+    prefix = "greenflash_gateway_"
+
+    def family(name: str, kind: str, help_text: str) -> str:
+        return f"# HELP {prefix}{name} {help_text}\n# TYPE {prefix}{name} {kind}\n"
+
+    yield family("up", "gauge", "1 while the gateway runs.")
+    yield f"{prefix}up 1\n"
+    yield family("ready", "gauge", "1 when the gateway accepts data (spool usable, API key set).")
+    yield f"{prefix}ready {int(ready[0])}\n"
+    yield family("requests_total", "counter", "OTLP export requests by protocol, signal, outcome.")
+    for (protocol, signal, outcome), count in sorted(metrics.requests.items()):
+        labels = f'protocol="{protocol}",signal="{signal}",outcome="{outcome}"'
+        yield f"{prefix}requests_total{{{labels}}} {count}\n"
+    yield family("received_spans_total", "counter", "Spans taken in (events or linking only).")
+    yield f"{prefix}received_spans_total {metrics.spans}\n"
+    yield family("received_log_records_total", "counter", "Log records taken in.")
+    yield f"{prefix}received_log_records_total {metrics.log_records}\n"
+    yield family("events_accepted_total", "counter", "Business events acknowledged (spooled).")
+    yield f"{prefix}events_accepted_total {metrics.events_accepted}\n"
+    yield family(
+        "events_rejected_total", "counter", "Invalid business events (OTLP partial success)."
+    )
+    yield f"{prefix}events_rejected_total {metrics.events_rejected}\n"
+    for key, help_text in (
+        ("queued", "Business events taken by the pipeline."),
+        ("sent", "Business events the Events API accepted."),
+        ("failed", "Business events refused by the API or out of retries."),
+        ("invalid", "Business events with invalid attributes."),
+    ):
+        yield family(f"events_{key}_total", "counter", help_text)
+        yield f"{prefix}events_{key}_total {_number(pipeline.get(key))}\n"
+    yield family("events_dropped_total", "counter", "Business events dropped, by reason.")
+    for reason, count in sorted(dict(pipeline.get("dropped") or {}).items()):
+        yield f'{prefix}events_dropped_total{{reason="{_label(reason)}"}} {_number(count)}\n'
+    yield family("events_waiting", "gauge", "Business events waiting for their trace's root span.")
+    yield f"{prefix}events_waiting {_number(pipeline.get('waiting'))}\n"
+    spool = dict(pipeline.get("spool") or {})
+    yield family("spool_pending", "gauge", "Business events in the spool, not delivered yet.")
+    yield f"{prefix}spool_pending {_number(spool.get('pending'))}\n"
+    yield family("spool_rejected", "gauge", "Business events kept in the spool after a refusal.")
+    yield f"{prefix}spool_rejected {_number(spool.get('rejected'))}\n"
+    yield family("spool_evicted_total", "counter", "Business events evicted from a full spool.")
+    yield f"{prefix}spool_evicted_total {_number(spool.get('evicted'))}\n"
+
+
+def _number(value: object) -> int | float:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+
+def _label(value: object) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -1,0 +1,146 @@
+"""One asyncio loop running OTLP/HTTP and OTLP/gRPC in front of one durable intake.
+
+SIGTERM (or SIGINT) drains: both servers stop listening, requests already being taken finish
+(new ones on open connections get 503 / UNAVAILABLE, so the client sends them elsewhere), then
+the intake delivers what it acknowledged within what is left of ``--shutdown-timeout``; events
+not delivered by then stay in the spool for the next start. A second signal ends the process at
+once (acknowledged events are in the spool already).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import ssl
+import sys
+import time
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+import grpc  # type: ignore[import-untyped]
+from aiohttp import web
+
+from .._durable_intake import DurableIntake
+from ._grpc import build_server
+from ._http import build_app
+from ._ingest import Ingest
+from ._metrics import GatewayMetrics
+from ._settings import GatewaySettings, describe
+
+logger = logging.getLogger("otel_greenflash.gateway")
+
+WORKERS = 16
+"""Requests decoded or waiting for the spool at once (more wait for a slot, unread)."""
+_MIN_INTAKE_SHUTDOWN_SECONDS = 1.0
+
+
+class ListenError(OSError):
+    """A port could not be bound; the message names it."""
+
+
+async def serve(
+    settings: GatewaySettings, intake: DurableIntake, linking_keys: Collection[str]
+) -> None:
+    """Run until SIGTERM/SIGINT, then drain and shut the intake down."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for number in signals:
+        loop.add_signal_handler(number, _on_signal, stop)
+    ingest = Ingest(
+        intake,
+        GatewayMetrics(),
+        workers=WORKERS,
+        timeout_seconds=settings.request_timeout_seconds,
+        linking_keys=linking_keys,
+    )
+    app = build_app(
+        ingest,
+        token=settings.token,
+        max_request_bytes=settings.max_request_bytes,
+        readiness=intake.readiness,
+        pipeline_stats=intake.stats,
+    )
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=settings.shutdown_timeout_seconds,
+    )
+    await runner.setup()
+    grpc_server = build_server(
+        ingest, token=settings.token, max_request_bytes=settings.max_request_bytes
+    )
+    try:
+        await _listen_http(runner, settings)
+        _listen_grpc(grpc_server, settings)
+        await grpc_server.start()
+        logger.info("otel-greenflash gateway: %s", describe(settings))
+        await stop.wait()
+        logger.info("stopping: no new connections; finishing requests being taken")
+    finally:
+        started = time.monotonic()
+        ingest.close()
+        await asyncio.gather(grpc_server.stop(settings.shutdown_timeout_seconds), runner.cleanup())
+        await asyncio.to_thread(ingest.join)
+    left = max(
+        _MIN_INTAKE_SHUTDOWN_SECONDS,
+        settings.shutdown_timeout_seconds - (time.monotonic() - started),
+    )
+    logger.info("delivering acknowledged events (up to %.1f s)", left)
+    await asyncio.to_thread(intake.shutdown, int(left * 1000))
+    for number in signals:
+        loop.remove_signal_handler(number)
+    logger.info("stopped")
+
+
+def _on_signal(stop: asyncio.Event) -> None:
+    if stop.is_set():
+        logger.warning("second signal: ending now; acknowledged events stay in the spool")
+        sys.stderr.flush()
+        os._exit(1)
+    stop.set()
+
+
+async def _listen_http(runner: web.AppRunner, settings: GatewaySettings) -> None:
+    context = _ssl_context(settings.tls) if settings.tls else None
+    site = web.TCPSite(runner, settings.host, settings.http_port, ssl_context=context)
+    try:
+        await site.start()
+    except OSError as error:
+        raise ListenError(
+            f"cannot listen for OTLP/HTTP on {settings.host}:{settings.http_port}: "
+            f"{error.strerror or error}"
+        ) from None
+
+
+def _listen_grpc(server: Any, settings: GatewaySettings) -> None:
+    address = (
+        f"[{settings.host}]:{settings.grpc_port}"
+        if ":" in settings.host
+        else (f"{settings.host}:{settings.grpc_port}")
+    )
+    try:
+        if settings.tls:
+            cert, key = settings.tls
+            credentials = grpc.ssl_server_credentials(
+                [(Path(key).read_bytes(), Path(cert).read_bytes())]
+            )
+            bound = server.add_secure_port(address, credentials)
+        else:
+            bound = server.add_insecure_port(address)
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        raise ListenError(
+            f"cannot listen for OTLP/gRPC on {address}: the port is in use or not available"
+        )
+
+
+def _ssl_context(files: tuple[str, str]) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*files)
+    return context
