@@ -83,6 +83,9 @@ class InvalidAttribute:
     attribute: str
     problem: str
     allowed: str
+    source: str = "span"
+    """What carried the event: ``span`` (span attributes, span events, ``track()``) or
+    ``log record`` (then ``span_name`` is the record's event name)."""
 
     def __post_init__(self) -> None:
         for name in ("span_name", "attribute"):
@@ -92,6 +95,6 @@ class InvalidAttribute:
 
     def describe(self) -> str:
         return (
-            f"business event on span {self.span_name!r} not sent: attribute "
+            f"business event on {self.source} {self.span_name!r} not sent: attribute "
             f"{self.attribute!r} {self.problem}; allowed: {self.allowed}"
         )

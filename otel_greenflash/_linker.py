@@ -7,7 +7,9 @@ not known yet until their trace's local root ends, and hands the rest on to mapp
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.util.types import AttributeValue
@@ -27,6 +29,8 @@ from ._linking import (
 )
 from ._mapping import has_business_events, plain_attributes
 from ._records import EventLog, EventSpan, Record
+
+_NO_IDS: Mapping[str, Any] = {}
 
 Ready = tuple[Record, Ids, str | None]
 """A record leaving the link stage: the ids found for it, and why it stopped waiting (if it
@@ -63,6 +67,14 @@ class Linker:
         """Some intake reports span ends: a record can wait for its trace's local root."""
         self.notes_every_root = False
         """A log intake feeds this pipeline: every local root's end is remembered."""
+        self.open_roots: dict[int, int] = {}
+        """Trace id → how many of its local roots are open now (kept by the span processor)."""
+        self.tracks_open_roots = False
+        """A span processor sees spans start: ``open_roots`` is known."""
+        self.roots_forgotten_until = 0
+        """Wall-clock ns: ``recent_roots`` forgot roots that ended before this."""
+        self.unsampled_spans_reach_us: Callable[[], bool] = _no
+        """True once sampled-out spans are recorded and handed to our exporters."""
 
     def reset_after_fork(self) -> None:
         """In a forked child: forget the parent's linking state, in place (intakes keep
@@ -72,6 +84,7 @@ class Linker:
         self.trace_ids.reset()
         self.event_traces.clear()
         self.recent_roots.clear()
+        self.open_roots.clear()
         self.waiting.release_all()
         self.ended_waiting.clear()
 
@@ -98,27 +111,41 @@ class Linker:
         trace_id = context[0]
         parent = span._parent
         root = parent is None or parent[2]
-        if root and self.notes_every_root:
+        if start_baggage and self.notes_every_root:  # exported log records read it later
+            baggage_ids = self.link_keys.ids_from(start_baggage)
+            if baggage_ids:
+                self.trace_ids.record_span_baggage(trace_id, context[1], baggage_ids)
+        if not is_event:
+            ids = attributes if marked else _NO_IDS
+            return None, self.linking_span_ended(trace_id, context[1], root=root, ids=ids)
+        # An event span: its ids are recorded by the worker, off this thread.
+        if not root:  # a root event span ends its own trace: nothing to wait for
+            self.expect_root(trace_id)
+        ancestors = self.live.ancestors(span) if with_ancestors else ()
+        item = EventSpan(span, ancestors, start_baggage)
+        return item, root and self._root_ended(trace_id)
+
+    def linking_span_ended(
+        self, trace_id: int, span_id: int, *, root: bool, ids: Mapping[str, Any]
+    ) -> bool:
+        """Note an ended span that carries no business event, given by what linking reads of
+        it: ``root`` (a local root of its trace) and ``ids``, its attributes (only the id and
+        alias keys are kept; usually none). True when records waiting for this trace can go."""
+        if ids:
+            self.trace_ids.record(trace_id, ids, root=root, span_id=span_id)
+        return root and self._root_ended(trace_id)
+
+    def _root_ended(self, trace_id: int) -> bool:
+        """A local root of ``trace_id`` ended: remember it where it matters; True when
+        records of this trace were waiting for it."""
+        if self.notes_every_root:
             self._note_root(trace_id)
-        if not (marked or is_event) and (
-            trace_id not in self.event_traces and trace_id not in self.trace_ids
-        ):
-            return None, False
-        item: EventSpan | None = None
-        if is_event:  # its ids are recorded by the worker, off this thread
-            if not root:  # a root event span ends its own trace: nothing to wait for
-                self.expect_root(trace_id)
-            ancestors = self.live.ancestors(span) if with_ancestors else ()
-            item = EventSpan(span, ancestors, start_baggage)
-        elif marked:
-            self.trace_ids.record(trace_id, attributes, root=root, span_id=context[1])
-        released = False
-        if root and (trace_id in self.event_traces or trace_id in self.trace_ids):
+        if trace_id in self.event_traces or trace_id in self.trace_ids:
             self.event_traces.pop(trace_id, None)
             if self.trace_ids.root_ended(trace_id):
                 self.ended_waiting.append(trace_id)
-                released = True
-        return item, released
+                return True
+        return False
 
     def expect_root(self, trace_id: int) -> None:
         """A record of this trace is queued: its local root's end must be noted."""
@@ -132,6 +159,7 @@ class Linker:
         recent[trace_id] = None
         if len(recent) > self._max_traces:
             forget_oldest_share(recent)
+            self.roots_forgotten_until = time.time_ns()
 
     # -- worker thread -----------------------------------------------------------------------
 
@@ -188,8 +216,10 @@ class Linker:
         if isinstance(item, EventLog):
             if item.span is not None:
                 levels.append(keys.ids_from(plain_attributes(item.span.attributes)))
-            elif item.trace_id:
+            elif item.trace_id:  # the span ended before the record was taken (exporters)
                 levels.append(self.trace_ids.span_ids(item.trace_id, item.span_id))
+                if item.baggage is None:
+                    levels.append(self.trace_ids.span_baggage_ids(item.trace_id, item.span_id))
         primary: list[Mapping[str, AttributeValue]] = []
         aliased: list[Mapping[str, AttributeValue]] = []
         for ancestor in item.ancestors:
@@ -221,22 +251,31 @@ class Linker:
                 self.link_keys.ids_from(item.attributes)
             ):
                 return "linked"
-            if not item.trace_id or not self.sees_span_ends or _in_ended_root(item):
-                return "ended"
-            if item.trace_id in self.recent_roots:
+            if not self._root_may_still_end(item):
                 return "ended"
         if mark:
             return self.trace_ids.wait(item.trace_id)
         return "wait" if self.trace_ids.is_open(item.trace_id) else "ended"
 
+    def _root_may_still_end(self, item: EventLog) -> bool:
+        """Whether a local root of the record's trace may still end here, so that waiting
+        for it can bring ids: a root open now (when span starts are seen), else a sampled
+        trace whose root was not seen ending lately."""
+        trace_id = item.trace_id
+        if not trace_id or not self.sees_span_ends or item.in_ended_local_root:
+            return False
+        if self.tracks_open_roots:
+            return trace_id in self.open_roots
+        if not item.sampled and not self.unsampled_spans_reach_us():
+            return False  # its spans never reach an exporter
+        if trace_id in self.recent_roots:
+            return False
+        time_ns = item.time_ns
+        return not (time_ns and time_ns <= self.roots_forgotten_until)
 
-def _in_ended_root(item: EventLog) -> bool:
-    """The log record was emitted in its trace's local root, which has ended since."""
-    span = item.span
-    if span is None or span.end_time is None:
-        return False
-    parent = span.parent
-    return parent is None or parent.is_remote
+
+def _no() -> bool:
+    return False
 
 
 def event_attribute_sets(item: EventSpan) -> list[Mapping[str, AttributeValue]]:

@@ -202,6 +202,8 @@ class _TraceRecord:
     other: dict[str, Any] = field(default_factory=dict)
     spans: dict[int, dict[str, Any]] = field(default_factory=dict)
     """Span id → the id attributes of that ended span (log records emitted in it read them)."""
+    span_baggage: dict[int, Ids] = field(default_factory=dict)
+    """Span id → the ids in that ended span's start baggage (for exported log records)."""
     ended_at: float | None = None
     waited_on: bool = False
     queued_for_purge: bool = False
@@ -262,6 +264,19 @@ class TraceIds:
             record = self._traces.get(trace_id)
             raw = dict(record.spans.get(span_id, {})) if record is not None else {}
         return self._link_keys.ids_from(raw)
+
+    def record_span_baggage(self, trace_id: int, span_id: int, ids: Ids) -> None:
+        """Remember the ids of an ended span's start baggage."""
+        with self._lock:
+            target = self._record(trace_id)
+            if len(target.span_baggage) < MAX_SPANS_PER_TRACE:
+                target.span_baggage.setdefault(span_id, ids)
+
+    def span_baggage_ids(self, trace_id: int, span_id: int) -> Ids:
+        """The ids of one ended span's start baggage (empty when unknown)."""
+        with self._lock:
+            record = self._traces.get(trace_id)
+            return dict(record.span_baggage.get(span_id, {})) if record is not None else {}
 
     def attach(self, trace_id: int, ids: Mapping[str, AttributeValue]) -> None:
         """Ids learned mid-trace (e.g. from the Messages API); they replace earlier values."""

@@ -86,6 +86,8 @@ class EventMapper:
             linked=linked,
             default_product_id=self._product_id,
             link_keys=self._link_keys,
+            body=record.body,
+            severity=record.severity,
         )
 
     def tracked(

@@ -204,6 +204,8 @@ def map_log_record(
     linked: Attributes | None = None,
     default_product_id: str | None = None,
     link_keys: LinkKeys | None = None,
+    body: object = None,
+    severity: str | None = None,
 ) -> MappingResult:
     """Build the business event of one log record (its attributes follow the span table).
 
@@ -212,17 +214,17 @@ def map_log_record(
     """
     keys = link_keys if link_keys is not None else _DEFAULT_LINK_KEYS
     result = MappingResult()
-    source = f"log record {event_name}" if event_name else "log record"
     _collect(
         result,
-        source,
+        event_name or "",
         attributes,
         [keys.ids_from(attributes), *([linked] if linked else [])],
         default_product_id,
         default_insert_id=log_record_insert_id(
-            attributes, event_name, time_ns, observed_time_ns, trace_id, span_id
+            attributes, event_name, time_ns, observed_time_ns, trace_id, span_id, body, severity
         ),
         default_time_ns=time_ns if time_ns else observed_time_ns,
+        source="log record",
     )
     return result
 
@@ -234,12 +236,22 @@ def log_record_insert_id(
     observed_time_ns: int | None,
     trace_id: int,
     span_id: int,
+    body: object = None,
+    severity: str | None = None,
 ) -> str:
     """``otel-log-<trace id>-<span id>-<digest>``: the digest is SHA-256 (first 16 bytes, hex)
-    of the record's timestamps, event name and attributes (keys sorted). Two exports of one
-    record (two processors, a retried batch, a replayed OTLP request) give the same id."""
+    of the record's timestamps, event name, severity, body and attributes (keys sorted). Two
+    exports of one record (two processors, a retried batch, a replayed OTLP request) give the
+    same id; records that differ in any of these do not."""
     canonical = json.dumps(
-        [time_ns or 0, observed_time_ns or 0, event_name or "", sorted(attributes.items())],
+        [
+            time_ns or 0,
+            observed_time_ns or 0,
+            event_name or "",
+            severity or "",
+            body,
+            sorted(attributes.items()),
+        ],
         default=repr,
         ensure_ascii=True,
         separators=(",", ":"),
@@ -257,6 +269,7 @@ def _collect(
     *,
     default_insert_id: str,
     default_time_ns: int | None,
+    source: str = "span",
 ) -> None:
     try:
         body = build_body(
@@ -268,7 +281,7 @@ def _collect(
         )
     except _Invalid as invalid:
         result.invalid.append(
-            InvalidAttribute(span_name, invalid.attribute, invalid.problem, invalid.allowed)
+            InvalidAttribute(span_name, invalid.attribute, invalid.problem, invalid.allowed, source)
         )
         return
     except (ValueError, TypeError, OverflowError, OSError, RecursionError) as error:
@@ -280,10 +293,12 @@ def _collect(
                 attr.EVENT_PREFIX + "*",
                 f"could not be converted ({type(error).__name__})",
                 "values of the sizes and ranges in the attribute table",
+                source,
             )
         )
         return
-    result.events.append(BusinessEvent(body, str(body["insertId"]), span_name))
+    origin = span_name if source == "span" else f"{source} {span_name}".strip()
+    result.events.append(BusinessEvent(body, str(body["insertId"]), origin))
 
 
 def build_body(

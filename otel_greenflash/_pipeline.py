@@ -17,10 +17,12 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.util.types import AttributeValue
 
+from . import _record_only
 from ._config import ENV_API_KEY, GreenflashConfig
 from ._delivery import DeliveryEngine, DropCallback, ErrorCallback
 from ._drops import Drops
@@ -65,6 +67,8 @@ class EventPipeline:
         self._intakes: dict[str, int] = {}
         """Attached intakes by kind (``span_processor``, ``span_exporter``, ``log_…``)."""
         self.linker = Linker(config, link_keys=self.link_keys)
+        self.linker.unsampled_spans_reach_us = _record_only.bridged
+        self._log = RateLimitedLog()
         if not self.enabled:
             logger.warning(
                 "%s is not set: otel_greenflash will send no business events", ENV_API_KEY
@@ -110,6 +114,8 @@ class EventPipeline:
             self._intakes[kind] = self._intakes.get(kind, 0) + 1
             if kind in ("span_processor", "span_exporter", "otlp"):
                 self.linker.sees_span_ends = True
+            if kind == "span_processor":
+                self.linker.tracks_open_roots = True
             if kind in ("log_exporter", "otlp"):
                 self.linker.notes_every_root = True
 
@@ -150,15 +156,32 @@ class EventPipeline:
         if released:
             self.worker.wake()
 
+    def linking_span_ended(
+        self, trace_id: int, span_id: int, *, root: bool, ids: Mapping[str, Any]
+    ) -> None:
+        """A finished span known to carry no business event, given by what the link stage
+        reads of it (decoded OTLP builds no SDK span for it); as :meth:`span_ended` would do
+        for that span. ``ids``: its attributes under the id and alias keys."""
+        self.check_pid()
+        if self.linker.linking_span_ended(trace_id, span_id, root=root, ids=ids):
+            self.worker.wake()
+
     def log_emitted(self, record: EventLog) -> None:
         """A log record that is a business event, from any log intake."""
         self.check_pid()
         if not self.enabled:
             self.drops.drop(record, "no_api_key")
             return
-        span = record.span
-        if record.trace_id and (span is None or span.end_time is None):
-            self.linker.expect_root(record.trace_id)
+        if record.trace_id:
+            if not self.linker.sees_span_ends:
+                self._log.warning(
+                    "logs-without-spans",
+                    "otel_greenflash: log records carry trace ids, but no span processor or span "
+                    "exporter with the same settings feeds their pipeline: they link through "
+                    "their own attributes and baggage only (configure() installs both)",
+                )
+            elif not record.in_ended_local_root:
+                self.linker.expect_root(record.trace_id)
         self.submit(record)
 
     def submit(self, item: Record) -> None:
@@ -234,6 +257,7 @@ class EventPipeline:
     def _logs(self) -> tuple[RateLimitedLog, ...]:
         mapper = self.mapper
         return (
+            self._log,
             self.drops.log,
             mapper.invalid_log,
             mapper.unlinked_log,

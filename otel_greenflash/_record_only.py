@@ -53,6 +53,11 @@ def add_exporter(exporter: object, sink: SpanSink) -> None:
         bridge(provider)
 
 
+def bridged() -> bool:
+    """True once some provider hands its record-only spans to our exporters."""
+    return len(_bridged) > 0
+
+
 def remove_exporter(exporter: object) -> None:
     with _lock:
         _sinks.pop(exporter, None)

@@ -57,10 +57,23 @@ class EventLog:
     span: ReadableSpan | None = None
     ancestors: tuple[ReadableSpan, ...] = ()
     baggage: Mapping[str, object] | None = None
+    sampled: bool = True
+    """The record's trace flags say sampled (its spans reach exporters)."""
+    body: Any = None
+    severity: str | None = None
 
     @property
     def time_ns(self) -> int | None:
         return self.timestamp or self.observed_timestamp
+
+    @property
+    def in_ended_local_root(self) -> bool:
+        """Emitted in its trace's local root, which has ended since: nothing to wait for."""
+        span = self.span
+        if span is None or span.end_time is None:
+            return False
+        parent = span.parent
+        return parent is None or parent.is_remote
 
 
 Record = EventSpan | EventLog | BusinessEvent

@@ -21,6 +21,9 @@ _lock = threading.Lock()
 _installed: weakref.WeakKeyDictionary[TracerProvider, GreenflashSpanProcessor] = (
     weakref.WeakKeyDictionary()
 )
+_settings_used: weakref.WeakKeyDictionary[TracerProvider, dict[str, Any]] = (
+    weakref.WeakKeyDictionary()
+)
 _installed_on_logs: weakref.WeakKeyDictionary[LoggerProvider, GreenflashLogRecordProcessor] = (
     weakref.WeakKeyDictionary()
 )
@@ -53,10 +56,13 @@ def configure(**settings: Any) -> GreenflashSpanProcessor | None:
         if existing is not None:
             if settings:
                 logger.debug("otel_greenflash.configure(): already configured; settings ignored")
+            # A LoggerProvider set since the first call gets the same settings.
+            _install_on_logger_provider(_settings_used.get(provider, {}))
             return existing
         processor = GreenflashSpanProcessor(**settings)
         provider.add_span_processor(processor)
         _installed[provider] = processor
+        _settings_used[provider] = settings
         _install_on_logger_provider(settings)
         return processor
 

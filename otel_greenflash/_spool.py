@@ -79,6 +79,8 @@ class Spool:
         self.directory = Path(directory)
         self.max_events = max_events
         self.evicted = 0
+        self.duplicates = 0
+        """Events not stored because an event with their insertId is in the spool already."""
         self._waiting: set[str] = set()
         self._lock = threading.Lock()
         try:
@@ -129,12 +131,14 @@ class Spool:
                     self._db.executemany(
                         "DELETE FROM events WHERE insert_id = ? AND status = ?", replaced
                     )
-                self._db.executemany(
+                inserted = self._db.executemany(
                     "INSERT OR IGNORE INTO events (insert_id, span_name, body, created) "
                     "VALUES (?, ?, ?, ?)",
                     rows,
-                )
+                ).rowcount
                 lost = self._evict_over_bound(handed_over_up_to)
+            # An insertId the spool already holds is the same event for the API: one row.
+            self.duplicates += len(rows) - max(0, inserted)
             # Only once committed: a failed batch keeps its waiting rows for a retry.
             self._waiting.difference_update(insert_id for insert_id, _ in replaced)
         return lost

@@ -84,7 +84,9 @@ class SpoolFeed:
         try:
             with self._lock:
                 self._apply_notes(spool)
+                duplicates_before = spool.duplicates
                 lost, unstorable = self._add(spool, events)
+                duplicates = spool.duplicates - duplicates_before
                 self._feed(spool, engine)
         except Exception as error:
             self.spool = None
@@ -102,6 +104,16 @@ class SpoolFeed:
                 count=len(unstorable),
             )
             engine.submit(unstorable)
+        if duplicates:  # the API keeps one event per insertId: these would be discarded
+            self._stats.add_dropped("duplicate_insert_id", duplicates)
+            self._log.warning(
+                "spool-duplicate",
+                "otel_greenflash: %d event(s) carry the insertId of an event already in the "
+                "spool; the API keeps one event per insertId, so they are dropped; see "
+                "stats()['dropped']['duplicate_insert_id']",
+                duplicates,
+                count=duplicates,
+            )
         if lost:
             self._stats.add_dropped("spool_full", lost)
             self._log.warning(

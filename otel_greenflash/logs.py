@@ -116,7 +116,8 @@ def event_log_of(
     ancestors: tuple[ReadableSpan, ...] = ()
     if live_span is not None:
         ancestors = linker.live.ancestors(live_span)
-        baggage = linker.live.baggage.get(span_id) or baggage
+        if baggage is None:  # no emit context (exporters): the span's start baggage
+            baggage = linker.live.baggage.get(span_id)
     return EventLog(
         attributes=dict(attributes),
         event_name=record.event_name,
@@ -127,4 +128,7 @@ def event_log_of(
         span=live_span,
         ancestors=ancestors,
         baggage=baggage,
+        sampled=bool(record.trace_flags is not None and record.trace_flags & 0x01),
+        body=record.body,
+        severity=record.severity_text,
     )

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from ._config import GreenflashConfig
 from ._delivery import DropCallback, ErrorCallback
 from ._intake import PipelineIntake, resolve_config
-from ._linking import WaitingEvents
+from ._linking import WaitingEvents, forget_oldest_share
 from ._mapping import has_business_events
 from ._records import EventLog, EventSpan, Record
 from ._transport import Transport
@@ -131,6 +131,7 @@ class GreenflashSpanProcessor(PipelineIntake, SpanProcessor):
         self._max_live_spans = linker.live.max_spans
         self._trace_ids = linker.trace_ids
         self._event_traces = linker.event_traces
+        self._open_roots = linker.open_roots
         self._no_marked_keys_in = linker.no_marked_keys_in
         self._span_ended = pipeline.span_ended
         _active_processors.add(self)
@@ -149,6 +150,13 @@ class GreenflashSpanProcessor(PipelineIntake, SpanProcessor):
         if len(spans) >= self._max_live_spans:  # spans that never end: forget the oldest
             self._live.evict_oldest_share()
         spans[span_id] = _weak(span)
+        parent = span._parent
+        if parent is None or parent[2]:  # a local root: log records of its trace may wait
+            roots = self._open_roots
+            trace_id = context[0]
+            roots[trace_id] = roots.get(trace_id, 0) + 1
+            if len(roots) > self._max_live_spans:  # roots that never end
+                forget_oldest_share(roots)
         start_baggage = (parent_context if parent_context is not None else _current_context()).get(
             _BAGGAGE_KEY
         )
@@ -163,6 +171,13 @@ class GreenflashSpanProcessor(PipelineIntake, SpanProcessor):
         self._live_spans.pop(span_id, None)
         live_baggage = self._live_baggage
         start_baggage = live_baggage.pop(span_id, None) if live_baggage else None
+        parent = span._parent
+        root = parent is None or parent[2]
+        if root:
+            roots = self._open_roots
+            still_open = roots.pop(context[0], 1) - 1
+            if still_open > 0:
+                roots[context[0]] = still_open
         attributes = span._attributes
         attributes = getattr(attributes, "_dict", attributes)
         events = span._events
@@ -173,7 +188,7 @@ class GreenflashSpanProcessor(PipelineIntake, SpanProcessor):
             and not getattr(events, "_dq", events)
             and context[0] not in self._event_traces
             and context[0] not in self._trace_ids
-            and not self._linker.notes_every_root
+            and not ((root or start_baggage) and self._linker.notes_every_root)
         ):
             return
         if self._is_shutdown:

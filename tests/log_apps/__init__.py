@@ -1,0 +1,1 @@
+"""Applications run as subprocesses by the log-event tests."""

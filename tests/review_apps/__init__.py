@@ -1,0 +1,1 @@
+"""Applications started by ``tests/test_review_pipeline.py`` in subprocesses."""
