@@ -615,25 +615,9 @@ def _parse_event_at(value: object) -> str:
 
 def _properties(attributes: Attributes) -> dict[str, object]:
     properties: dict[str, object] = {}
-    raw_json = attributes.get(attr.EVENT_PROPERTIES)
-    if raw_json is not None:
-        allowed = (
-            'a JSON object string such as \'{"plan": "pro"}\', nested at most '
-            f"{MAX_PROPERTY_DEPTH} levels deep, integers within 64 bits"
-        )
-        if not isinstance(raw_json, str):
-            raise _Invalid(attr.EVENT_PROPERTIES, _got(raw_json), allowed)
-        try:
-            parsed = json.loads(raw_json, parse_constant=_reject_constant)
-        except RecursionError:  # deeper than the parser goes: far past the limit
-            raise _Invalid(attr.EVENT_PROPERTIES, _TOO_DEEP, allowed) from None
-        except ValueError:
-            raise _Invalid(attr.EVENT_PROPERTIES, "is not valid JSON", allowed) from None
-        if not isinstance(parsed, dict):
-            raise _Invalid(attr.EVENT_PROPERTIES, f"holds a JSON {type(parsed).__name__}", allowed)
-        converted = _json_value(attr.EVENT_PROPERTIES, parsed, allowed)
-        if isinstance(converted, dict):
-            properties.update(converted)
+    raw = attributes.get(attr.EVENT_PROPERTIES)
+    if raw is not None:
+        properties.update(_properties_object(raw))
     prefix = attr.EVENT_PROPERTIES_PREFIX
     for key, value in attributes.items():
         if not key.startswith(prefix) or len(key) == len(prefix):
@@ -642,6 +626,31 @@ def _properties(attributes: Attributes) -> dict[str, object]:
     return properties
 
 
+def _properties_object(raw: object) -> dict[str, object]:
+    """``greenflash.event.properties``: a JSON object string, or a map (log record attributes
+    may hold maps)."""
+    name = attr.EVENT_PROPERTIES
+    if isinstance(raw, Mapping):
+        parsed: object = {str(key): value for key, value in raw.items()}
+    elif isinstance(raw, str):
+        try:
+            parsed = json.loads(raw, parse_constant=_reject_constant)
+        except RecursionError:  # deeper than the parser goes: far past the limit
+            raise _Invalid(name, _TOO_DEEP, _ALLOWED_OBJECT) from None
+        except ValueError:
+            raise _Invalid(name, "is not valid JSON", _ALLOWED_OBJECT) from None
+        if not isinstance(parsed, dict):
+            raise _Invalid(name, f"holds a JSON {type(parsed).__name__}", _ALLOWED_OBJECT)
+    else:
+        raise _Invalid(name, _got(raw), _ALLOWED_OBJECT)
+    converted = _json_value(name, parsed, _ALLOWED_OBJECT)
+    return converted if isinstance(converted, dict) else {}
+
+
+_ALLOWED_OBJECT = (
+    'a JSON object string such as \'{"plan": "pro"}\' (on a log record also a map), nested at '
+    f"most {MAX_PROPERTY_DEPTH} levels deep, integers within 64 bits"
+)
 _ALLOWED_PROPERTY = (
     "a string, boolean, integer within 64 bits, finite float, or a sequence of those"
 )

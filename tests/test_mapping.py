@@ -23,7 +23,13 @@ from opentelemetry.util.types import Attributes, AttributeValue
 
 from otel_greenflash import attributes as attr
 from otel_greenflash._event import BusinessEvent, InvalidAttribute
-from otel_greenflash._mapping import MappingResult, format_timestamp, has_business_events, map_span
+from otel_greenflash._mapping import (
+    MappingResult,
+    format_timestamp,
+    has_business_events,
+    map_log_record,
+    map_span,
+)
 from otel_greenflash.testing import validate_event_body
 
 PRODUCT_ID = "123e4567-e89b-12d3-a456-426614174000"
@@ -893,3 +899,37 @@ def test_any_attributes_map_to_contract_valid_bodies_or_invalid(
     for event in result.events:
         assert validate_event_body(event.body) == []
         json.dumps(event.body, allow_nan=False)
+
+
+def test_a_log_record_may_carry_its_properties_as_a_map() -> None:
+    """Log record attributes are AnyValue: ``greenflash.event.properties`` may be a map, checked
+    like the JSON string (nesting, 64-bit integers); a span attribute cannot be one."""
+    base = {
+        "greenflash.event.type": "upgrade_purchased",
+        "greenflash.event.value": "149.00",
+        "greenflash.product.id": PRODUCT_ID,
+    }
+    ok = map_log_record(
+        {**base, "greenflash.event.properties": {"plan": "pro", "seats": [1, 2], "x": {"y": 1}}},
+        event_name="greenflash.event",
+        time_ns=1_700_000_000_000_000_000,
+        observed_time_ns=None,
+        trace_id=1,
+        span_id=2,
+    )
+    assert [event.body["properties"] for event in ok.events] == [
+        {"plan": "pro", "seats": [1, 2], "x": {"y": 1}}
+    ]
+    too_big = map_log_record(
+        {**base, "greenflash.event.properties": {"n": 2**64}},
+        event_name="greenflash.event",
+        time_ns=1,
+        observed_time_ns=None,
+        trace_id=1,
+        span_id=2,
+    )
+    assert not too_big.events
+    [problem] = too_big.invalid
+    assert problem.source == "log record"
+    assert problem.describe().startswith("business event on log record 'greenflash.event'")
+    assert "beyond 64 bits" in problem.problem
