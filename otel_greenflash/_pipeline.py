@@ -116,6 +116,8 @@ class EventPipeline:
                 self.linker.sees_span_ends = True
             if kind == "span_processor":
                 self.linker.tracks_open_roots = True
+            if kind == "otlp":  # senders export what they chose to; flags are often absent
+                self.linker.unsampled_spans_reach_us = _yes
             if kind in ("log_exporter", "otlp"):
                 self.linker.notes_every_root = True
 
@@ -375,3 +377,7 @@ class EventPipeline:
         self._new_counters()
         self.lanes.restart_after_fork(self.stats_counters)
         self._new_worker()
+
+
+def _yes() -> bool:
+    return True

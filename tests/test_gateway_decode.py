@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,19 +21,30 @@ from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
+from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Span
 from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from otel_greenflash import GreenflashConfig
+from otel_greenflash._durable_intake import DurableIntake, LinkingSpan, NotAccepted
+from otel_greenflash._linker import Linker
+from otel_greenflash._linking import LinkKeys
+from otel_greenflash._mapping import count_business_events
+from otel_greenflash._transport import SendOutcome
 from otel_greenflash.gateway._decode import (
     JSON,
     PROTOBUF,
     MalformedRequestError,
+    _field_starts,
+    decode_spans,
     log_records_from_request,
     parse_logs,
     parse_traces,
@@ -436,3 +449,479 @@ def test_status_and_retry_info_read_by_googles_own_messages() -> None:
     assert (info.retry_delay.seconds, info.retry_delay.nanos) == (2, 500_000_000)
     assert RetryInfo.FromString(retry_info(0)).retry_delay.seconds == 0
     assert json.loads(status_json(3, "bad")) == {"code": 3, "message": "bad"}
+
+
+# -- the gateway's decode: linking facts for spans without business events ------------------
+
+LINK_KEYS = LinkKeys(None).all_keys
+"""The default id keys and aliases (``gen_ai.conversation.id``, ``session.id``, ``user.id``,
+``enduser.id``), as the gateway passes them."""
+
+
+def _varint(number: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, number = number & 0x7F, number >> 7
+        if number:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def _unknown_fields(*, group: bool) -> bytes:
+    """Fields no OTLP message defines (numbers 100-103), of every wire type; optionally a
+    (deprecated) group, which the walk over the encoding does not handle."""
+    fields = (
+        _varint(101 << 3 | 5)
+        + b"abcd"
+        + _varint(102 << 3 | 1)
+        + b"12345678"
+        + _varint(103 << 3 | 0)
+        + _varint(300)
+        + _varint(2000 << 3 | 2)
+        + _varint(3)
+        + b"xyz"
+    )
+    if group:
+        fields += _varint(100 << 3 | 3) + _varint(1 << 3 | 0) + b"\x05" + _varint(100 << 3 | 4)
+    return fields
+
+
+def _kv(key: str, value: Any) -> KeyValue:
+    if isinstance(value, bool):
+        return KeyValue(key=key, value=AnyValue(bool_value=value))
+    if isinstance(value, int):
+        return KeyValue(key=key, value=AnyValue(int_value=value))
+    if isinstance(value, float):
+        return KeyValue(key=key, value=AnyValue(double_value=value))
+    if isinstance(value, tuple):
+        array = ArrayValue(values=[AnyValue(string_value=item) for item in value])
+        return KeyValue(key=key, value=AnyValue(array_value=array))
+    if isinstance(value, dict):
+        kvlist = KeyValueList(values=[_kv(k, v) for k, v in value.items()])
+        return KeyValue(key=key, value=AnyValue(kvlist_value=kvlist))
+    return KeyValue(key=key, value=AnyValue(string_value=value))
+
+
+_PLAIN_ATTRIBUTES: list[tuple[str, Any]] = [
+    ("http.request.method", "POST"),
+    ("server.port", 8080),
+    ("app.retry", False),
+    ("app.ratio", 0.5),
+    ("app.tags", ("a", "b")),
+    ("app.map", {"k": "v"}),
+    ("note", "mentions user.id in a value only"),  # an alias in a value: read, finds nothing
+    ("greenflash.event.value", "149.00"),  # mentions greenflash.event, is no event
+]
+_ID_ATTRIBUTES: list[tuple[str, Any]] = [
+    ("gen_ai.conversation.id", "chat-1"),
+    ("session.id", "s-1"),
+    ("user.id", 42),
+    ("enduser.id", "u-2"),
+    ("greenflash.conversation.id", "123e4567-e89b-12d3-a456-426614174000"),
+    ("greenflash.user.external_id", ("not", "an", "id")),
+    ("greenflash.organization.external_id", "org-1"),
+]
+
+
+def _random_span(rng: random.Random, trace_id: bytes, root_id: bytes, index: int) -> Span:
+    attributes = [_kv(k, v) for k, v in rng.sample(_PLAIN_ATTRIBUTES, rng.randint(0, 4))]
+    if rng.random() < 0.3:
+        attributes += [_kv(k, v) for k, v in rng.sample(_ID_ATTRIBUTES, rng.randint(1, 3))]
+    if rng.random() < 0.1:  # a repeated key: the last value wins, as in a full decode
+        attributes += [_kv("session.id", "first"), _kv("session.id", "second")]
+    if rng.random() < 0.05:  # more than 16 KiB: a three-byte length in the encoding
+        attributes.append(_kv("payload", "x" * 20_000))
+    kind = rng.random()
+    if kind < 0.05:
+        attributes.append(_kv("greenflash.event.type", "task_success"))
+    events: list[Span.Event] = []
+    if 0.05 <= kind < 0.08:
+        events.append(Span.Event(name="greenflash.event", time_unix_nano=5))
+    elif 0.08 <= kind < 0.1:
+        typed = _kv("greenflash.event.type", "step")
+        events.append(Span.Event(name="step", time_unix_nano=6, attributes=[typed]))
+    elif rng.random() < 0.2:
+        events.append(Span.Event(name="retry", attributes=[_kv("attempt", 2)]))
+    if index == 0:
+        parent = b""
+    elif rng.random() < 0.05:
+        parent = bytes(8)  # all zeros: no parent either
+    else:
+        parent = root_id
+    span = Span(
+        trace_id=trace_id,
+        span_id=root_id if index == 0 else rng.randbytes(7) + b"\x01",
+        parent_span_id=parent,
+        name=f"span-{index}",
+        kind=rng.choice([Span.SPAN_KIND_SERVER, Span.SPAN_KIND_INTERNAL]),
+        start_time_unix_nano=1_000,
+        end_time_unix_nano=2_000,
+        attributes=attributes,
+        events=events,
+    )
+    if rng.random() < 0.1:
+        span = Span.FromString(span.SerializeToString() + _unknown_fields(group=False))
+    return span
+
+
+def _random_request(rng: random.Random, *, group: bool = False) -> ExportTraceServiceRequest:
+    """Several resources and scopes, traces of 1-8 spans, children before roots."""
+    request = ExportTraceServiceRequest()
+    for _ in range(rng.randint(1, 3)):
+        resource_spans = request.resource_spans.add()
+        resource_spans.resource.attributes.append(_kv("service.name", "svc"))
+        for _ in range(rng.randint(0, 3)):
+            spans: list[Span] = []
+            for _ in range(rng.randint(0, 6)):
+                trace_id, root_id = rng.randbytes(15) + b"\x01", rng.randbytes(7) + b"\x01"
+                trace = [_random_span(rng, trace_id, root_id, i) for i in range(rng.randint(1, 8))]
+                spans += reversed(trace)
+            scope_spans = ScopeSpans(spans=spans)
+            scope_spans.scope.name = "scope"
+            encoded = scope_spans.SerializeToString()
+            if group or rng.random() < 0.2:
+                encoded += _unknown_fields(group=group)
+            resource_spans.scope_spans.append(ScopeSpans.FromString(encoded))
+    return request
+
+
+def _same_span(decoded: ReadableSpan, full: ReadableSpan) -> None:
+    assert (decoded.name, decoded.context, decoded.parent) == (full.name, full.context, full.parent)
+    assert (decoded.kind, decoded.start_time, decoded.end_time) == (
+        full.kind,
+        full.start_time,
+        full.end_time,
+    )
+    assert decoded.status.status_code == full.status.status_code
+    assert dict(decoded.attributes or {}) == dict(full.attributes or {})
+    assert [(e.name, dict(e.attributes or {}), e.timestamp) for e in decoded.events] == [
+        (e.name, dict(e.attributes or {}), e.timestamp) for e in full.events
+    ]
+    assert decoded.resource.attributes == full.resource.attributes
+    assert decoded.instrumentation_scope == full.instrumentation_scope
+
+
+def _check_decode_spans(request: ExportTraceServiceRequest) -> tuple[int, int, int]:
+    """decode_spans against the full decode: a span with a business event (or any span whose
+    encoding mentions ``greenflash.event``) comes in full; every other span that is a root or
+    carries an id key comes as its linking facts; the rest not at all; in request order.
+    Returns how many spans came in full, as facts, and not at all."""
+    full = spans_from_request(request)
+    decoded = decode_spans(request, linking_keys=LINK_KEYS)
+    assert decoded.count == len(full)
+    encodings = [
+        span.SerializeToString()
+        for resource_spans in request.resource_spans
+        for scope_spans in resource_spans.scope_spans
+        for span in scope_spans.spans
+    ]
+    items = iter(decoded.items)
+    item = next(items, None)
+    counts = [0, 0, 0]
+    for span, encoded in zip(full, encodings, strict=True):
+        assert span.context is not None
+        root = span.parent is None
+        ids = {k: v for k, v in (span.attributes or {}).items() if k in LINK_KEYS}
+        if b"greenflash.event" in encoded:
+            assert isinstance(item, ReadableSpan)
+            _same_span(item, span)
+            counts[0] += 1
+        elif root or ids:
+            assert count_business_events(span) == 0
+            expected = LinkingSpan(span.context.trace_id, span.context.span_id, root, ids)
+            assert item == expected
+            assert list(item.ids) == list(ids)  # same order: the first value recorded wins
+            counts[1] += 1
+        else:
+            assert count_business_events(span) == 0
+            counts[2] += 1
+            continue  # nothing for this span
+        item = next(items, None)
+    assert item is None
+    return counts[0], counts[1], counts[2]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_decode_spans_keeps_what_the_pipeline_reads(seed: int) -> None:
+    request = _random_request(random.Random(seed))
+    for resource_spans in request.resource_spans:  # no group: every scope can be walked
+        for scope_spans in resource_spans.scope_spans:
+            starts = _field_starts(scope_spans.SerializeToString(), 0x12)
+            assert starts is not None
+            assert len(starts) == len(scope_spans.spans)
+    _check_decode_spans(request)
+
+
+def test_decode_spans_covers_every_kind_of_span() -> None:
+    """Across the random requests, spans come in full, as facts, and not at all."""
+    totals = [0, 0, 0]
+    for seed in range(12):
+        for index, count in enumerate(_check_decode_spans(_random_request(random.Random(seed)))):
+            totals[index] += count
+    assert all(total > 20 for total in totals), totals
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_decode_spans_without_the_walk_over_the_encoding(seed: int) -> None:
+    """A scope with an unknown group field cannot be walked: each span is looked at on its
+    own, with the same result."""
+    request = _random_request(random.Random(seed), group=True)
+    scope_spans = request.resource_spans[0].scope_spans
+    if scope_spans and scope_spans[0].spans:
+        encoded = scope_spans[0].SerializeToString()
+        assert _field_starts(encoded, 0x12) is None
+    _check_decode_spans(request)
+
+
+def test_decode_spans_from_the_sdk_and_otlp_json(sdk_spans: list[ReadableSpan]) -> None:
+    request = encode_spans(sdk_spans)
+    for body, encoding in ((request.SerializeToString(), PROTOBUF), (to_otlp_json(request), JSON)):
+        parsed = parse_traces(body, encoding)
+        _check_decode_spans(parsed)
+        items = decode_spans(parsed, linking_keys=LINK_KEYS).items
+        names = [item.name if isinstance(item, ReadableSpan) else item for item in items]
+        root = next(span for span in sdk_spans if span.name == "chat.turn")
+        assert root.context is not None
+        facts = LinkingSpan(
+            root.context.trace_id, root.context.span_id, True, {"gen_ai.conversation.id": "chat-1"}
+        )
+        assert names == ["billing.upgrade", facts]  # worker.task: not a root, no ids
+
+
+def test_field_starts_reads_every_wire_type() -> None:
+    span = b"\x0a\x02ab"
+    long_span = b"x" * 300  # a two-byte length whose low byte has bit 7 set
+    huge_span = b"y" * 20_000
+    encoded = (
+        b"\x0a\x01s"  # scope
+        + b"\x12"
+        + _varint(len(span))
+        + span
+        + _unknown_fields(group=False)
+        + b"\x12"
+        + _varint(len(long_span))
+        + long_span
+        + b"\x12"
+        + _varint(len(huge_span))
+        + huge_span
+    )
+    starts = _field_starts(encoded, 0x12)
+    assert starts is not None
+    assert [encoded[at : at + 1] for at in starts] == [b"\x0a", b"x", b"y"]
+    assert _field_starts(encoded[:-1], 0x12) is None  # cut short
+    assert _field_starts(encoded + _unknown_fields(group=True), 0x12) is None
+    assert _field_starts(b"", 0x12) == []
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"traceId": "xyz0"},
+        {"spanId": "abcd"},
+        {"traceId": ""},
+        {"traceId": "0" * 32},
+        {"spanId": "0" * 16},
+        {"parentSpanId": "abcd"},
+        {"parentSpanId": "abcd", "spanId": "ab"},
+    ],
+)
+def test_decode_spans_refuses_bad_ids_as_the_full_decode_does(fields: dict[str, str]) -> None:
+    body = json.dumps(
+        {
+            "resourceSpans": [
+                {
+                    "scopeSpans": [
+                        {
+                            "spans": [
+                                {
+                                    "traceId": "0af7651916cd43dd8448eb211c80319c",
+                                    "spanId": "b7ad6b7169203331",
+                                }
+                            ]
+                        }
+                    ]
+                },
+                {
+                    "scopeSpans": [
+                        {
+                            "spans": [
+                                {
+                                    "traceId": "0af7651916cd43dd8448eb211c80319c",
+                                    "spanId": "b7ad6b7169203332",
+                                    **fields,
+                                }
+                            ]
+                        }
+                    ]
+                },
+            ]
+        }
+    ).encode()
+    try:
+        request = parse_traces(body, JSON)
+    except MalformedRequestError:
+        return  # not hex: refused while parsing, before either decode
+    with pytest.raises(MalformedRequestError) as full:
+        spans_from_request(request)
+    with pytest.raises(MalformedRequestError) as fast:
+        decode_spans(request, linking_keys=LINK_KEYS)
+    assert str(fast.value) == str(full.value)
+    assert str(fast.value).startswith("resourceSpans[1] span 0: ")
+
+
+def test_linking_span_ended_does_what_finished_span_does() -> None:
+    """Two linkers fed the same spans, one as SDK spans, one as linking facts, in a random
+    order with events waiting on some traces: the same releases and the same linking state."""
+    rng = random.Random(3)
+    config = GreenflashConfig.resolve(environ={}, max_traces=8)
+    keys = LinkKeys(None)
+    full, facts = Linker(config, keys), Linker(config, keys)
+    for linker in (full, facts):
+        linker.sees_span_ends = True
+        linker.notes_every_root = True
+    traces = [rng.getrandbits(128) | 1 for _ in range(12)]
+    for step in range(4000):
+        trace_id = rng.choice(traces)
+        if rng.random() < 0.1:  # an event of this trace is queued and waits for its root
+            for linker in (full, facts):
+                linker.expect_root(trace_id)
+                linker.trace_ids.wait(trace_id)
+            continue
+        root = rng.random() < 0.3
+        span_id = rng.getrandbits(64) | 1
+        attributes = dict(rng.sample(_PLAIN_ATTRIBUTES[:6], rng.randint(0, 2)))
+        if rng.random() < 0.4:
+            attributes.update(rng.sample(_ID_ATTRIBUTES, rng.randint(1, 2)))
+        parent = None if root else SpanContext(trace_id, rng.getrandbits(64) | 1, False)
+        span = ReadableSpan(
+            name="s",
+            context=SpanContext(trace_id, span_id, False),
+            parent=parent,
+            attributes=attributes,
+        )
+        item, released = full.finished_span(span)
+        assert item is None
+        ids = {k: v for k, v in attributes.items() if k in keys.all_keys}
+        assert facts.linking_span_ended(trace_id, span_id, root=root, ids=ids) is released, step
+        assert list(full.event_traces) == list(facts.event_traces)
+        assert list(full.recent_roots) == list(facts.recent_roots)
+        assert full.ended_waiting == facts.ended_waiting
+        for known in traces:
+            assert (known in full.trace_ids) is (known in facts.trace_ids)
+            assert full.trace_ids.ids(known) == facts.trace_ids.ids(known)
+            assert full.trace_ids.is_open(known) is facts.trace_ids.is_open(known)
+        assert full.trace_ids.span_ids(trace_id, span_id) == facts.trace_ids.span_ids(
+            trace_id, span_id
+        )
+
+
+def test_linking_facts_of_roots_and_other_spans() -> None:
+    """What the link stage keeps of the spans the gateway gives as facts: a root's ids outrank
+    those of other spans of the trace (whichever ended first), every root's end is noted
+    (log records arriving later need not wait), and a root releases the records waiting."""
+    config = GreenflashConfig.resolve(environ={})
+    linker = Linker(config, LinkKeys(None))
+    linker.sees_span_ends = True
+    linker.notes_every_root = True  # as for the gateway's intake
+    trace_id, other_trace = 0xA1, 0xB2
+    linker.expect_root(trace_id)
+    assert linker.trace_ids.wait(trace_id) == "wait"  # an event of the trace waits
+    assert not linker.linking_span_ended(
+        trace_id, 2, root=False, ids={"gen_ai.conversation.id": "from-a-child", "user.id": 7}
+    )
+    assert linker.trace_ids.is_open(trace_id)
+    assert linker.linking_span_ended(
+        trace_id, 1, root=True, ids={"gen_ai.conversation.id": "from-the-root"}
+    )
+    assert linker.ended_waiting == [trace_id]
+    assert trace_id not in linker.event_traces
+    assert not linker.trace_ids.is_open(trace_id)
+    assert linker.trace_ids.ids(trace_id) == {
+        "greenflash.conversation.external_id": "from-the-root",
+        "greenflash.user.external_id": 7,
+    }
+    assert linker.trace_ids.span_ids(trace_id, 2) == {
+        "greenflash.conversation.external_id": "from-a-child",
+        "greenflash.user.external_id": 7,
+    }
+    assert list(linker.recent_roots) == [trace_id]
+    # a root without ids, of a trace nobody waits for: only its end is noted
+    assert not linker.linking_span_ended(other_trace, 3, root=True, ids={})
+    assert list(linker.recent_roots) == [trace_id, other_trace]
+    assert other_trace not in linker.trace_ids
+    assert linker.ended_waiting == [trace_id]
+
+
+# -- the durable intake's room check -----------------------------------------------------------
+
+
+class _Unavailable:
+    """An Events API that answers 503 to everything: events stay in the spool."""
+
+    def send(self, body: bytes, timeout_seconds: float | None = None) -> SendOutcome:
+        return SendOutcome(503)
+
+    def close(self) -> None:
+        return None
+
+
+def _event_spans(first: int, count: int) -> list[ReadableSpan | LinkingSpan]:
+    return [
+        ReadableSpan(
+            name="billing.upgrade",
+            context=SpanContext(0xC0FFEE, number, False),
+            attributes={"greenflash.event.type": "upgrade_purchased", "greenflash.event.value": 1},
+            start_time=1,
+            end_time=2,
+        )
+        for number in range(first, first + count)
+    ]
+
+
+def test_the_spool_is_counted_only_when_a_bound_does_not_settle_it(tmp_path: Path) -> None:
+    """A request is refused exactly when the events not yet delivered plus its own would
+    exceed the spool's bound; the spool (a scan of every row) is counted only when the bound
+    kept since the last count (that count plus the rows written since) leaves room in doubt."""
+    config = GreenflashConfig.resolve(
+        environ={},
+        api_key="bench-key-0123456789",
+        product_id="123e4567-e89b-12d3-a456-426614174000",
+        spool_dir=str(tmp_path),
+        spool_max_events=12,
+        handle_sigterm=False,
+    )
+    intake = DurableIntake(config, transport=_Unavailable())
+    try:
+        spool = intake.pipeline.feed.spool
+        assert spool is not None
+        counted: list[int] = []
+        real_counts = spool.counts
+
+        def counts() -> tuple[int, int]:
+            found = real_counts()
+            counted.append(found[0])
+            return found
+
+        spool.counts = counts  # type: ignore[method-assign]
+        assert intake.accept(_event_spans(1, 5), (), 30).events == 5  # counted: 0 waiting
+        assert intake.accept(_event_spans(6, 5), (), 30).events == 5  # bound 0 + 5 + 5
+        assert counted == [0]
+        with pytest.raises(NotAccepted, match=r"the spool is full \(10 of 12 events waiting\)"):
+            intake.accept(_event_spans(11, 5), (), 30)  # bound 15: counted, really full
+        assert counted == [0, 10]
+        assert intake.accept(_event_spans(11, 2), (), 30).events == 2  # 10 + 2 fit exactly
+        assert counted == [0, 10]  # nothing written since that count: the bound settles it
+        with pytest.raises(NotAccepted, match=r"\(12 of 12 events waiting\)"):
+            intake.accept(_event_spans(13, 1), (), 30)  # bound 10 + 2 written + 1: counted
+        assert counted == [0, 10, 12]
+        assert intake.accept([LinkingSpan(0xC0FFEE, 99, True, {})], (), 30).events == 0
+        assert counted == [0, 10, 12]  # a request without events needs no room
+        delivered = [event.insert_id for _, event in spool.pending_after(0, 7)]
+        spool.remove(delivered)  # as delivery does: the bound is loose until the next count
+        assert intake.accept(_event_spans(14, 7), (), 30).events == 7
+        assert counted == [0, 10, 12, 5]
+        assert real_counts()[0] == 12
+    finally:
+        intake.shutdown(0)

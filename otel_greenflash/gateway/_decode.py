@@ -9,14 +9,23 @@ Parents: a span with a ``parent_span_id`` gets a parent :class:`SpanContext` wit
 whole distributed trace, so the only trace root is the span without a parent span id, and events
 waiting for their conversation id wait for that real root, not for each service's entry span.
 Span links are not decoded: linking follows the trace id and parent ids only.
+
+The gateway decodes with :func:`decode_spans`: only a span that may carry a business event (its
+encoded form mentions ``greenflash.event``) becomes a ``ReadableSpan``; every other span is
+reduced to what the link stage reads of it (:class:`~otel_greenflash._durable_intake.LinkingSpan`),
+and a span that is neither a trace root nor carries an id key is validated and then dropped
+(linking does nothing with it).
 """
 
 from __future__ import annotations
 
 import base64
+import bisect
 import json
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from google.protobuf import json_format  # type: ignore[import-untyped, unused-ignore]
@@ -27,6 +36,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ResourceMessage
+from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -42,8 +52,12 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
+from .._durable_intake import LinkingSpan
+
 __all__ = [
+    "DecodedSpans",
     "MalformedRequestError",
+    "decode_spans",
     "log_records_from_request",
     "parse_logs",
     "parse_traces",
@@ -66,6 +80,14 @@ _TRACE_FLAGS = {0: TraceFlags(0), 1: TraceFlags(1)}
 _ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
 _EMPTY_CONTEXT = Context()
 _GREENFLASH = "greenflash."
+_EVENT_NEEDLE = b"greenflash.event"
+"""In the encoded form of every span that carries a business event: the ``greenflash.event.type``
+key (of the span or of a span event) or the ``greenflash.event`` span event name."""
+_NO_TRACE = bytes(16)
+_NO_SPAN = bytes(8)
+_NO_IDS: Mapping[str, Any] = MappingProxyType({})
+_SPANS_FIELD = 0x12
+"""The key of ``ScopeSpans.spans`` in the encoding: field 2, length-delimited."""
 _SCALARS = frozenset({"string_value", "int_value", "bool_value", "double_value", "bytes_value"})
 
 
@@ -119,6 +141,84 @@ def spans_from_request(
                     where = f"resourceSpans[{resource_index}] span {index}"
                     raise MalformedRequestError(f"{where}: {error}") from None
     return spans
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedSpans:
+    """A traces request as the gateway's intake takes it (see :func:`decode_spans`)."""
+
+    count: int
+    """Spans in the request."""
+    items: list[ReadableSpan | LinkingSpan]
+    """In request order: each span that may carry a business event in full, and what linking
+    needs of the others that are trace roots or carry an id key (the rest need nothing)."""
+
+
+def decode_spans(
+    request: ExportTraceServiceRequest, *, linking_keys: Collection[str]
+) -> DecodedSpans:
+    """Decode a traces request for the pipeline, doing per span only what the pipeline reads.
+
+    ``linking_keys``: the pipeline's id keys and aliases. A span whose encoded form mentions
+    ``greenflash.event`` is decoded in full (as :func:`spans_from_request` does); any other span
+    carries no business event, so the link stage reads only its trace and span ids, whether it
+    is a trace root, and its attributes under ``linking_keys``: such a span becomes a
+    :class:`LinkingSpan` (attributes read only when the encoded form mentions one of the keys),
+    or nothing when it is not a root and has none of them. Ids are checked for every span, with
+    the same errors as :func:`spans_from_request`.
+    """
+    keys = frozenset(linking_keys)
+    needles = _needles(keys)
+    count = 0
+    items: list[ReadableSpan | LinkingSpan] = []
+    append = items.append
+    for resource_index, resource_spans in enumerate(request.resource_spans):
+        resource: Resource | None = None
+        for scope_spans in resource_spans.scope_spans:
+            spans = scope_spans.spans
+            if not spans:
+                continue
+            count += len(spans)
+            scope: Scope | None = None
+            marked = _marked_spans(scope_spans, len(spans), needles)
+            for index, span in enumerate(spans):
+                trace_raw = span.trace_id
+                span_raw = span.span_id
+                parent_raw = span.parent_span_id
+                if (
+                    len(trace_raw) != 16
+                    or trace_raw == _NO_TRACE
+                    or len(span_raw) != 8
+                    or span_raw == _NO_SPAN
+                    or (parent_raw and len(parent_raw) != 8)
+                ):
+                    try:  # raises, with the same message as a full decode
+                        _id(trace_raw, 16, "trace_id")
+                        _id(span_raw, 8, "span_id")
+                        _id(parent_raw, 8, "parent_span_id", optional=True)
+                    except _BadIdError as error:
+                        where = f"resourceSpans[{resource_index}] span {index}"
+                        raise MalformedRequestError(f"{where}: {error}") from None
+                if marked is None:  # one span at a time
+                    encoded = span.SerializeToString()
+                    event = _EVENT_NEEDLE in encoded
+                    mentions_ids = not event and _mentions(encoded, needles)
+                else:
+                    event = index in marked[0]
+                    mentions_ids = index in marked[1]
+                if event:
+                    if resource is None:
+                        resource = _resource(resource_spans.resource, resource_spans.schema_url)
+                    if scope is None:
+                        scope = _scope(scope_spans.scope, scope_spans.schema_url)
+                    append(_span(span, resource, scope, None))
+                    continue
+                root = not parent_raw or parent_raw == _NO_SPAN
+                ids = _ids(span.attributes, keys) if mentions_ids else _NO_IDS
+                if root or ids:
+                    trace_id = int.from_bytes(trace_raw, "big")
+                    append(LinkingSpan(trace_id, int.from_bytes(span_raw, "big"), root, ids))
+    return DecodedSpans(count, items)
 
 
 def log_records_from_request(request: ExportLogsServiceRequest) -> list[ReadableLogRecord]:
@@ -281,9 +381,96 @@ def _log_record(record: Any, resource: Resource, scope: Scope) -> ReadableLogRec
 
 def _needles(linking_keys: Collection[str]) -> tuple[bytes, ...]:
     """Byte strings of which an encoded span must contain one to matter beyond its ids: keys
-    are encoded verbatim (UTF-8), so a span without them has no id or event attribute."""
-    others = sorted(key for key in linking_keys if not key.startswith(_GREENFLASH))
-    return (_GREENFLASH.encode(), *(key.encode() for key in others))
+    are encoded verbatim (UTF-8), so a span without them has no id or event attribute. A key
+    that contains another one (``enduser.id``, ``user.id``) needs no search of its own."""
+    others = sorted({key.encode() for key in linking_keys if not key.startswith(_GREENFLASH)})
+    kept = [key for key in others if not any(o != key and o in key for o in others)]
+    return (_GREENFLASH.encode(), *kept)
+
+
+def _marked_spans(
+    scope_spans: ScopeSpans, count: int, needles: tuple[bytes, ...]
+) -> tuple[set[int], set[int]] | None:
+    """The indexes of the spans of ``scope_spans`` whose encoded form mentions
+    ``greenflash.event``, and of the others that mention one of ``needles``; None when the
+    encoding cannot be walked (then each span is looked at on its own).
+
+    One encoding of the whole ``ScopeSpans`` is searched for each needle, and each position
+    found is mapped to the span whose bytes hold it. Every mention inside a span's bytes is
+    found; one outside (in the scope, or across two spans) can only mark a span that needed no
+    marking, which then is decoded as a span that may matter (correct, only slower).
+    """
+    encoded = scope_spans.SerializeToString()
+    starts = _field_starts(encoded, _SPANS_FIELD)
+    if starts is None or len(starts) != count:
+        return None
+    events: set[int] = set()
+    ids: set[int] = set()
+    for needle in needles:
+        at = encoded.find(needle)
+        while at >= 0:
+            index = bisect.bisect_right(starts, at) - 1
+            if index >= 0:
+                (events if encoded.startswith(_EVENT_NEEDLE, at) else ids).add(index)
+            at = encoded.find(needle, at + 1)
+    ids -= events
+    return events, ids
+
+
+def _field_starts(encoded: bytes, tag: int) -> list[int] | None:
+    """Where each length-delimited field with the (one-byte) ``tag`` starts in a protobuf
+    message's encoding, in order; None for an encoding this walk does not handle (groups)."""
+    starts: list[int] = []
+    append = starts.append
+    position = 0
+    end = len(encoded)
+    try:
+        while position < end:
+            key = encoded[position]
+            if key == tag:  # the common case: a span of less than 16 KiB
+                low = encoded[position + 1]
+                if low < 0x80:
+                    position += 2
+                    append(position)
+                    position += low
+                    continue
+                high = encoded[position + 2]
+                if high < 0x80:
+                    position += 3
+                    append(position)
+                    position += (low & 0x7F) | high << 7
+                    continue
+            key, position = _varint(encoded, position)
+            wire_type = key & 7
+            if wire_type == 0:
+                _, position = _varint(encoded, position)
+            elif wire_type == 2:
+                length, position = _varint(encoded, position)
+                if key == tag:
+                    append(position)
+                position += length
+            elif wire_type == 1:
+                position += 8
+            elif wire_type == 5:
+                position += 4
+            else:
+                return None
+    except IndexError:
+        return None
+    return starts if position == end else None
+
+
+def _varint(encoded: bytes, position: int) -> tuple[int, int]:
+    """The varint at ``position``, and the position after it."""
+    value = 0
+    shift = 0
+    while True:
+        byte = encoded[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, position
+        shift += 7
 
 
 def _mentions(raw: bytes, needles: tuple[bytes, ...]) -> bool:
@@ -303,6 +490,19 @@ def _id(raw: bytes, size: int, name: str, *, optional: bool = False) -> int:
     if not raw and optional:
         return 0
     raise _BadIdError(f"{name} has {len(raw)} bytes; allowed: {size} bytes ({size * 2} hex digits)")
+
+
+def _ids(pairs: Iterable[KeyValue], keys: frozenset[str]) -> dict[str, Any]:
+    """The attributes under ``keys``, as :func:`_attributes` reads them (the last of repeated
+    keys wins), in their order."""
+    found: dict[str, Any] = {}
+    for pair in pairs:
+        key = pair.key
+        if key in keys:
+            value = pair.value
+            kind = value.WhichOneof("value")
+            found[key] = getattr(value, kind) if kind in _SCALARS else _value(value)
+    return found
 
 
 def _attributes(pairs: Iterable[KeyValue]) -> dict[str, Any]:

@@ -21,8 +21,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.trace import ReadableSpan
 
-from .._durable_intake import Acceptance, NotAccepted
-from ._decode import MalformedRequestError, log_records_from_request, spans_from_request
+from .._durable_intake import Acceptance, LinkingSpan, NotAccepted
+from ._decode import MalformedRequestError, decode_spans, log_records_from_request
 from ._metrics import GatewayMetrics
 
 logger = logging.getLogger("otel_greenflash.gateway")
@@ -36,7 +36,7 @@ class Intake(Protocol):
 
     def accept(
         self,
-        spans: Sequence[ReadableSpan],
+        spans: Sequence[ReadableSpan | LinkingSpan],
         log_records: Sequence[ReadableLogRecord],
         timeout_seconds: float,
     ) -> Acceptance: ...
@@ -79,7 +79,7 @@ class Ingest:
         linking_keys: Collection[str],
     ) -> None:
         self._intake = intake
-        self._linking_keys = linking_keys
+        self._linking_keys = frozenset(linking_keys)
         self.metrics = metrics
         self._timeout = timeout_seconds
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="greenflash-gateway")
@@ -92,8 +92,8 @@ class Ingest:
         """Decode with ``parse`` (raises MalformedRequestError) and accept the spans."""
 
         def work(timeout: float) -> Accepted:
-            spans = spans_from_request(parse(), linking_keys=self._linking_keys)
-            return _accepted(len(spans), self._intake.accept(spans, (), timeout))
+            decoded = decode_spans(parse(), linking_keys=self._linking_keys)
+            return _accepted(decoded.count, self._intake.accept(decoded.items, (), timeout))
 
         return await self._run(work, deadline)
 
