@@ -4,14 +4,28 @@
 waits until the worker has linked, mapped and written their business events to the spool
 (waiting ones as waiting rows). It refuses, so the sender keeps its data and retries, when the
 spool cannot take the batch.
+
+Requests are taken concurrently (one thread each). Two things keep that safe:
+
+- **Room is reserved.** A batch's events are counted against the spool's bound together with
+  the events of batches accepted but not written yet, under one lock, so batches arriving
+  together never overfill the spool (which would evict events already acknowledged).
+- **The queue never overflows.** The pipeline's queue refuses what does not fit; the intake
+  hands a batch over in parts no larger than the queue's free room (one part at a time) and
+  waits for the worker between parts, so a batch larger than the queue is taken whole and no
+  batch's records are dropped because of another one.
 """
 
 from __future__ import annotations
 
+import itertools
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from opentelemetry._logs import LogRecord
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.trace import ReadableSpan
 
@@ -39,6 +53,9 @@ class Acceptance:
     """Business events that break the attribute convention (never sent)."""
     message: str
     """What was wrong with the first invalid one ('' when none)."""
+    rejected_items: int = 0
+    """Spans and log records that carry at least one invalid business event (what OTLP's
+    ``rejected_spans`` / ``rejected_log_records`` count)."""
 
 
 class LinkingSpan(NamedTuple):
@@ -74,9 +91,20 @@ class DurableIntake(PipelineIntake):
             raise ConfigurationError("the gateway cannot run with GREENFLASH_ENABLED=false")
         pipeline = self._join(config, on_error=None, on_drop=None, transport=transport)
         assert pipeline is not None  # enabled, checked above
+        self._room = threading.Lock()
+        """Guards the spool's count and the reservations below."""
         self._counted: tuple[Spool, int, int] | None = None
         """The latest count of a spool: (spool, events not yet delivered, its newest row's
         number when counting began)."""
+        self._reserved = 0
+        """Events of accepted batches that may not be in the spool yet (their room)."""
+        self._unsettled: dict[int, int] = {}
+        """Reservations of batches refused after they were handed to the pipeline: their
+        events may still be written, so their room is kept until a later batch's wait for the
+        worker covered them. By batch number."""
+        self._numbers = itertools.count()
+        self._handing_over = threading.Lock()
+        """One part of a batch at a time goes to the pipeline's queue (see :meth:`_hand_over`)."""
         pipeline.take_in(config.timeout_seconds)  # the worker opens the spool
 
     def accept(
@@ -90,61 +118,149 @@ class DurableIntake(PipelineIntake):
 
         ``spans`` in the order they ended; a :class:`LinkingSpan` stands for a span without
         business events (linked exactly as the same span given in full would be)."""
+        deadline = time.monotonic() + timeout_seconds
+        received_ns = time.time_ns()
         pipeline = self._shared
         if self._is_shutdown or pipeline.is_shutdown:
             raise NotAccepted("the gateway is shutting down", 1.0)
-        ready, reason = self.readiness()
-        if not ready:
+        usable, reason = self._usable()
+        if not usable:
             raise NotAccepted(reason)
-        events, invalid, message = _precheck(pipeline, spans, log_records)
+        events, invalid, rejected_items, message = _precheck(pipeline, spans, log_records)
         spool = pipeline.feed.spool
+        reserved = 0
         if spool is not None and events:
-            self._check_room(spool, events)
-        dropped_before = sum(pipeline.stats_counters.snapshot()["dropped"].values())
-        pipeline.check_pid()
+            self._reserve(spool, events)
+            reserved = events
+        covered = self._unsettled_now()
+        handed_over = True
+        try:
+            try:
+                self._hand_over(pipeline, spans, log_records, received_ns, deadline)
+            except _Refused as refusal:
+                handed_over = refusal.handed_over
+                raise
+            if not pipeline.take_in(max(0.0, deadline - time.monotonic())):
+                raise NotAccepted("the batch was not written to the spool in time", 1.0)
+            if pipeline.is_shutdown:
+                raise NotAccepted("the gateway is shutting down", 1.0)
+            if pipeline.feed.spool is None:
+                raise NotAccepted("the spool stopped working (see the gateway's log)")
+        except BaseException:
+            self._release(reserved, covered=(), unsettled=handed_over)
+            raise
+        self._release(reserved, covered=covered, unsettled=False)
+        return Acceptance(events - invalid, invalid, message, rejected_items)
+
+    def _hand_over(
+        self,
+        pipeline: EventPipeline,
+        spans: Sequence[ReadableSpan | LinkingSpan],
+        log_records: Sequence[ReadableLogRecord],
+        received_ns: int,
+        deadline: float,
+    ) -> None:
+        """Give the batch to the pipeline in order, in parts that fit the queue's free room,
+        waiting for the worker between parts. Raises :class:`_Refused` when the queue does
+        not free up before ``deadline``.
+
+        A full span queues at most one record, a business-event log record one, a
+        :class:`LinkingSpan` none. One part is handed over at a time (of any batch), so the
+        room counted is there for the whole part: only the worker takes from the queue."""
+        worker = pipeline.worker
+        capacity = pipeline.config.max_queue_size
         span_ended = pipeline.span_ended
         linking_span_ended = pipeline.linking_span_ended
-        for span in spans:
-            if isinstance(span, LinkingSpan):
-                linking_span_ended(span.trace_id, span.span_id, root=span.root, ids=span.ids)
-            else:
-                span_ended(span)
-        for readable in log_records:
-            record = readable.log_record
-            attributes = plain_attributes(record.attributes)
-            if is_log_business_event(record.event_name, attributes):
-                pipeline.log_emitted(event_log_of(record, attributes, pipeline.linker))
-        if not pipeline.take_in(timeout_seconds):
-            raise NotAccepted("the batch was not written to the spool in time", 1.0)
-        if pipeline.feed.spool is None:
-            raise NotAccepted("the spool stopped working (see the gateway's log)")
-        if sum(pipeline.stats_counters.snapshot()["dropped"].values()) > dropped_before:
-            raise NotAccepted("the gateway's queue was full", 1.0)
-        return Acceptance(events - invalid, invalid, message)
-
-    def _check_room(self, spool: Spool, events: int) -> None:
-        """Refuse when the spool cannot take ``events`` more, exactly as counting its events
-        not yet delivered would; but counting scans the whole spool (the longer an outage,
-        the longer each request), so it is done only when an upper bound does not settle it.
-
-        The bound: events not yet delivered now are at most those counted last time plus the
-        rows written since, and rows written since have numbers above the newest row's number
-        read before that count (numbers only grow, and a row's status never goes back to
-        pending). Delivered rows only make the bound loose until the next count."""
-        counted = self._counted
-        if counted is not None and counted[0] is spool:
-            _, pending, newest = counted
-            written_since = max(0, spool.last_seq() - newest)
-            if pending + written_since + events <= spool.max_events:
+        event_logs = _business_event_logs(log_records)
+        span_count, log_count = len(spans), len(event_logs)
+        next_span = next_log = 0
+        pipeline.check_pid()
+        while True:
+            with self._handing_over:
+                room = capacity - len(worker)
+                while next_span < span_count:
+                    span = spans[next_span]
+                    if isinstance(span, LinkingSpan):
+                        linking_span_ended(
+                            span.trace_id, span.span_id, root=span.root, ids=span.ids
+                        )
+                    elif room > 0:
+                        span_ended(span)
+                        room -= 1
+                    else:
+                        break
+                    next_span += 1
+                while next_span == span_count and next_log < log_count and room > 0:
+                    record, attributes = event_logs[next_log]
+                    event_log = event_log_of(record, attributes, pipeline.linker)
+                    if not event_log.timestamp and not event_log.observed_timestamp:
+                        event_log.received_timestamp = received_ns  # eventAt, not insertId
+                    pipeline.log_emitted(event_log)
+                    room -= 1
+                    next_log += 1
+            if next_span == span_count and next_log == log_count:
                 return
-        newest = spool.last_seq()
-        pending, _ = spool.counts()
-        self._counted = (spool, pending, newest)
-        if pending + events > spool.max_events:
-            raise NotAccepted(f"the spool is full ({pending} of {spool.max_events} events waiting)")
+            handed_over = next_span > 0 or next_log > 0
+            if pipeline.is_shutdown:
+                raise _Refused("the gateway is shutting down", handed_over)
+            # The queue is full: wait for the worker to take in what is queued.
+            if not pipeline.take_in(max(0.0, deadline - time.monotonic())):
+                raise _Refused("the batch was not written to the spool in time", handed_over)
 
-    def readiness(self) -> tuple[bool, str]:
-        """Ready when events can be delivered (API key or transport) and the spool is open."""
+    # -- room in the spool -------------------------------------------------------------------
+
+    def _reserve(self, spool: Spool, events: int) -> None:
+        """Reserve room for ``events``, or refuse: the spool's events not yet delivered, plus
+        those reserved by batches not written yet, plus these, must fit its bound.
+
+        Counting scans the whole spool (the longer an outage, the longer each request), so it
+        is done only when an upper bound does not settle it. The bound: events not yet
+        delivered now are at most those counted last time plus the rows written since, and
+        rows written since have numbers above the newest row's number read before that count
+        (numbers only grow, and a row's status never goes back to pending). Delivered rows only
+        make the bound loose until the next count; rows of a batch being written are in both
+        the count (or the rows since) and the reservations until it is done: loose, never
+        short."""
+        with self._room:
+            counted = self._counted
+            if counted is not None and counted[0] is spool:
+                _, pending, newest = counted
+                written_since = max(0, spool.last_seq() - newest)
+                if pending + written_since + self._reserved + events <= spool.max_events:
+                    self._reserved += events
+                    return
+            newest = spool.last_seq()
+            pending, _ = spool.counts()
+            self._counted = (spool, pending, newest)
+            if pending + self._reserved + events > spool.max_events:
+                waiting = pending + self._reserved
+                raise NotAccepted(
+                    f"the spool is full ({waiting} of {spool.max_events} events waiting)"
+                )
+            self._reserved += events
+
+    def _unsettled_now(self) -> tuple[int, ...]:
+        """The refused batches whose events this batch's wait for the worker will cover (all
+        handed over before this batch)."""
+        with self._room:
+            return tuple(self._unsettled)
+
+    def _release(self, reserved: int, *, covered: Sequence[int], unsettled: bool) -> None:
+        """The batch is written (or refused): give back its room, and that of the refused
+        batches its wait covered. A refused batch already handed over keeps its room until a
+        later batch's wait covers it (its events may still reach the spool)."""
+        with self._room:
+            for number in covered:
+                self._reserved -= self._unsettled.pop(number, 0)
+            if unsettled and reserved:
+                self._unsettled[next(self._numbers)] = reserved
+            else:
+                self._reserved -= reserved
+
+    # -- state -------------------------------------------------------------------------------
+
+    def _usable(self) -> tuple[bool, str]:
+        """Whether a batch can be taken at all (cheap: checked for every request)."""
         pipeline = self._shared
         if pipeline.is_shutdown:
             return False, "shutting down"
@@ -154,6 +270,40 @@ class DurableIntake(PipelineIntake):
             return False, "the spool is not usable (see the gateway's log)"
         return True, "ready"
 
+    def readiness(self) -> tuple[bool, str]:
+        """Ready when events can be delivered (API key or transport), the spool is open and
+        it has room for at least one more event."""
+        ready, reason = self._usable()
+        spool = self._shared.feed.spool
+        if not ready or spool is None:
+            return ready, reason
+        waiting = self._waiting_upper_bound(spool)
+        if waiting < spool.max_events:
+            return True, "ready"
+        pending, _ = spool.counts()
+        waiting = pending + self._reserved
+        if waiting >= spool.max_events:
+            return False, f"the spool is full ({waiting} of {spool.max_events} events waiting)"
+        return True, "ready"
+
+    def _waiting_upper_bound(self, spool: Spool) -> int:
+        """At least the events waiting in the spool or reserved (see :meth:`_reserve`)."""
+        counted = self._counted
+        if counted is None or counted[0] is not spool:
+            return spool.max_events  # not counted yet: unknown
+        _, pending, newest = counted
+        return pending + max(0, spool.last_seq() - newest) + self._reserved
+
+    def queue_depth(self) -> dict[str, int]:
+        """Records in the pipeline's queue now, its capacity, and the spool's bound."""
+        pipeline = self._shared
+        spool = pipeline.feed.spool
+        return {
+            "queue_depth": len(pipeline.worker),
+            "queue_capacity": pipeline.config.max_queue_size,
+            "spool_capacity": spool.max_events if spool is not None else 0,
+        }
+
     def stats(self) -> StatsSnapshot:
         return self._shared.stats()
 
@@ -162,15 +312,37 @@ class DurableIntake(PipelineIntake):
         return self._shared
 
 
+class _Refused(NotAccepted):
+    """Refused while a batch was being handed over (``handed_over``: part of it was)."""
+
+    def __init__(self, reason: str, handed_over: bool) -> None:
+        super().__init__(reason, 1.0)
+        self.handed_over = handed_over
+
+
+def _business_event_logs(
+    log_records: Sequence[ReadableLogRecord],
+) -> list[tuple[LogRecord, Mapping[str, Any]]]:
+    """The log records that are business events, with their plain attributes."""
+    found: list[tuple[LogRecord, Mapping[str, Any]]] = []
+    for readable in log_records:
+        record = readable.log_record
+        attributes = plain_attributes(record.attributes)
+        if is_log_business_event(record.event_name, attributes):
+            found.append((record, attributes))
+    return found
+
+
 def _precheck(
     pipeline: EventPipeline,
     spans: Sequence[ReadableSpan | LinkingSpan],
     log_records: Sequence[ReadableLogRecord],
-) -> tuple[int, int, str]:
-    """Count the batch's business events and the invalid ones, without linking (a pure
-    pass; the pipeline maps again with the ids it finds)."""
+) -> tuple[int, int, int, str]:
+    """Count the batch's business events, the invalid ones and the spans and log records
+    that carry invalid ones, without linking (a pure pass; the pipeline maps again with the
+    ids it finds)."""
     config = pipeline.config
-    events = invalid = 0
+    events = invalid = rejected_items = 0
     message = ""
     for span in spans:
         if isinstance(span, LinkingSpan):
@@ -180,9 +352,11 @@ def _precheck(
             continue
         events += count
         result = map_span(span, default_product_id=config.product_id, link_keys=pipeline.link_keys)
-        invalid += len(result.invalid)
-        if result.invalid and not message:
-            message = result.invalid[0].describe()
+        if result.invalid:
+            invalid += len(result.invalid)
+            rejected_items += 1
+            if not message:
+                message = result.invalid[0].describe()
     for readable in log_records:
         record = readable.log_record
         attributes = plain_attributes(record.attributes)
@@ -199,7 +373,9 @@ def _precheck(
             default_product_id=config.product_id,
             link_keys=pipeline.link_keys,
         )
-        invalid += len(result.invalid)
-        if result.invalid and not message:
-            message = result.invalid[0].describe()
-    return events, invalid, message
+        if result.invalid:
+            invalid += len(result.invalid)
+            rejected_items += 1
+            if not message:
+                message = result.invalid[0].describe()
+    return events, invalid, rejected_items, message

@@ -88,6 +88,7 @@ class EventMapper:
             link_keys=self._link_keys,
             body=record.body,
             severity=record.severity,
+            received_time_ns=record.received_timestamp,
         )
 
     def tracked(

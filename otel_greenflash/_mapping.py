@@ -206,11 +206,14 @@ def map_log_record(
     link_keys: LinkKeys | None = None,
     body: object = None,
     severity: str | None = None,
+    received_time_ns: int | None = None,
 ) -> MappingResult:
     """Build the business event of one log record (its attributes follow the span table).
 
     Its own ids come first, then ``linked``. The default insertId is derived from the record
     alone (see :func:`log_record_insert_id`), so the same record exported twice is one event.
+    ``eventAt`` defaults to its timestamp, else its observed timestamp, else
+    ``received_time_ns`` (when a receiver took it; not part of the insertId).
     """
     keys = link_keys if link_keys is not None else _DEFAULT_LINK_KEYS
     result = MappingResult()
@@ -223,7 +226,7 @@ def map_log_record(
         default_insert_id=log_record_insert_id(
             attributes, event_name, time_ns, observed_time_ns, trace_id, span_id, body, severity
         ),
-        default_time_ns=time_ns if time_ns else observed_time_ns,
+        default_time_ns=time_ns or observed_time_ns or received_time_ns,
         source="log record",
     )
     return result

@@ -61,6 +61,9 @@ class EventLog:
     """The record's trace flags say sampled (its spans reach exporters)."""
     body: Any = None
     severity: str | None = None
+    received_timestamp: int | None = None
+    """When a receiver (the gateway) took a record that carries neither timestamp: its
+    ``eventAt``, never part of its insertId (a replayed record stays one event)."""
 
     @property
     def time_ns(self) -> int | None:

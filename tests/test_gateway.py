@@ -554,6 +554,26 @@ def test_spool_full_answers_503_and_the_client_retry_succeeds(
         assert retry_after >= 1
         assert RpcStatus.FromString(answer.content).code == 14
 
+        # Readiness says so (a load balancer sends elsewhere), and the depths are shown.
+        ready = httpx.get(f"{gateway.url}/readyz")
+        assert ready.status_code == 503
+        assert ready.json() == {
+            "ready": False,
+            "reason": "the spool is full (4 of 4 events waiting)",
+        }
+        stats: Any = gateway.stats()
+        assert stats["spool"] == {"depth": 4, "capacity": 4}
+        assert stats["queue"] == {"depth": 0, "capacity": 2048}
+        metrics = httpx.get(f"{gateway.url}/metrics").text
+        for sample in (
+            "greenflash_gateway_ready 0",
+            "greenflash_gateway_spool_pending 4",
+            "greenflash_gateway_spool_capacity 4",
+            "greenflash_gateway_queue_depth 0",
+            "greenflash_gateway_queue_capacity 2048",
+        ):
+            assert f"\n{sample}\n" in metrics, sample
+
         # The API comes back; the client retries the refused request as OTLP clients do (after
         # Retry-After) until it is taken.
         receiver.clear_faults()
@@ -568,7 +588,8 @@ def test_spool_full_answers_503_and_the_client_retry_succeeds(
             )
         assert answer.status_code == 200
         wait_until(settled(gateway, index + 1), "every acknowledged event sent")
-        stats: Any = gateway.stats()
+        assert httpx.get(f"{gateway.url}/readyz").json() == {"ready": True, "reason": "ready"}
+        stats = gateway.stats()
         assert stats["requests"]["http"]["traces"]["unavailable"] >= 1
         assert stats["requests"]["http"]["traces"]["ok"] == index + 1
     assert sorted(event["eventType"] for event in receiver.accepted) == sorted(

@@ -7,9 +7,12 @@ own encoder) or are written by hand in OTLP JSON as the specification shows it.
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import random
+import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Span
 from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode
@@ -43,8 +46,10 @@ from otel_greenflash.gateway._decode import (
     JSON,
     PROTOBUF,
     MalformedRequestError,
+    RequestTooLargeError,
     _field_starts,
     decode_spans,
+    inflate_gzip,
     log_records_from_request,
     parse_logs,
     parse_traces,
@@ -435,6 +440,76 @@ def test_malformed_log_request_names_the_record() -> None:
         MalformedRequestError, match="not a valid protobuf ExportLogsServiceRequest"
     ):
         parse_logs(b"\x0a\xff", PROTOBUF)
+
+
+def _deep_request(levels: int) -> ExportTraceServiceRequest:
+    """One span whose attribute is a kvlist in a kvlist ... ``levels`` deep."""
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id, span.span_id = b"\x01" * 16, b"\x02" * 8
+    pair = span.attributes.add()
+    pair.key = "deep"
+    value = pair.value
+    for _ in range(levels):
+        inner = value.kvlist_value.values.add()
+        inner.key = "k"
+        value = inner.value
+    value.string_value = "leaf"
+    return request
+
+
+@pytest.mark.parametrize("levels", [31, 32, 60])
+def test_json_nesting_is_bounded_where_protobuf_bounds_it(levels: int) -> None:
+    """OTLP JSON is refused (malformed, never an internal error) exactly where the same
+    request in protobuf is: protobuf's parser allows 100 nested messages; 31 kvlists in a span
+    attribute are within that, 32 are not."""
+    request = _deep_request(levels)
+    outcomes = []
+    for body, media_type in (
+        (request.SerializeToString(), PROTOBUF),
+        (to_otlp_json(request), JSON),
+    ):
+        try:
+            spans_from_request(parse_traces(body, media_type))
+            outcomes.append("ok")
+        except MalformedRequestError:
+            outcomes.append("malformed")
+    assert outcomes == (["ok", "ok"] if levels == 31 else ["malformed", "malformed"])
+
+
+def test_json_deeper_than_python_can_recurse_is_malformed() -> None:
+    body = b'{"resourceSpans": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(MalformedRequestError, match="nests objects more than 100 deep"):
+        parse_traces(body, JSON)
+    body = b'{"resourceSpans": [' + b'{"x": ' * 2000 + b"1" + b"}" * 2000 + b"]}"
+    with pytest.raises(MalformedRequestError, match="nests objects more than 100 deep"):
+        parse_traces(body, JSON)
+
+
+def test_x_gzip_bodies_are_inflated_within_the_limit() -> None:
+    body = ExportTraceServiceRequest().SerializeToString() + b"\x0a\x00" * 100
+    assert inflate_gzip(gzip.compress(body), 1024) == body
+    with pytest.raises(RequestTooLargeError):
+        inflate_gzip(gzip.compress(b"\x00" * 1025), 1024)
+    assert inflate_gzip(gzip.compress(b"\x00" * 1024), 1024) == b"\x00" * 1024
+    with pytest.raises(MalformedRequestError, match="not valid gzip"):
+        inflate_gzip(b"\x1f\x8b not gzip", 1024)
+    with pytest.raises(MalformedRequestError, match="ends too early"):
+        inflate_gzip(gzip.compress(body)[:-12], 1024)
+
+
+def test_a_log_record_without_observed_time_keeps_it_absent() -> None:
+    """``observedTimeUnixNano`` is optional: absent stays absent (the insertId digests it, so
+    the gateway's clock there would make a replayed request a new event)."""
+    record = {
+        "timeUnixNano": "1700000000000000000",
+        "eventName": "greenflash.event",
+        "attributes": [{"key": "greenflash.event.type", "value": {"stringValue": "x"}}],
+    }
+    body = json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [record]}]}]}).encode()
+    (decoded,) = log_records_from_request(parse_logs(body, JSON))
+    assert decoded.log_record.observed_timestamp is None
+    assert decoded.log_record.timestamp == 1_700_000_000_000_000_000
 
 
 # -- status messages on the wire ---------------------------------------------------------------
@@ -923,5 +998,85 @@ def test_the_spool_is_counted_only_when_a_bound_does_not_settle_it(tmp_path: Pat
         assert intake.accept(_event_spans(14, 7), (), 30).events == 7
         assert counted == [0, 10, 12, 5]
         assert real_counts()[0] == 12
+    finally:
+        intake.shutdown(0)
+
+
+def _intake(tmp_path: Path, **settings: Any) -> DurableIntake:
+    config = GreenflashConfig.resolve(
+        environ={},
+        api_key="bench-key-0123456789",
+        product_id="123e4567-e89b-12d3-a456-426614174000",
+        spool_dir=str(tmp_path),
+        handle_sigterm=False,
+        **settings,
+    )
+    return DurableIntake(config, transport=_Unavailable())
+
+
+def test_a_batch_larger_than_the_queue_is_taken_whole(tmp_path: Path) -> None:
+    """The queue holds 4 records; a batch of 10 events (and linking spans between them) is
+    handed over in parts that fit, and accepted whole: nothing dropped, all 10 spooled."""
+    intake = _intake(tmp_path, max_queue_size=4, max_export_batch_size=4)
+    try:
+        batch: list[ReadableSpan | LinkingSpan] = []
+        for number, span in enumerate(_event_spans(1, 10)):
+            batch += [span, LinkingSpan(0xC0FFEE, 1000 + number, False, {})]
+        assert intake.accept(batch, (), 30).events == 10
+        stats = intake.stats()
+        assert stats["dropped"] == {}
+        assert stats["spool"]["pending"] == 10
+    finally:
+        intake.shutdown(0)
+
+
+def test_a_replayed_log_record_is_one_event_with_the_receipt_time(tmp_path: Path) -> None:
+    """A record with neither timestamp, received twice (a client's retry): one event (the
+    second is the same insertId), its eventAt the time the gateway first took it."""
+    record = {
+        "eventName": "greenflash.event",
+        "attributes": [
+            {"key": "greenflash.event.type", "value": {"stringValue": "replayed"}},
+            {"key": "greenflash.event.value", "value": {"intValue": "1"}},
+        ],
+    }
+    body = json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [record]}]}]}).encode()
+    intake = _intake(tmp_path)
+    try:
+        before = time.time_ns()
+        for _ in range(2):
+            records = log_records_from_request(parse_logs(body, JSON))
+            assert intake.accept((), records, 30).events == 1
+        after = time.time_ns()
+        spool = intake.pipeline.feed.spool
+        assert spool is not None
+        (row,) = spool.pending_after(0, 10)
+        event_at = row[1].body["eventAt"]
+        assert isinstance(event_at, str)
+        millis = int(datetime.fromisoformat(event_at.replace("Z", "+00:00")).timestamp() * 1000)
+        assert before // 1_000_000 <= millis <= after // 1_000_000
+        assert intake.stats()["dropped"] == {"duplicate_insert_id": 1}
+    finally:
+        intake.shutdown(0)
+
+
+def test_acceptance_counts_the_spans_that_carry_invalid_events(tmp_path: Path) -> None:
+    bad = {
+        "greenflash.event.type": "bad",
+        "greenflash.event.value": "not-money",
+        "greenflash.event.value_type": "currency",
+    }
+    broken = ReadableSpan(
+        name="broken",
+        context=SpanContext(0xC0FFEE, 77, False),
+        attributes=bad,
+        events=[Event("greenflash.event", bad, 3), Event("greenflash.event", bad, 4)],
+        start_time=1,
+        end_time=2,
+    )
+    intake = _intake(tmp_path)
+    try:
+        acceptance = intake.accept([*_event_spans(1, 2), broken], (), 30)
+        assert (acceptance.events, acceptance.invalid, acceptance.rejected_items) == (2, 3, 1)
     finally:
         intake.shutdown(0)

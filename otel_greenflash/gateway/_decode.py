@@ -23,6 +23,7 @@ import base64
 import bisect
 import json
 import time
+import zlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -57,7 +58,9 @@ from .._durable_intake import LinkingSpan
 __all__ = [
     "DecodedSpans",
     "MalformedRequestError",
+    "RequestTooLargeError",
     "decode_spans",
+    "inflate_gzip",
     "log_records_from_request",
     "parse_logs",
     "parse_traces",
@@ -93,6 +96,14 @@ _SCALARS = frozenset({"string_value", "int_value", "bool_value", "double_value",
 
 class MalformedRequestError(ValueError):
     """The request body is not a valid OTLP export request; the message says why."""
+
+
+class RequestTooLargeError(ValueError):
+    """The request body, once inflated, is larger than the gateway's limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the request body is larger than the gateway's limit of {limit} bytes")
+        self.limit = limit
 
 
 class _BadIdError(ValueError):
@@ -262,32 +273,72 @@ def _parse(
 
 
 def _parse_json(request: ExportTraceServiceRequest | ExportLogsServiceRequest, body: bytes) -> None:
-    """OTLP JSON: protobuf JSON with hex trace and span ids (the JSON mapping wants base64)."""
+    """OTLP JSON: protobuf JSON with hex trace and span ids (the JSON mapping wants base64).
+
+    Nesting is bounded as protobuf's binary parser bounds it (:data:`MAX_NESTING` messages),
+    so a JSON body is refused exactly where the same request in protobuf would be."""
     try:
         document = json.loads(body)
+    except RecursionError:
+        raise MalformedRequestError(_TOO_DEEP) from None
     except (UnicodeDecodeError, ValueError) as error:
         raise MalformedRequestError(f"the body is not JSON ({error})") from None
     if not isinstance(document, dict):
         raise MalformedRequestError("the body is not a JSON object")
-    _hex_ids_to_base64(document, "")
+    _hex_ids_to_base64(document)
     try:
         json_format.ParseDict(document, request, ignore_unknown_fields=True)
     except json_format.ParseError as error:
         raise MalformedRequestError(f"the body is not OTLP JSON: {error}") from None
+    except RecursionError:  # not reached: the nesting is checked above
+        raise MalformedRequestError(_TOO_DEEP) from None
 
 
-def _hex_ids_to_base64(node: Any, path: str) -> None:
-    """Rewrite every ``traceId``/``spanId``/``parentSpanId`` in place from hex to base64."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in _ID_KEYS and isinstance(value, str):
-                node[key] = _hex_to_base64(value, f"{path}.{key}")
-            elif isinstance(value, (dict, list)):
-                _hex_ids_to_base64(value, f"{path}.{key}")
-    elif isinstance(node, list):
-        for index, item in enumerate(node):
-            if isinstance(item, (dict, list)):
-                _hex_ids_to_base64(item, f"{path}[{index}]")
+MAX_NESTING = 100
+"""Messages nested in messages, at most: protobuf's own limit when it parses the binary
+encoding (a deeper request is not a valid protobuf request)."""
+_TOO_DEEP = f"the body nests objects more than {MAX_NESTING} deep (the protobuf limit)"
+
+
+def _hex_ids_to_base64(document: dict[str, Any]) -> None:
+    """Rewrite every ``traceId``/``spanId``/``parentSpanId`` in place from hex to base64,
+    and refuse objects nested more than :data:`MAX_NESTING` deep (each OTLP message is a
+    JSON object). Iterative: no input can exhaust the stack here."""
+    stack: list[tuple[Any, str, int]] = [(document, "", 1)]
+    while stack:
+        node, path, depth = stack.pop()
+        if isinstance(node, dict):
+            if depth > MAX_NESTING:
+                raise MalformedRequestError(_TOO_DEEP)
+            for key, value in node.items():
+                if key in _ID_KEYS and isinstance(value, str):
+                    node[key] = _hex_to_base64(value, f"{path}.{key}")
+                elif isinstance(value, dict):
+                    stack.append((value, f"{path}.{key}", depth + 1))
+                elif isinstance(value, list):
+                    stack.append((value, f"{path}.{key}", depth))
+        else:  # a list: its objects are one level deeper than the object holding the list
+            for index, item in enumerate(node):
+                if isinstance(item, dict):
+                    stack.append((item, f"{path}[{index}]", depth + 1))
+                elif isinstance(item, list):
+                    stack.append((item, f"{path}[{index}]", depth))
+
+
+def inflate_gzip(body: bytes, limit: int) -> bytes:
+    """A gzip body inflated (``Content-Encoding: x-gzip``, which aiohttp leaves as is), never
+    past ``limit`` bytes: :class:`RequestTooLargeError` above it, MalformedRequestError when
+    it is not gzip."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        inflated = inflater.decompress(body, limit + 1)
+        if len(inflated) > limit or inflater.unconsumed_tail:
+            raise RequestTooLargeError(limit)
+        if not inflater.eof:
+            raise MalformedRequestError("the body is not valid gzip (it ends too early)")
+    except zlib.error:
+        raise MalformedRequestError("the body is not valid gzip") from None
+    return inflated
 
 
 def _hex_to_base64(text: str, path: str) -> str:
@@ -362,7 +413,6 @@ def _log_record(record: Any, resource: Resource, scope: Scope) -> ReadableLogRec
     severity = record.severity_number
     api_record = LogRecord(
         timestamp=record.time_unix_nano or None,
-        observed_timestamp=record.observed_time_unix_nano or time.time_ns(),
         context=context,
         severity_text=record.severity_text or None,
         severity_number=SeverityNumber(severity) if 0 <= severity <= 24 else None,
@@ -370,6 +420,9 @@ def _log_record(record: Any, resource: Resource, scope: Scope) -> ReadableLogRec
         attributes=_attributes(record.attributes),
         event_name=record.event_name or None,
     )
+    # As on the wire: absent is None, not the gateway's clock (the API's LogRecord fills it
+    # in), because the insertId digests it and a replayed request must be the same event.
+    api_record.observed_timestamp = record.observed_time_unix_nano or None  # type: ignore[assignment]
     if trace_id and not span_id:  # a record in a trace but outside any span
         api_record.trace_id = trace_id
         api_record.trace_flags = TraceFlags(flags)

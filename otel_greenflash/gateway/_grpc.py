@@ -2,13 +2,21 @@
 
 Status codes follow the OTLP specification: INVALID_ARGUMENT for a malformed message,
 RESOURCE_EXHAUSTED above the size limit (gRPC's own receive limit), UNAUTHENTICATED without the
-bearer token, UNAVAILABLE with a ``RetryInfo`` delay when the events cannot be made durable now.
-Messages arrive as bytes and are parsed on the ingest pool, not on the event loop.
+bearer token, UNAVAILABLE with a ``RetryInfo`` delay when the events cannot be made durable now
+(or no worker frees up in time). Messages arrive as bytes and are parsed on the ingest pool,
+not on the event loop.
+
+``Export`` is unary, but it is served as a client-streaming method (the same on the wire): the
+handler then runs before the request message is received, takes a worker slot, and only then
+reads the message, so requests waiting for a slot do not hold their messages in memory (as over
+HTTP, where the body is read with a slot). ``maximum_concurrent_rpcs`` bounds the waiting ones.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,41 +32,55 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from ._decode import MalformedRequestError
-from ._ingest import Accepted, Ingest, UnavailableError
+from ._decode import MalformedRequestError, RequestTooLargeError
+from ._ingest import BUSY_RETRY_SECONDS, Accepted, Ingest, Payload, UnavailableError
 from ._status import RETRY_INFO_TYPE_URL, any_message, retry_info, status_protobuf
 
 PROTOCOL = "grpc"
+LOOKAHEAD_BYTES = 1024 * 1024
+"""What gRPC receives of a call's message before the handler reads it (HTTP/2 flow control):
+a call waiting for a worker holds this much at most; 1 MiB per round trip is 20 MB/s per call
+on a 50 ms link."""
+CONCURRENT_RPCS_PER_WORKER = 16
+"""Calls at once per worker slot (taken or waiting for one): 256 with 16 workers, so about
+256 MiB of read-ahead at most. gRPC refuses more with RESOURCE_EXHAUSTED and no RetryInfo,
+which OTLP clients treat as permanent: the limit is set far above what senders open (the
+Collector's exporters use 10 consumers each)."""
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 _UNAVAILABLE = 14
 
 
 def build_server(
-    ingest: Ingest, *, token: str | None, max_request_bytes: int
+    ingest: Ingest, *, token: str | None, max_request_bytes: int, workers: int
 ) -> Any:  # grpc.aio.Server
     """A ``grpc.aio`` server with both services registered; ports are added by the caller."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_request_bytes),
             ("grpc.so_reuseport", 0),
-        ]
+            # Receive at most this much of a message before the handler reads it (gRPC's
+            # automatic window would take whole messages of calls waiting for a worker).
+            ("grpc.http2.bdp_probe", 0),
+            ("grpc.http2.lookahead_bytes", LOOKAHEAD_BYTES),
+        ],
+        maximum_concurrent_rpcs=CONCURRENT_RPCS_PER_WORKER * workers,
     )
     expected = f"bearer {token}" if token else None
 
-    async def traces(body: bytes, context: Any) -> ExportTraceServiceResponse:
-        accepted = await _take(ingest, "traces", body, context, expected)
+    async def traces(messages: Any, context: Any) -> ExportTraceServiceResponse:
+        accepted = await _take(ingest, "traces", messages, context, expected, max_request_bytes)
         response = ExportTraceServiceResponse()
         if accepted.invalid:
-            response.partial_success.rejected_spans = min(accepted.invalid, accepted.items)
+            response.partial_success.rejected_spans = accepted.rejected
             response.partial_success.error_message = accepted.partial_message
         return response
 
-    async def logs(body: bytes, context: Any) -> ExportLogsServiceResponse:
-        accepted = await _take(ingest, "logs", body, context, expected)
+    async def logs(messages: Any, context: Any) -> ExportLogsServiceResponse:
+        accepted = await _take(ingest, "logs", messages, context, expected, max_request_bytes)
         response = ExportLogsServiceResponse()
         if accepted.invalid:
-            response.partial_success.rejected_log_records = min(accepted.invalid, accepted.items)
+            response.partial_success.rejected_log_records = accepted.rejected
             response.partial_success.error_message = accepted.partial_message
         return response
 
@@ -71,28 +93,35 @@ def build_server(
     return server
 
 
-def _service(name: str, behavior: Callable[[bytes, Any], Awaitable[Any]], response: Any) -> Any:
-    handler = grpc.unary_unary_rpc_method_handler(
+def _service(name: str, behavior: Callable[[Any, Any], Awaitable[Any]], response: Any) -> Any:
+    handler = grpc.stream_unary_rpc_method_handler(
         behavior, request_deserializer=None, response_serializer=response.SerializeToString
     )
     return grpc.method_handlers_generic_handler(name, {"Export": handler})
 
 
 async def _take(
-    ingest: Ingest, signal: str, body: bytes, context: Any, expected: str | None
+    ingest: Ingest, signal: str, messages: Any, context: Any, expected: str | None, limit: int
 ) -> Accepted:
     metrics = ingest.metrics
     if expected is not None and not _authorized(context, expected):
         metrics.request(PROTOCOL, signal, "unauthenticated")
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
-    remaining = context.time_remaining()
+    deadline = ingest.deadline(context.time_remaining())
     try:
-        async with ingest.slots:  # as over HTTP: a bounded number of requests at once
-            accepted = await _ingest(ingest, signal, body, remaining)
+        async with ingest.request(deadline):  # as over HTTP: a slot before the message
+            message = await _message(messages, deadline, ingest.timeout_seconds, limit)
+            payload = Payload(message)
+            del message  # the payload holds the only reference (see Payload)
+            accepted = await _ingest(ingest, signal, payload, deadline)
+    except RequestTooLargeError as error:
+        metrics.request(PROTOCOL, signal, "too_large")
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{error} (or none was sent)")
+        raise  # not reached: abort raises
     except MalformedRequestError as error:
         metrics.request(PROTOCOL, signal, "malformed")
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        raise  # not reached: abort raises
+        raise  # not reached
     except UnavailableError as error:
         metrics.request(PROTOCOL, signal, "unavailable")
         await context.abort(grpc.StatusCode.UNAVAILABLE, error.reason, _retry_metadata(error))
@@ -102,10 +131,31 @@ async def _take(
     return accepted
 
 
-async def _ingest(ingest: Ingest, signal: str, body: bytes, remaining: float | None) -> Accepted:
+async def _message(messages: Any, deadline: float, timeout: float, limit: int) -> bytes:
+    """The request message (the first; a unary client sends exactly one), by ``deadline``.
+
+    None arrives when gRPC refused it above ``limit`` (and answered RESOURCE_EXHAUSTED
+    itself), or from a client that sent none (not a unary client): RequestTooLargeError."""
+
+    async def first() -> bytes:
+        async for message in messages:
+            return bytes(message)
+        raise RequestTooLargeError(limit)
+
+    try:
+        return await asyncio.wait_for(first(), max(0.0, deadline - time.monotonic()))
+    except asyncio.TimeoutError:
+        raise UnavailableError(
+            f"the request message did not arrive within {timeout:g} s", BUSY_RETRY_SECONDS
+        ) from None
+
+
+async def _ingest(ingest: Ingest, signal: str, payload: Payload, deadline: float) -> Accepted:
     if signal == "traces":
-        return await ingest.traces(lambda: _parse(ExportTraceServiceRequest(), body), remaining)
-    return await ingest.logs(lambda: _parse(ExportLogsServiceRequest(), body), remaining)
+        return await ingest.traces(
+            lambda: _parse(ExportTraceServiceRequest(), payload.take()), deadline
+        )
+    return await ingest.logs(lambda: _parse(ExportLogsServiceRequest(), payload.take()), deadline)
 
 
 def _parse(message: Any, body: bytes) -> Any:

@@ -2,16 +2,20 @@
 
 Answers follow the OTLP specification: 200 with an ``Export*ServiceResponse`` (in the request's
 encoding; ``partial_success`` when business events were invalid), 400 for a malformed body,
-413 above the size limit, 415 for an unknown content type or encoding, 401 without the bearer
-token, 503 with ``Retry-After`` when the events cannot be made durable now. Error bodies are a
-``google.rpc.Status``. Only ``GET /healthz`` needs no token.
+413 above the size limit (after inflating ``gzip``, ``x-gzip`` or ``deflate``), 415 for an
+unknown content type or encoding, 401 without the bearer token, 503 with ``Retry-After`` when
+the events cannot be made durable now, no worker frees up, or the body does not arrive within
+``--request-timeout``. Error bodies are a ``google.rpc.Status``. Only ``GET /healthz`` needs no
+token; ``/readyz`` answers 503 while the spool is full or unusable.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import math
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -27,8 +31,16 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from ._decode import JSON, PROTOBUF, MalformedRequestError, parse_logs, parse_traces
-from ._ingest import Accepted, Ingest, UnavailableError
+from ._decode import (
+    JSON,
+    PROTOBUF,
+    MalformedRequestError,
+    RequestTooLargeError,
+    inflate_gzip,
+    parse_logs,
+    parse_traces,
+)
+from ._ingest import BUSY_RETRY_SECONDS, Accepted, Ingest, Payload, UnavailableError
 from ._status import status_json, status_protobuf
 
 PROTOCOL = "http"
@@ -47,8 +59,10 @@ def build_app(
     max_request_bytes: int,
     readiness: StatusSource,
     pipeline_stats: StatsSource,
+    queue_stats: StatsSource,
 ) -> web.Application:
-    """The OTLP/HTTP application; ``readiness`` and ``pipeline_stats`` are read per request."""
+    """The OTLP/HTTP application; ``readiness``, ``pipeline_stats`` and ``queue_stats`` (queue
+    depth and capacities) are read per request."""
     metrics = ingest.metrics
 
     @web.middleware
@@ -80,10 +94,12 @@ def build_app(
         return web.json_response({"ready": ready, "reason": reason}, status=200 if ready else 503)
 
     async def stats(request: web.Request) -> web.StreamResponse:
-        return web.json_response(metrics.snapshot(pipeline_stats(), _readiness(ingest, readiness)))
+        ready = _readiness(ingest, readiness)
+        return web.json_response(metrics.snapshot(pipeline_stats(), ready, queue_stats()))
 
     async def prometheus(request: web.Request) -> web.StreamResponse:
-        text = metrics.prometheus(pipeline_stats(), _readiness(ingest, readiness))
+        ready = _readiness(ingest, readiness)
+        text = metrics.prometheus(pipeline_stats(), ready, queue_stats())
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     # aiohttp's own body limit stays above ours, so that _export answers 413 itself.
@@ -110,35 +126,63 @@ async def _export(
         return "malformed", _error(request, 415, _INVALID_ARGUMENT, message)
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding not in _ENCODINGS:
-        message = f"unsupported Content-Encoding {encoding!r}; allowed: gzip, deflate or none"
+        message = (
+            f"unsupported Content-Encoding {encoding!r}; allowed: gzip, x-gzip, deflate or none"
+        )
         return "malformed", _error(request, 415, _INVALID_ARGUMENT, message)
     if request.content_length is not None and request.content_length > limit:
         return "too_large", _too_large(request, limit)
-    async with ingest.slots:
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return "too_large", _too_large(request, limit)
-        except Exception as error:  # aiohttp's ContentEncodingError, PayloadEncodingError, …
-            message = (
-                f"the body could not be read ({type(error).__name__}: bad {encoding or 'body'})"
+    deadline = ingest.deadline()
+    try:
+        async with ingest.request(deadline):
+            payload = Payload(
+                await _read(request, encoding, limit, deadline, ingest.timeout_seconds)
             )
-            return "malformed", _error(request, 400, _INVALID_ARGUMENT, message)
-        if len(body) > limit:
-            return "too_large", _too_large(request, limit)
-        try:
+            if len(payload) > limit:
+                return "too_large", _too_large(request, limit)
+            x_gzip = encoding == "x-gzip"  # aiohttp inflates only gzip and deflate itself
+
+            def body() -> bytes:  # on the pool: inflating is work
+                return inflate_gzip(payload.take(), limit) if x_gzip else payload.take()
+
             if signal == "traces":
-                accepted = await ingest.traces(lambda: parse_traces(body, media_type))
+                accepted = await ingest.traces(lambda: parse_traces(body(), media_type), deadline)
             else:
-                accepted = await ingest.logs(lambda: parse_logs(body, media_type))
-        except MalformedRequestError as error:
-            return "malformed", _error(request, 400, _INVALID_ARGUMENT, str(error))
-        except UnavailableError as error:
-            answer = _error(request, 503, _UNAVAILABLE, error.reason)
-            answer.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_seconds)))
-            return "unavailable", answer
+                accepted = await ingest.logs(lambda: parse_logs(body(), media_type), deadline)
+    except RequestTooLargeError:
+        return "too_large", _too_large(request, limit)
+    except MalformedRequestError as error:
+        return "malformed", _error(request, 400, _INVALID_ARGUMENT, str(error))
+    except UnavailableError as error:
+        answer = _error(request, 503, _UNAVAILABLE, error.reason)
+        answer.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_seconds)))
+        if isinstance(error, _BodyTimeoutError):
+            answer.force_close()  # the rest of the body must not be read as a next request
+        return "unavailable", answer
     ingest.metrics.accepted(signal, accepted.items, accepted.events, accepted.invalid)
     return ("partial" if accepted.invalid else "ok"), _success(media_type, signal, accepted)
+
+
+class _BodyTimeoutError(UnavailableError):
+    """The body did not arrive by the request's deadline."""
+
+
+async def _read(
+    request: web.Request, encoding: str, limit: int, deadline: float, timeout: float
+) -> bytes:
+    """The whole body (inflated for gzip and deflate) by ``deadline`` (``time.monotonic()``)."""
+    try:
+        return await asyncio.wait_for(request.read(), max(0.0, deadline - time.monotonic()))
+    except asyncio.TimeoutError:
+        raise _BodyTimeoutError(
+            f"the request body did not arrive within {timeout:g} s", BUSY_RETRY_SECONDS
+        ) from None
+    except web.HTTPRequestEntityTooLarge:
+        raise RequestTooLargeError(limit) from None
+    except Exception as error:  # aiohttp's ContentEncodingError, PayloadEncodingError, …
+        raise MalformedRequestError(
+            f"the body could not be read ({type(error).__name__}: bad {encoding or 'body'})"
+        ) from None
 
 
 def _success(media_type: str, signal: str, accepted: Accepted) -> web.Response:
@@ -148,7 +192,7 @@ def _success(media_type: str, signal: str, accepted: Accepted) -> web.Response:
         if accepted.invalid:
             response.partial_success.CopyFrom(
                 ExportTracePartialSuccess(
-                    rejected_spans=min(accepted.invalid, accepted.items),
+                    rejected_spans=accepted.rejected,
                     error_message=accepted.partial_message,
                 )
             )
@@ -157,7 +201,7 @@ def _success(media_type: str, signal: str, accepted: Accepted) -> web.Response:
         if accepted.invalid:
             response.partial_success.CopyFrom(
                 ExportLogsPartialSuccess(
-                    rejected_log_records=min(accepted.invalid, accepted.items),
+                    rejected_log_records=accepted.rejected,
                     error_message=accepted.partial_message,
                 )
             )

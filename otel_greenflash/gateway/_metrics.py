@@ -36,8 +36,11 @@ class GatewayMetrics:
         self.events_accepted += events
         self.events_rejected += invalid
 
-    def snapshot(self, pipeline: Mapping[str, Any], ready: tuple[bool, str]) -> dict[str, Any]:
-        """Everything ``/stats`` shows: the gateway's counters and the pipeline's."""
+    def snapshot(
+        self, pipeline: Mapping[str, Any], ready: tuple[bool, str], queue: Mapping[str, int]
+    ) -> dict[str, Any]:
+        """Everything ``/stats`` shows: the gateway's counters, the pipeline's, and the depth
+        of its queue (``queue``: ``queue_depth``, ``queue_capacity``, ``spool_capacity``)."""
         requests: dict[str, dict[str, dict[str, int]]] = {}
         for (protocol, signal, outcome), count in sorted(self.requests.items()):
             requests.setdefault(protocol, {}).setdefault(signal, {})[outcome] = count
@@ -47,16 +50,29 @@ class GatewayMetrics:
             "received": {"spans": self.spans, "log_records": self.log_records},
             "events": {"accepted": self.events_accepted, "rejected": self.events_rejected},
             "requests": requests,
+            "queue": {
+                "depth": queue.get("queue_depth", 0),
+                "capacity": queue.get("queue_capacity", 0),
+            },
+            "spool": {
+                "depth": dict(pipeline.get("spool") or {}).get("pending", 0),
+                "capacity": queue.get("spool_capacity", 0),
+            },
             "pipeline": dict(pipeline),
         }
 
-    def prometheus(self, pipeline: Mapping[str, Any], ready: tuple[bool, str]) -> str:
+    def prometheus(
+        self, pipeline: Mapping[str, Any], ready: tuple[bool, str], queue: Mapping[str, int]
+    ) -> str:
         """Prometheus text exposition format 0.0.4."""
-        return "".join(_lines(self, pipeline, ready))
+        return "".join(_lines(self, pipeline, ready, queue))
 
 
 def _lines(
-    metrics: GatewayMetrics, pipeline: Mapping[str, Any], ready: tuple[bool, str]
+    metrics: GatewayMetrics,
+    pipeline: Mapping[str, Any],
+    ready: tuple[bool, str],
+    queue: Mapping[str, int],
 ) -> Iterator[str]:
     prefix = "greenflash_gateway_"
 
@@ -92,11 +108,17 @@ def _lines(
     yield family("events_dropped_total", "counter", "Business events dropped, by reason.")
     for reason, count in sorted(dict(pipeline.get("dropped") or {}).items()):
         yield f'{prefix}events_dropped_total{{reason="{_label(reason)}"}} {_number(count)}\n'
+    yield family("queue_depth", "gauge", "Records in the pipeline's queue, not linked yet.")
+    yield f"{prefix}queue_depth {_number(queue.get('queue_depth'))}\n"
+    yield family("queue_capacity", "gauge", "Records the pipeline's queue holds at most.")
+    yield f"{prefix}queue_capacity {_number(queue.get('queue_capacity'))}\n"
     yield family("events_waiting", "gauge", "Business events waiting for their trace's root span.")
     yield f"{prefix}events_waiting {_number(pipeline.get('waiting'))}\n"
     spool = dict(pipeline.get("spool") or {})
     yield family("spool_pending", "gauge", "Business events in the spool, not delivered yet.")
     yield f"{prefix}spool_pending {_number(spool.get('pending'))}\n"
+    yield family("spool_capacity", "gauge", "Business events the spool holds at most.")
+    yield f"{prefix}spool_capacity {_number(queue.get('spool_capacity'))}\n"
     yield family("spool_rejected", "gauge", "Business events kept in the spool after a refusal.")
     yield f"{prefix}spool_rejected {_number(spool.get('rejected'))}\n"
     yield family("spool_evicted_total", "counter", "Business events evicted from a full spool.")

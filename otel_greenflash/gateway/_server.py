@@ -1,10 +1,12 @@
 """One asyncio loop running OTLP/HTTP and OTLP/gRPC in front of one durable intake.
 
 SIGTERM (or SIGINT) drains: both servers stop listening, requests already being taken finish
-(new ones on open connections get 503 / UNAVAILABLE, so the client sends them elsewhere), then
-the intake delivers what it acknowledged within what is left of ``--shutdown-timeout``; events
-not delivered by then stay in the spool for the next start. A second signal ends the process at
-once (acknowledged events are in the spool already).
+(their bodies may still be arriving; new ones on open connections get 503 / UNAVAILABLE, so the
+client sends them elsewhere), then the intake delivers what it acknowledged; events not
+delivered by the end of ``--shutdown-timeout`` stay in the spool for the next start. Requests
+get at most half of the timeout (each is bounded by ``--request-timeout`` anyway); the intake
+always gets at least the other half, so a stalled upload cannot use it up. A second signal
+ends the process at once (acknowledged events are in the spool already).
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import asyncio
 import logging
 import os
 import signal
-import ssl
 import sys
 import time
 from collections.abc import Collection
@@ -28,13 +29,19 @@ from ._grpc import build_server
 from ._http import build_app
 from ._ingest import Ingest
 from ._metrics import GatewayMetrics
-from ._settings import GatewaySettings, describe
+from ._settings import GatewaySettings, describe, hostport, server_ssl_context
 
 logger = logging.getLogger("otel_greenflash.gateway")
 
 WORKERS = 16
 """Requests decoded or waiting for the spool at once (more wait for a slot, unread)."""
 _MIN_INTAKE_SHUTDOWN_SECONDS = 1.0
+_INTAKE_SHARE = 0.5
+"""The share of ``--shutdown-timeout`` kept for delivering acknowledged events, whatever
+requests being taken need."""
+_CLOSE_SECONDS = 0.25
+"""aiohttp's wait for a handler when closing its connection (then again after cancelling it):
+by then the drain has waited for every request being taken."""
 
 
 class ListenError(OSError):
@@ -63,38 +70,49 @@ async def serve(
         max_request_bytes=settings.max_request_bytes,
         readiness=intake.readiness,
         pipeline_stats=intake.stats,
+        queue_stats=intake.queue_depth,
     )
     runner = web.AppRunner(
-        app,
-        access_log=None,
-        handle_signals=False,
-        shutdown_timeout=settings.shutdown_timeout_seconds,
+        app, access_log=None, handle_signals=False, shutdown_timeout=_CLOSE_SECONDS
     )
     await runner.setup()
     grpc_server = build_server(
-        ingest, token=settings.token, max_request_bytes=settings.max_request_bytes
+        ingest, token=settings.token, max_request_bytes=settings.max_request_bytes, workers=WORKERS
     )
+    site: web.TCPSite | None = None
+    started = time.monotonic()
+    budget = settings.shutdown_timeout_seconds
     try:
-        await _listen_http(runner, settings)
+        site = await _listen_http(runner, settings)
         _listen_grpc(grpc_server, settings)
         await grpc_server.start()
         logger.info("otel-greenflash gateway: %s", describe(settings))
         await stop.wait()
         logger.info("stopping: no new connections; finishing requests being taken")
-    finally:
         started = time.monotonic()
+    finally:
+        # Requests being taken get up to half of the budget (each ends by its own deadline
+        # anyway); what is left, at least the other half, is for delivering.
+        drain_until = started + budget * (1 - _INTAKE_SHARE)
         ingest.close()
-        await asyncio.gather(grpc_server.stop(settings.shutdown_timeout_seconds), runner.cleanup())
-        await asyncio.to_thread(ingest.join)
-    left = max(
-        _MIN_INTAKE_SHUTDOWN_SECONDS,
-        settings.shutdown_timeout_seconds - (time.monotonic() - started),
-    )
+        if site is not None:
+            await site.stop()  # the listening socket only: open connections stay
+        grpc_stopped = asyncio.ensure_future(grpc_server.stop(_until(drain_until)))
+        if not await ingest.finished(_until(drain_until) - 2 * _CLOSE_SECONDS):
+            logger.warning("requests still being taken at the end of the drain: closing them")
+        await runner.cleanup()  # idle connections; handlers still running are cancelled
+        await grpc_stopped
+        await ingest.work_done(_until(drain_until))
+    left = max(_MIN_INTAKE_SHUTDOWN_SECONDS, budget * _INTAKE_SHARE, _until(started + budget))
     logger.info("delivering acknowledged events (up to %.1f s)", left)
     await asyncio.to_thread(intake.shutdown, int(left * 1000))
     for number in signals:
         loop.remove_signal_handler(number)
     logger.info("stopped")
+
+
+def _until(moment: float) -> float:
+    return max(0.0, moment - time.monotonic())
 
 
 def _on_signal(stop: asyncio.Event) -> None:
@@ -105,24 +123,21 @@ def _on_signal(stop: asyncio.Event) -> None:
     stop.set()
 
 
-async def _listen_http(runner: web.AppRunner, settings: GatewaySettings) -> None:
-    context = _ssl_context(settings.tls) if settings.tls else None
+async def _listen_http(runner: web.AppRunner, settings: GatewaySettings) -> web.TCPSite:
+    context = server_ssl_context(settings.tls) if settings.tls else None
     site = web.TCPSite(runner, settings.host, settings.http_port, ssl_context=context)
     try:
         await site.start()
     except OSError as error:
         raise ListenError(
-            f"cannot listen for OTLP/HTTP on {settings.host}:{settings.http_port}: "
+            f"cannot listen for OTLP/HTTP on {hostport(settings.host, settings.http_port)}: "
             f"{error.strerror or error}"
         ) from None
+    return site
 
 
 def _listen_grpc(server: Any, settings: GatewaySettings) -> None:
-    address = (
-        f"[{settings.host}]:{settings.grpc_port}"
-        if ":" in settings.host
-        else (f"{settings.host}:{settings.grpc_port}")
-    )
+    address = hostport(settings.host, settings.grpc_port)
     try:
         if settings.tls:
             cert, key = settings.tls
@@ -138,9 +153,3 @@ def _listen_grpc(server: Any, settings: GatewaySettings) -> None:
         raise ListenError(
             f"cannot listen for OTLP/gRPC on {address}: the port is in use or not available"
         )
-
-
-def _ssl_context(files: tuple[str, str]) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(*files)
-    return context

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +63,10 @@ def default_spool_dir(environ: Mapping[str, str]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The gateway's flags; each defaults to its ``GREENFLASH_GATEWAY_*`` variable."""
-    parser.add_argument("--host", help=f"address to listen on (default 127.0.0.1; {ENV_HOST})")
+    parser.add_argument(
+        "--host",
+        help=f"address to listen on, IPv6 with or without brackets (default 127.0.0.1; {ENV_HOST})",
+    )
     parser.add_argument("--http-port", type=int, help=f"OTLP/HTTP port (4318; {ENV_HTTP_PORT})")
     parser.add_argument("--grpc-port", type=int, help=f"OTLP/gRPC port (4317; {ENV_GRPC_PORT})")
     parser.add_argument(
@@ -87,14 +91,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--request-timeout",
         type=float,
-        help="seconds a request may wait for its events to be spooled before 503 / UNAVAILABLE "
+        help="seconds a request may take (waiting for a worker, receiving its body, its events "
+        "reaching the spool) before 503 / UNAVAILABLE with a retry delay "
         f"(default 10; {ENV_REQUEST_TIMEOUT} in ms)",
     )
     parser.add_argument(
         "--shutdown-timeout",
         type=float,
-        help="seconds SIGTERM may spend finishing requests and delivering acknowledged events "
-        f"(default 20; {ENV_SHUTDOWN_TIMEOUT} in ms); what is left stays in the spool",
+        help="seconds SIGTERM may spend finishing requests (up to half of it) and delivering "
+        f"acknowledged events (default 20; {ENV_SHUTDOWN_TIMEOUT} in ms); what is left stays "
+        "in the spool",
     )
 
 
@@ -110,7 +116,7 @@ def resolve(
         raw = env.get(variable, "").strip()
         return raw or None
 
-    host = pick(arguments.host, ENV_HOST) or "127.0.0.1"
+    host = _host(pick(arguments.host, ENV_HOST) or "127.0.0.1")
     settings = GatewaySettings(
         host=host,
         http_port=_port(
@@ -135,6 +141,23 @@ def resolve(
     )
     _check(settings)
     return settings
+
+
+def _host(raw: str) -> str:
+    """The address to bind, without the brackets of a URL's IPv6 literal (``[::1]`` → ``::1``):
+    aiohttp and gRPC take the bare address."""
+    host = raw.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1].strip()
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigurationError(
+                f"--host / {ENV_HOST}={raw!r}: brackets hold an IPv6 address only"
+            ) from None
+    if not host:
+        raise ConfigurationError(f"--host / {ENV_HOST} is empty")
+    return host
 
 
 def is_loopback(host: str) -> bool:
@@ -162,10 +185,34 @@ def _check(settings: GatewaySettings) -> None:
     for name, path in (("--tls-cert", settings.tls_cert), ("--tls-key", settings.tls_key)):
         if path is not None and not Path(path).is_file():
             raise ConfigurationError(f"{name}: no readable file at {path}")
+    if settings.tls:
+        server_ssl_context(settings.tls)
     if settings.http_port == settings.grpc_port:
         raise ConfigurationError(
             f"--http-port and --grpc-port are both {settings.http_port}; allowed: two ports"
         )
+
+
+def server_ssl_context(files: tuple[str, str]) -> ssl.SSLContext:
+    """The TLS context for ``(certificate file, key file)``; a clear ConfigurationError when
+    they cannot be used (not PEM, a key that does not match, unreadable)."""
+    cert, key = files
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key, password=_no_password)
+    except (ssl.SSLError, OSError) as error:
+        reason = error.strerror or str(error)
+        raise ConfigurationError(
+            f"--tls-cert {cert} / --tls-key {key} ({ENV_TLS_CERT}, {ENV_TLS_KEY}) cannot be "
+            f"used: {reason}; allowed: a PEM certificate (chain) and its PEM private key, "
+            "unencrypted"
+        ) from None
+    return context
+
+
+def _no_password() -> bytes:
+    """An encrypted key cannot be used (OpenSSL would otherwise ask on the terminal)."""
+    return b""
 
 
 def _port(flag: str, variable: str, raw: str | None, default: int) -> int:
@@ -248,12 +295,13 @@ def describe(settings: GatewaySettings) -> str:
     """One line for the log at start (the token only as set / not set)."""
     scheme = "https" if settings.tls else "http"
     return (
-        f"OTLP/HTTP on {scheme}://{_hostport(settings.host, settings.http_port)}, "
-        f"OTLP/gRPC on {_hostport(settings.host, settings.grpc_port)}"
+        f"OTLP/HTTP on {scheme}://{hostport(settings.host, settings.http_port)}, "
+        f"OTLP/gRPC on {hostport(settings.host, settings.grpc_port)}"
         f"{' (TLS)' if settings.tls else ''}; token {'required' if settings.token else 'not set'}; "
         f"spool {settings.spool_dir}"
     )
 
 
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+def hostport(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
