@@ -32,13 +32,6 @@ _current_context: Callable[[], Context] = getattr(
 _getpid = os.getpid
 _weak = weakref.ref
 
-_active_processors: weakref.WeakSet[GreenflashSpanProcessor] = weakref.WeakSet()
-
-
-def active_processors() -> list[GreenflashSpanProcessor]:
-    """Span processors created in this process and not shut down."""
-    return [processor for processor in list(_active_processors) if not processor._is_shutdown]
-
 
 def _ignore(*args: object, **kwargs: object) -> None:
     return None
@@ -134,7 +127,6 @@ class GreenflashSpanProcessor(PipelineIntake, SpanProcessor):
         self._open_roots = linker.open_roots
         self._no_marked_keys_in = linker.no_marked_keys_in
         self._span_ended = pipeline.span_ended
-        _active_processors.add(self)
 
     # -- application thread ------------------------------------------------------------------
     # Both hooks run for every span of the application, so they read the SDK's private fields
@@ -211,8 +203,3 @@ class GreenflashSpanProcessor(PipelineIntake, SpanProcessor):
         """Like :meth:`force_flush`, but events waiting for their trace's root keep waiting."""
         pipeline = self._pipeline
         return True if pipeline is None else pipeline.deliver_queued(timeout_millis)
-
-    def holds_events(self) -> bool:
-        """True while any business event taken by this processor's pipeline is not settled."""
-        pipeline = self._pipeline
-        return pipeline is not None and pipeline.holds_events()

@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
 from otel_greenflash import GreenflashSpanProcessor, conversation, track
-from otel_greenflash.processor import active_processors
+from otel_greenflash._pipelines import active_pipelines
 from otel_greenflash.testing import EventsApiServer
 
 from .conftest import CONVERSATION_ID, MakeProcessor
@@ -101,7 +101,7 @@ def test_track_with_bad_input_logs_and_never_raises(
 def test_track_with_no_processor_says_the_event_was_not_recorded(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    assert active_processors() == []
+    assert active_pipelines() == []
     with caplog.at_level(logging.WARNING, logger="otel_greenflash"):
         track("upgrade_purchased", "1")
     assert "no active GreenflashSpanProcessor" in caplog.text

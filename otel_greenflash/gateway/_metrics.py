@@ -79,50 +79,91 @@ def _lines(
     def family(name: str, kind: str, help_text: str) -> str:
         return f"# HELP {prefix}{name} {help_text}\n# TYPE {prefix}{name} {kind}\n"
 
-    yield family("up", "gauge", "1 while the gateway runs.")
-    yield f"{prefix}up 1\n"
-    yield family("ready", "gauge", "1 when the gateway accepts data (spool usable, API key set).")
-    yield f"{prefix}ready {int(ready[0])}\n"
+    def single(name: str, kind: str, help_text: str, value: object) -> str:
+        return f"{family(name, kind, help_text)}{prefix}{name} {_number(value)}\n"
+
+    yield single("up", "gauge", "1 while the gateway runs.", 1)
+    yield single(
+        "ready",
+        "gauge",
+        "1 when the gateway accepts data (spool usable, API key set).",
+        int(ready[0]),
+    )
     yield family("requests_total", "counter", "OTLP export requests by protocol, signal, outcome.")
     for (protocol, signal, outcome), count in sorted(metrics.requests.items()):
         labels = f'protocol="{protocol}",signal="{signal}",outcome="{outcome}"'
         yield f"{prefix}requests_total{{{labels}}} {count}\n"
-    yield family("received_spans_total", "counter", "Spans taken in (events or linking only).")
-    yield f"{prefix}received_spans_total {metrics.spans}\n"
-    yield family("received_log_records_total", "counter", "Log records taken in.")
-    yield f"{prefix}received_log_records_total {metrics.log_records}\n"
-    yield family("events_accepted_total", "counter", "Business events acknowledged (spooled).")
-    yield f"{prefix}events_accepted_total {metrics.events_accepted}\n"
-    yield family(
-        "events_rejected_total", "counter", "Invalid business events (OTLP partial success)."
+    yield single(
+        "received_spans_total", "counter", "Spans taken in (events or linking only).", metrics.spans
     )
-    yield f"{prefix}events_rejected_total {metrics.events_rejected}\n"
+    yield single(
+        "received_log_records_total", "counter", "Log records taken in.", metrics.log_records
+    )
+    yield single(
+        "events_accepted_total",
+        "counter",
+        "Business events acknowledged (spooled).",
+        metrics.events_accepted,
+    )
+    yield single(
+        "events_rejected_total",
+        "counter",
+        "Invalid business events (OTLP partial success).",
+        metrics.events_rejected,
+    )
     for key, help_text in (
         ("queued", "Business events taken by the pipeline."),
         ("sent", "Business events the Events API accepted."),
         ("failed", "Business events refused by the API or out of retries."),
         ("invalid", "Business events with invalid attributes."),
     ):
-        yield family(f"events_{key}_total", "counter", help_text)
-        yield f"{prefix}events_{key}_total {_number(pipeline.get(key))}\n"
+        yield single(f"events_{key}_total", "counter", help_text, pipeline.get(key))
     yield family("events_dropped_total", "counter", "Business events dropped, by reason.")
     for reason, count in sorted(dict(pipeline.get("dropped") or {}).items()):
         yield f'{prefix}events_dropped_total{{reason="{_label(reason)}"}} {_number(count)}\n'
-    yield family("queue_depth", "gauge", "Records in the pipeline's queue, not linked yet.")
-    yield f"{prefix}queue_depth {_number(queue.get('queue_depth'))}\n"
-    yield family("queue_capacity", "gauge", "Records the pipeline's queue holds at most.")
-    yield f"{prefix}queue_capacity {_number(queue.get('queue_capacity'))}\n"
-    yield family("events_waiting", "gauge", "Business events waiting for their trace's root span.")
-    yield f"{prefix}events_waiting {_number(pipeline.get('waiting'))}\n"
+    yield single(
+        "queue_depth",
+        "gauge",
+        "Records in the pipeline's queue, not linked yet.",
+        queue.get("queue_depth"),
+    )
+    yield single(
+        "queue_capacity",
+        "gauge",
+        "Records the pipeline's queue holds at most.",
+        queue.get("queue_capacity"),
+    )
+    yield single(
+        "events_waiting",
+        "gauge",
+        "Business events waiting for their trace's root span.",
+        pipeline.get("waiting"),
+    )
     spool = dict(pipeline.get("spool") or {})
-    yield family("spool_pending", "gauge", "Business events in the spool, not delivered yet.")
-    yield f"{prefix}spool_pending {_number(spool.get('pending'))}\n"
-    yield family("spool_capacity", "gauge", "Business events the spool holds at most.")
-    yield f"{prefix}spool_capacity {_number(queue.get('spool_capacity'))}\n"
-    yield family("spool_rejected", "gauge", "Business events kept in the spool after a refusal.")
-    yield f"{prefix}spool_rejected {_number(spool.get('rejected'))}\n"
-    yield family("spool_evicted_total", "counter", "Business events evicted from a full spool.")
-    yield f"{prefix}spool_evicted_total {_number(spool.get('evicted'))}\n"
+    yield single(
+        "spool_pending",
+        "gauge",
+        "Business events in the spool, not delivered yet.",
+        spool.get("pending"),
+    )
+    yield single(
+        "spool_capacity",
+        "gauge",
+        "Business events the spool holds at most.",
+        queue.get("spool_capacity"),
+    )
+    yield single(
+        "spool_rejected",
+        "gauge",
+        "Business events kept in the spool after a refusal.",
+        spool.get("rejected"),
+    )
+    yield single(
+        "spool_evicted_total",
+        "counter",
+        "Business events evicted from a full spool.",
+        spool.get("evicted"),
+    )
 
 
 def _number(value: object) -> int | float:
