@@ -40,6 +40,7 @@ ENV_LINK_LINGER = "GREENFLASH_LINK_LINGER"
 ENV_LINK_MAX_WAITING = "GREENFLASH_LINK_MAX_WAITING"
 ENV_LINK_MAX_TRACES = "GREENFLASH_LINK_MAX_TRACES"
 ENV_LINK_ALIASES = "GREENFLASH_LINK_ALIASES"
+ENV_LINK_EXTRA_ALIASES = "GREENFLASH_LINK_EXTRA_ALIASES"
 ENV_INSTALL_PROCESSOR = "GREENFLASH_INSTALL_PROCESSOR"
 ENV_SPOOL_DIR = "GREENFLASH_SPOOL_DIR"
 ENV_SPOOL_MAX_EVENTS = "GREENFLASH_SPOOL_MAX_EVENTS"
@@ -75,6 +76,8 @@ ENVIRONMENT_VARIABLES: Mapping[str, str] = MappingProxyType(
         ENV_LINK_MAX_TRACES: "Traces whose ids are remembered for linking. Default 4096.",
         ENV_LINK_ALIASES: "Comma-separated `attribute=greenflash.key` pairs replacing the default "
         "aliases; empty: none.",
+        ENV_LINK_EXTRA_ALIASES: "Comma-separated `attribute=greenflash.key` pairs added to the "
+        "aliases (default or replaced), ahead of them.",
         ENV_INSTALL_PROCESSOR: "`true`: `opentelemetry-instrument` installs "
         "GreenflashSpanProcessor on the SDK TracerProvider. Default `false`.",
         ENV_OTEL_SDK_DISABLED: "OpenTelemetry's own switch; `true` disables this library too.",
@@ -158,7 +161,7 @@ def redact(secret: str | None) -> str:
 
 class _Resolver:
     def __init__(self, environ: Mapping[str, str], explicit: Mapping[str, Any]) -> None:
-        unknown = set(explicit) - set(GreenflashConfig.__dataclass_fields__)
+        unknown = set(explicit) - set(GreenflashConfig.__dataclass_fields__) - {"extra_aliases"}
         if unknown:
             raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         self._env = environ
@@ -186,10 +189,24 @@ class _Resolver:
         return argument if self._explicit.get(argument) is not None else variable
 
     def _aliases(self) -> Mapping[str, str] | None:
+        """The aliases in force (None: the defaults): the replacing setting or the defaults,
+        with the added ones ahead of them."""
+        base: Mapping[str, str] | None
         if self._explicit.get("aliases") is not None:
-            return _check_aliases("aliases", self._explicit["aliases"])
-        raw = self._env.get(ENV_LINK_ALIASES)
-        return None if raw is None else _parse_aliases(ENV_LINK_ALIASES, raw)
+            base = _check_aliases("aliases", self._explicit["aliases"])
+        else:
+            raw = self._env.get(ENV_LINK_ALIASES)
+            base = None if raw is None else _parse_aliases(ENV_LINK_ALIASES, raw)
+        extra: Mapping[str, str]
+        if self._explicit.get("extra_aliases") is not None:
+            extra = _check_aliases("extra_aliases", self._explicit["extra_aliases"])
+        else:
+            raw = self._env.get(ENV_LINK_EXTRA_ALIASES)
+            extra = {} if raw is None else _parse_aliases(ENV_LINK_EXTRA_ALIASES, raw)
+        if not extra:
+            return base
+        rest = attr.DEFAULT_ALIASES if base is None else base
+        return {**extra, **{key: value for key, value in rest.items() if key not in extra}}
 
     def config(self) -> GreenflashConfig:
         disabled = _parse_bool(

@@ -15,6 +15,10 @@ from ._mapper import EventMapper
 from ._records import EventSpan, Record, event_count
 from ._stats import DeliveryStats
 
+SPAN_EVENT_LIMIT = "span_event_limit"
+"""``stats()["dropped"]`` key: span events the SDK discarded from spans carrying business
+events."""
+
 MAX_DROPS_KEPT = 1000
 """Records dropped from a full queue that wait for the worker to map them and call
 ``on_drop``; past that, dropped records are counted (and warned) but not passed on."""
@@ -68,6 +72,23 @@ class Drops:
         self._stats.add_dropped(reason, count)
         self._call_on_drop(record, reason)
         return count
+
+    def sdk_dropped_span_events(self, span_name: str, dropped: int) -> None:
+        """A span carrying business events ended with ``dropped`` span events discarded by
+        the SDK (past ``OTEL_SPAN_EVENT_COUNT_LIMIT``, the oldest first): counted as
+        ``span_event_limit`` (at most that many were business events) and said."""
+        self._stats.add_dropped(SPAN_EVENT_LIMIT, dropped)
+        self.log.warning(
+            SPAN_EVENT_LIMIT,
+            "otel_greenflash: the OpenTelemetry SDK discarded %d event(s) of span %r past its "
+            "span event limit (OTEL_SPAN_EVENT_COUNT_LIMIT, 128 by default); business events "
+            "among them are lost: raise the limit, or use otel_greenflash.track(), which sends "
+            "around a full span; see stats()['dropped']['%s']",
+            dropped,
+            span_name,
+            SPAN_EVENT_LIMIT,
+            count=dropped,
+        )
 
     def pass_on(self) -> None:
         """Map the records dropped from a full queue and call ``on_drop`` (worker, shutdown)."""

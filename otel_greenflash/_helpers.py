@@ -17,6 +17,8 @@ from . import attributes as attr
 from ._linking import is_valid_id
 from ._logging import logger
 from ._pipelines import active_pipelines
+from ._providers import events_full, sdk_span
+from ._setup import provider_finder
 
 
 def _ids_argument(
@@ -169,8 +171,11 @@ def track(
 ) -> None:
     """Record a business event on the current span (as a ``greenflash.event`` span event).
 
-    With no recording span (none started, or sampled out) the event goes straight to every
-    active :class:`GreenflashSpanProcessor`, linked through baggage. Never raises.
+    It goes straight to every active pipeline instead, linked through the span, its trace and
+    baggage, when there is no recording span (none started, or sampled out), when the span's
+    events would not reach a :class:`GreenflashSpanProcessor` (a provider it is not on), and
+    when the span holds as many events as the SDK keeps (``OTEL_SPAN_EVENT_COUNT_LIMIT``).
+    Never raises.
     """
     try:
         attributes = _event_attributes(
@@ -197,10 +202,10 @@ def track(
             )
         )
         span = trace.get_current_span()
-        if span.is_recording():
+        if span.is_recording() and _events_reach_us(span):
             span.add_event(attr.SPAN_EVENT_NAME, attributes)
         else:
-            _track_without_span(attributes)
+            _track_directly(attributes, span)
     except Exception:  # a helper must never break the application
         logger.exception("otel_greenflash.track() failed; the event was not recorded")
 
@@ -244,18 +249,44 @@ def _is_attribute_value(value: object) -> bool:
     return False
 
 
-def _track_without_span(attributes: Mapping[str, AttributeValue]) -> None:
+def _events_reach_us(span: trace.Span) -> bool:
+    """Whether a span event on ``span`` reaches a pipeline: the span has room for one more
+    event, and a span processor saw it start (else its provider is made to run the processor
+    when :func:`~otel_greenflash.configure` installed it). With no span processor at all,
+    exporters (or a gateway) read the span's events."""
+    inner = sdk_span(span)
+    if inner is not None and events_full(inner):
+        return False
+    watching = [pipeline for pipeline in active_pipelines() if pipeline.linker.tracks_open_roots]
+    if not watching:
+        return True
+    span_id = span.get_span_context().span_id
+    if any(span_id in pipeline.linker.live.spans for pipeline in watching):
+        return True
+    finder = provider_finder()
+    return inner is not None and finder is not None and finder.adopt(inner)
+
+
+def _track_directly(attributes: dict[str, AttributeValue], span: trace.Span) -> None:
     pipelines = active_pipelines()
     if not pipelines:
         logger.warning(
-            "otel_greenflash.track(): no recording span and no active GreenflashSpanProcessor; "
-            "the event was not recorded"
+            "otel_greenflash.track(): no recording span takes the event and no active "
+            "GreenflashSpanProcessor (nor other intake) exists; the event was not recorded"
         )
         return
+    attributes.setdefault(attr.EVENT_INSERT_ID, f"track-{uuid.uuid4()}")  # one id, every pipeline
+    context = span.get_span_context()
+    inner = sdk_span(span) if span.is_recording() else None
     current_baggage = baggage.get_all()
-    insert_id = f"track-{uuid.uuid4()}"
     now_ns = time.time_ns()
     for pipeline in pipelines:
-        pipeline.submit_attributes(
-            attributes, baggage=current_baggage, insert_id=insert_id, time_ns=now_ns
+        pipeline.tracked(
+            attributes,
+            span=inner,
+            trace_id=context.trace_id if context.is_valid else 0,
+            span_id=context.span_id if context.is_valid else 0,
+            sampled=context.trace_flags.sampled,
+            baggage=current_baggage,
+            time_ns=now_ns,
         )

@@ -33,16 +33,7 @@ from ._config import ConfigurationError
 Ids = dict[str, AttributeValue]
 """Linking key (``greenflash.*``) → value."""
 
-DEFAULT_ALIASES: Mapping[str, str] = {
-    "gen_ai.conversation.id": attr.CONVERSATION_EXTERNAL_ID,
-    "session.id": attr.CONVERSATION_EXTERNAL_ID,
-    "user.id": attr.USER_EXTERNAL_ID,
-    "enduser.id": attr.USER_EXTERNAL_ID,
-}
-"""Attributes of other instrumentations read as Greenflash ids, below the ``greenflash.*`` keys.
-
-Order matters among aliases of one target: the first one present wins.
-"""
+DEFAULT_ALIASES = attr.DEFAULT_ALIASES
 
 CONVERSATION_KEYS = (attr.CONVERSATION_ID, attr.CONVERSATION_EXTERNAL_ID)
 
@@ -104,6 +95,30 @@ class LinkKeys:
                     aliased[key] = value
                     break
         return primary, aliased
+
+
+_ID_LIKE_WORDS = ("session", "conversation", "thread", "chat")
+_NOT_CONVERSATIONS = frozenset({"langsmith.trace.session_id"})
+"""Keys that look like conversation ids but are not (a LangSmith project)."""
+
+
+def id_like_keys(
+    attribute_sets: Iterable[Mapping[str, object] | None], known: Iterable[str], limit: int = 5
+) -> list[str]:
+    """Keys in ``attribute_sets`` that look like session or conversation ids and are neither
+    ``greenflash.*`` keys nor ``known`` aliases (for the unlinked warning), sorted."""
+    skip = set(known) | _NOT_CONVERSATIONS
+    found: set[str] = set()
+    for attributes in attribute_sets:
+        for key in tuple(attributes or ()):  # one C-level copy: a live span may be written to
+            lowered = key.lower()
+            if (
+                key not in skip
+                and not key.startswith(attr.PREFIX)
+                and any(word in lowered for word in _ID_LIKE_WORDS)
+            ):
+                found.add(key)
+    return sorted(found)[:limit]
 
 
 def is_valid_id(key: str, value: object) -> bool:

@@ -9,16 +9,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from opentelemetry.util.types import AttributeValue
-
 from . import attributes as attr
-from ._config import GreenflashConfig
+from ._config import ENV_LINK_EXTRA_ALIASES, GreenflashConfig
 from ._event import BusinessEvent, InvalidAttribute
-from ._linking import Ids, LinkKeys
+from ._linking import Ids, LinkKeys, id_like_keys
 from ._logging import RateLimitedLog, logger
-from ._mapping import MappingResult, map_event_attributes, map_log_record, map_span
+from ._mapping import (
+    MappingResult,
+    map_log_record,
+    map_span,
+    plain_attributes,
+)
 from ._records import EventLog, EventSpan, Record, event_count
 from ._stats import DeliveryStats
+
+NO_CONVERSATION_ID = "no_conversation_id"
+"""``stats()["unlinked"]`` key: nothing in the event's trace, baggage or settings named its
+conversation (as opposed to a wait for one that was cut short)."""
 
 UNLINKED_REASONS = {
     "waiting_full": "more events were waiting for their trace's local root span than "
@@ -27,6 +34,7 @@ UNLINKED_REASONS = {
     "GREENFLASH_LINK_LINGER; raise it if conversation ids are set later than that",
     "flush": "force_flush() sent events still waiting for their trace's root span",
     "shutdown": "shutdown() sent events still waiting for their trace's root span",
+    NO_CONVERSATION_ID: "no conversation id in the trace",
 }
 
 
@@ -64,8 +72,8 @@ class EventMapper:
             return []
         if report:
             self.report_invalid(result.invalid)
-        if cut_short is not None and report:
-            self._report_unlinked(result.events, cut_short)
+        if report:
+            self._report_unlinked(record, result.events, cut_short)
         return result.events
 
     def _map(self, record: EventSpan | EventLog, linked: Ids | None) -> MappingResult:
@@ -89,28 +97,8 @@ class EventMapper:
             body=record.body,
             severity=record.severity,
             received_time_ns=record.received_timestamp,
+            source=record.source,
         )
-
-    def tracked(
-        self,
-        attributes: Mapping[str, AttributeValue],
-        *,
-        baggage: Mapping[str, object],
-        insert_id: str,
-        time_ns: int,
-    ) -> list[BusinessEvent]:
-        """The event of a ``track()`` call made with no recording span."""
-        result = map_event_attributes(
-            attributes,
-            source_name="track()",
-            insert_id=insert_id,
-            time_ns=time_ns,
-            linked=self._link_keys.ids_from(baggage),
-            default_product_id=self._product_id,
-            link_keys=self._link_keys,
-        )
-        self.report_invalid(result.invalid)
-        return result.events
 
     def report_invalid(self, invalid: Iterable[InvalidAttribute]) -> None:
         """Count each rejected event; warn in full at the first of each kind of problem, then
@@ -121,17 +109,44 @@ class EventMapper:
                 _invalid_kind(problem), "otel_greenflash %s", problem.describe()
             )
 
-    def _report_unlinked(self, events: list[BusinessEvent], cut_short: str) -> None:
+    def _report_unlinked(
+        self, record: EventSpan | EventLog, events: list[BusinessEvent], cut_short: str | None
+    ) -> None:
         unlinked = sum(1 for event in events if not _has_conversation_field(event))
         if not unlinked:
             return
-        self._stats.add_unlinked(cut_short, unlinked)
+        if cut_short is not None:
+            self._stats.add_unlinked(cut_short, unlinked)
+            self.unlinked_log.warning(
+                f"unlinked-{cut_short}",
+                "otel_greenflash sent %d business event(s) without a conversation id: %s; "
+                "see stats()['unlinked']",
+                unlinked,
+                UNLINKED_REASONS.get(cut_short, cut_short),
+                count=unlinked,
+            )
+            return
+        self._stats.add_unlinked(NO_CONVERSATION_ID, unlinked)
+        candidates = id_like_keys(_attribute_sets(record), self._link_keys.aliases)
+        if candidates:
+            hint = (
+                f"keys on its trace that look like one: {', '.join(candidates)}; map one with "
+                f"{ENV_LINK_EXTRA_ALIASES}='{candidates[0]}={attr.CONVERSATION_EXTERNAL_ID}' "
+                "(or extra_aliases=...)"
+            )
+        else:
+            hint = (
+                "set one with otel_greenflash.conversation(external_id=...) around the work, "
+                "or your GenAI stack's session scope (README: Linking in GenAI stacks)"
+            )
         self.unlinked_log.warning(
-            f"unlinked-{cut_short}",
-            "otel_greenflash sent %d business event(s) without a conversation id: %s; "
-            "see stats()['unlinked']",
+            f"unlinked-{NO_CONVERSATION_ID}",
+            "otel_greenflash sent %d business event(s) without a conversation id: %s (%s); "
+            "%s; see stats()['unlinked']",
             unlinked,
-            UNLINKED_REASONS.get(cut_short, cut_short),
+            UNLINKED_REASONS[NO_CONVERSATION_ID],
+            _source(record),
+            hint,
             count=unlinked,
         )
 
@@ -139,7 +154,21 @@ class EventMapper:
 def _source(record: EventSpan | EventLog) -> str:
     if isinstance(record, EventSpan):
         return f"span {record.span.name!r}"
-    return "log record"
+    return record.source
+
+
+def _attribute_sets(record: EventSpan | EventLog) -> list[Mapping[str, object] | None]:
+    """Every attribute set linking could have read for ``record`` (for the unlinked hint)."""
+    sets: list[Mapping[str, object] | None] = [record.baggage]
+    sets.extend(plain_attributes(span.attributes) for span in record.ancestors)
+    if isinstance(record, EventSpan):
+        sets.append(plain_attributes(record.span.attributes))
+        sets.extend(plain_attributes(event.attributes) for event in record.span.events)
+    else:
+        sets.append(record.attributes)
+        if record.span is not None:
+            sets.append(plain_attributes(record.span.attributes))
+    return sets
 
 
 def _has_conversation_field(event: BusinessEvent) -> bool:

@@ -207,6 +207,7 @@ def map_log_record(
     body: object = None,
     severity: str | None = None,
     received_time_ns: int | None = None,
+    source: str = "log record",
 ) -> MappingResult:
     """Build the business event of one log record (its attributes follow the span table).
 
@@ -227,7 +228,7 @@ def map_log_record(
             attributes, event_name, time_ns, observed_time_ns, trace_id, span_id, body, severity
         ),
         default_time_ns=time_ns or observed_time_ns or received_time_ns,
-        source="log record",
+        source=source,
     )
     return result
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.util.types import AttributeValue
 
 from . import _record_only
@@ -31,7 +32,7 @@ from ._linker import Linker
 from ._linking import LinkKeys
 from ._logging import RateLimitedLog, logger
 from ._mapper import EventMapper
-from ._records import EventLog, Record, event_count
+from ._records import LOG_EVENT_NAME, EventLog, Record, event_count
 from ._spool_feed import SpoolFeed
 from ._stats import DeliveryStats, StatsSnapshot
 from ._transport import Transport
@@ -151,6 +152,9 @@ class EventPipeline:
         self.check_pid()
         item, released = self.linker.finished_span(span, start_baggage, with_ancestors=live)
         if item is not None:
+            dropped = span.dropped_events
+            if dropped:
+                self.drops.sdk_dropped_span_events(span.name, dropped)
             if self.enabled:
                 self.submit(item)
             else:
@@ -194,25 +198,35 @@ class EventPipeline:
         else:
             self.drops.queue_full(item)
 
-    def submit_attributes(
+    def tracked(
         self,
         attributes: Mapping[str, AttributeValue],
         *,
+        span: SdkSpan | None,
+        trace_id: int,
+        span_id: int,
+        sampled: bool,
         baggage: Mapping[str, object],
-        insert_id: str,
         time_ns: int,
     ) -> None:
-        """Queue one event given as bare attributes (``track()`` with no recording span);
-        ids missing from ``attributes`` are taken from ``baggage``."""
-        self.check_pid()
-        if not self.enabled:
-            self.stats_counters.add_dropped("no_api_key")
-            return
-        events = self.mapper.tracked(
-            attributes, baggage=baggage, insert_id=insert_id, time_ns=time_ns
+        """One ``track()`` call that did not become a span event (no recording span, a span
+        whose events do not reach us, or a span at the SDK's event limit): a record like a log
+        record's, linked through ``span`` (live), its trace and ``baggage``."""
+        ancestors = self.linker.live.ancestors(span) if span is not None else ()
+        record = EventLog(
+            attributes,
+            event_name=LOG_EVENT_NAME,
+            timestamp=time_ns,
+            observed_timestamp=None,
+            trace_id=trace_id,
+            span_id=span_id,
+            span=span,
+            ancestors=ancestors,
+            baggage=baggage,
+            sampled=sampled,
+            source="track()",
         )
-        for event in events:
-            self.submit(event)
+        self.log_emitted(record)
 
     def record_trace_ids(
         self, trace_id: int, ids: Mapping[str, AttributeValue], *, authoritative: bool

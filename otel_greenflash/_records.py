@@ -64,6 +64,9 @@ class EventLog:
     received_timestamp: int | None = None
     """When a receiver (the gateway) took a record that carries neither timestamp: its
     ``eventAt``, never part of its insertId (a replayed record stays one event)."""
+    source: str = "log record"
+    """What made it, for messages: a log record, or ``track()`` called outside a span that
+    takes span events (see :func:`otel_greenflash.track`)."""
 
     @property
     def time_ns(self) -> int | None:

@@ -5,77 +5,110 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import trace
 from opentelemetry._logs import get_logger_provider
-from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.trace import TracerProvider
 
 from ._config import ENV_INSTALL_PROCESSOR, ConfigurationError, _parse_bool
 from ._logging import logger
+from ._providers import ProviderFinder, takes_processors
 from .logs import GreenflashLogRecordProcessor
 from .processor import GreenflashSpanProcessor
 
 _lock = threading.Lock()
-_installed: weakref.WeakKeyDictionary[TracerProvider, GreenflashSpanProcessor] = (
-    weakref.WeakKeyDictionary()
-)
-_settings_used: weakref.WeakKeyDictionary[TracerProvider, dict[str, Any]] = (
-    weakref.WeakKeyDictionary()
-)
-_installed_on_logs: weakref.WeakKeyDictionary[LoggerProvider, GreenflashLogRecordProcessor] = (
-    weakref.WeakKeyDictionary()
-)
+
+
+class _Installed:
+    """Providers configure() installed on, found by identity (proxies such as Logfire's are
+    dataclasses: unhashable, so no weak-keyed dictionary)."""
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[weakref.ref[Any], Any, dict[str, Any]]] = []
+
+    def get(self, provider: object) -> tuple[Any, dict[str, Any]] | None:
+        self._entries = [entry for entry in self._entries if entry[0]() is not None]
+        for reference, installed, settings in self._entries:
+            if reference() is provider:
+                return installed, settings
+        return None
+
+    def add(self, provider: object, installed: Any, settings: dict[str, Any]) -> None:
+        self._entries.append((weakref.ref(provider), installed, settings))
+
+
+_installed = _Installed()
+_installed_on_logs = _Installed()
+_finder: ProviderFinder | None = None
+
+
+def provider_finder() -> ProviderFinder | None:
+    """What puts the processor configure() made on providers found in its traces."""
+    return _finder
 
 
 def configure(**settings: Any) -> GreenflashSpanProcessor | None:
-    """Install a :class:`GreenflashSpanProcessor` on the global SDK ``TracerProvider``, and a
-    :class:`GreenflashLogRecordProcessor` (sharing its pipeline) on the global SDK
-    ``LoggerProvider`` when one is set.
+    """Install a :class:`GreenflashSpanProcessor` on the global tracer provider, and a
+    :class:`GreenflashLogRecordProcessor` (sharing its pipeline) on the global logger provider
+    when one is set.
 
     Settings are the processor's keyword arguments; anything not given comes from the
-    ``GREENFLASH_*`` environment variables. Creates and registers an SDK ``TracerProvider``
-    only when none is set; never creates or replaces a ``LoggerProvider``, nor replaces yours.
-    Idempotent: later calls return the span processor installed first. Returns None (with a
-    warning) when the global tracer provider is not the SDK's.
+    ``GREENFLASH_*`` environment variables. Any provider with ``add_span_processor`` takes it:
+    the SDK's, and proxies wrapping one (Logfire's). Creates and registers an SDK
+    ``TracerProvider`` only when none is set; never creates or replaces a ``LoggerProvider``,
+    nor replaces yours. Other SDK providers that show up in the same traces later (a second
+    provider, Logfire configured after this call) get the processor's hooks when their first
+    span is seen. Idempotent: later calls return the span processor installed first.
+
+    A global provider that takes no span processor gets none (a warning says what to do);
+    the processor is still returned, live, so ``track()`` and log records reach Greenflash.
     """
+    global _finder
     with _lock:
         provider = trace.get_tracer_provider()
         if isinstance(provider, trace.ProxyTracerProvider):
             trace.set_tracer_provider(TracerProvider())
             provider = trace.get_tracer_provider()
-        if not isinstance(provider, TracerProvider):
-            logger.warning(
-                "otel_greenflash.configure(): the global tracer provider is %s, not the "
-                "OpenTelemetry SDK's TracerProvider; no processor was installed",
-                type(provider).__name__,
-            )
-            return None
         existing = _installed.get(provider)
         if existing is not None:
             if settings:
                 logger.debug("otel_greenflash.configure(): already configured; settings ignored")
             # A LoggerProvider set since the first call gets the same settings.
-            _install_on_logger_provider(_settings_used.get(provider, {}))
-            return existing
+            _install_on_logger_provider(existing[1])
+            return cast(GreenflashSpanProcessor, existing[0])
         processor = GreenflashSpanProcessor(**settings)
-        provider.add_span_processor(processor)
-        _installed[provider] = processor
-        _settings_used[provider] = settings
+        if takes_processors(provider):
+            provider.add_span_processor(processor)  # type: ignore[attr-defined]
+        else:
+            logger.warning(
+                "otel_greenflash.configure(): the global tracer provider (%s) takes no span "
+                "processor; pass the one configure() returns to the provider your spans come "
+                "from: provider.add_span_processor(processor), or for Logfire "
+                "logfire.configure(additional_span_processors=[processor]). Until then "
+                "track() and log-based events are sent directly, linked through baggage",
+                type(provider).__name__,
+            )
+        _installed.add(provider, processor, settings)
+        if _finder is None:
+            _finder = ProviderFinder(processor)
+            processor._provider_finder = _finder
         _install_on_logger_provider(settings)
         return processor
 
 
 def _install_on_logger_provider(settings: dict[str, Any]) -> None:
-    """Log records too, when the application set an SDK ``LoggerProvider`` (called with the
-    lock held; the same settings make it share the span processor's pipeline)."""
+    """Log records too, when the application set a logger provider that takes processors
+    (the SDK's, or a proxy that passes them on); called with the lock held. The same settings
+    make it share the span processor's pipeline."""
     provider = get_logger_provider()
-    if not isinstance(provider, LoggerProvider) or provider in _installed_on_logs:
+    if not callable(getattr(provider, "add_log_record_processor", None)):
+        return
+    if _installed_on_logs.get(provider) is not None:
         return
     log_processor = GreenflashLogRecordProcessor(**settings)
-    provider.add_log_record_processor(log_processor)
-    _installed_on_logs[provider] = log_processor
+    provider.add_log_record_processor(log_processor)  # type: ignore[attr-defined]
+    _installed_on_logs.add(provider, log_processor, settings)
 
 
 def install_from_environment() -> None:

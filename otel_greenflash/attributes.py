@@ -7,6 +7,8 @@ user and organization.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Final
 
 PREFIX: Final = "greenflash."
@@ -58,3 +60,30 @@ ID_FIELDS: Final = {
     ORGANIZATION_EXTERNAL_ID: "externalOrganizationId",
 }
 """Linking key → Events API JSON field."""
+
+DEFAULT_ALIASES: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        # Conversation: OpenTelemetry GenAI (also Pydantic AI, Logfire, OpenLLMetry's
+        # set_conversation_id and the GenAI LangChain instrumentation's thread id), then
+        # OpenInference, Langfuse and the semantic conventions, then each SDK's own names.
+        "gen_ai.conversation.id": CONVERSATION_EXTERNAL_ID,
+        "session.id": CONVERSATION_EXTERNAL_ID,
+        "traceloop.association.properties.session_id": CONVERSATION_EXTERNAL_ID,
+        "traceloop.association.properties.conversation_id": CONVERSATION_EXTERNAL_ID,
+        "langfuse.session.id": CONVERSATION_EXTERNAL_ID,
+        "langsmith.metadata.thread_id": CONVERSATION_EXTERNAL_ID,
+        "langsmith.metadata.session_id": CONVERSATION_EXTERNAL_ID,
+        "langsmith.metadata.conversation_id": CONVERSATION_EXTERNAL_ID,
+        # User.
+        "user.id": USER_EXTERNAL_ID,
+        "enduser.id": USER_EXTERNAL_ID,
+        "traceloop.association.properties.user_id": USER_EXTERNAL_ID,
+        "langfuse.user.id": USER_EXTERNAL_ID,
+        "langsmith.metadata.user_id": USER_EXTERNAL_ID,
+    }
+)
+"""Attributes (and baggage entries) of other instrumentations read as Greenflash ids, below the
+``greenflash.*`` keys. Among aliases of one key the first one present wins.
+
+``langsmith.trace.session_id`` is not one: it names a LangSmith project, not a conversation.
+"""

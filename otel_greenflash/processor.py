@@ -17,6 +17,7 @@ from ._delivery import DropCallback, ErrorCallback
 from ._intake import PipelineIntake, resolve_config
 from ._linking import WaitingEvents, forget_oldest_share
 from ._mapping import has_business_events
+from ._providers import ProviderFinder
 from ._records import EventLog, EventSpan, Record
 from ._transport import Transport
 from ._worker import BackgroundWorker
@@ -62,6 +63,7 @@ class GreenflashSpanProcessor(PipelineIntake, SpanProcessor):
         max_concurrency: int | None = None,
         http_client: str | None = None,
         aliases: Mapping[str, str] | None = None,
+        extra_aliases: Mapping[str, str] | None = None,
         linger_seconds: float | None = None,
         max_waiting: int | None = None,
         max_traces: int | None = None,
@@ -96,6 +98,7 @@ class GreenflashSpanProcessor(PipelineIntake, SpanProcessor):
                 max_concurrency=max_concurrency,
                 http_client=http_client,
                 aliases=aliases,
+                extra_aliases=extra_aliases,
                 linger_seconds=linger_seconds,
                 max_waiting=max_waiting,
                 max_traces=max_traces,
@@ -109,6 +112,9 @@ class GreenflashSpanProcessor(PipelineIntake, SpanProcessor):
                 termination_timeout_seconds=termination_timeout_seconds,
             ),
         )
+        self._provider_finder: ProviderFinder | None = None
+        """Set by configure(): spans whose local parent was not seen start bring their
+        parent's provider under this processor (see :mod:`._providers`)."""
         pipeline = self._join(config, on_error=on_error, on_drop=on_drop, transport=transport)
         if pipeline is None:
             self.on_start = _ignore  # type: ignore[method-assign]
@@ -149,11 +155,33 @@ class GreenflashSpanProcessor(PipelineIntake, SpanProcessor):
             roots[trace_id] = roots.get(trace_id, 0) + 1
             if len(roots) > self._max_live_spans:  # roots that never end
                 forget_oldest_share(roots)
+        elif parent[1] not in spans and self._provider_finder is not None:
+            self._parent_not_seen(parent[1], parent_context)
         start_baggage = (parent_context if parent_context is not None else _current_context()).get(
             _BAGGAGE_KEY
         )
         if start_baggage:
             self._live_baggage[span_id] = start_baggage
+
+    def _parent_not_seen(self, parent_id: int, parent_context: Context | None) -> None:
+        """A span whose local parent did not start under this processor (another provider's,
+        or started before configure()): that provider gets the processor's hooks, and the
+        parent is noted as live (and as an open root) so its trace links as usual."""
+        finder = self._provider_finder
+        if finder is None:
+            return
+        parent = finder.parent_of(
+            parent_context if parent_context is not None else _current_context()
+        )
+        if parent is None or parent._context is None or parent._context[1] != parent_id:
+            return
+        if self._live_spans.setdefault(parent_id, _weak(parent))() is not parent:
+            return  # noted meanwhile by another thread
+        grandparent = parent._parent
+        if grandparent is None or grandparent[2]:
+            roots = self._open_roots
+            trace_id = parent._context[0]
+            roots[trace_id] = roots.get(trace_id, 0) + 1
 
     def on_end(self, span: ReadableSpan) -> None:
         context = span._context

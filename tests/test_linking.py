@@ -142,7 +142,7 @@ def test_an_event_with_no_conversation_anywhere_goes_out_when_its_root_ends(
         span.set_attributes(EVENT)
     assert server.wait_for_events(1, timeout_seconds=5)
     assert "externalConversationId" not in server.events[0]
-    assert processor.stats()["unlinked"] == {}
+    assert processor.stats()["unlinked"] == {"no_conversation_id": 1}
 
 
 # -- conflicts -------------------------------------------------------------------------------

@@ -1,0 +1,138 @@
+"""Tracer providers: which SDK span is behind a span, and putting the span processor that
+:func:`~otel_greenflash.configure` made on every provider its traces run through.
+
+Applications often have more than one provider: Logfire swaps a new SDK provider into its
+proxy at each ``logfire.configure()`` (so one configured after us is not the global one), and
+libraries create their own. A span of such a provider under (or over) ours shares our trace
+ids; the first time one shows up, :class:`ProviderFinder` adds the processor's hooks to that
+provider so its spans link and carry events like the others.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.sdk.trace import SpanProcessor
+
+from ._logging import logger
+
+
+def sdk_span(span: object) -> SdkSpan | None:
+    """The SDK span behind ``span``: itself, or the one a wrapper holds (Logfire's spans keep
+    it as ``.span``); None for any other implementation."""
+    if isinstance(span, SdkSpan):
+        return span
+    inner = getattr(span, "span", None)
+    return inner if isinstance(inner, SdkSpan) else None
+
+
+def events_full(span: SdkSpan) -> bool:
+    """True when one more span event would push the oldest out (the SDK's event limit,
+    ``OTEL_SPAN_EVENT_COUNT_LIMIT``)."""
+    events = span._events
+    maxlen = getattr(getattr(events, "_dq", None), "maxlen", None)
+    return maxlen is not None and len(events) >= maxlen
+
+
+def takes_processors(provider: object) -> bool:
+    """True for providers with ``add_span_processor`` (the SDK's, and proxies such as
+    Logfire's that pass it on to the SDK provider they wrap)."""
+    return callable(getattr(provider, "add_span_processor", None))
+
+
+def _processors_of(span: SdkSpan) -> Any:
+    """The provider's multi span processor this span reports to (what ``add_span_processor``
+    adds to), or None."""
+    multi = getattr(span, "_span_processor", None)
+    return multi if callable(getattr(multi, "add_span_processor", None)) else None
+
+
+class _HooksOnAnotherProvider(SpanProcessor):
+    """The processor's two hooks on a provider found in a trace. Its provider's shutdown
+    (Logfire replaces its provider at each ``logfire.configure()``) only delivers what is
+    queued: the processor itself belongs to the provider it was installed on."""
+
+    def __init__(self, processor: Any) -> None:
+        self.processor = processor
+        self.on_start = processor.on_start  # type: ignore[method-assign]
+        self.on_end = processor.on_end  # type: ignore[method-assign]
+
+    def shutdown(self) -> None:
+        self.processor.deliver_queued(5_000)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        result: bool = self.processor.force_flush(timeout_millis)
+        return result
+
+
+class ProviderFinder:
+    """Adds one processor's hooks to the providers of spans it did not see start."""
+
+    def __init__(self, processor: Any) -> None:
+        self._processor = processor
+        self._lock = threading.Lock()
+        self._checked: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._checked_ids: set[int] = set()
+        """Multi processors that cannot be weakly referenced, by id."""
+
+    def adopt(self, span: SdkSpan) -> bool:
+        """Make sure the provider of ``span`` runs the processor's hooks; True when it does
+        (now or already). Cheap after the first call per provider."""
+        multi = _processors_of(span)
+        if multi is None:
+            return False
+        if self._was_checked(multi):
+            return self._runs_hooks(multi)
+        with self._lock:
+            if self._was_checked(multi):
+                return self._runs_hooks(multi)
+            if not self._runs_hooks(multi):
+                try:
+                    multi.add_span_processor(_HooksOnAnotherProvider(self._processor))
+                except Exception:
+                    logger.warning(
+                        "otel_greenflash: a TracerProvider found in a trace would not take the "
+                        "span processor; its spans are not linked (add it yourself)",
+                        exc_info=True,
+                    )
+                    self._mark_checked(multi)
+                    return False
+                logger.info(
+                    "otel_greenflash: installed GreenflashSpanProcessor on a second "
+                    "TracerProvider found in the trace of span %r (e.g. Logfire's, or one "
+                    "configured after otel_greenflash.configure())",
+                    span.name,
+                )
+            self._mark_checked(multi)
+        return self._runs_hooks(multi)
+
+    def parent_of(self, parent_context: Context | None) -> SdkSpan | None:
+        """The live local parent in ``parent_context``, when its provider runs our hooks."""
+        parent = sdk_span(trace.get_current_span(parent_context))
+        if parent is None or parent.end_time is not None:
+            return None
+        return parent if self.adopt(parent) else None
+
+    def _runs_hooks(self, multi: Any) -> bool:
+        processor = self._processor
+        for installed in getattr(multi, "_span_processors", ()):
+            if installed is processor or getattr(installed, "processor", None) is processor:
+                return True
+        return False
+
+    def _was_checked(self, multi: Any) -> bool:
+        try:
+            return multi in self._checked
+        except TypeError:
+            return id(multi) in self._checked_ids
+
+    def _mark_checked(self, multi: Any) -> None:
+        try:
+            self._checked.add(multi)
+        except TypeError:
+            self._checked_ids.add(id(multi))
