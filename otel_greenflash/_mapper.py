@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from . import attributes as attr
 from ._config import ENV_LINK_EXTRA_ALIASES, GreenflashConfig
 from ._event import BusinessEvent, InvalidAttribute
+from ._link_status import RecentLinks
 from ._linking import Ids, LinkKeys, id_like_keys
 from ._logging import RateLimitedLog, logger
 from ._mapping import (
@@ -47,6 +48,8 @@ class EventMapper:
         self._stats = stats
         self.invalid_log = RateLimitedLog()
         self.unlinked_log = RateLimitedLog()
+        self.recent = RecentLinks()
+        """How the last events were linked (``otel-greenflash check`` shows it)."""
 
     def events(
         self,
@@ -113,6 +116,8 @@ class EventMapper:
         self, record: EventSpan | EventLog, events: list[BusinessEvent], cut_short: str | None
     ) -> None:
         unlinked = sum(1 for event in events if not _has_conversation_field(event))
+        reason = NO_CONVERSATION_ID if cut_short is None else cut_short
+        self.recent.add(len(events) - unlinked, unlinked, reason)
         if not unlinked:
             return
         if cut_short is not None:
@@ -128,6 +133,7 @@ class EventMapper:
             return
         self._stats.add_unlinked(NO_CONVERSATION_ID, unlinked)
         candidates = id_like_keys(_attribute_sets(record), self._link_keys.aliases)
+        self.recent.id_like_keys = candidates
         if candidates:
             hint = (
                 f"keys on its trace that look like one: {', '.join(candidates)}; map one with "

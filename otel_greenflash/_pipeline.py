@@ -28,6 +28,7 @@ from ._config import ENV_API_KEY, GreenflashConfig
 from ._delivery import DeliveryEngine, DropCallback, ErrorCallback
 from ._drops import Drops
 from ._lanes import Lanes
+from ._link_status import StatusWriter
 from ._linker import Linker
 from ._linking import LinkKeys
 from ._logging import RateLimitedLog, logger
@@ -93,6 +94,7 @@ class EventPipeline:
         self.pid = _getpid()
         self.stats_counters = DeliveryStats()
         self.mapper = EventMapper(self.config, self.link_keys, self.stats_counters)
+        self.link_status = StatusWriter(f"{id(self):x}")
         self.drops = Drops(
             self.stats_counters, self.mapper, self.on_drop, self.config.max_queue_size
         )
@@ -269,6 +271,7 @@ class EventPipeline:
         self.drops.pass_on()
         for log in self._logs():
             log.flush_due()
+        self.link_status.maybe_write(self.mapper.recent)
 
     def _logs(self) -> tuple[RateLimitedLog, ...]:
         mapper = self.mapper
@@ -336,6 +339,7 @@ class EventPipeline:
         kept = self.lanes.close_spool() if self.worker.stopped else 0
         for log in self._logs():
             log.flush()  # every count the rate limits still hold
+        self.link_status.remove()
         if undelivered:
             logger.warning(
                 "otel_greenflash shut down before delivering %d business event(s); "

@@ -17,6 +17,7 @@ import httpx
 from . import attributes as attr
 from ._config import (
     ENV_API_KEY,
+    ENV_LINK_EXTRA_ALIASES,
     ENV_PRODUCT_ID,
     ENV_SPOOL_DIR,
     ConfigurationError,
@@ -25,6 +26,8 @@ from ._config import (
 from ._delivery import DeliveryEngine
 from ._event import BusinessEvent
 from ._http import transport_for
+from ._link_status import read_statuses, status_dir
+from ._mapper import UNLINKED_REASONS
 from ._mapping import map_event_attributes
 from ._stats import DeliveryStats
 from ._transport import USER_AGENT
@@ -126,10 +129,43 @@ def _check(arguments: argparse.Namespace) -> int:
         _row("connection", detail)
         if not reachable:
             problems.append(detail)
+    problems.extend(_linking_rows())
     for problem in problems:
         print(f"problem: {problem}")
     print("ok" if not problems else f"{len(problems)} problem(s)")
     return 0 if not problems else 1
+
+
+def _linking_rows() -> list[str]:
+    """How the last events of each running process were linked; a problem per process that
+    sent events without a conversation id."""
+    statuses = read_statuses()
+    if not statuses:
+        _row("linking", f"no running process has sent events yet (status in {status_dir()})")
+        return []
+    problems: list[str] = []
+    for status in statuses:
+        events, linked = int(status.get("events", 0)), int(status.get("linked", 0))
+        unlinked: dict[str, int] = status.get("unlinked") or {}
+        detail = f"process {status.get('pid')}: {linked} of its last {events} events linked"
+        if unlinked:
+            reasons = ", ".join(
+                f"{count} {UNLINKED_REASONS.get(reason, reason).split(';')[0]}"
+                for reason, count in sorted(unlinked.items())
+            )
+            detail += f"; without a conversation id: {reasons}"
+            keys = status.get("id_like_keys") or []
+            if keys:
+                detail += (
+                    f"; keys that look like one: {', '.join(keys)} (map one with "
+                    f"{ENV_LINK_EXTRA_ALIASES})"
+                )
+            problems.append(
+                f"process {status.get('pid')} sent {events - linked} of its last {events} "
+                "events without a conversation id (README: Linking in GenAI stacks)"
+            )
+        _row("linking", detail)
+    return problems
 
 
 def _row(name: str, value: str) -> None:

@@ -315,7 +315,7 @@ def test_a_record_with_no_conversation_anywhere_goes_out_when_its_root_ends(app:
     [event] = app.flush()
     assert "externalConversationId" not in event
     assert "conversationId" not in event
-    assert app.log_processor.stats()["unlinked"] == {}
+    assert app.log_processor.stats()["unlinked"] == {"no_conversation_id": 1}
 
 
 def test_a_record_emitted_in_a_span_that_already_ended_takes_that_spans_ids(app: App) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from otel_greenflash import track
 from otel_greenflash.testing import EventsApiServer
 
-from ._subprocess import clean_env, run_script
+from ._subprocess import clean_env, command, run, run_script
 from .conftest import PRODUCT_ID, MakeProcessor
 
 
@@ -191,3 +193,60 @@ def test_configure_reaches_a_second_provider_in_the_trace(
     expected = {f"chat-{n}" for n in range(20)}
     assert by_type == {"upgrade": expected, "cancellation": expected}
     assert "installed GreenflashSpanProcessor on a second TracerProvider" in result.stderr
+
+
+LINKING_APP = """
+import sys, time
+from opentelemetry import trace
+import otel_greenflash
+from otel_greenflash import track
+
+processor = otel_greenflash.configure()
+tracer = trace.get_tracer("app")
+for n in range(4):
+    with tracer.start_as_current_span("chat") as root:
+        if n:  # the first chat sets no conversation id
+            root.set_attribute("gen_ai.conversation.id", f"chat-{n}")
+        else:
+            root.set_attribute("app.thread_id", "t-0")
+        with tracer.start_as_current_span("billing"):
+            track("upgrade", "149.00", value_type="currency")
+assert processor.force_flush(10_000)
+time.sleep(2.5)  # the worker writes its status at most every 2 s
+processor.force_flush(10_000)
+print("ready", flush=True)
+sys.stdin.readline()  # stay alive while `otel-greenflash check` runs
+"""
+
+
+def test_check_says_how_many_of_the_last_events_were_linked(
+    server: EventsApiServer, tmp_path: Path
+) -> None:
+    env = clean_env(
+        GREENFLASH_API_KEY=server.api_key,
+        GREENFLASH_BASE_URL=server.base_url,
+        GREENFLASH_SCHEDULE_DELAY="50",
+        GREENFLASH_PRODUCT_ID=PRODUCT_ID,
+        TMPDIR=str(tmp_path),
+    )
+    script = tmp_path / "app.py"
+    script.write_text(LINKING_APP)
+    with subprocess.Popen(
+        [sys.executable, str(script)],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as app:
+        assert app.stdout is not None
+        assert app.stdin is not None
+        assert app.stdout.readline().strip() == "ready"
+        result = run([command("otel-greenflash"), "check"], env)
+        app.stdin.write("\n")
+        app.stdin.flush()
+    assert f"process {app.pid}: 3 of its last 4 events linked" in result.stdout, result.stdout
+    assert "1 no conversation id in the trace" in result.stdout
+    assert "keys that look like one: app.thread_id" in result.stdout
+    assert result.returncode == 1  # an unlinked event is a problem to look at
+    assert "t-0" not in result.stdout
+    assert "chat-1" not in result.stdout
