@@ -72,6 +72,7 @@ class Stack:
 
 STACKS = [
     Stack("otel_genai", records_user=False),
+    Stack("openinference", records_user=True),
 ]
 
 

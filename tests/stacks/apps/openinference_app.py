@@ -1,0 +1,59 @@
+"""Support chat on OpenInference (Arize) instrumentation for OpenAI.
+
+Stack: ``openinference-instrumentation-openai`` on the SDK's ``TracerProvider``, set up by the
+app as OpenInference's documentation shows (Arize Phoenix's ``register()`` does the same).
+
+Conversation id: ``using_session(id)`` and ``using_user(id)`` put the ids on the OpenTelemetry
+context; OpenInference's instrumentations copy them onto the spans *they* create, as
+``session.id`` and ``user.id`` (the LLM span of each chat call). FastAPI's server span and the
+app's own spans get neither, so the events here are linked through their trace. No
+Greenflash-specific conversation setup.
+"""
+
+from __future__ import annotations
+
+import os
+
+from openai import AsyncOpenAI  # type: ignore[import-not-found,unused-ignore]
+from openinference.instrumentation import (  # type: ignore[import-not-found,unused-ignore]
+    using_session,
+    using_user,
+)
+from openinference.instrumentation.openai import (  # type: ignore[import-not-found,unused-ignore]
+    OpenAIInstrumentor,
+)
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+import otel_greenflash
+
+from ._common import (
+    Answer,
+    Chat,
+    ask,
+    dump_spans,
+    make_app,
+    openai_base_url,
+    report_cancellation,
+    report_upgrade,
+)
+
+# The stack's own setup, then Greenflash's.
+provider = TracerProvider()
+trace.set_tracer_provider(provider)
+OpenAIInstrumentor().instrument(tracer_provider=provider)
+otel_greenflash.configure()
+dump_spans()
+
+client = AsyncOpenAI(base_url=openai_base_url(), api_key="sk-test", max_retries=0)
+app = make_app("openinference")
+
+
+@app.post("/chat")
+async def chat(body: Chat) -> Answer:
+    # Inside FastAPI's own server span ("POST /chat").
+    with using_session(body.conversation), using_user(body.user):
+        answer = await ask(client, body)
+        report_upgrade(body)
+    report_cancellation(body)
+    return Answer(answer=answer, pid=os.getpid())
