@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 import uuid
 from collections.abc import Mapping
@@ -278,7 +279,10 @@ def _track_directly(attributes: dict[str, AttributeValue], span: trace.Span) -> 
     attributes.setdefault(attr.EVENT_INSERT_ID, f"track-{uuid.uuid4()}")  # one id, every pipeline
     context = span.get_span_context()
     inner = sdk_span(span) if span.is_recording() else None
-    current_baggage = baggage.get_all()
+    current_baggage: Mapping[str, object] = baggage.get_all()
+    ambient = _ambient_genai_conversation_id()
+    if ambient and "gen_ai.conversation.id" not in current_baggage:
+        current_baggage = {**current_baggage, "gen_ai.conversation.id": ambient}
     now_ns = time.time_ns()
     for pipeline in pipelines:
         pipeline.tracked(
@@ -290,3 +294,21 @@ def _track_directly(attributes: dict[str, AttributeValue], span: trace.Span) -> 
             baggage=current_baggage,
             time_ns=now_ns,
         )
+
+
+_GENAI_CONTEXT_MODULE = "opentelemetry.util.genai._conversation_context"
+
+
+def _ambient_genai_conversation_id() -> str | None:
+    """The conversation id ``opentelemetry-util-genai`` keeps on the current context inside a
+    GenAI invocation (its spans carry it as ``gen_ai.conversation.id`` too); None when that
+    package is not in use."""
+    module = sys.modules.get(_GENAI_CONTEXT_MODULE)
+    read = getattr(module, "get_ambient_conversation_id", None)
+    if read is None:
+        return None
+    try:
+        value = read()
+    except Exception:
+        return None
+    return value if isinstance(value, str) and value.strip() else None

@@ -39,6 +39,7 @@ def emit(processor: GreenflashSpanProcessor, count: int = N, label: str = "e") -
                 {
                     "greenflash.event.type": "task_success",
                     "greenflash.event.value": f"{label}{index}",
+                    "greenflash.conversation.external_id": f"chat-{index}",
                 }
             )
 
