@@ -24,13 +24,15 @@ a summary of the real spans: which span names carry which id attributes.
 
 Run: ``.venv/bin/python -m pytest tests/stacks -rA`` (``-rA`` shows the result lines). The first
 run builds the venvs (pip cache makes later builds quick); when a venv cannot be built the
-stack's test is skipped with pip's last lines as the reason.
+stack's test is skipped with pip's last lines as the reason. With ``PYTHONPATH=<dir>`` the apps
+import the library from ``<dir>`` (e.g. an export of another commit), not from this checkout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 import time
@@ -73,6 +75,12 @@ class Stack:
 STACKS = [
     Stack("otel_genai", records_user=False),
     Stack("openinference", records_user=True),
+    Stack(
+        "openllmetry",
+        records_user=True,
+        # No anonymous usage telemetry; prompts and answers are not recorded.
+        env=(("TRACELOOP_TELEMETRY", "false"), ("TRACELOOP_TRACE_CONTENT", "false")),
+    ),
 ]
 
 
@@ -268,6 +276,9 @@ def test_stack(stack: Stack, openai_server: OpenAIServer, tmp_path: Path) -> Non
     dump = tmp_path / "spans.jsonl"
     ready = tmp_path / "ready"
     chats = new_chats(CHATS)
+    # As in tests/test_deployments.py: a PYTHONPATH given to pytest goes first, so the apps can
+    # import the library from another checkout (e.g. an export of another commit).
+    pythonpath = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(REPO)) if p)
     with Receiver(latency_seconds=LATENCY) as receiver:
         env = clean_env(
             GREENFLASH_API_KEY=receiver.api_key,
@@ -278,7 +289,7 @@ def test_stack(stack: Stack, openai_server: OpenAIServer, tmp_path: Path) -> Non
             STACK_OPENAI_BASE_URL=openai_server.base_url,
             STACK_SPAN_DUMP=str(dump),
             STACK_READY_FILE=str(ready),
-            PYTHONPATH=str(REPO),
+            PYTHONPATH=pythonpath,
             PYTHONUNBUFFERED="1",
             **dict(stack.env),
         )
