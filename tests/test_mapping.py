@@ -202,11 +202,30 @@ def test_currency_int_above_float_precision_keeps_its_digits() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [math.nan, math.inf, -math.inf, ("a", "b"), (1, 2), b"bytes"],
-    ids=["nan", "inf", "-inf", "str-tuple", "int-tuple", "bytes"],
+    [math.nan, math.inf, -math.inf, ("a", "b"), (1, 2)],
+    ids=["nan", "inf", "-inf", "str-tuple", "int-tuple"],
 )
 def test_value_must_be_a_scalar_finite_value(value: object) -> None:
     invalid = rejection_of(with_attributes({attr.EVENT_VALUE: value}))
+    assert invalid.attribute == attr.EVENT_VALUE
+
+
+def test_a_bytes_value_is_rejected() -> None:
+    """Bytes reach the mapper as an OTLP ``bytes_value`` through the gateway, or from an SDK
+    that keeps them (newer ones do; 1.39 decodes them to ``str`` when the span is built). The
+    span is built here as the gateway builds it, so the test holds on every SDK."""
+    real = make_span(MINIMAL)
+    span = ReadableSpan(
+        name=real.name,
+        context=real.context,
+        attributes=with_attributes({attr.EVENT_VALUE: b"bytes"}),  # type: ignore[arg-type]
+        start_time=real.start_time,
+        end_time=real.end_time,
+        resource=real.resource,
+    )
+    result = map_span(span, default_product_id=PRODUCT_ID)
+    assert result.events == []
+    [invalid] = result.invalid
     assert invalid.attribute == attr.EVENT_VALUE
 
 
