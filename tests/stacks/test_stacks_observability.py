@@ -40,6 +40,7 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="POSIX signals a
 
 STACKS = [
     Stack("logfire", records_user=True),
+    Stack("logfire_late", records_user=True),
 ]
 
 
