@@ -22,6 +22,7 @@ __all__ = ["openai_server"]
 
 STACKS = [
     Stack("langgraph", records_user=False),
+    Stack("langchain", records_user=False),
 ]
 
 
