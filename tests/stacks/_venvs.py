@@ -4,7 +4,8 @@ Stacks pin OpenTelemetry versions that conflict with each other and with the tes
 stack runs from ``<repo>/.venv-stacks/<stack>/``: ``python -m venv`` and then
 ``pip install -e <repo> -r tests/stacks/requirements/<stack>.txt`` (every package pinned with
 ``==``). The venv is reused while a stamp file in it holds the digest of the requirements file,
-``pyproject.toml`` and the Python version; otherwise it is built again from scratch. pip's own
+what ``pyproject.toml`` says about installing the package (build system, ``[project]``, hatch)
+and the Python version; otherwise it is built again from scratch. pip's own
 cache makes a rebuild cheap. A file lock keeps two pytest processes from building one venv at
 the same time.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -39,12 +41,28 @@ def requirements_file(stack: str) -> Path:
     return REQUIREMENTS / f"{stack}.txt"
 
 
-def digest(stack: str) -> str:
-    """What the venv is built from: the requirements, pyproject.toml and this Python."""
+def _install_inputs() -> bytes:
+    """What ``pip install -e <repo>`` reads from ``pyproject.toml``: the build system, the
+    project table (dependencies, entry points) and hatch's settings. Edits elsewhere in the file
+    (linters, pytest, mypy) do not force a rebuild. Without ``tomllib`` (Python 3.10): the file."""
+    text = (REPO / "pyproject.toml").read_bytes()
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        return text
+    data = tomllib.loads(text.decode())
+    kept = {key: data.get(key) for key in ("build-system", "project")}
+    kept["hatch"] = data.get("tool", {}).get("hatch")
+    return json.dumps(kept, sort_keys=True).encode()
+
+
+def digest(requirements: Path) -> str:
+    """What the venv is built from: the requirements, pyproject.toml's install inputs and this
+    Python."""
     sha = hashlib.sha256()
-    sha.update(requirements_file(stack).read_bytes())
+    sha.update(requirements.read_bytes())
     sha.update(b"\0")
-    sha.update((REPO / "pyproject.toml").read_bytes())
+    sha.update(_install_inputs())
     sha.update(b"\0")
     sha.update(f"{sys.version_info[0]}.{sys.version_info[1]} {sys.platform}".encode())
     return sha.hexdigest()
@@ -52,7 +70,7 @@ def digest(stack: str) -> str:
 
 def _tail(text: str, lines: int = TAIL_LINES) -> str:
     kept = [line for line in text.strip().splitlines() if line.strip()]
-    return "\n".join(kept[-lines:])
+    return "\n".join(line if len(line) <= 300 else line[:300] + " …" for line in kept[-lines:])
 
 
 def _run(args: list[str], what: str) -> None:
@@ -84,17 +102,21 @@ def _base_python() -> str:
     return str(base) if base.exists() else sys.executable
 
 
-def stack_python(stack: str) -> tuple[Path, float]:
+def stack_python(
+    stack: str, *, requirements: Path | None = None, venvs: Path = VENVS
+) -> tuple[Path, float]:
     """The stack venv's python, building the venv when needed; and the seconds spent building
-    (0 when reused). Raises :class:`StackVenvError` when it cannot be built."""
-    requirements = requirements_file(stack)
+    (0 when reused). Raises :class:`StackVenvError` when it cannot be built.
+
+    ``requirements`` defaults to ``tests/stacks/requirements/<stack>.txt``."""
+    requirements = requirements or requirements_file(stack)
     if not requirements.is_file():
         raise StackVenvError(f"no requirements file {requirements}")
-    venv = VENVS / stack
+    venv = venvs / stack
     python = venv / "bin" / "python"
-    wanted = digest(stack)
-    VENVS.mkdir(exist_ok=True)
-    with (VENVS / f"{stack}.lock").open("w") as lock:
+    wanted = digest(requirements)
+    venvs.mkdir(exist_ok=True)
+    with (venvs / f"{stack}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         stamp = venv / STAMP
         if python.exists() and stamp.is_file() and stamp.read_text().strip() == wanted:
@@ -114,7 +136,7 @@ def stack_python(stack: str) -> tuple[Path, float]:
                 "-r",
                 str(requirements),
             ],
-            f"pip install -e <repo> -r {requirements.relative_to(REPO)}",
+            f"pip install -e <repo> -r {requirements.name}",
         )
         stamp.write_text(wanted + "\n")
         return python, time.monotonic() - started

@@ -81,6 +81,7 @@ STACKS = [
         # No anonymous usage telemetry; prompts and answers are not recorded.
         env=(("TRACELOOP_TELEMETRY", "false"), ("TRACELOOP_TRACE_CONTENT", "false")),
     ),
+    Stack("langfuse", records_user=True),
 ]
 
 
@@ -311,10 +312,18 @@ def test_stack(stack: Stack, openai_server: OpenAIServer, tmp_path: Path) -> Non
             server.wait_for(
                 lambda: ready.exists() and healthy(port), "a serving app", START_TIMEOUT
             )
+            serving = time.monotonic()
             problems = asyncio.run(_send_all(port, chats))
             assert not problems, f"{len(problems)} chats failed: {problems[:5]}\n{server.tail()}"
+            signalled = time.monotonic()
+            timings = f"start={serving - started:.1f}s chats={signalled - serving:.1f}s"
             rc = server.stop(signal.SIGTERM)
             settle(receiver)
+            after_signal = sum(
+                1
+                for request in receiver.requests
+                if request.received_at >= signalled and request.path == Receiver.EVENTS_PATH
+            )
             result = Result(
                 stack.name,
                 Counter({(c.conversation, kind): 1 for c in chats for kind in _KINDS}),
@@ -330,7 +339,11 @@ def test_stack(stack: Stack, openai_server: OpenAIServer, tmp_path: Path) -> Non
             server.close()
     calls = openai_server.counts - before
     elapsed = time.monotonic() - started
-    print(result.line + f" venv_build={built_in:.1f}s run={elapsed:.1f}s")
+    print(
+        result.line
+        + f" sent_after_sigterm={after_signal} venv_build={built_in:.1f}s run={elapsed:.1f}s"
+        + f" ({timings})"
+    )
     summary = span_summary(dump)
     print(f"spans stack={stack.name}:", *summary, sep="\n")
     problems = result.problems()
