@@ -70,10 +70,15 @@ class Stack:
     records_user: bool
     """The stack puts a user id on its spans (then events must carry ``externalUserId``)."""
     env: tuple[tuple[str, str], ...] = ()
+    venv: str = ""
+    """The venv (and requirements file) the app runs from, when not the stack's own name."""
+    openai_api: str = "chat"
+    """What the app calls: ``chat`` (chat completions) or ``responses`` (the Responses API)."""
 
 
 STACKS = [
     Stack("otel_genai", records_user=False),
+    Stack("otel_genai_responses", records_user=False, venv="otel_genai", openai_api="responses"),
     Stack("openinference", records_user=True),
     Stack(
         "openllmetry",
@@ -268,7 +273,7 @@ def span_summary(dump: Path) -> list[str]:
 @pytest.mark.parametrize("stack", STACKS, ids=[stack.name for stack in STACKS])
 def test_stack(stack: Stack, openai_server: OpenAIServer, tmp_path: Path) -> None:
     try:
-        python, built_in = stack_python(stack.name)
+        python, built_in = stack_python(stack.venv or stack.name)
     except StackVenvError as exc:
         pytest.skip(f"stack {stack.name}: its virtualenv could not be built: {exc}")
     started = time.monotonic()
@@ -347,8 +352,9 @@ def test_stack(stack: Stack, openai_server: OpenAIServer, tmp_path: Path) -> Non
     summary = span_summary(dump)
     print(f"spans stack={stack.name}:", *summary, sep="\n")
     problems = result.problems()
-    if calls["chat"] + calls["chat-stream"] != CHATS or calls["chat-stream"] != CHATS // 2:
-        problems.append(f"the OpenAI server answered {dict(calls)}, expected {CHATS} chats")
+    api = stack.openai_api
+    if calls[api] + calls[f"{api}-stream"] != CHATS or calls[f"{api}-stream"] != CHATS // 2:
+        problems.append(f"the OpenAI server answered {dict(calls)}, expected {CHATS} {api} calls")
     if errors or openai_server.errors:
         problems.append(f"server errors: {errors} {openai_server.errors}")
     assert not problems, "\n".join([result.line, *problems, *summary, server.tail()])
