@@ -343,7 +343,11 @@ def test_a_record_in_an_ended_span_with_no_ids_goes_out_when_its_root_ends(
         # Not a flush (that would send waiting records too): what is released is delivered.
         assert app.span_processor.deliver_queued(10_000)
         stats = app.log_processor.stats()
-        assert (stats["sent"], stats["waiting"], stats["unlinked"]) == (1, 0, {}), stats
+        assert (stats["sent"], stats["waiting"], stats["unlinked"]) == (
+            1,
+            0,
+            {"no_conversation_id": 1},
+        ), stats
         assert len(server.events) == 1
     finally:
         close_app(app)

@@ -388,4 +388,4 @@ def test_two_services_link_exported_records_through_the_propagated_trace(
     assert events["1.00"]["conversationId"] == CONVERSATION_ID
     assert events["1.00"]["insertId"].startswith(f"otel-log-{trace_id:032x}-")
     assert "conversationId" not in events["2.00"]  # went out when B's root ended
-    assert (stats["sent"], stats["failed"], stats["unlinked"]) == (2, 0, {})
+    assert (stats["sent"], stats["failed"], stats["unlinked"]) == (2, 0, {"no_conversation_id": 1})
