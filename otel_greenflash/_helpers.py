@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -280,9 +281,9 @@ def _track_directly(attributes: dict[str, AttributeValue], span: trace.Span) -> 
     context = span.get_span_context()
     inner = sdk_span(span) if span.is_recording() else None
     current_baggage: Mapping[str, object] = baggage.get_all()
-    ambient = _ambient_genai_conversation_id()
-    if ambient and "gen_ai.conversation.id" not in current_baggage:
-        current_baggage = {**current_baggage, "gen_ai.conversation.id": ambient}
+    ambient = _ambient_ids()
+    if ambient:  # below baggage, which the application set itself
+        current_baggage = {**ambient, **current_baggage}
     now_ns = time.time_ns()
     for pipeline in pipelines:
         pipeline.tracked(
@@ -297,18 +298,33 @@ def _track_directly(attributes: dict[str, AttributeValue], span: trace.Span) -> 
 
 
 _GENAI_CONTEXT_MODULE = "opentelemetry.util.genai._conversation_context"
+_LANGSMITH_RUN_HELPERS = "langsmith.run_helpers"
+_LANGSMITH_METADATA_KEYS = ("thread_id", "session_id", "conversation_id", "user_id")
 
 
-def _ambient_genai_conversation_id() -> str | None:
-    """The conversation id ``opentelemetry-util-genai`` keeps on the current context inside a
-    GenAI invocation (its spans carry it as ``gen_ai.conversation.id`` too); None when that
-    package is not in use."""
-    module = sys.modules.get(_GENAI_CONTEXT_MODULE)
-    read = getattr(module, "get_ambient_conversation_id", None)
-    if read is None:
-        return None
-    try:
-        value = read()
-    except Exception:
-        return None
-    return value if isinstance(value, str) and value.strip() else None
+def _ambient_ids() -> dict[str, str]:
+    """Ids GenAI libraries keep outside OpenTelemetry spans, under the attribute names their
+    spans use (so the aliases apply): ``opentelemetry-util-genai``'s conversation id on the
+    current context (inside a GenAI invocation), and the metadata of LangSmith's current run
+    (inside ``@traceable``, whose OpenTelemetry context is a non-recording span of a trace its
+    exported spans never join). Only libraries already imported are asked; never raises."""
+    ids: dict[str, str] = {}
+    genai = sys.modules.get(_GENAI_CONTEXT_MODULE)
+    read_genai = getattr(genai, "get_ambient_conversation_id", None)
+    if read_genai is not None:
+        with contextlib.suppress(Exception):
+            _keep_id(ids, "gen_ai.conversation.id", read_genai())
+    langsmith = sys.modules.get(_LANGSMITH_RUN_HELPERS)
+    current_run = getattr(langsmith, "get_current_run_tree", None)
+    if current_run is not None:
+        with contextlib.suppress(Exception):
+            metadata = getattr(current_run(), "metadata", None)
+            if isinstance(metadata, Mapping):
+                for key in _LANGSMITH_METADATA_KEYS:
+                    _keep_id(ids, f"langsmith.metadata.{key}", metadata.get(key))
+    return ids
+
+
+def _keep_id(ids: dict[str, str], key: str, value: object) -> None:
+    if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
+        ids[key] = str(value)

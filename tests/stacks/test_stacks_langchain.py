@@ -20,9 +20,21 @@ from .test_stacks import test_stack as run_stack
 
 __all__ = ["openai_server"]
 
+# LangSmith's OpenTelemetry-only mode; its API and the OTLP endpoint it would export to are a
+# closed loopback port, so nothing leaves the machine even if a span reached an exporter.
+_LANGSMITH_OFFLINE = (
+    ("LANGSMITH_TRACING", "true"),
+    ("LANGSMITH_OTEL_ENABLED", "true"),
+    ("LANGSMITH_OTEL_ONLY", "true"),
+    ("LANGSMITH_API_KEY", "lsv2_pt_test"),
+    ("LANGSMITH_ENDPOINT", "http://127.0.0.1:9"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9"),
+)
+
 STACKS = [
     Stack("langgraph", records_user=False),
     Stack("langchain", records_user=False),
+    Stack("langsmith", records_user=False, env=_LANGSMITH_OFFLINE),
 ]
 
 
