@@ -62,6 +62,7 @@ STACKS = [
     Stack("logfire_late", records_user=True),
     Stack("pydantic_ai", records_user=False),
     Stack("pydantic_ai_bare", records_user=False),
+    Stack("sentry", records_user=True),
 ]
 
 
