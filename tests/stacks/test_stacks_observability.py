@@ -63,6 +63,7 @@ STACKS = [
     Stack("pydantic_ai", records_user=False),
     Stack("pydantic_ai_bare", records_user=False),
     Stack("sentry", records_user=True),
+    Stack("second_provider", records_user=False),
 ]
 
 
