@@ -8,6 +8,8 @@ received once and linked to its own chat):
   Logfire's ``ProxyTracerProvider``);
 * ``logfire_late``: ``otel_greenflash.configure()`` first, then Logfire, whose spans then come
   from an SDK provider Greenflash was never installed on (the global one stays Greenflash's);
+* ``logfire_late_spans``: as ``logfire_late``, with both events ``logfire.span``s and no
+  ``track()``: nothing then shows Logfire's provider to the processor;
 * ``pydantic_ai``: a Pydantic AI agent (``conversation_id=`` per run) inside OTel's FastAPI
   spans; the cancellation comes after the run, outside any span of the agent;
 * ``pydantic_ai_bare``: the same agent with no FastAPI spans, the chat wrapped in
@@ -60,6 +62,7 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="POSIX signals a
 STACKS = [
     Stack("logfire", records_user=True),
     Stack("logfire_late", records_user=True),
+    Stack("logfire_late_spans", records_user=True),
     Stack("pydantic_ai", records_user=False),
     Stack("pydantic_ai_bare", records_user=False),
     Stack("sentry", records_user=True),

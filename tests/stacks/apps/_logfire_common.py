@@ -1,5 +1,6 @@
-"""What the two Logfire apps share (``logfire_app.py``: Logfire configured first;
-``logfire_late_app.py``: Greenflash first). Nothing here sets anything up at import."""
+"""What the Logfire apps share (``logfire_app.py``: Logfire configured first;
+``logfire_late_app.py`` and ``logfire_late_spans_app.py``: Greenflash first). Nothing here sets
+anything up at import."""
 
 from __future__ import annotations
 
@@ -20,18 +21,25 @@ def chat_baggage(chat: Chat) -> AbstractContextManager[Any]:
     return manager
 
 
-def report_cancellation(chat: Chat) -> None:
-    """The cancellation as a Logfire user writes it: a ``logfire.span`` with the attributes."""
+def report_span(chat: Chat, kind: str, influence: str) -> None:
+    """A business event as a Logfire user writes it: a ``logfire.span`` with the attributes."""
     attributes = {
-        "greenflash.event.type": "cancellation",
+        "greenflash.event.type": kind,
         "greenflash.event.value": PRICE,
         "greenflash.event.value_type": "currency",
-        "greenflash.event.influence": "negative",
+        "greenflash.event.influence": influence,
         "greenflash.event.properties.chat": chat.conversation,
-        "greenflash.event.properties.kind": "cancellation",
+        "greenflash.event.properties.kind": kind,
     }
-    with logfire.span("billing.cancellation", **attributes):
+    # Not an f-string: Logfire reads an f-string in logfire.span(...) as a message template.
+    name = "billing." + kind
+    with logfire.span(name, **attributes):
         pass
+
+
+def report_cancellation(chat: Chat) -> None:
+    """The cancellation as a ``logfire.span``."""
+    report_span(chat, "cancellation", "negative")
 
 
 def dump_logfire_spans() -> None:
