@@ -15,7 +15,8 @@ received once and linked to its own chat):
 * ``pydantic_ai_bare``: the same agent with no FastAPI spans, the chat wrapped in
   ``otel_greenflash.conversation(external_id=...)`` (the recipe for events outside the run);
 * ``sentry``: Sentry's OpenTelemetry support (``OTLPIntegration``) with a DSN on a closed
-  loopback port;
+  loopback port; ``sentry_legacy``: Sentry's older ``SentrySpanProcessor`` with
+  ``instrumenter="otel"`` on the same provider as the processor;
 * ``second_provider``: the events happen inside spans of a second SDK ``TracerProvider`` (not
   the global one), the conversation id on FastAPI's server span.
 
@@ -66,6 +67,7 @@ STACKS = [
     Stack("pydantic_ai", records_user=False),
     Stack("pydantic_ai_bare", records_user=False),
     Stack("sentry", records_user=True),
+    Stack("sentry_legacy", records_user=True),
     Stack("second_provider", records_user=False),
 ]
 
