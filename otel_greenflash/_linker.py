@@ -55,6 +55,8 @@ class Linker:
         self._max_traces = config.max_traces
         self.event_traces: dict[int, None] = {}
         """Traces with an event queued, oldest first: their local root's end must be noted."""
+        self.recent_event_spans: dict[int, None] = {}
+        """Span ids of the event spans span processors reported lately (see seen_before)."""
         self.recent_roots: dict[int, None] = {}
         """Traces whose local root ended lately (kept only while log records come in apart
         from their spans, through an exporter, so they need not wait for a root long gone)."""
@@ -76,6 +78,21 @@ class Linker:
         self.unsampled_spans_reach_us: Callable[[], bool] = _no
         """True once sampled-out spans are recorded and handed to our exporters."""
 
+    def seen_before(self, item: EventSpan) -> bool:
+        """True when this event span was already reported by a span processor of this pipeline
+        (the processor's hooks can be on a provider twice: added by :func:`configure` to a
+        provider created later, and by the application by hand). Application thread."""
+        context = item.span._context
+        if context is None:
+            return False
+        recent = self.recent_event_spans
+        if context[1] in recent:
+            return True
+        recent[context[1]] = None
+        if len(recent) > self._max_traces:
+            forget_oldest_share(recent)
+        return False
+
     def reset_after_fork(self) -> None:
         """In a forked child: forget the parent's linking state, in place (intakes keep
         references to these structures for their hot paths)."""
@@ -84,6 +101,7 @@ class Linker:
         self.trace_ids.reset()
         self.event_traces.clear()
         self.recent_roots.clear()
+        self.recent_event_spans.clear()
         self.open_roots.clear()
         self.waiting.release_all()
         self.ended_waiting.clear()

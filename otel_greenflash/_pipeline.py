@@ -153,6 +153,8 @@ class EventPipeline:
         ancestors can be read)."""
         self.check_pid()
         item, released = self.linker.finished_span(span, start_baggage, with_ancestors=live)
+        if item is not None and live and self.linker.seen_before(item):
+            item = None  # two span processors of this pipeline on one provider: queued once
         if item is not None:
             dropped = span.dropped_events
             if dropped:

@@ -3,13 +3,18 @@
 
 Applications often have more than one provider: Logfire swaps a new SDK provider into its
 proxy at each ``logfire.configure()`` (so one configured after us is not the global one), and
-libraries create their own. A span of such a provider under (or over) ours shares our trace
-ids; the first time one shows up, :class:`ProviderFinder` adds the processor's hooks to that
-provider so its spans link and carry events like the others.
+libraries create their own (LangSmith, Langfuse with ``tracer_provider=``, a vendor SDK). Two
+ways in, so that no business event of such a provider goes unseen:
+
+- an SDK ``TracerProvider`` created after ``configure()`` gets the processor's hooks as it is
+  created (:func:`watch_new_providers`);
+- a provider created before, found through a span of it (a parent of one of ours, or the span
+  ``track()`` runs in), gets them then (:meth:`ProviderFinder.adopt`).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from typing import Any
@@ -18,6 +23,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace import SpanProcessor
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 
 from ._logging import logger
 
@@ -53,14 +59,27 @@ def _processors_of(span: SdkSpan) -> Any:
 
 
 class _HooksOnAnotherProvider(SpanProcessor):
-    """The processor's two hooks on a provider found in a trace. Its provider's shutdown
-    (Logfire replaces its provider at each ``logfire.configure()``) only delivers what is
-    queued: the processor itself belongs to the provider it was installed on."""
+    """The processor's two hooks on another provider. They step aside at that provider's first
+    span when the application installed a Greenflash span processor there itself (one intake
+    per provider: events are not taken twice). Its provider's shutdown (Logfire replaces its
+    provider at each ``logfire.configure()``) only delivers what is queued: the processor
+    belongs to the provider it was installed on."""
 
     def __init__(self, processor: Any) -> None:
         self.processor = processor
-        self.on_start = processor.on_start  # type: ignore[method-assign]
-        self.on_end = processor.on_end  # type: ignore[method-assign]
+        self._start = processor.on_start
+        self._end = processor.on_end
+        self._first = True
+
+    def on_start(self, span: SdkSpan, parent_context: Context | None = None) -> None:
+        if self._first:
+            self._first = False
+            if _has_own_processor(getattr(span, "_span_processor", None), self):
+                self._start = self._end = _ignore
+        self._start(span, parent_context)
+
+    def on_end(self, span: Any) -> None:
+        self._end(span)
 
     def shutdown(self) -> None:
         self.processor.deliver_queued(5_000)
@@ -68,6 +87,49 @@ class _HooksOnAnotherProvider(SpanProcessor):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         result: bool = self.processor.force_flush(timeout_millis)
         return result
+
+
+def _has_own_processor(multi: Any, hooks: _HooksOnAnotherProvider) -> bool:
+    """The provider runs a Greenflash span processor the application installed (possibly the
+    very one these hooks call, passed to ``logfire.configure(additional_span_processors=)``)."""
+    from .processor import GreenflashSpanProcessor
+
+    return any(
+        isinstance(installed, GreenflashSpanProcessor)
+        for installed in getattr(multi, "_span_processors", ())
+        if installed is not hooks
+    )
+
+
+def _ignore(*args: object) -> None:
+    return None
+
+
+_watched_by: ProviderFinder | None = None
+_patched = False
+
+
+def watch_new_providers(finder: ProviderFinder) -> None:
+    """From now on, every SDK ``TracerProvider`` created in this process runs the hooks of
+    ``finder``'s processor (until that processor shuts down). Idempotent."""
+    global _watched_by, _patched
+    _watched_by = finder
+    if _patched:
+        return
+    _patched = True
+    original = SdkTracerProvider.__init__
+
+    @functools.wraps(original)
+    def init_then_watch(self: SdkTracerProvider, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        finder = _watched_by
+        if finder is not None:
+            try:
+                finder.install_on(self)
+            except Exception:  # never into the application's provider setup
+                logger.debug("otel_greenflash: a new TracerProvider was not watched", exc_info=True)
+
+    SdkTracerProvider.__init__ = init_then_watch  # type: ignore[method-assign]
 
 
 class ProviderFinder:
@@ -79,6 +141,18 @@ class ProviderFinder:
         self._checked: weakref.WeakSet[Any] = weakref.WeakSet()
         self._checked_ids: set[int] = set()
         """Multi processors that cannot be weakly referenced, by id."""
+
+    def install_on(self, provider: SdkTracerProvider) -> None:
+        """A provider just created: it runs the processor's hooks (unless it shut down)."""
+        if getattr(self._processor, "_is_shutdown", False):
+            return
+        multi = getattr(provider, "_active_span_processor", None)
+        if multi is None or not callable(getattr(multi, "add_span_processor", None)):
+            return
+        with self._lock:
+            if not self._runs_hooks(multi):
+                multi.add_span_processor(_HooksOnAnotherProvider(self._processor))
+            self._mark_checked(multi)
 
     def adopt(self, span: SdkSpan) -> bool:
         """Make sure the provider of ``span`` runs the processor's hooks; True when it does

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from ._config import ENV_INSTALL_PROCESSOR, ConfigurationError, _parse_bool
 from ._logging import logger
-from ._providers import ProviderFinder, takes_processors
+from ._providers import ProviderFinder, takes_processors, watch_new_providers
 from .logs import GreenflashLogRecordProcessor
 from .processor import GreenflashSpanProcessor
 
@@ -57,9 +57,10 @@ def configure(**settings: Any) -> GreenflashSpanProcessor | None:
     ``GREENFLASH_*`` environment variables. Any provider with ``add_span_processor`` takes it:
     the SDK's, and proxies wrapping one (Logfire's). Creates and registers an SDK
     ``TracerProvider`` only when none is set; never creates or replaces a ``LoggerProvider``,
-    nor replaces yours. Other SDK providers that show up in the same traces later (a second
-    provider, Logfire configured after this call) get the processor's hooks when their first
-    span is seen. Idempotent: later calls return the span processor installed first.
+    nor replaces yours. Other SDK providers get the processor's hooks too: those created after
+    this call as they are created (Logfire configured later, a library's own provider), older
+    ones when a span of theirs shows up in a trace next to ours. Idempotent: later calls return
+    the span processor installed first.
 
     A global provider that takes no span processor gets none (a warning says what to do);
     the processor is still returned, live, so ``track()`` and log records reach Greenflash.
@@ -83,16 +84,17 @@ def configure(**settings: Any) -> GreenflashSpanProcessor | None:
         else:
             logger.warning(
                 "otel_greenflash.configure(): the global tracer provider (%s) takes no span "
-                "processor; pass the one configure() returns to the provider your spans come "
-                "from: provider.add_span_processor(processor), or for Logfire "
-                "logfire.configure(additional_span_processors=[processor]). Until then "
-                "track() and log-based events are sent directly, linked through baggage",
+                "processor; SDK providers created from now on, and those found in traces, get "
+                "its hooks; for any other, pass the processor configure() returns to it "
+                "(provider.add_span_processor(processor)). Meanwhile track() and log-based "
+                "events are sent directly, linked through their trace and baggage",
                 type(provider).__name__,
             )
         _installed.add(provider, processor, settings)
         if _finder is None:
             _finder = ProviderFinder(processor)
             processor._provider_finder = _finder
+            watch_new_providers(_finder)
         _install_on_logger_provider(settings)
         return processor
 

@@ -147,13 +147,18 @@ from otel_greenflash import track
 
 logging.basicConfig(level=logging.INFO)
 order = os.environ["ORDER"]
-if order == "ours-first":
+if order in ("ours-first", "twice"):
     processor = otel_greenflash.configure()
 second = TracerProvider()  # another SDK provider, as Logfire swaps in at each configure()
 if order == "second-first":
     processor = otel_greenflash.configure()
-ours = trace.get_tracer("app")
+if order == "second-only":  # nothing of the trace comes from the global provider
+    processor = otel_greenflash.configure()
+    second = TracerProvider()  # created after configure(), as Logfire configured later does
+ours = trace.get_tracer("app") if order != "second-only" else second.get_tracer("app")
 theirs = second.get_tracer("web")
+if order == "twice":  # the application also adds a processor by hand, with the same settings
+    second.add_span_processor(otel_greenflash.GreenflashSpanProcessor())
 for n in range(20):
     # the root comes from the second provider, the event span from the global one
     with theirs.start_as_current_span("POST /chat") as root:
@@ -162,14 +167,20 @@ for n in range(20):
             span.set_attributes({"greenflash.event.type": "upgrade",
                                  "greenflash.event.value": "149.00",
                                  "greenflash.event.value_type": "currency"})
-        with theirs.start_as_current_span("cancel"):
-            track("cancellation", "true", value_type="boolean")
+        if order == "second-only":
+            with theirs.start_as_current_span("cancel") as cancel:
+                cancel.set_attributes({"greenflash.event.type": "cancellation",
+                                       "greenflash.event.value": "true",
+                                       "greenflash.event.value_type": "boolean"})
+        else:
+            with theirs.start_as_current_span("cancel"):
+                track("cancellation", "true", value_type="boolean")
 assert processor.force_flush(10_000)
 print(json.dumps(processor.stats()))
 """
 
 
-@pytest.mark.parametrize("order", ["ours-first", "second-first"])
+@pytest.mark.parametrize("order", ["ours-first", "second-first", "second-only", "twice"])
 def test_configure_reaches_a_second_provider_in_the_trace(
     server: EventsApiServer, tmp_path: Path, order: str
 ) -> None:
@@ -184,7 +195,9 @@ def test_configure_reaches_a_second_provider_in_the_trace(
     assert result.returncode == 0, result.stderr
     stats = json.loads(result.stdout.strip().splitlines()[-1])
     assert server.wait_for_events(40, timeout_seconds=10)
-    assert stats["sent"] == 40, stats
+    # "twice": the cancellations are the hand-installed processor's (its own pipeline), and
+    # configure()'s hooks on that provider stepped aside: no event is taken twice.
+    assert stats["queued"] == stats["sent"] == (20 if order == "twice" else 40), stats
     assert stats["unlinked"] == {}, stats
     assert stats["dropped"] == {}, stats
     by_type: dict[str, set[str]] = {}
@@ -192,7 +205,9 @@ def test_configure_reaches_a_second_provider_in_the_trace(
         by_type.setdefault(event["eventType"], set()).add(event["externalConversationId"])
     expected = {f"chat-{n}" for n in range(20)}
     assert by_type == {"upgrade": expected, "cancellation": expected}
-    assert "installed GreenflashSpanProcessor on a second TracerProvider" in result.stderr
+    assert server.duplicates == 0
+    if order == "second-first":  # found through the trace, not created after configure()
+        assert "installed GreenflashSpanProcessor on a second TracerProvider" in result.stderr
 
 
 LINKING_APP = """
