@@ -33,7 +33,7 @@ _LANGSMITH_OFFLINE = (
 
 STACKS = [
     Stack("langgraph", records_user=False),
-    Stack("langchain", records_user=False),
+    Stack("langchain", records_user=False, venv="langgraph"),
     Stack("langsmith", records_user=False, env=_LANGSMITH_OFFLINE),
 ]
 

@@ -62,12 +62,12 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="POSIX signals a
 
 STACKS = [
     Stack("logfire", records_user=True),
-    Stack("logfire_late", records_user=True),
-    Stack("logfire_late_spans", records_user=True),
+    Stack("logfire_late", records_user=True, venv="logfire"),
+    Stack("logfire_late_spans", records_user=True, venv="logfire"),
     Stack("pydantic_ai", records_user=False),
-    Stack("pydantic_ai_bare", records_user=False),
+    Stack("pydantic_ai_bare", records_user=False, venv="pydantic_ai"),
     Stack("sentry", records_user=True),
-    Stack("sentry_legacy", records_user=True),
+    Stack("sentry_legacy", records_user=True, venv="sentry"),
     Stack("second_provider", records_user=False),
 ]
 
@@ -98,7 +98,7 @@ def test_pydantic_ai_unlinked_is_counted(openai_server: OpenAIServer, tmp_path: 
     trace of its own) reaches the API without a conversation id, and each is counted in
     ``stats()["unlinked"]["no_conversation_id"]`` before the process ends."""
     try:
-        python, _ = stack_python("pydantic_ai_bare")
+        python, _ = stack_python("pydantic_ai")
     except StackVenvError as exc:
         pytest.skip(f"stack pydantic_ai_bare: its virtualenv could not be built: {exc}")
     port = free_port()
