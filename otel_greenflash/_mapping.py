@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import re
+import sys
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -600,6 +601,31 @@ def _external_id(name: str, value: object) -> str:
     raise _Invalid(name, _got(value), allowed)
 
 
+if sys.version_info >= (3, 11):
+    _from_iso = datetime.fromisoformat
+else:
+    # Python 3.10's fromisoformat takes only what isoformat() writes: a fraction of exactly 3 or
+    # 6 digits after a dot, an offset of +HH:MM. 3.11 takes ISO 8601 at large. The extended
+    # format is brought to 3.10's form here, so it parses alike on every Python: a fraction of
+    # any length after a dot or a comma (cut to microseconds, as 3.11 does), an offset of +HH,
+    # +HHMM or +HH:MM. (The basic format 20260501T120000, week dates and offsets with seconds
+    # stay 3.11+ only.)
+    _ISO_EXTENDED = re.compile(
+        r"(\d{4}-\d\d-\d\d.\d\d(?::\d\d){0,2})(?:[.,](\d+))?(?:([+-]\d\d)(?::?(\d\d))?)?"
+    )
+
+    def _from_iso(text: str) -> datetime:
+        match = _ISO_EXTENDED.fullmatch(text)
+        if match is not None:
+            head, fraction, hours, minutes = match.groups()
+            if fraction:
+                head += "." + (fraction + "00000")[:6]
+            if hours:
+                head += f"{hours}:{minutes or '00'}"
+            text = head
+        return datetime.fromisoformat(text)
+
+
 def _parse_event_at(value: object) -> str:
     allowed = "an ISO 8601 date-time such as '2026-05-01T12:00:00Z' (no zone means UTC)"
     if not isinstance(value, str):
@@ -608,7 +634,7 @@ def _parse_event_at(value: object) -> str:
     if text[-1:] in ("Z", "z"):
         text = text[:-1] + "+00:00"
     try:
-        moment = datetime.fromisoformat(text)
+        moment = _from_iso(text)
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=timezone.utc)
         moment = moment.astimezone(timezone.utc)
