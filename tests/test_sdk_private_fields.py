@@ -2,8 +2,9 @@
 
 The span processor's hooks run for every span of the application, so they read the SDK's
 own storage instead of its copying properties (``processor.py``, ``_linker.py``,
-``_mapping.py``), and delivery at exit finds the SDK's batch processors through private
-fields (``_exit_delivery.py``). A rename in a new SDK release would break these reads
+``_mapping.py``); ``_providers.py`` reaches another provider's processors through a span of it;
+and delivery at exit finds the SDK's batch processors through private fields
+(``_exit_delivery.py``). A rename in a new SDK release would break these reads
 silently or raise into the application: each test here asserts that a field exists and holds
 what the code expects, read at the moment the library reads it. CI runs this file with the
 rest of the suite on the lowest supported SDK and on the newest (see ``.ci/run``).
@@ -28,7 +29,7 @@ from opentelemetry.sdk._logs.export import (
     LogRecordExporter,
     LogRecordExportResult,
 )
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     SimpleSpanProcessor,
@@ -36,6 +37,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from otel_greenflash import logs as logs_module
@@ -201,6 +203,34 @@ def test_a_readable_span_built_directly_keeps_what_it_was_given() -> None:
     assert plain_attributes(span._attributes) is attributes
     assert span._events == ()
     assert has_business_events(span)
+
+
+def test_a_live_span_leads_to_its_providers_processors_and_event_limit() -> None:
+    """``_providers.py`` finds the provider of a span started elsewhere through the span's
+    multi processor, and checks a span's event limit before adding one."""
+    provider = TracerProvider(shutdown_on_exit=False, span_limits=SpanLimits(max_events=3))
+    seen = Seen()
+    reading = ReadingProcessor(seen)
+    provider.add_span_processor(reading)
+    span = provider.get_tracer("private-fields").start_span("live")
+    assert isinstance(span, Span)
+    try:
+        multi = span._span_processor
+        assert multi is provider._active_span_processor
+        assert callable(multi.add_span_processor)
+        assert reading in multi._span_processors
+        later = ReadingProcessor(Seen())
+        multi.add_span_processor(later)  # what ProviderFinder.adopt does
+        assert later in provider._active_span_processor._span_processors
+        assert isinstance(span._events, BoundedList)
+        events: Any = span._events  # its _dq is untyped in the SDK
+        assert events._dq.maxlen == 3
+        for number in range(3):
+            span.add_event(f"event {number}")
+        assert len(events) == 3
+    finally:
+        span.end()
+    assert later.seen.ended  # the processor added through the span saw it end
 
 
 def test_the_current_context_is_read_from_the_runtime_contexts_variable() -> None:
