@@ -13,13 +13,14 @@ from typing import Any
 
 from opentelemetry import baggage, trace
 from opentelemetry import context as context_api
+from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.util.types import AttributeValue
 
 from . import attributes as attr
 from ._linking import is_valid_id
 from ._logging import logger
-from ._pipelines import active_pipelines
-from ._providers import events_full, sdk_span
+from ._pipelines import active_pipelines, span_seen_start
+from ._providers import sdk_span
 from ._setup import provider_finder
 
 
@@ -255,18 +256,20 @@ def _events_reach_us(span: trace.Span) -> bool:
     """Whether a span event on ``span`` reaches a pipeline: the span has room for one more
     event, and a span processor saw it start (else its provider is made to run the processor
     when :func:`~otel_greenflash.configure` installed it). With no span processor at all,
-    exporters (or a gateway) read the span's events."""
-    inner = sdk_span(span)
-    if inner is not None and events_full(inner):
+    exporters (or a gateway) read the span's events. Runs at every ``track()``: private SDK
+    fields are read directly (the public ones copy)."""
+    inner = span if type(span) is SdkSpan else sdk_span(span)
+    if inner is None:
+        seen = span_seen_start(span.get_span_context().span_id)
+        return seen is None or seen
+    events = inner._events._dq  # type: ignore[attr-defined]
+    if len(events) == events.maxlen:  # the SDK would push the oldest event out
         return False
-    watching = [pipeline for pipeline in active_pipelines() if pipeline.linker.tracks_open_roots]
-    if not watching:
-        return True
-    span_id = span.get_span_context().span_id
-    if any(span_id in pipeline.linker.live.spans for pipeline in watching):
+    seen = span_seen_start(inner._context[1])  # type: ignore[index]
+    if seen is None or seen:
         return True
     finder = provider_finder()
-    return inner is not None and finder is not None and finder.adopt(inner)
+    return finder is not None and finder.adopt(inner)
 
 
 def _track_directly(attributes: dict[str, AttributeValue], span: trace.Span) -> None:

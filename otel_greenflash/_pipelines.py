@@ -71,6 +71,20 @@ def active_pipelines() -> list[EventPipeline]:
     return [pipeline for pipeline in tuple(_live) if not pipeline.is_shutdown]
 
 
+def span_seen_start(span_id: int) -> bool | None:
+    """Whether a span processor of a live pipeline saw the span start; None when no live
+    pipeline has a span processor (only exporters, which read finished spans). ``track()``'s
+    hot path: no list is built."""
+    watched = None
+    for pipeline in tuple(_live):
+        if pipeline.is_shutdown or not pipeline.linker.tracks_open_roots:
+            continue
+        if span_id in pipeline.linker.live.spans:
+            return True
+        watched = False
+    return watched
+
+
 def shutdown_under_way() -> bool:
     """True while a pipeline is shutting down (e.g. the SDK's atexit hook is delivering)."""
     return any(pipeline.is_shutdown and not pipeline.shutdown_finished for pipeline in tuple(_live))

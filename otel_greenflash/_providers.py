@@ -37,14 +37,6 @@ def sdk_span(span: object) -> SdkSpan | None:
     return inner if isinstance(inner, SdkSpan) else None
 
 
-def events_full(span: SdkSpan) -> bool:
-    """True when one more span event would push the oldest out (the SDK's event limit,
-    ``OTEL_SPAN_EVENT_COUNT_LIMIT``)."""
-    events = span._events
-    maxlen = getattr(getattr(events, "_dq", None), "maxlen", None)
-    return maxlen is not None and len(events) >= maxlen
-
-
 def takes_processors(provider: object) -> bool:
     """True for providers with ``add_span_processor`` (the SDK's, and proxies such as
     Logfire's that pass it on to the SDK provider they wrap)."""
