@@ -2,8 +2,9 @@
 
 The span processor's hooks run for every span of the application, so they read the SDK's
 own storage instead of its copying properties (``processor.py``, ``_linker.py``,
-``_mapping.py``); ``_providers.py`` reaches another provider's processors through a span of it;
-and delivery at exit finds the SDK's batch processors through private fields
+``_mapping.py``); ``track()`` checks a live span's event limit and id the same way
+(``_helpers.py``); ``_providers.py`` reaches another provider's processors through a span of
+it; and delivery at exit finds the SDK's batch processors through private fields
 (``_exit_delivery.py``). A rename in a new SDK release would break these reads
 silently or raise into the application: each test here asserts that a field exists and holds
 what the code expects, read at the moment the library reads it. CI runs this file with the
@@ -207,7 +208,7 @@ def test_a_readable_span_built_directly_keeps_what_it_was_given() -> None:
 
 def test_a_live_span_leads_to_its_providers_processors_and_event_limit() -> None:
     """``_providers.py`` finds the provider of a span started elsewhere through the span's
-    multi processor, and checks a span's event limit before adding one."""
+    multi processor; ``track()`` reads a live span's id and event limit before adding one."""
     provider = TracerProvider(shutdown_on_exit=False, span_limits=SpanLimits(max_events=3))
     seen = Seen()
     reading = ReadingProcessor(seen)
@@ -225,9 +226,12 @@ def test_a_live_span_leads_to_its_providers_processors_and_event_limit() -> None
         assert isinstance(span._events, BoundedList)
         events: Any = span._events  # its _dq is untyped in the SDK
         assert events._dq.maxlen == 3
+        assert span._context is not None
+        assert span._context[1] == span.get_span_context().span_id
         for number in range(3):
+            assert len(events._dq) < events._dq.maxlen
             span.add_event(f"event {number}")
-        assert len(events) == 3
+        assert len(events._dq) == events._dq.maxlen == len(events)  # the next one pushes out
     finally:
         span.end()
     assert later.seen.ended  # the processor added through the span saw it end
