@@ -262,6 +262,6 @@ def test_check_says_how_many_of_the_last_events_were_linked(
     assert f"process {app.pid}: 3 of its last 4 events linked" in result.stdout, result.stdout
     assert "1 no conversation id in the trace" in result.stdout
     assert "keys that look like one: app.thread_id" in result.stdout
-    assert result.returncode == 1  # an unlinked event is a problem to look at
+    assert result.returncode == 0, result.stdout  # said, not a failure of the check itself
     assert "t-0" not in result.stdout
     assert "chat-1" not in result.stdout
