@@ -19,15 +19,16 @@ import contextlib
 import contextvars
 import heapq
 import math
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ._auth import AuthGate
+from ._callbacks import call_safely
 from ._event import BusinessEvent
 from ._exceptions import DeliveryError, EventRejectedError, RetriesExhaustedError
 from ._executor import DaemonExecutor
+from ._green import new_event_loop, start_delivery_thread
 from ._http import AsyncTransport, suppress_instrumentation
 from ._ledger import Ledger
 from ._logging import RateLimitedLog, logger
@@ -106,11 +107,10 @@ class DeliveryEngine:
         """Every request runs in (a copy of) this context: HTTP-client instrumentations see
         OpenTelemetry's suppress-instrumentation flag and leave our requests alone."""
         self._context.run(suppress_instrumentation)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._run_loop, name="otel-greenflash-delivery", daemon=True
-        )
-        self._thread.start()
+        # A real OS thread even under gevent's monkey-patching: a loop in a greenlet would be
+        # "running" for every greenlet of the main thread (see _green).
+        self._loop = new_event_loop()
+        self._thread = start_delivery_thread(self._run_loop, "otel-greenflash-delivery")
 
     @property
     def pending(self) -> int:
@@ -350,10 +350,7 @@ class DeliveryEngine:
                     return
         self._stats.add_failed(len(events))
         if self._on_error is not None:
-            try:
-                self._on_error(error, events)
-            except Exception:
-                logger.exception("otel_greenflash on_error callback raised")
+            call_safely("on_error", self._on_error, error, events)
 
     def _drop(self, events: Sequence[BusinessEvent], reason: str) -> None:
         self._stats.add_dropped(reason, len(events))
@@ -361,10 +358,7 @@ class DeliveryEngine:
             for event in events:
                 self._on_settled(event, "dropped")
         if self._on_drop is not None:
-            try:
-                self._on_drop(events, reason)
-            except Exception:
-                logger.exception("otel_greenflash on_drop callback raised")
+            call_safely("on_drop", self._on_drop, events, reason)
 
 
 def _new_attempt(encoded: tuple[BusinessEvent, bytes], seq: int) -> _Attempt:

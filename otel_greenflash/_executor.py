@@ -9,10 +9,11 @@ must still run then.
 from __future__ import annotations
 
 import queue
-import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
+
+from ._green import Joinable, delivery_lock, delivery_queue, start_delivery_thread
 
 T = TypeVar("T")
 
@@ -32,13 +33,18 @@ class DaemonExecutor(ThreadPoolExecutor):
         super().__init__(max_workers=1)
         self._max_workers = max(1, max_workers)
         self._name = name
-        self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._started: list[threading.Thread] = []
+        # OS threads and primitives under gevent: the delivery loop's OS thread submits
+        # here (see _green).
+        self._queue: queue.SimpleQueue[_Work | None] = delivery_queue()
+        self._lock = delivery_lock()
+        self._started: list[Joinable] = []
         self._idle = 0
         self._closed = False
-        if prestart:
-            self.submit(_nothing).result()
+        if prestart:  # waits on a lock of the executor's kind: no gevent hub on an OS thread
+            started = delivery_lock()
+            started.acquire()
+            self.submit(started.release)
+            started.acquire()
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         future: Future[T] = Future()
@@ -46,11 +52,8 @@ class DaemonExecutor(ThreadPoolExecutor):
             if self._closed:
                 raise RuntimeError("executor closed")
             if self._idle == 0 and len(self._started) < self._max_workers:
-                thread = threading.Thread(
-                    target=self._work, name=f"{self._name}-{len(self._started)}", daemon=True
-                )
+                thread = start_delivery_thread(self._work, f"{self._name}-{len(self._started)}")
                 self._started.append(thread)
-                thread.start()
             elif self._idle:
                 self._idle -= 1
         self._queue.put((future, fn, args, kwargs))
@@ -79,7 +82,3 @@ class DaemonExecutor(ThreadPoolExecutor):
                     future.set_exception(exc)
             with self._lock:
                 self._idle += 1
-
-
-def _nothing() -> None:
-    return None

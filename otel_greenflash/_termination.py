@@ -30,6 +30,15 @@ from typing import Any
 
 from . import _exit_delivery
 from ._exit_delivery import Terminable, deliver_before_exit
+from ._green import (
+    Joinable,
+    hand_off,
+    in_hub,
+    on_main_thread,
+    os_lock,
+    prepare_hand_off,
+    start_os_thread,
+)
 from ._logging import logger
 
 SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
@@ -43,7 +52,7 @@ _deferred: set[int] = set()
 """Signals blocked on the main thread until held events are out."""
 _held_back: set[int] = set()
 """Signals that interrupted a shutdown: raised again once it is over."""
-_sink: threading.Thread | None = None
+_sink: Joinable | None = None
 _CAN_BLOCK = hasattr(signal, "pthread_sigmask") and hasattr(signal, "sigpending")
 
 
@@ -109,18 +118,27 @@ class ChainedSigtermHandler:
             _held_back.add(signum)  # interrupted a shutdown (atexit): raised again after it
             return
         _terminating = True
-        deliver_before_exit(f"signal {signal.Signals(signum).name}")
-        # The default, even when a handler installed later called us as its previous one:
-        # chaining to us asks for what we chain to, the process ending by the signal.
-        signal.signal(signum, signal.SIG_DFL)
-        _unblock(signum)
-        signal.raise_signal(signum)
+        # gevent and eventlet run handlers in their hub, where nothing may block.
+        if in_hub() and hand_off(lambda: _deliver_and_end(signum)):
+            return
+        _deliver_and_end(signum)
+
+
+def _deliver_and_end(signum: int) -> None:
+    deliver_before_exit(f"signal {signal.Signals(signum).name}")
+    # The default, even when a handler installed later called us as its previous one:
+    # chaining to us asks for what we chain to, the process ending by the signal.
+    signal.signal(signum, signal.SIG_DFL)
+    _unblock(signum)
+    signal.raise_signal(signum)
 
 
 def _install_once() -> None:
     global _installed
     if not _installed:
         _installed = install_sigterm_handler()
+        if _installed:
+            prepare_hand_off()
 
 
 def install_sigterm_handler() -> bool:
@@ -130,7 +148,7 @@ def install_sigterm_handler() -> bool:
     the processor started (gunicorn ``--preload`` with uvicorn workers: ``post_worker_init``).
     Only from the main thread; a no-op when SIGTERM is ignored or handled outside Python.
     """
-    if not hasattr(signal, "SIGTERM") or threading.current_thread() is not threading.main_thread():
+    if not hasattr(signal, "SIGTERM") or not on_main_thread():
         return False
     with _lock:
         try:
@@ -156,11 +174,13 @@ def _defer(signum: int) -> None:
     if not _CAN_BLOCK:
         return
     if _sink is None or not _sink.is_alive():
-        _sink = threading.Thread(  # created before the block: its mask stays open
-            target=threading.Event().wait, name="otel-greenflash-signals", daemon=True
-        )
+        # Started before the block, so its mask stays open; an OS thread even under
+        # gevent/eventlet (a greenlet shares the main thread's mask), whose start does not
+        # wait: this may run in gevent's hub.
+        forever = os_lock()
+        forever.acquire()
         try:
-            _sink.start()
+            _sink = start_os_thread(forever.acquire, "otel-greenflash-signals")
         except RuntimeError:
             return  # without it a process-wide SIGTERM could stay pending: do not block
     _deferred.add(signum)
@@ -176,7 +196,7 @@ def _unblock(signum: int) -> None:
 def release_deferred(*, deliver: bool) -> None:
     """Let a held-back SIGTERM through (on the main thread), after delivering if asked; a
     pending one then ends the process."""
-    if not _deferred or threading.current_thread() is not threading.main_thread():
+    if not _deferred or not on_main_thread():
         return
     try:
         if deliver and any(signum in _deferred for signum in signal.sigpending()):
@@ -194,7 +214,7 @@ def after_shutdown(any_left: bool) -> None:
     release_deferred(deliver=False)
     while _held_back:
         signum = _held_back.pop()
-        if threading.current_thread() is threading.main_thread():
+        if on_main_thread():
             signal.raise_signal(signum)
         else:
             os.kill(os.getpid(), signum)

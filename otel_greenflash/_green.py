@@ -1,0 +1,233 @@
+"""gevent and eventlet monkey-patching: real OS threads, and what a signal handler may do.
+
+Under ``gevent.monkey.patch_all()`` or ``eventlet.monkey_patch()``, ``threading.Thread`` starts
+a greenlet on the main thread. An asyncio loop there is seen as running by every greenlet of
+that thread (``asyncio.run`` in the application then fails), and a Python signal handler may
+run inside the hub, where nothing may block or switch. So under gevent the delivery loop and
+its executor run on real OS threads started with the unpatched ``_thread`` functions; a
+thread that must be an OS thread (SIGTERM's sink) is one under eventlet too; and a signal
+handler that finds itself in the hub hands its work to a new greenlet.
+
+gevent and eventlet are never imported here: only their modules already in ``sys.modules``
+(the application patched) are asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import queue
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+
+class Joinable(Protocol):
+    """What callers need of a thread: ``threading.Thread`` or :class:`OsThread`."""
+
+    def is_alive(self) -> bool: ...
+
+    def join(self, timeout: float | None = None) -> None: ...
+
+
+def patcher() -> str | None:
+    """``"gevent"`` or ``"eventlet"`` when that library has patched ``threading``; else None."""
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    if gevent_monkey is not None and _asks(gevent_monkey, "is_module_patched", "threading"):
+        return "gevent"
+    eventlet_patcher = sys.modules.get("eventlet.patcher")
+    if eventlet_patcher is not None and _asks(eventlet_patcher, "is_monkey_patched", "thread"):
+        return "eventlet"
+    return None
+
+
+def _asks(module: Any, function: str, name: str) -> bool:
+    try:
+        return bool(getattr(module, function)(name))
+    except Exception:  # a version without that function: treat as unpatched
+        return False
+
+
+def _original(module: str, name: str) -> Any:
+    found = patcher()
+    if found == "gevent":
+        return sys.modules["gevent.monkey"].get_original(module, name)
+    if found == "eventlet":
+        return getattr(sys.modules["eventlet.patcher"].original(module), name)
+    return getattr(sys.modules.get(module) or __import__(module), name)
+
+
+class OsThread:
+    """A daemon OS thread started with the unpatched ``_thread`` API, joinable with a timeout.
+
+    Interpreter shutdown never waits for it (like a daemon ``threading.Thread``).
+    """
+
+    def __init__(self, target: Callable[[], object], name: str) -> None:
+        self.name = name
+        self._done = _original("_thread", "allocate_lock")()
+        self._done.acquire()
+
+        def run() -> None:
+            try:
+                target()
+            finally:
+                self._done.release()
+
+        try:
+            _original("_thread", "start_new_thread")(run, ())
+        except BaseException:
+            self._done.release()
+            raise
+
+    def is_alive(self) -> bool:
+        return bool(self._done.locked())
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait (blocking this OS thread, hub included) at most ``timeout`` seconds."""
+        if self._done.acquire(True, -1 if timeout is None else max(0.0, timeout)):
+            self._done.release()
+
+
+def start_os_thread(target: Callable[[], object], name: str) -> Joinable:
+    """A started daemon OS thread, even under monkey-patching; starting it never waits.
+
+    Raises ``RuntimeError`` where no thread can be started (as ``Thread.start`` does).
+    """
+    if patcher() is None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        return thread
+    return OsThread(target, name)
+
+
+def os_lock() -> Any:
+    """An unpatched ``_thread`` lock: it blocks an OS thread, never switches greenlets."""
+    return _original("_thread", "allocate_lock")()
+
+
+def on_main_thread() -> bool:
+    """True on the main OS thread, in any of its greenlets (patched, ``current_thread()`` is a
+    dummy in gevent's hub and never ``main_thread()`` under eventlet)."""
+    if patcher() is None or not sys.platform.startswith("linux"):
+        return threading.current_thread() is threading.main_thread()
+    # Linux: the main thread's id is the process id (threads' ids are unpatched here).
+    return bool(_original("_thread", "get_native_id")() == os.getpid())
+
+
+# -- the delivery loop and its executor ------------------------------------------------------
+
+
+def _delivery_on_os_threads() -> bool:
+    """gevent: yes; its locks wake a greenlet waiting in another OS thread, so the greenlets
+    that wait for delivery (flush, shutdown, backpressure) are woken by the loop's thread.
+    eventlet's locks do not (the wake-up goes to the releasing thread's hub), so there the loop
+    stays a green thread, as eventlet expects."""
+    return patcher() == "gevent"
+
+
+def start_delivery_thread(target: Callable[[], object], name: str) -> Joinable:
+    """A started daemon thread for the delivery loop or its executor (see above)."""
+    if _delivery_on_os_threads():
+        return OsThread(target, name)
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def delivery_lock() -> Any:
+    """A lock for the delivery threads' own bookkeeping."""
+    return os_lock() if _delivery_on_os_threads() else threading.Lock()
+
+
+def delivery_queue() -> Any:
+    """A ``queue.SimpleQueue`` whose ``get`` blocks a delivery thread."""
+    if _delivery_on_os_threads():
+        return _original("queue", "SimpleQueue")()
+    return queue.SimpleQueue()
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """The delivery loop; on the platform's own selector when on an OS thread under gevent
+    (gevent's selector would start a gevent hub on that thread)."""
+    if not _delivery_on_os_threads():
+        return asyncio.new_event_loop()
+    return asyncio.SelectorEventLoop(_original("selectors", "DefaultSelector")())
+
+
+def in_hub() -> bool:
+    """True when the code runs inside gevent's or eventlet's hub (a signal handler may)."""
+    found = patcher()
+    try:
+        if found == "gevent":
+            gevent = sys.modules["gevent"]
+            return bool(gevent.getcurrent() is gevent.get_hub())
+        if found == "eventlet":
+            hubs = sys.modules["eventlet.hubs"]
+            greenlet = sys.modules["greenlet"]
+            return bool(greenlet.getcurrent() is hubs.get_hub().greenlet)
+    except Exception:  # pragma: no cover - a patcher without the expected API
+        return False
+    return False
+
+
+class _EventletWaker:
+    """A green thread waiting on a pipe: a handler in eventlet's hub writes one byte to run work.
+
+    eventlet's hub does not look at new green threads until its ``poll`` returns, and a signal
+    handler runs inside that ``poll`` (which Python then resumes): only a ready fd ends it.
+    """
+
+    def __init__(self) -> None:
+        self._work: list[Callable[[], None]] = []
+        read_end, self._write_end = os.pipe()
+        os.set_blocking(self._write_end, False)
+        self._write = _original("os", "write")  # eventlet's would wait in the hub
+        sys.modules["eventlet"].spawn(self._wait, read_end)
+
+    def _wait(self, read_end: int) -> None:
+        trampoline = sys.modules["eventlet.hubs"].trampoline
+        while True:
+            trampoline(read_end, read=True)
+            os.read(read_end, 64)
+            while self._work:
+                self._work.pop(0)()
+
+    def call(self, work: Callable[[], None]) -> None:
+        self._work.append(work)
+        with contextlib.suppress(OSError):  # full: a byte is already waiting
+            self._write(self._write_end, b"\0")
+
+
+_waker: _EventletWaker | None = None
+
+
+def prepare_hand_off() -> None:
+    """Call where a signal handler is installed (the main thread): under eventlet, start the
+    green thread :func:`hand_off` needs."""
+    global _waker
+    if patcher() == "eventlet" and _waker is None:
+        _waker = _EventletWaker()
+
+
+def hand_off(work: Callable[[], None]) -> bool:
+    """From the hub: run ``work`` soon in a green thread; False when that cannot be done."""
+    found = patcher()
+    if found == "gevent":
+        sys.modules["gevent"].spawn(work)
+        return True
+    if found == "eventlet" and _waker is not None:
+        _waker.call(work)
+        return True
+    return False
+
+
+def _forget_waker_in_child() -> None:
+    global _waker
+    _waker = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_waker_in_child)

@@ -1,0 +1,193 @@
+"""gevent and eventlet: monkey-patched processes stopped by SIGTERM, the way orchestrators do.
+
+Under ``gevent.monkey.patch_all()`` Python signal handlers run inside gevent's hub, where
+nothing may block, and ``threading.Thread`` starts a greenlet. What is checked:
+
+* ``gunicorn -k gevent``: 20 slow requests in flight when the arbiter gets SIGTERM; every one
+  completes (the worker's graceful shutdown), each of their 20 events arrives once, the
+  arbiter ends as it does without this library (0) and no worker exits with an error;
+* a plain script that calls ``gevent.monkey.patch_all()`` (or ``eventlet.monkey_patch()``)
+  first: SIGTERM delivers every held event and the script still ends by SIGTERM.
+
+(gunicorn 23 removed its eventlet worker: ``-k eventlet`` does not exist in the pinned
+version, so eventlet is checked with a plain script.)
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ._subprocess import command, run_script
+from .independent_receiver import Receiver
+from .test_deployments import (
+    LATENCY,
+    SERVER_RC,
+    START_TIMEOUT,
+    Outcome,
+    deploy_env,
+    deployment,
+    free_port,
+    get_health,
+    new_uids,
+)
+
+pytestmark = pytest.mark.skipif(
+    sys.platform != "linux", reason="POSIX signals, fork-based servers and /proc"
+)
+
+IN_FLIGHT = 20
+SLOW_SECONDS = 2.0
+"""How long each request takes: it is still running when the SIGTERM comes."""
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver(latency_seconds=LATENCY) as started:
+        yield started
+        assert started.errors == []
+
+
+def _worker_exit_codes(log: str) -> list[int]:
+    """Exit codes gunicorn's arbiter reported for its workers (it reports only non-zero ones)."""
+    return [int(code) for code in re.findall(r"Worker \(pid:\d+\) exited with code (\d+)", log)]
+
+
+def test_gunicorn_gevent_worker_finishes_requests_in_flight(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    """``gunicorn -k gevent``: the worker monkey-patches, installs its handlers, then imports
+    the app (configure() chains to gunicorn's SIGTERM handler from inside the patched process).
+    SIGTERM to the arbiter while 20 requests sleep: all complete, all 20 events arrive."""
+    pytest.importorskip("gevent")
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    port = free_port()
+    env = deploy_env(receiver, state_dir)
+    uids = new_uids("gevent", IN_FLIGHT)
+    args = [
+        command("gunicorn"),
+        "-c",
+        "python:tests.deployments.gunicorn_conf",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "1",
+        "--worker-class",
+        "gevent",
+        "tests.deployments.gevent_app:app",
+    ]
+
+    def request(uid: str) -> int:
+        try:
+            response = httpx.get(
+                f"http://127.0.0.1:{port}/slow",
+                params={"uid": uid, "seconds": SLOW_SECONDS},
+                timeout=30,
+                trust_env=False,
+            )
+        except httpx.HTTPError:
+            return 0  # reset or refused: the request was cut
+        return response.status_code
+
+    with deployment("gunicorn-gevent", args, env, tmp_path) as server:
+        server.wait_for(
+            lambda: any(state_dir.glob("ready-*")) and get_health(port),
+            "a serving worker",
+            START_TIMEOUT,
+        )
+        with ThreadPoolExecutor(IN_FLIGHT) as pool:
+            answers = pool.map(request, uids)
+            server.wait_for(
+                lambda: len(list(state_dir.glob("inflight-*"))) == IN_FLIGHT,
+                f"{IN_FLIGHT} requests in flight",
+                START_TIMEOUT,
+            )
+            rc = server.stop(signal.SIGTERM)
+            statuses = list(answers)
+        completed = {uid for uid, status in zip(uids, statuses, strict=True) if status == 200}
+        log = server.output
+        outcome = Outcome.collect(
+            "gunicorn -k gevent",
+            receiver,
+            set(uids),
+            rc,
+            SERVER_RC["gunicorn"],
+            notes=f"requests completed {len(completed)}/{IN_FLIGHT}, "
+            f"worker exit codes {_worker_exit_codes(log) or [0]}",
+        )
+    print(outcome.summary)
+    assert len(completed) == IN_FLIGHT, outcome.summary + "\n" + server.tail()
+    assert _worker_exit_codes(log) == [], outcome.summary + "\n" + server.tail()
+    assert "BlockingSwitchOutError" not in log, server.tail()
+    outcome.check(server.tail())
+
+
+@pytest.mark.parametrize("patcher", ["gevent", "eventlet"])
+def test_monkey_patched_script_sigterm(receiver: Receiver, tmp_path: Path, patcher: str) -> None:
+    """A script that monkey-patches first, configures, emits 21 events and sleeps: SIGTERM
+    delivers all 21 and the script still ends by SIGTERM."""
+    pytest.importorskip(patcher)
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    prefix = new_uids("patched", 1)[0]
+    env = deploy_env(receiver, state_dir, DEPLOY_UID_PREFIX=prefix, DEPLOY_PATCHER=patcher)
+    args = [sys.executable, "-m", "tests.deployments.gevent_script"]
+    with deployment(f"{patcher}-script", args, env, tmp_path) as script:
+        script.wait_for(lambda: "emitted" in script.output, "'emitted'", START_TIMEOUT)
+        started = time.monotonic()
+        rc = script.stop(signal.SIGTERM)
+        seconds = time.monotonic() - started
+        outcome = Outcome.collect(
+            f"{patcher} script",
+            receiver,
+            {f"{prefix}-{i}" for i in range(21)},
+            rc,
+            SERVER_RC["script SIGTERM"],
+            notes=f"ended {seconds:.1f} s after SIGTERM",
+        )
+    outcome.check(script.tail())
+    assert "Traceback" not in script.output, script.tail()
+
+
+def test_application_asyncio_run_under_gevent(receiver: Receiver, tmp_path: Path) -> None:
+    """After configure() under ``patch_all()``, the application's own ``asyncio.run()`` works
+    (the delivery loop runs on an OS thread: in a greenlet, every greenlet of the main thread
+    saw it running) and the events emitted before and after it are delivered."""
+    pytest.importorskip("gevent")
+    source = """
+        from gevent import monkey
+
+        monkey.patch_all()
+
+        import asyncio
+
+        import otel_greenflash
+        from opentelemetry import trace
+        from tests.deployments._events import emit
+
+        otel_greenflash.configure()
+        emit("before", "asyncio-before")
+        print(asyncio.run(asyncio.sleep(0.01, result="asyncio.run ok")), flush=True)
+        emit("after", "asyncio-after")
+        trace.get_tracer_provider().shutdown()
+    """
+    env = deploy_env(receiver, tmp_path)
+    result = run_script(tmp_path, source, env)
+    outcome = Outcome.collect(
+        "gevent + asyncio.run",
+        receiver,
+        {"asyncio-before", "asyncio-after"},
+        result.returncode,
+        0,
+    )
+    assert "asyncio.run ok" in result.stdout, result.stdout + result.stderr
+    outcome.check(result.stderr)
