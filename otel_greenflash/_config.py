@@ -222,6 +222,11 @@ class _Resolver:
         headers: Mapping[str, str] = self._get(
             "custom_headers", ENV_CUSTOM_HEADERS, {}, _parse_headers, _check_headers
         )
+        if api_key and any(api_key in header for header in headers):
+            raise ConfigurationError(  # header names are shown by `otel-greenflash check`
+                f"custom_headers / {ENV_CUSTOM_HEADERS}: a header name holds the API key; "
+                "allowed: 'Name: value', with the key never in the name"
+            )
         dry_run = self._get("dry_run", ENV_DRY_RUN, False, _parse_bool, _check_bool)
         allow_insecure = self._get(
             "allow_insecure_http", ENV_ALLOW_INSECURE_HTTP, False, _parse_bool, _check_bool
@@ -449,9 +454,10 @@ def _check_header_name(name: str, header: object) -> None:
         raise ConfigurationError(
             f"{name}: a header name has type {type(header).__name__}; allowed: a string"
         )
-    if not header or not set(header) <= _TOKEN_CHARACTERS:
+    if not header or not set(header) <= _TOKEN_CHARACTERS:  # never echoed: it may be a secret
         raise ConfigurationError(
-            f"{name}: {header!r} is not a header name; {_ALLOWED_HEADER_NAMES}"
+            f"{name}: a header name ({_shape(header)}) is not a header name; "
+            f"{_ALLOWED_HEADER_NAMES}"
         )
     folded = header.lower()
     if folded in _LIBRARY_HEADERS:
@@ -462,6 +468,26 @@ def _check_header_name(name: str, header: object) -> None:
         raise ConfigurationError(
             f"{name}: {header!r} is set by HTTP itself for each request; allowed: other headers"
         )
+
+
+def _shape(header: str) -> str:
+    """What is wrong with an invalid header name, without any of its characters."""
+    if not header:
+        return "empty"
+    bad = [c for c in header if c not in _TOKEN_CHARACTERS]
+    kinds = sorted(
+        {
+            "a non-ASCII character"
+            if not c.isascii()
+            else "a control character"
+            if not c.isprintable()
+            else "a space"
+            if c == " "
+            else "a separator such as ':' or '='"
+            for c in bad
+        }
+    )
+    return f"{len(header)} characters, with {' and '.join(kinds)}"
 
 
 def _header_value_problem(value: object) -> str | None:

@@ -8,6 +8,7 @@ import threading
 
 from opentelemetry.sdk.trace import ReadableSpan
 
+from ._callbacks import call_safely, callback_running
 from ._delivery import DropCallback
 from ._event import BusinessEvent
 from ._logging import RateLimitedLog, logger
@@ -58,7 +59,16 @@ class Drops:
             count,
             count=count,
         )
-        if self._on_drop is not None:
+        if callback_running() is not None:
+            self.log.warning(
+                "queue-full-from-callback",
+                "otel_greenflash: %d business event(s) emitted by an on_error/on_drop callback "
+                "met a full queue; they are counted in stats()['dropped']['queue_full'] and not "
+                "passed to on_drop again",
+                count,
+                count=count,
+            )
+        elif self._on_drop is not None:
             with self._lock:
                 if len(self._kept) < MAX_DROPS_KEPT:
                     self._kept.append(record)
@@ -91,9 +101,10 @@ class Drops:
         )
 
     def pass_on(self) -> None:
-        """Map the records dropped from a full queue and call ``on_drop`` (worker, shutdown)."""
+        """Map the records dropped from a full queue and call ``on_drop`` (worker, shutdown):
+        those kept when the call began, so a callback that emits more cannot keep it going."""
         kept = self._kept
-        while kept:
+        for _ in range(len(kept)):
             try:
                 record = kept.popleft()
             except IndexError:  # another thread took it
@@ -122,7 +133,4 @@ class Drops:
         except Exception:
             logger.exception("otel_greenflash could not map a dropped record for on_drop")
             return
-        try:
-            self._on_drop(events, reason)
-        except Exception:
-            logger.exception("otel_greenflash on_drop callback raised")
+        call_safely("on_drop", self._on_drop, events, reason)

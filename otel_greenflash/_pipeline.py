@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.util.types import AttributeValue
 
 from . import _record_only
+from ._callbacks import callback_running
 from ._config import ENV_API_KEY, GreenflashConfig
 from ._delivery import DeliveryEngine, DropCallback, ErrorCallback
 from ._drops import Drops
@@ -303,6 +304,15 @@ class EventPipeline:
 
     def _flush(self, timeout_seconds: float, *, drain: bool) -> bool:
         self.check_pid()
+        callback = callback_running()
+        if callback is not None:  # its thread is the one that would have to deliver
+            self._log.warning(
+                "flush-from-callback",
+                "otel_greenflash: a flush called from the %s callback returns False at once; "
+                "waiting there would hold up the delivery it waits for",
+                callback,
+            )
+            return False
         deadline = time.monotonic() + timeout_seconds
         if not self.worker.flush(timeout_seconds, drain=drain):
             return False
@@ -322,6 +332,11 @@ class EventPipeline:
         if self.is_shutdown:
             return
         self.check_pid()
+        if callback_running() is not None:  # not on the thread the shutdown waits for
+            threading.Thread(
+                target=self.shutdown, args=(timeout_millis,), name="otel-greenflash-shutdown"
+            ).start()
+            return
         self.is_shutdown = True
         try:
             self._shut_down(timeout_millis)

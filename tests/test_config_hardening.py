@@ -325,13 +325,34 @@ def test_header_values_that_break_every_send_are_refused_without_being_shown(
     assert "s3cr3t" not in message
 
 
-@pytest.mark.parametrize("name", ["X Token", "X-Token:", "X\r\nToken", "X-Tökén", "", "X/Y"])
-def test_invalid_header_names_are_refused(name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [
+        ("X Token", "7 characters, with a space"),
+        ("X-Token:", "8 characters, with a separator such as ':' or '='"),
+        ("X\r\nToken", "8 characters, with a control character"),
+        ("X-Tökén", "7 characters, with a non-ASCII character"),
+        ("", "empty"),
+        ("X/Y", "3 characters, with a separator such as ':' or '='"),
+    ],
+)
+def test_invalid_header_names_are_refused_without_being_shown(name: str, shape: str) -> None:
     message = refusal(custom_headers={name: "v"})
     assert message == (
-        f"custom_headers: {name!r} is not a header name; allowed: letters, digits and "
-        "!#$%&'*+-.^_`|~"
+        f"custom_headers: a header name ({shape}) is not a header name; allowed: letters, "
+        "digits and !#$%&'*+-.^_`|~"
     )
+
+
+def test_a_header_name_holding_the_api_key_is_refused_without_being_shown() -> None:
+    """Issue 20: a key pasted where a header belongs must not reach errors or `check`."""
+    key = "gf_live_s3cr3tKEY"
+    for headers in ({f"{key} x": "v"}, {key: "v"}, {f"X-{key}": "v"}):
+        message = refusal(api_key=key, custom_headers=headers)
+        assert "s3cr3t" not in message
+        assert "header name" in message
+    env = {"GREENFLASH_API_KEY": key, "GREENFLASH_CUSTOM_HEADERS": key}
+    assert "s3cr3t" not in refusal(env)
 
 
 def test_ordinary_custom_headers_are_still_accepted() -> None:
