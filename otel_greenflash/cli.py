@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
         "--property", action="append", default=[], metavar="KEY=VALUE", help="repeatable"
     )
     send.add_argument("--dry-run", action="store_true", help="print the body instead of sending")
+    send.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to keep trying (default 10)"
+    )
     send.set_defaults(run=_send)
 
     spool = commands.add_parser("spool", help="inspect, deliver or delete a durable spool")
@@ -267,28 +270,40 @@ def _send(arguments: argparse.Namespace) -> int:
     if not config.api_key and not config.dry_run:
         print(f"{ENV_API_KEY} is not set (use --dry-run to print the body)", file=sys.stderr)
         return 2
-    return _deliver(config, result.events[0])
+    if arguments.timeout <= 0:
+        print("--timeout must be a positive number of seconds", file=sys.stderr)
+        return 2
+    return _deliver(config, result.events[0], arguments.timeout)
 
 
-def _deliver(config: GreenflashConfig, event: BusinessEvent) -> int:
+def _deliver(config: GreenflashConfig, event: BusinessEvent, timeout: float) -> int:
+    """Send one event, retrying for at most ``timeout`` seconds, and say what happened."""
     stats = DeliveryStats()
     errors: list[Exception] = []
     engine = DeliveryEngine(
         transport_for(config),
         stats,
         max_concurrency=1,
-        retry_window_seconds=config.export_timeout_seconds,
-        timeout_seconds=config.timeout_seconds,
+        retry_window_seconds=timeout,
+        timeout_seconds=min(config.timeout_seconds, timeout),
         on_error=lambda error, events: errors.append(error),
     )
+    if not config.dry_run:
+        print(
+            f"sending {event.event_type!r} to {config.events_url}, retrying for up to "
+            f"{timeout:g} s (--timeout)",
+            file=sys.stderr,
+            flush=True,
+        )
     engine.submit([event])
-    engine.flush(config.export_timeout_seconds + 1)
+    engine.flush(timeout + 1)
     engine.shutdown(0)
     if stats.snapshot()["sent"]:
         if not config.dry_run:
             print(f"sent {event.event_type!r} (insertId {event.insert_id})")
         return 0
-    print(f"not sent: {errors[0] if errors else 'no answer in time'}", file=sys.stderr)
+    reason = errors[0] if errors else f"no answer within {timeout:g} s"
+    print(f"not sent: {reason}", file=sys.stderr)
     return 1
 
 

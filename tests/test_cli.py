@@ -132,3 +132,27 @@ def test_serve_prints_events_as_they_arrive() -> None:
 def test_module_entry_point_works_too() -> None:
     result = run([sys.executable, "-m", "otel_greenflash.cli", "--version"], clean_env())
     assert result.stdout.startswith("otel-greenflash ")
+
+
+def test_send_to_an_unreachable_api_gives_up_at_its_timeout_and_says_why() -> None:
+    """Issue 20: a person's command says what it waits for and gives up within --timeout
+    (before: silent for up to 300 s against a listener that never answers)."""
+    import socket
+
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/api/v1"
+        env = clean_env(
+            GREENFLASH_API_KEY="gf-test-key",
+            GREENFLASH_BASE_URL=url,
+            GREENFLASH_PRODUCT_ID=PRODUCT_ID,
+        )
+        command_line = [command("otel-greenflash"), "send", "signup", "1", "--timeout", "2"]
+        result = subprocess.run(command_line, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == (
+        f"sending 'signup' to {url}/events, retrying for up to 2 s (--timeout)"
+    )
+    assert result.stderr.splitlines()[-1].startswith("not sent: ")
+    assert "gf-test-key" not in result.stderr + result.stdout
