@@ -269,12 +269,16 @@ class EventPipeline:
         self.lanes.deliver(events)
 
     def _chores(self) -> None:
-        """Every worker cycle: ``on_drop`` for a full queue's drops, and the counts of rate-
-        limited warnings whose interval ended."""
+        """Every worker cycle: ``on_drop`` for a full queue's drops, the counts of rate-
+        limited warnings whose interval ended, and (every ~30 s) the spool's orphan scan."""
         self.drops.pass_on()
         for log in self._logs():
             log.flush_due()
         self.link_status.maybe_write(self.mapper.recent)
+        spool = self.feed.spool
+        adopted = spool.adopt_orphans_when_due() if spool is not None else 0
+        if adopted:  # what neighbours that died beside this live process left
+            self.stats_counters.add_queued(adopted)
 
     def _logs(self) -> tuple[RateLimitedLog, ...]:
         mapper = self.mapper

@@ -1,10 +1,13 @@
 """Durable spool: events persisted (sqlite3, WAL) before their first send, removed when settled.
 
 One database file per process in the spool directory, each with a sidecar lock file held with
-``flock`` for the life of the process. A file whose lock can be taken belongs to a process that
-is gone (exited, crashed, SIGKILLed): its events are *adopted* — copied, with their insertIds,
-into the adopting process's spool — and delivered first. The API deduplicates by insertId, so
-an event delivered just before a crash and delivered again after it is kept once.
+``flock`` for the life of the process (see :mod:`._spool_files`). A file whose lock can be
+taken belongs to a process that is gone (exited, crashed, SIGKILLed): its events are *adopted*
+— moved, with their insertIds, into the adopting process's spool — and delivered first, at
+start and by live processes every 30 s or so (see :mod:`._spool_adoption`); only files
+written for the same API key and endpoint are adopted (see :mod:`._spool_destination`). The
+API deduplicates by insertId, so an event delivered just before a crash and delivered again
+after it is kept once.
 
 A spool file is built under a temporary name (``.creating``) and renamed into place once its
 schema is committed, so a crash while it is created leaves no half-made ``spool-*.db``; the
@@ -15,28 +18,36 @@ process's user are ever adopted (or deleted): a shared directory may hold anyone
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import math
 import os
 import sqlite3
-import stat
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
+from . import _spool_destination
 from ._event import BusinessEvent
 from ._logging import logger
+from ._spool_adoption import OrphanAdopter
+from ._spool_destination import Destination, DestinationCheck, shown_endpoint
+from ._spool_files import CREATING as _CREATING
+from ._spool_files import FORMAT_VERSION as _FORMAT_VERSION
+from ._spool_files import PENDING, REJECTED, WAITING, SpoolError
+from ._spool_files import connect_read_only as _connect_read_only
+from ._spool_files import hold_lock as _hold_lock
+from ._spool_files import open_create_exclusive as _open_create_exclusive
+from ._spool_files import own_files as _own_files
+from ._spool_files import remove as _remove
+from ._spool_files import sidecars as _sidecars
+from ._spool_files import try_lock as _try_lock
+from ._spool_files import wal_files as _wal_files
+from ._spool_files import warn_if_shared as _warn_if_shared
 
-PENDING = "pending"
-REJECTED = "rejected"
-WAITING = "waiting"
-"""Written as known so far while the event waits for its conversation id; replaced by the
-final body when it stops waiting, sent as it is by whoever adopts the file after a crash."""
+__all__ = ["PENDING", "REJECTED", "WAITING", "Spool", "SpoolError", "SpoolSummary"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -49,15 +60,6 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE TABLE IF NOT EXISTS spool_format (version INTEGER NOT NULL);
 """
-_FORMAT_VERSION = 1
-_SPOOL_TABLES = frozenset(("events", "spool_format", "sqlite_sequence"))
-_CREATING = ".creating"
-"""Suffix of a spool file while it is created (renamed to ``.db`` when ready)."""
-_MAX_NAMES_SHOWN = 5
-
-
-class SpoolError(Exception):
-    """The spool directory or a spool file cannot be used."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +71,23 @@ class SpoolSummary:
     rejected: int
     oldest_age_seconds: float | None
     owned_by_live_process: bool
+    endpoint: str | None = None
+    """The scheme, host and port its events go to (None: not recorded, or unreadable)."""
 
 
 class Spool:
     """This process's spool file. Used from the processor's worker thread only (one lock
     guards the connection anyway, for ``close`` from another thread)."""
 
-    def __init__(self, directory: str | os.PathLike[str], *, max_events: int = 100_000) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        max_events: int = 100_000,
+        destination: Destination | None = None,
+    ) -> None:
+        """``destination``: this process's endpoint and key, recorded in the file (only files
+        recorded for the same are adopted); None only where no key is in play (tests)."""
         self.directory = Path(directory)
         self.max_events = max_events
         self.evicted = 0
@@ -91,13 +103,14 @@ class Spool:
             self.path = self.directory / f"{name}.db"
             self._lock_file = _hold_lock(self.directory / f"{name}.lock")
             try:
-                self._db = _create(self.path)
+                self._db = _create(self.path, destination)
             except BaseException:
                 _remove(self.path.with_suffix(".lock"))
                 self._lock_file.close()
                 raise
         except (OSError, sqlite3.Error) as error:
             raise SpoolError(f"cannot use spool directory {str(directory)!r}: {error}") from error
+        self._adopter = OrphanAdopter(self.directory, self.path, DestinationCheck(destination))
 
     # -- writes (worker thread) ------------------------------------------------------------
 
@@ -229,142 +242,25 @@ class Spool:
     # -- adoption ----------------------------------------------------------------------------
 
     def adopt_orphans(self) -> int:
-        """Take over the events of spool files whose process is gone; return how many.
+        """Take over the events of spool files whose process is gone and that were written
+        for this spool's destination; return how many are pending (see
+        :mod:`._spool_adoption`)."""
+        adopted = self._adopter.adopt(self._db, self._lock, self.max_events)
+        self.evicted += adopted.evicted
+        return adopted.pending
 
-        Files another user owns (or that are not regular files) are skipped, never read or
-        deleted; what a crash during a file's creation left behind is removed."""
-        adopted = 0
-        foreign: list[str] = []
-        for path in sorted(self.directory.glob("spool-*.db")):
-            if path == self.path:
-                continue
-            if not _own_files(path):
-                foreign.append(path.name)
-                continue
-            lock_path = path.with_suffix(".lock")
-            try:
-                lock = _try_lock(lock_path)
-            except OSError as error:
-                logger.warning("otel_greenflash spool: cannot check %s (%s); skipped", path, error)
-                continue
-            if lock is None:
-                continue  # a live process owns it
-            try:
-                if path.exists():
-                    adopted += self._adopt(path)
-                else:  # adopted by another process a moment ago: only our new lock file is left
-                    _remove(lock_path)
-            finally:
-                lock.close()
-        foreign.extend(self._remove_interrupted_creations())
-        if foreign:
-            shown = ", ".join(foreign[:_MAX_NAMES_SHOWN])
-            more = len(foreign) - _MAX_NAMES_SHOWN
-            logger.warning(
-                "otel_greenflash spool: %d file(s) in %s not owned by this user (uid %d) or not "
-                "regular files were left alone, never adopted: %s%s",
-                len(foreign),
-                self.directory,
-                os.geteuid(),
-                shown,
-                f" and {more} more" if more > 0 else "",
-            )
-        return adopted
-
-    def _remove_interrupted_creations(self) -> list[str]:
-        """Remove files a crash left while creating a spool file (a ``.creating`` file, or a
-        lock file alone) whose process is gone; return the names of foreign ones skipped."""
-        foreign: list[str] = []
-        removed: list[str] = []
-        for path in sorted(self.directory.glob(f"spool-*{_CREATING}")):
-            if not _own_files(path):
-                foreign.append(path.name)
-                continue
-            lock = _try_own_lock(path.with_suffix(".lock"))
-            if lock is None:
-                continue  # being created right now by a live process
-            try:
-                if path.exists():  # else: renamed into place a moment ago, by its last owner
-                    _remove(path, *_sidecars(path), path.with_suffix(".lock"))
-                    removed.append(path.name)
-            finally:
-                lock.close()
-        for lock_path in sorted(self.directory.glob("spool-*.lock")):
-            if lock_path.with_suffix(".db").exists() or lock_path.with_suffix(_CREATING).exists():
-                continue
-            lock = _try_own_lock(lock_path)
-            if lock is None:
-                continue
-            try:  # a lock file alone: its process died before creating its file
-                if not lock_path.with_suffix(".db").exists():
-                    _remove(lock_path)
-            finally:
-                lock.close()
-        if removed:
-            logger.warning(
-                "otel_greenflash spool: removed %d spool file(s) whose creation was interrupted "
-                "by a crash (they held no events): %s",
-                len(removed),
-                ", ".join(removed[:_MAX_NAMES_SHOWN]),
-            )
-        return foreign
-
-    def _adopt(self, path: Path) -> int:
-        try:
-            other = _connect_read_only(path)
-        except (SpoolError, sqlite3.Error) as error:
-            if _abandoned_creation(path):
-                _remove(path, *_sidecars(path), path.with_suffix(".lock"))
-                logger.warning(
-                    "otel_greenflash spool: removed %s, a spool file whose creation was "
-                    "interrupted by a crash (it held no events)",
-                    path.name,
-                )
-                return 0
-            logger.warning(
-                "otel_greenflash spool: %s is not a spool file this version can read (%s); "
-                "left in place",
-                path.name,
-                error,
-            )
+    def adopt_orphans_when_due(self) -> int:
+        """:meth:`adopt_orphans` when the next periodic scan is due (else 0, at once); never
+        raises: a scan that fails is said and tried again at the next one."""
+        adopter = self._adopter
+        if not adopter.schedule.due(time.monotonic()):
             return 0
         try:
-            rows = other.execute(
-                "SELECT insert_id, span_name, body, status, created FROM events ORDER BY seq"
-            ).fetchall()
-        except sqlite3.Error as error:
-            logger.warning("otel_greenflash spool: cannot read %s (%s); left in place", path, error)
-            other.close()
+            return self.adopt_orphans()
+        except (OSError, sqlite3.Error) as error:
+            adopter.schedule.scanned(time.monotonic())
+            logger.warning("otel_greenflash spool: looking for orphaned files failed: %s", error)
             return 0
-        other.close()
-        # Their process is gone: events it held back waiting for a conversation id go as known.
-        rows = [(*row[:3], PENDING if row[3] == WAITING else row[3], row[4]) for row in rows]
-        with self._lock, self._db:
-            self._db.executemany(
-                "INSERT OR IGNORE INTO events (insert_id, span_name, body, status, created) "
-                "VALUES (?, ?, ?, ?, ?)",
-                rows,
-            )
-        for leftover in (path, path.with_suffix(".lock"), *_wal_files(path)):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
-        with self._lock, self._db:  # the bound holds for adopted events too: the oldest go
-            (count,) = self._db.execute("SELECT count(*) FROM events").fetchone()
-            if count > self.max_events:
-                self._db.execute(
-                    "DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT ?)",
-                    (count - self.max_events,),
-                )
-                self.evicted += count - self.max_events
-        pending = sum(1 for row in rows if row[3] == PENDING)
-        if rows:
-            logger.warning(
-                "otel_greenflash spool: adopted %d undelivered event(s) left by an earlier "
-                "process (%s)",
-                pending,
-                path.name,
-            )
-        return pending
 
     def close(self) -> None:
         """Close; delete the file when nothing is left in it (else the next process adopts it)."""
@@ -391,13 +287,19 @@ def inspect(directory: str | os.PathLike[str]) -> list[SpoolSummary]:
         lock = None
         with contextlib.suppress(OSError):
             lock = _try_lock(path.with_suffix(".lock"))
+        endpoint = None
         try:
             db = _connect_read_only(path)
-            pending, rejected = _counts(db)
-            (oldest,) = db.execute(
-                "SELECT min(created) FROM events WHERE status IN (?, ?)", (PENDING, WAITING)
-            ).fetchone()
-            db.close()
+            try:
+                pending, rejected = _counts(db)
+                (oldest,) = db.execute(
+                    "SELECT min(created) FROM events WHERE status IN (?, ?)", (PENDING, WAITING)
+                ).fetchone()
+                recorded = _spool_destination.read(db)
+            finally:
+                db.close()
+            if recorded is not None:
+                endpoint = shown_endpoint(recorded.endpoint)
         except (SpoolError, sqlite3.Error, TypeError):
             pending = rejected = -1
             oldest = None
@@ -405,7 +307,7 @@ def inspect(directory: str | os.PathLike[str]) -> list[SpoolSummary]:
             if lock is not None:
                 lock.close()
         age = time.time() - oldest if oldest is not None else None
-        summaries.append(SpoolSummary(path, pending, rejected, age, lock is None))
+        summaries.append(SpoolSummary(path, pending, rejected, age, lock is None, endpoint))
     return summaries
 
 
@@ -434,20 +336,27 @@ def purge(directory: str | os.PathLike[str]) -> int:
     return removed
 
 
-def _create(path: Path) -> sqlite3.Connection:
+def _create(path: Path, destination: Destination | None) -> sqlite3.Connection:
     """Create and open this process's own spool file, atomically: the file is made (mode
-    0600, never an existing file or a symlink), given its schema and format row, and closed
-    under a temporary name, then renamed to ``path``. A crash before the rename leaves only the
-    temporary file, which the next adoption scan removes."""
+    0600, never an existing file or a symlink), given its schema, format row and destination
+    record, and closed under a temporary name, then renamed to ``path``. A crash before the
+    rename leaves only the temporary file, which the next adoption scan removes.
+
+    Its pages can be given back to the filesystem (incremental auto-vacuum), so a process
+    adopting it after a crash shrinks it as it moves its events out."""
+    recorded = _spool_destination.record(destination) if destination is not None else None
     creating = path.with_suffix(_CREATING)
-    os.close(os.open(creating, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, 0o600))
+    _open_create_exclusive(creating)
     try:
         db = sqlite3.connect(creating)  # its journal and WAL files copy the file's mode
         try:
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # before any table exists
             db.execute("PRAGMA journal_mode=WAL")  # kept in the file's header
             with db:
-                db.executescript(_SCHEMA)
+                db.executescript(_SCHEMA + _spool_destination.SCHEMA)
                 db.execute("INSERT INTO spool_format VALUES (?)", (_FORMAT_VERSION,))
+                if recorded is not None:
+                    _spool_destination.write(db, recorded)
         finally:
             db.close()  # the last connection: checkpoints and deletes the WAL
         os.replace(creating, path)
@@ -464,163 +373,10 @@ def _create(path: Path) -> sqlite3.Connection:
     return db
 
 
-def _connect_read_only(path: Path) -> sqlite3.Connection:
-    """Open another process's file without changing it; check it is a spool of this format."""
-    if not path.exists():
-        raise SpoolError(f"{path} does not exist")
-    uri = f"{path.resolve().as_uri()}?mode=ro"
-    db = sqlite3.connect(uri, uri=True, check_same_thread=False)
-    try:
-        row = db.execute("SELECT version FROM spool_format").fetchone()
-        if row is None or row[0] != _FORMAT_VERSION:
-            raise SpoolError(f"{path.name} is not a spool file of format {_FORMAT_VERSION}")
-    except BaseException:
-        db.close()
-        raise
-    return db
-
-
 def _counts(db: sqlite3.Connection) -> tuple[int, int]:
     """Not yet delivered (waiting ones included), and refused."""
     rows = dict(db.execute("SELECT status, count(*) FROM events GROUP BY status").fetchall())
     return int(rows.get(PENDING, 0)) + int(rows.get(WAITING, 0)), int(rows.get(REJECTED, 0))
-
-
-_OPEN_FLAGS = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-"""Never open a spool directory entry through a symlink, nor leak it to a child process."""
-_LOCK_ATTEMPTS = 100
-
-
-def _open_lock_file(path: Path) -> IO[bytes]:
-    """Open (creating it 0600 if needed) a lock file; never through a symlink."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _OPEN_FLAGS, 0o600)
-    return os.fdopen(fd, "ab")
-
-
-def _hold_lock(path: Path) -> IO[bytes]:
-    """This process's lock, held for the life of the spool. An adoption scan removes a lock
-    file it finds free and alone, which may be ours between its creation and the ``flock``:
-    then the lock is on a removed file, and taken again on a new one."""
-    for _ in range(_LOCK_ATTEMPTS):
-        handle = _open_lock_file(path)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino:
-                return handle
-        except FileNotFoundError:
-            pass
-        except BaseException:
-            handle.close()
-            raise
-        handle.close()
-    raise OSError(f"{path.name} keeps being removed while it is locked")
-
-
-def _try_lock(path: Path) -> IO[bytes] | None:
-    """The lock when nobody holds it (the owner is gone), else None."""
-    handle = _open_lock_file(path)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        return None
-    return handle
-
-
-def _try_own_lock(path: Path) -> IO[bytes] | None:
-    """:func:`_try_lock` for a lock file that is this user's regular file; None otherwise
-    (also when it cannot be opened)."""
-    if not _own_files(path):
-        return None
-    try:
-        return _try_lock(path)
-    except OSError:
-        return None
-
-
-def _wal_files(path: Path) -> tuple[Path, Path]:
-    return path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
-
-
-def _sidecars(path: Path) -> tuple[Path, Path, Path]:
-    """The files SQLite may keep next to a database: WAL, shared memory, rollback journal."""
-    return (*_wal_files(path), path.with_name(path.name + "-journal"))
-
-
-def _remove(*paths: Path) -> None:
-    for path in paths:
-        with contextlib.suppress(OSError):
-            path.unlink()
-
-
-def _own_files(path: Path) -> bool:
-    """True when ``path`` and every file SQLite or the lock keeps beside it are regular files
-    owned by this process's user (missing ones are fine). Anything else may hold another
-    user's events or be a trap: it is never adopted, sent under this process's key, or
-    deleted."""
-    uid = os.geteuid()
-    for candidate in (path, *_sidecars(path), path.with_suffix(".lock")):
-        try:
-            status = os.lstat(candidate)
-        except FileNotFoundError:
-            continue
-        except OSError:
-            return False
-        if not stat.S_ISREG(status.st_mode) or status.st_uid != uid:
-            return False
-    return True
-
-
-def _abandoned_creation(path: Path) -> bool:
-    """True when ``path`` (its lock held by the caller) is a spool file an earlier version
-    was killed while creating: empty, or holding no more than this library's tables, all
-    empty. Nothing in it was ever an event; anything else is left for a person to look at."""
-    try:
-        if path.stat().st_size == 0 and not any(
-            sidecar.exists() and sidecar.stat().st_size > 0 for sidecar in _sidecars(path)
-        ):
-            return True
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except (OSError, sqlite3.Error):
-        return False
-    try:
-        tables = {
-            name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        }
-        if not tables <= _SPOOL_TABLES:
-            return False
-        return not any(
-            db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()  # noqa: S608 - fixed names
-            for table in sorted(tables & {"events", "spool_format"})
-        )
-    except sqlite3.Error:
-        return False
-    finally:
-        db.close()
-
-
-def _warn_if_shared(directory: Path) -> None:
-    """One warning when other users can replace or delete files in the spool directory."""
-    try:
-        status = directory.stat()
-    except OSError:
-        return
-    writable_by_others = status.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-    if writable_by_others and not status.st_mode & stat.S_ISVTX:
-        problem = (
-            f"is writable by other users (mode {stat.S_IMODE(status.st_mode):04o}, no sticky bit)"
-        )
-    elif status.st_uid not in (os.geteuid(), 0):
-        problem = f"belongs to another user (uid {status.st_uid})"
-    else:
-        return
-    logger.warning(
-        "otel_greenflash spool directory %s %s: they can remove or replace spool files "
-        "(files not owned by this user are never adopted); use a directory only this user "
-        "can write to, e.g. mode 0700",
-        directory,
-        problem,
-    )
 
 
 def _encode(event: BusinessEvent) -> bytes:

@@ -19,6 +19,7 @@ from ._delivery import DeliveryEngine
 from ._event import BusinessEvent
 from ._logging import RateLimitedLog, logger
 from ._spool import Spool
+from ._spool_destination import Destination
 from ._stats import DeliveryStats
 
 NOTES_BEFORE_WAKE = 256
@@ -54,7 +55,11 @@ class SpoolFeed:
             return
         self._wanted = False
         try:
-            spool = Spool(self._config.spool_dir or "", max_events=self._config.spool_max_events)
+            spool = Spool(
+                self._config.spool_dir or "",
+                max_events=self._config.spool_max_events,
+                destination=Destination.of(self._config),  # only its own key's orphans
+            )
             adopted = spool.adopt_orphans()
         except Exception as error:  # whatever the disk says, the app carries on
             logger.error(

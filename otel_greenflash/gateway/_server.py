@@ -77,7 +77,11 @@ async def serve(
     )
     await runner.setup()
     grpc_server = build_server(
-        ingest, token=settings.token, max_request_bytes=settings.max_request_bytes, workers=WORKERS
+        ingest,
+        token=settings.token,
+        max_request_bytes=settings.max_request_bytes,
+        workers=WORKERS,
+        calls_per_peer=settings.grpc_calls_per_peer,
     )
     site: web.TCPSite | None = None
     started = time.monotonic()

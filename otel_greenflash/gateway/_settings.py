@@ -26,10 +26,13 @@ ENV_TLS_KEY = "GREENFLASH_GATEWAY_TLS_KEY"
 ENV_MAX_REQUEST_BYTES = "GREENFLASH_GATEWAY_MAX_REQUEST_BYTES"
 ENV_REQUEST_TIMEOUT = "GREENFLASH_GATEWAY_REQUEST_TIMEOUT"
 ENV_SHUTDOWN_TIMEOUT = "GREENFLASH_GATEWAY_SHUTDOWN_TIMEOUT"
+ENV_GRPC_CALLS_PER_PEER = "GREENFLASH_GATEWAY_GRPC_CALLS_PER_PEER"
 
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
 """The OTLP specification's recommended limit."""
 MIN_TOKEN_LENGTH = 16
+DEFAULT_GRPC_CALLS_PER_PEER = 64
+"""OTLP/gRPC calls one peer address may hold at once: a quarter of the gateway's 256."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +49,7 @@ class GatewaySettings:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     request_timeout_seconds: float = 10.0
     shutdown_timeout_seconds: float = 20.0
+    grpc_calls_per_peer: int = DEFAULT_GRPC_CALLS_PER_PEER
 
     @property
     def tls(self) -> tuple[str, str] | None:
@@ -102,6 +106,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"acknowledged events (default 20; {ENV_SHUTDOWN_TIMEOUT} in ms); what is left stays "
         "in the spool",
     )
+    add_grpc_arguments(parser)
+
+
+def add_grpc_arguments(parser: argparse.ArgumentParser) -> None:
+    """The OTLP/gRPC flags."""
+    parser.add_argument(
+        "--grpc-calls-per-peer",
+        type=int,
+        help="OTLP/gRPC calls one client address may hold at once, waiting or being taken "
+        f"(default {DEFAULT_GRPC_CALLS_PER_PEER} of 256; more get UNAVAILABLE with a retry "
+        f"delay; 256 turns the per-peer bound off; {ENV_GRPC_CALLS_PER_PEER})",
+    )
 
 
 def resolve(
@@ -137,6 +153,9 @@ def resolve(
         ),
         shutdown_timeout_seconds=_seconds(
             "--shutdown-timeout", arguments.shutdown_timeout, ENV_SHUTDOWN_TIMEOUT, env, 20.0
+        ),
+        grpc_calls_per_peer=_calls_per_peer(
+            arguments.grpc_calls_per_peer, env.get(ENV_GRPC_CALLS_PER_PEER)
         ),
     )
     _check(settings)
@@ -289,6 +308,22 @@ def _seconds(
             f"{name} is out of range; allowed: more than 0 and at most 3600 seconds"
         )
     return seconds
+
+
+def _calls_per_peer(flag: int | None, raw: str | None) -> int:
+    name = "--grpc-calls-per-peer" if flag is not None else ENV_GRPC_CALLS_PER_PEER
+    if flag is not None:
+        value = flag
+    elif raw is None or not raw.strip():
+        return DEFAULT_GRPC_CALLS_PER_PEER
+    else:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigurationError(f"{name}={raw!r} is not a whole number of calls") from None
+    if value < 1:
+        raise ConfigurationError(f"{name}={value} is out of range; allowed: at least 1")
+    return value
 
 
 def describe(settings: GatewaySettings) -> str:
