@@ -9,15 +9,21 @@ not on the event loop.
 ``Export`` is unary, but it is served as a client-streaming method (the same on the wire): the
 handler then runs before the request message is received, takes a worker slot, and only then
 reads the message, so requests waiting for a slot do not hold their messages in memory (as over
-HTTP, where the body is read with a slot). ``maximum_concurrent_rpcs`` bounds the waiting ones.
+HTTP, where the body is read with a slot). The calls held at once are bounded by the handler,
+in all and per peer (:mod:`._grpc_budget`), not by gRPC's ``maximum_concurrent_rpcs``: a call
+over a bound is answered UNAVAILABLE with a retry delay, as the spec asks of an overloaded
+server, where gRPC would answer RESOURCE_EXHAUSTED without one (permanent for OTLP clients).
+A call whose message does not arrive by its deadline is answered UNAVAILABLE and frees its
+slot; one peer holds at most half the workers, so its stalled calls leave the rest to others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
@@ -33,7 +39,16 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from ._decode import MalformedRequestError, RequestTooLargeError
-from ._ingest import BUSY_RETRY_SECONDS, Accepted, Ingest, Payload, UnavailableError
+from ._grpc_budget import CallBudget, peer_host
+from ._ingest import (
+    BUSY_RETRY_SECONDS,
+    Accepted,
+    Ingest,
+    Payload,
+    UnavailableError,
+    _acquire,
+)
+from ._settings import DEFAULT_GRPC_CALLS_PER_PEER
 from ._status import RETRY_INFO_TYPE_URL, any_message, retry_info, status_protobuf
 
 PROTOCOL = "grpc"
@@ -43,16 +58,20 @@ a call waiting for a worker holds this much at most; 1 MiB per round trip is 20 
 on a 50 ms link."""
 CONCURRENT_RPCS_PER_WORKER = 16
 """Calls at once per worker slot (taken or waiting for one): 256 with 16 workers, so about
-256 MiB of read-ahead at most. gRPC refuses more with RESOURCE_EXHAUSTED and no RetryInfo,
-which OTLP clients treat as permanent: the limit is set far above what senders open (the
-Collector's exporters use 10 consumers each)."""
+256 MiB of read-ahead at most; more are answered UNAVAILABLE with a retry delay. Far above
+what senders open (the Collector's exporters use 10 consumers each)."""
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 _UNAVAILABLE = 14
 
 
 def build_server(
-    ingest: Ingest, *, token: str | None, max_request_bytes: int, workers: int
+    ingest: Ingest,
+    *,
+    token: str | None,
+    max_request_bytes: int,
+    workers: int,
+    calls_per_peer: int = DEFAULT_GRPC_CALLS_PER_PEER,
 ) -> Any:  # grpc.aio.Server
     """A ``grpc.aio`` server with both services registered; ports are added by the caller."""
     server = grpc.aio.server(
@@ -64,12 +83,16 @@ def build_server(
             ("grpc.http2.bdp_probe", 0),
             ("grpc.http2.lookahead_bytes", LOOKAHEAD_BYTES),
         ],
-        maximum_concurrent_rpcs=CONCURRENT_RPCS_PER_WORKER * workers,
     )
     expected = f"bearer {token}" if token else None
+    budget = CallBudget(
+        total=CONCURRENT_RPCS_PER_WORKER * workers, per_peer=calls_per_peer, workers=workers
+    )
 
     async def traces(messages: Any, context: Any) -> ExportTraceServiceResponse:
-        accepted = await _take(ingest, "traces", messages, context, expected, max_request_bytes)
+        accepted = await _take(
+            ingest, budget, "traces", messages, context, expected, max_request_bytes
+        )
         response = ExportTraceServiceResponse()
         if accepted.invalid:
             response.partial_success.rejected_spans = accepted.rejected
@@ -77,7 +100,9 @@ def build_server(
         return response
 
     async def logs(messages: Any, context: Any) -> ExportLogsServiceResponse:
-        accepted = await _take(ingest, "logs", messages, context, expected, max_request_bytes)
+        accepted = await _take(
+            ingest, budget, "logs", messages, context, expected, max_request_bytes
+        )
         response = ExportLogsServiceResponse()
         if accepted.invalid:
             response.partial_success.rejected_log_records = accepted.rejected
@@ -101,15 +126,28 @@ def _service(name: str, behavior: Callable[[Any, Any], Awaitable[Any]], response
 
 
 async def _take(
-    ingest: Ingest, signal: str, messages: Any, context: Any, expected: str | None, limit: int
+    ingest: Ingest,
+    budget: CallBudget,
+    signal: str,
+    messages: Any,
+    context: Any,
+    expected: str | None,
+    limit: int,
 ) -> Accepted:
     metrics = ingest.metrics
     if expected is not None and not _authorized(context, expected):
         metrics.request(PROTOCOL, signal, "unauthenticated")
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
-    deadline = ingest.deadline(context.time_remaining())
+    peer = peer_host(context.peer() or "")
+    refusal = budget.enter(peer)
+    if refusal is not None:
+        metrics.request(PROTOCOL, signal, "over_budget")
+        over = UnavailableError(refusal, BUSY_RETRY_SECONDS)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, refusal, _retry_metadata(over))
     try:
-        async with ingest.request(deadline):  # as over HTTP: a slot before the message
+        deadline = ingest.deadline(context.time_remaining())
+        # The peer's share of the workers, then a worker; as over HTTP, before the message.
+        async with _peer_slot(budget, peer, deadline), ingest.request(deadline):
             message = await _message(messages, deadline, ingest.timeout_seconds, limit)
             payload = Payload(message)
             del message  # the payload holds the only reference (see Payload)
@@ -126,9 +164,27 @@ async def _take(
         metrics.request(PROTOCOL, signal, "unavailable")
         await context.abort(grpc.StatusCode.UNAVAILABLE, error.reason, _retry_metadata(error))
         raise  # not reached
+    finally:
+        budget.leave(peer)
     metrics.request(PROTOCOL, signal, "partial" if accepted.invalid else "ok")
     metrics.accepted(signal, accepted.items, accepted.events, accepted.invalid)
     return accepted
+
+
+@contextlib.asynccontextmanager
+async def _peer_slot(budget: CallBudget, peer: str, deadline: float) -> AsyncIterator[None]:
+    """One of the worker slots ``peer`` may hold; UnavailableError if none frees up by
+    ``deadline`` (its other calls hold them all)."""
+    slots = budget.slots(peer)
+    if not await _acquire(slots, deadline):
+        raise UnavailableError(
+            f"the gateway is busy: this peer's calls hold {budget.slots_per_peer} workers",
+            BUSY_RETRY_SECONDS,
+        )
+    try:
+        yield
+    finally:
+        slots.release()
 
 
 async def _message(messages: Any, deadline: float, timeout: float, limit: int) -> bytes:

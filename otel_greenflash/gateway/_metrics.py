@@ -15,7 +15,8 @@ class GatewayMetrics:
 
     Outcomes: ``ok``, ``partial`` (some business events invalid), ``malformed`` (400/415,
     INVALID_ARGUMENT), ``too_large`` (413), ``unauthenticated`` (401), ``unavailable`` (503,
-    UNAVAILABLE: spool full or unusable, shutting down, timeout).
+    UNAVAILABLE: spool full or unusable, shutting down, timeout), ``over_budget`` (gRPC
+    UNAVAILABLE: the gateway, or the peer, holds as many calls as allowed).
     """
 
     def __init__(self) -> None:
