@@ -18,6 +18,7 @@ from . import attributes as attr
 from ._config import GreenflashConfig
 from ._event import BusinessEvent
 from ._linking import (
+    MAX_ID_LENGTH,
     Ids,
     LinkKeys,
     LiveSpans,
@@ -27,8 +28,10 @@ from ._linking import (
     has_conversation,
     merge_ids,
 )
+from ._logging import RateLimitedLog
 from ._mapping import has_business_events, plain_attributes
-from ._records import EventLog, EventSpan, Record
+from ._records import Ancestor, EventLog, EventSpan, LinkedSpan, Record
+from ._waiting_record import slim, waiting_bytes
 
 _NO_IDS: Mapping[str, Any] = {}
 
@@ -65,6 +68,8 @@ class Linker:
         )
         self.ended_waiting: list[int] = []
         """Traces whose root ended while records of them waited (the worker releases them)."""
+        self.long_ids_log = RateLimitedLog()
+        """Warns about id values too long to link through (see :meth:`report_long_ids`)."""
         self.sees_span_ends = False
         """Some intake reports span ends: a record can wait for its trace's local root."""
         self.notes_every_root = False
@@ -208,10 +213,11 @@ class Linker:
             elif draining:
                 ready.append((item, linked, cut_short_by))
             else:
-                parked.append((item, linked, None))
-                pushed_out = self.waiting.park(item, now)
-                if pushed_out is not None:
-                    ready.append(self._released(pushed_out, "waiting_full"))
+                kept = slim(item, self.link_keys)  # only what linking and mapping read
+                parked.append((kept, linked, None))
+                pushed_out = self.waiting.park(kept, now, waiting_bytes(kept))
+                ready.extend(self._released(out, "waiting_full") for out in pushed_out)
+        self.report_long_ids(flush=draining)
         if draining:
             ready.extend(self._released(item, cut_short_by) for item in self.waiting.release_all())
         else:
@@ -223,6 +229,25 @@ class Linker:
             self.trace_ids.purge(now)
         return ready, parked
 
+    def report_long_ids(self, *, flush: bool = False) -> None:
+        """Warn (rate-limited per attribute) about id values the trace store did not keep
+        because they are longer than MAX_ID_LENGTH; never shows a value."""
+        log = self.long_ids_log
+        for key, count in self.trace_ids.take_too_long().items():
+            log.warning(
+                f"long-id {key}",
+                "otel_greenflash did not link through %d value(s) of attribute %r: longer than "
+                "%d characters, so not an id",
+                count,
+                key,
+                MAX_ID_LENGTH,
+                count=count,
+            )
+        if flush:
+            log.flush()
+        else:
+            log.flush_due()
+
     def _released(self, item: EventSpan | EventLog, cut_short: str | None) -> Ready:
         return item, self.ids_for(item), cut_short
 
@@ -233,7 +258,7 @@ class Linker:
         levels: list[Mapping[str, AttributeValue]] = []
         if isinstance(item, EventLog):
             if item.span is not None:
-                levels.append(keys.ids_from(plain_attributes(item.span.attributes)))
+                levels.append(keys.ids_from(self.link_attributes(item.span)))
             elif item.trace_id:  # the span ended before the record was taken (exporters)
                 levels.append(self.trace_ids.span_ids(item.trace_id, item.span_id))
                 if item.baggage is None:
@@ -241,7 +266,7 @@ class Linker:
         primary: list[Mapping[str, AttributeValue]] = []
         aliased: list[Mapping[str, AttributeValue]] = []
         for ancestor in item.ancestors:
-            attributes = plain_attributes(ancestor._attributes)
+            attributes = self.link_attributes(ancestor)
             if attributes and not self.no_marked_keys_in(attributes):  # skips most spans
                 ids, alias_ids = keys.split_ids(attributes)
                 primary.append(ids)
@@ -253,6 +278,22 @@ class Linker:
         if item.trace_id:
             levels.append(self.trace_ids.ids(item.trace_id))
         return merge_ids(levels)
+
+    def link_attributes(self, span: Ancestor) -> Mapping[str, Any]:
+        """The attributes of a span a record links through: read from the span while it is
+        held (by the record, or by anyone for a :class:`LinkedSpan`); once it is gone, the id
+        attributes its end recorded for the trace, else the ones it had when the record began
+        to wait."""
+        if not isinstance(span, LinkedSpan):
+            return plain_attributes(span._attributes)
+        reference = span.reference
+        if reference is None:  # it had ended: its ids were final
+            return span.ids
+        live = reference()
+        if live is not None:
+            return plain_attributes(live._attributes)
+        recorded = self.trace_ids.span_attributes(span.trace_id, span.span_id)
+        return recorded if recorded is not None else span.ids
 
     def decide(self, item: EventSpan | EventLog, linked: Ids, *, mark: bool) -> str:
         """``"linked"`` when every event of the record knows its conversation; else whether

@@ -9,13 +9,18 @@ Three small structures, each with a fixed bound:
 - :class:`LiveSpans` — span id → live span, from on_start to on_end (bounded by open spans).
 - :class:`TraceIds` — trace id → ids seen on ended spans of that trace (LRU, ``max_traces``).
 - :class:`WaitingEvents` — event spans whose conversation is unknown, waiting for the local root
-  span to end (bounded by ``max_waiting`` and ``linger_seconds``); owned by the worker thread.
+  span to end (bounded by ``max_waiting``, :data:`MAX_WAITING_BYTES` and ``linger_seconds``);
+  owned by the worker thread.
+
+Ids longer than :data:`MAX_ID_LENGTH` are not ids: linking skips them and the store never holds
+them, so each trace's entry stays small whatever the application puts in an id attribute.
 """
 
 from __future__ import annotations
 
 import collections
 import itertools
+import sys
 import threading
 import time
 import uuid
@@ -36,6 +41,24 @@ Ids = dict[str, AttributeValue]
 DEFAULT_ALIASES = attr.DEFAULT_ALIASES
 
 CONVERSATION_KEYS = (attr.CONVERSATION_ID, attr.CONVERSATION_EXTERNAL_ID)
+
+MAX_ID_LENGTH = 256
+"""Longest id, in characters (an integer id: in decimal digits), linking and mapping take. The
+Events API documents no limit; real ids (UUIDs, thread and session ids, e-mail addresses, at
+most 254 characters) are far shorter, while an attribute holding a prompt or a document is not
+an id. A longer value is skipped for linking (counted, and warned about naming its attribute);
+on an event's own ``greenflash.*`` id key it makes the event invalid, as any malformed id does."""
+_INT_ID_LIMIT = 10**MAX_ID_LENGTH
+_NEGATIVE_INT_ID_LIMIT = -(10 ** (MAX_ID_LENGTH - 1))
+
+
+def is_too_long_id(value: object) -> bool:
+    """True for a string or integer longer than :data:`MAX_ID_LENGTH` characters."""
+    if isinstance(value, str):
+        return len(value) > MAX_ID_LENGTH
+    if isinstance(value, int) and not isinstance(value, bool):
+        return not _NEGATIVE_INT_ID_LIMIT < value < _INT_ID_LIMIT
+    return False
 
 
 class InTrace(Protocol):
@@ -122,7 +145,10 @@ def id_like_keys(
 
 
 def is_valid_id(key: str, value: object) -> bool:
-    """True when ``value`` may be sent in the field of ``key`` (UUID or external id)."""
+    """True when ``value`` may be sent in the field of ``key`` (UUID or external id, at most
+    :data:`MAX_ID_LENGTH` characters)."""
+    if is_too_long_id(value):
+        return False
     if key in attr.UUID_ID_KEYS:
         if not isinstance(value, str):
             return False
@@ -209,6 +235,14 @@ class LiveSpans:
 MAX_SPANS_PER_TRACE = 256
 """Ended spans with ids remembered one by one per trace (for log records emitted in them)."""
 
+MAX_SPAN_BYTES_PER_TRACE = 32 * 1024
+"""Bytes (``sys.getsizeof``) the one-by-one entries of a trace (``spans``, ``span_baggage``)
+may take: their dicts and the values not already held for the whole trace. Past it, ended
+spans are remembered for the trace as a whole only (what events link through)."""
+
+_ENTRY_BYTES = 100
+"""A dict slot and an int key, for the accounting above."""
+
 
 @dataclass(slots=True)
 class _TraceRecord:
@@ -222,6 +256,8 @@ class _TraceRecord:
     ended_at: float | None = None
     waited_on: bool = False
     queued_for_purge: bool = False
+    span_bytes: int = 0
+    """What ``spans`` and ``span_baggage`` take, counted against MAX_SPAN_BYTES_PER_TRACE."""
 
 
 class TraceIds:
@@ -230,7 +266,9 @@ class TraceIds:
     Spans are recorded raw (the id and alias keys they carry, first value per key wins);
     validation and precedence are applied when read, on the worker thread: ids attached by
     ``attach_conversation()``, then ``greenflash.*`` keys of the local root, of other spans,
-    then aliases of the root, of other spans.
+    then aliases of the root, of other spans. Values longer than :data:`MAX_ID_LENGTH` are not
+    recorded (counted in ``too_long`` by attribute), so a trace holds at most one value per id
+    key for its root and one for its other spans, plus :data:`MAX_SPAN_BYTES_PER_TRACE`.
     """
 
     def __init__(
@@ -243,6 +281,9 @@ class TraceIds:
         self._traces: collections.OrderedDict[int, _TraceRecord] = collections.OrderedDict()
         self._ended: collections.deque[tuple[float, int, _TraceRecord]] = collections.deque()
         """Roots' ends in the order they happened, so ``purge`` looks only at what expired."""
+        self.too_long: collections.Counter[str] = collections.Counter()
+        """Attribute key → values not recorded because longer than MAX_ID_LENGTH (taken and
+        reported by the worker, see :meth:`take_too_long`)."""
 
     def __len__(self) -> int:
         return len(self._traces)
@@ -252,6 +293,7 @@ class TraceIds:
         self._lock = threading.Lock()
         self._traces.clear()
         self._ended.clear()
+        self.too_long.clear()
 
     def __contains__(self, trace_id: object) -> bool:
         return trace_id in self._traces
@@ -267,11 +309,42 @@ class TraceIds:
             own: dict[str, Any] = {}
             for key, value in attributes.items():
                 if key in keys:
-                    own[key] = value
-                    if key not in raw:
+                    if not isinstance(value, (str, int)):
+                        continue  # never an id (see is_valid_id): nothing to hold
+                    if is_too_long_id(value):
+                        self.too_long[key] += 1
+                        continue
+                    held = raw.get(key)
+                    if held is None:
                         raw[key] = value
+                    elif held is not value and held == value:
+                        value = held  # one copy of a value many spans repeat (decoded OTLP)
+                    own[key] = value
             if span_id and own and len(target.spans) < MAX_SPANS_PER_TRACE:
-                target.spans.setdefault(span_id, own)
+                cost = _ENTRY_BYTES + sys.getsizeof(own)
+                cost += sum(
+                    sys.getsizeof(value) for key, value in own.items() if raw.get(key) is not value
+                )
+                fits = target.span_bytes + cost <= MAX_SPAN_BYTES_PER_TRACE
+                if fits and target.spans.setdefault(span_id, own) is own:
+                    target.span_bytes += cost
+
+    def take_too_long(self) -> dict[str, int]:
+        """The counts of over-long values not recorded since the last call, by attribute."""
+        with self._lock:
+            counts = dict(self.too_long)
+            self.too_long.clear()
+        return counts
+
+    def span_attributes(self, trace_id: int, span_id: int) -> dict[str, Any] | None:
+        """The id attributes recorded for one ended span of the trace, or None when none were
+        recorded one by one (unknown span, or the trace's entries were full)."""
+        with self._lock:
+            record = self._traces.get(trace_id)
+            if record is None:
+                return None
+            own = record.spans.get(span_id)
+            return dict(own) if own is not None else None
 
     def span_ids(self, trace_id: int, span_id: int) -> Ids:
         """The ids of one ended span of the trace (empty when unknown)."""
@@ -285,7 +358,10 @@ class TraceIds:
         with self._lock:
             target = self._record(trace_id)
             if len(target.span_baggage) < MAX_SPANS_PER_TRACE:
-                target.span_baggage.setdefault(span_id, ids)
+                cost = _ENTRY_BYTES + sys.getsizeof(ids) + sum(map(sys.getsizeof, ids.values()))
+                fits = target.span_bytes + cost <= MAX_SPAN_BYTES_PER_TRACE
+                if fits and target.span_baggage.setdefault(span_id, ids) is ids:
+                    target.span_bytes += cost
 
     def span_baggage_ids(self, trace_id: int, span_id: int) -> Ids:
         """The ids of one ended span's start baggage (empty when unknown)."""
@@ -294,9 +370,11 @@ class TraceIds:
             return dict(record.span_baggage.get(span_id, {})) if record is not None else {}
 
     def attach(self, trace_id: int, ids: Mapping[str, AttributeValue]) -> None:
-        """Ids learned mid-trace (e.g. from the Messages API); they replace earlier values."""
+        """Ids learned mid-trace (e.g. from the Messages API); they replace earlier values.
+        Values that are not valid ids (over-long ones included) are left out."""
+        valid = {key: value for key, value in ids.items() if is_valid_id(key, value)}
         with self._lock:
-            self._record(trace_id).attached.update(ids)
+            self._record(trace_id).attached.update(valid)
 
     def wait(self, trace_id: int) -> str:
         """Mark that an event waits for this trace's local root: ``"wait"``, or ``"ended"``
@@ -367,21 +445,38 @@ class TraceIds:
         return record
 
 
+MAX_WAITING_BYTES = 64 * 1024 * 1024
+"""Bytes the records waiting for their conversation id may hold together (as
+:func:`otel_greenflash._waiting_record.waiting_bytes` counts them), beside ``max_waiting``.
+A waiting record keeps only what linking and mapping read, but its ``greenflash.event.*``
+values are the event itself and have no limit of their own."""
+
+
 @dataclass(slots=True)
 class _Waiting(Generic[Waiter]):
     item: Waiter
     deadline: float
+    size: int
 
 
 class WaitingEvents(Generic[Waiter]):
     """Event spans waiting for their trace's conversation id. Used by the worker thread only.
 
-    Holds at most ``max_waiting`` entries; releasing an entry forgets it at once.
+    Holds at most ``max_waiting`` entries of at most ``max_bytes`` together (each entry's
+    ``size`` is given by the caller); releasing an entry forgets it at once.
     """
 
-    def __init__(self, max_waiting: int = 2048, linger_seconds: float = 300.0) -> None:
+    def __init__(
+        self,
+        max_waiting: int = 2048,
+        linger_seconds: float = 300.0,
+        max_bytes: int = MAX_WAITING_BYTES,
+    ) -> None:
         self.max_waiting = max_waiting
         self.linger_seconds = linger_seconds
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        """What the waiting entries hold together (their sizes as given to :meth:`park`)."""
         self._order: collections.OrderedDict[int, _Waiting[Waiter]] = collections.OrderedDict()
         self._by_trace: dict[int, list[int]] = {}
         self._sequence = itertools.count()
@@ -389,18 +484,28 @@ class WaitingEvents(Generic[Waiter]):
     def __len__(self) -> int:
         return len(self._order)
 
-    def park(self, item: Waiter, now: float) -> Waiter | None:
-        """Make ``item`` wait; return an item pushed out by the bound (to send unlinked now)."""
+    def park(self, item: Waiter, now: float, size: int = 0) -> list[Waiter]:
+        """Make ``item`` (of ``size`` bytes) wait; return the items pushed out by the bounds,
+        oldest first (to send unlinked now); ``item`` itself when it alone is over the bytes."""
         key = next(self._sequence)
-        self._order[key] = _Waiting(item, now + self.linger_seconds)
+        self._order[key] = _Waiting(item, now + self.linger_seconds, size)
         self._by_trace.setdefault(item.trace_id, []).append(key)
-        if len(self._order) > self.max_waiting:
-            return self._pop_oldest()
-        return None
+        self.bytes += size
+        pushed_out: list[Waiter] = []
+        while self._order and (len(self._order) > self.max_waiting or self.bytes > self.max_bytes):
+            popped = self._pop_oldest()
+            if popped is not None:
+                pushed_out.append(popped)
+        return pushed_out
 
     def release_trace(self, trace_id: int) -> list[Waiter]:
         """Stop waiting for every event of ``trace_id``."""
-        return [self._order.pop(key).item for key in self._by_trace.pop(trace_id, [])]
+        released: list[Waiter] = []
+        for key in self._by_trace.pop(trace_id, []):
+            entry = self._order.pop(key)
+            self.bytes -= entry.size
+            released.append(entry.item)
+        return released
 
     def release_expired(self, now: float) -> list[Waiter]:
         """Stop waiting for events whose linger deadline passed."""
@@ -415,12 +520,14 @@ class WaitingEvents(Generic[Waiter]):
         items = [entry.item for entry in self._order.values()]
         self._order.clear()
         self._by_trace.clear()
+        self.bytes = 0
         return items
 
     def _pop_oldest(self) -> Waiter | None:
         if not self._order:
             return None
         key, entry = self._order.popitem(last=False)
+        self.bytes -= entry.size
         keys = self._by_trace[entry.item.trace_id]
         keys.remove(key)
         if not keys:

@@ -7,7 +7,7 @@ their wait was cut short.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from . import attributes as attr
 from ._config import ENV_LINK_EXTRA_ALIASES, GreenflashConfig
@@ -15,14 +15,10 @@ from ._event import BusinessEvent, InvalidAttribute
 from ._link_status import RecentLinks
 from ._linking import Ids, LinkKeys, id_like_keys
 from ._logging import RateLimitedLog, logger
-from ._mapping import (
-    MappingResult,
-    map_log_record,
-    map_span,
-    plain_attributes,
-)
+from ._mapping import MappingResult, map_log_record, map_span
 from ._records import EventLog, EventSpan, Record, event_count
 from ._stats import DeliveryStats
+from ._waiting_record import attribute_sets
 
 NO_CONVERSATION_ID = "no_conversation_id"
 """``stats()["unlinked"]`` key: nothing in the event's trace, baggage or settings named its
@@ -101,6 +97,7 @@ class EventMapper:
             severity=record.severity,
             received_time_ns=record.received_timestamp,
             source=record.source,
+            insert_id=record.insert_id,
         )
 
     def report_invalid(self, invalid: Iterable[InvalidAttribute]) -> None:
@@ -132,7 +129,11 @@ class EventMapper:
             )
             return
         self._stats.add_unlinked(NO_CONVERSATION_ID, unlinked)
-        candidates = id_like_keys(_attribute_sets(record), self._link_keys.aliases)
+        candidates = (
+            list(record.id_like_keys)
+            if record.id_like_keys is not None  # slimmed to wait: found before
+            else id_like_keys(attribute_sets(record), self._link_keys.aliases)
+        )
         self.recent.id_like_keys = candidates
         if candidates:
             hint = (
@@ -161,20 +162,6 @@ def _source(record: EventSpan | EventLog) -> str:
     if isinstance(record, EventSpan):
         return f"span {record.span.name!r}"
     return record.source
-
-
-def _attribute_sets(record: EventSpan | EventLog) -> list[Mapping[str, object] | None]:
-    """Every attribute set linking could have read for ``record`` (for the unlinked hint)."""
-    sets: list[Mapping[str, object] | None] = [record.baggage]
-    sets.extend(plain_attributes(span.attributes) for span in record.ancestors)
-    if isinstance(record, EventSpan):
-        sets.append(plain_attributes(record.span.attributes))
-        sets.extend(plain_attributes(event.attributes) for event in record.span.events)
-    else:
-        sets.append(record.attributes)
-        if record.span is not None:
-            sets.append(plain_attributes(record.span.attributes))
-    return sets
 
 
 def _has_conversation_field(event: BusinessEvent) -> bool:

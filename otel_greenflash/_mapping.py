@@ -30,7 +30,7 @@ from ._event import (
     is_clean_text,
     join_surrogate_pairs,
 )
-from ._linking import LinkKeys
+from ._linking import MAX_ID_LENGTH, LinkKeys, is_too_long_id
 
 Attributes = Mapping[str, AttributeValue]
 
@@ -209,11 +209,13 @@ def map_log_record(
     severity: str | None = None,
     received_time_ns: int | None = None,
     source: str = "log record",
+    insert_id: str | None = None,
 ) -> MappingResult:
     """Build the business event of one log record (its attributes follow the span table).
 
     Its own ids come first, then ``linked``. The default insertId is derived from the record
-    alone (see :func:`log_record_insert_id`), so the same record exported twice is one event.
+    alone (see :func:`log_record_insert_id`), so the same record exported twice is one event;
+    ``insert_id`` is that id computed earlier (the record was slimmed since).
     ``eventAt`` defaults to its timestamp, else its observed timestamp, else
     ``received_time_ns`` (when a receiver took it; not part of the insertId).
     """
@@ -225,7 +227,8 @@ def map_log_record(
         attributes,
         [keys.ids_from(attributes), *([linked] if linked else [])],
         default_product_id,
-        default_insert_id=log_record_insert_id(
+        default_insert_id=insert_id
+        or log_record_insert_id(
             attributes, event_name, time_ns, observed_time_ns, trace_id, span_id, body, severity
         ),
         default_time_ns=time_ns or observed_time_ns or received_time_ns,
@@ -592,8 +595,13 @@ def _canonical_uuid(value: str) -> str | None:
         return None
 
 
+_TOO_LONG = f"is longer than {MAX_ID_LENGTH} characters"
+
+
 def _external_id(name: str, value: object) -> str:
-    allowed = "a non-empty string or an integer"
+    allowed = f"a non-empty string or an integer, at most {MAX_ID_LENGTH} characters"
+    if is_too_long_id(value):
+        raise _Invalid(name, _TOO_LONG, allowed)
     if isinstance(value, str) and value.strip():
         return clean_text(value)
     if isinstance(value, int) and not isinstance(value, bool):

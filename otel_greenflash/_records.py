@@ -7,6 +7,7 @@ the pipeline's worker links and maps them later.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,12 +23,31 @@ LOG_EVENT_NAME = attr.SPAN_EVENT_NAME
 
 
 @dataclass(slots=True)
+class LinkedSpan:
+    """A span a waiting record links through (its live ancestor, or the span a log record was
+    emitted in), kept without holding the span: a weak reference to read it while something
+    else keeps it, and its id attributes at the time the record began to wait."""
+
+    trace_id: int
+    span_id: int
+    reference: weakref.ref[ReadableSpan] | None
+    ids: Mapping[str, Any]
+    """Its attributes under the id and alias keys when the record began to wait."""
+
+
+Ancestor = ReadableSpan | LinkedSpan
+
+
+@dataclass(slots=True)
 class EventSpan:
     """An ended span carrying business events, plus what its end captured for linking."""
 
     span: ReadableSpan
-    ancestors: tuple[ReadableSpan, ...]
+    ancestors: tuple[Ancestor, ...]
     baggage: Mapping[str, object] | None
+    id_like_keys: tuple[str, ...] | None = None
+    """Set on a record slimmed to wait (see :mod:`._waiting_record`): the keys that looked
+    like ids on what it was slimmed from (the unlinked warning names them)."""
 
     @property
     def trace_id(self) -> int:
@@ -54,8 +74,8 @@ class EventLog:
     observed_timestamp: int | None
     trace_id: int
     span_id: int
-    span: ReadableSpan | None = None
-    ancestors: tuple[ReadableSpan, ...] = ()
+    span: ReadableSpan | LinkedSpan | None = None
+    ancestors: tuple[Ancestor, ...] = ()
     baggage: Mapping[str, object] | None = None
     sampled: bool = True
     """The record's trace flags say sampled (its spans reach exporters)."""
@@ -67,6 +87,11 @@ class EventLog:
     source: str = "log record"
     """What made it, for messages: a log record, or ``track()`` called outside a span that
     takes span events (see :func:`otel_greenflash.track`)."""
+    insert_id: str | None = None
+    """Its default insertId, computed before it was slimmed to wait (the digest reads every
+    attribute and the body, which the slim record no longer holds)."""
+    id_like_keys: tuple[str, ...] | None = None
+    """As :attr:`EventSpan.id_like_keys`."""
 
     @property
     def time_ns(self) -> int | None:
@@ -76,7 +101,7 @@ class EventLog:
     def in_ended_local_root(self) -> bool:
         """Emitted in its trace's local root, which has ended since: nothing to wait for."""
         span = self.span
-        if span is None or span.end_time is None:
+        if not isinstance(span, ReadableSpan) or span.end_time is None:
             return False
         parent = span.parent
         return parent is None or parent.is_remote
