@@ -9,8 +9,8 @@ nothing may block, and ``threading.Thread`` starts a greenlet. What is checked:
 * a plain script that calls ``gevent.monkey.patch_all()`` (or ``eventlet.monkey_patch()``)
   first: SIGTERM delivers every held event and the script still ends by SIGTERM.
 
-(gunicorn 23 removed its eventlet worker: ``-k eventlet`` does not exist in the pinned
-version, so eventlet is checked with a plain script.)
+(gunicorn 27, the version tested, has no eventlet worker: eventlet is checked with a plain
+script.)
 """
 
 from __future__ import annotations
@@ -191,3 +191,25 @@ def test_application_asyncio_run_under_gevent(receiver: Receiver, tmp_path: Path
     )
     assert "asyncio.run ok" in result.stdout, result.stdout + result.stderr
     outcome.check(result.stderr)
+
+
+def test_unpatched_process_never_imports_gevent_or_eventlet(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    """Without monkey-patching, the library asks nothing of gevent or eventlet and imports
+    neither (both are installed here), and its threads are ordinary ``threading`` threads."""
+    source = """
+        import sys
+        import threading
+
+        import otel_greenflash
+        from otel_greenflash import _green
+
+        otel_greenflash.configure()
+        names = sorted(thread.name for thread in threading.enumerate())
+        print(_green.patcher(), _green.on_main_thread(), "otel-greenflash-delivery" in names)
+        print(sorted(name for name in sys.modules if name.startswith(("gevent", "eventlet"))))
+    """
+    result = run_script(tmp_path, source, deploy_env(receiver, tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["None True True", "[]"], result.stdout + result.stderr

@@ -3,16 +3,14 @@ it runs :mod:`tests.deployments.script` (emit 21 events, print ``emitted``, slee
 
 from __future__ import annotations
 
+import importlib
 import os
 
+# importlib: neither library ships type information.
 if os.environ.get("DEPLOY_PATCHER", "gevent") == "eventlet":
-    import eventlet
-
-    eventlet.monkey_patch()
+    importlib.import_module("eventlet").monkey_patch()
 else:
-    from gevent import monkey
-
-    monkey.patch_all()
+    importlib.import_module("gevent.monkey").patch_all()
 
 from tests.deployments.script import main  # after patching, as users do
 
