@@ -23,7 +23,6 @@ import base64
 import bisect
 import json
 import time
-import zlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -60,7 +59,6 @@ __all__ = [
     "MalformedRequestError",
     "RequestTooLargeError",
     "decode_spans",
-    "inflate_gzip",
     "log_records_from_request",
     "parse_logs",
     "parse_traces",
@@ -323,22 +321,6 @@ def _hex_ids_to_base64(document: dict[str, Any]) -> None:
                     stack.append((item, f"{path}[{index}]", depth + 1))
                 elif isinstance(item, list):
                     stack.append((item, f"{path}[{index}]", depth))
-
-
-def inflate_gzip(body: bytes, limit: int) -> bytes:
-    """A gzip body inflated (``Content-Encoding: x-gzip``, which aiohttp leaves as is), never
-    past ``limit`` bytes: :class:`RequestTooLargeError` above it, MalformedRequestError when
-    it is not gzip."""
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        inflated = inflater.decompress(body, limit + 1)
-        if len(inflated) > limit or inflater.unconsumed_tail:
-            raise RequestTooLargeError(limit)
-        if not inflater.eof:
-            raise MalformedRequestError("the body is not valid gzip (it ends too early)")
-    except zlib.error:
-        raise MalformedRequestError("the body is not valid gzip") from None
-    return inflated
 
 
 def _hex_to_base64(text: str, path: str) -> str:

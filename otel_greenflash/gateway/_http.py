@@ -2,11 +2,19 @@
 
 Answers follow the OTLP specification: 200 with an ``Export*ServiceResponse`` (in the request's
 encoding; ``partial_success`` when business events were invalid), 400 for a malformed body,
-413 above the size limit (after inflating ``gzip``, ``x-gzip`` or ``deflate``), 415 for an
-unknown content type or encoding, 401 without the bearer token, 503 with ``Retry-After`` when
-the events cannot be made durable now, no worker frees up, or the body does not arrive within
-``--request-timeout``. Error bodies are a ``google.rpc.Status``. Only ``GET /healthz`` needs no
-token; ``/readyz`` answers 503 while the spool is full or unusable.
+413 above the size limit (as sent, or once inflated from ``gzip``, ``x-gzip`` or ``deflate``),
+415 for an unknown content type or encoding (``zstd``, ``br``, stacked codings), 401 without
+the bearer token, 503 with ``Retry-After`` when the events cannot be made durable now, no
+worker frees up, or the body does not arrive within ``--request-timeout``. Error bodies are a
+``google.rpc.Status``. Only ``GET /healthz`` needs no token; ``/readyz`` answers 503 while the
+spool is full or unusable.
+
+Memory for bodies: a request reads its body (as sent, at most the limit L) only once it holds
+one of the ``workers`` slots. Its decoding on the pool (one request at a time, see
+:class:`~._ingest.Ingest`) hands the body to one inflating thread (:mod:`._inflate`), never the
+event loop. So at most ``workers`` times L bytes as sent, and one inflated body (L, plus a copy
+of it for a moment, or L + one chunk for a body that turns out too large) exist at once,
+however many bombs arrive.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import json
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
@@ -36,16 +45,15 @@ from ._decode import (
     PROTOBUF,
     MalformedRequestError,
     RequestTooLargeError,
-    inflate_gzip,
     parse_logs,
     parse_traces,
 )
+from ._inflate import IDENTITY, UnsupportedEncodingError, content_coding, inflate
 from ._ingest import BUSY_RETRY_SECONDS, Accepted, Ingest, Payload, UnavailableError
 from ._status import status_json, status_protobuf
 
 PROTOCOL = "http"
 _INVALID_ARGUMENT, _RESOURCE_EXHAUSTED, _UNAUTHENTICATED, _UNAVAILABLE = 3, 8, 16, 14
-_ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
 
 StatusSource = Callable[[], tuple[bool, str]]
 StatsSource = Callable[[], Mapping[str, Any]]
@@ -64,6 +72,10 @@ def build_app(
     """The OTLP/HTTP application; ``readiness``, ``pipeline_stats`` and ``queue_stats`` (queue
     depth and capacities) are read per request."""
     metrics = ingest.metrics
+    # One thread inflates every body: the C library keeps memory a thread freed for that
+    # thread's next use, so one thread keeps one inflated body's worth at most (inflating on
+    # the pool, each of its ``workers`` threads could keep as much: 8 bombs, 0.5 GB).
+    inflater = ThreadPoolExecutor(1, thread_name_prefix="greenflash-inflate")
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -76,7 +88,7 @@ def build_app(
         return answer
 
     async def export(request: web.Request, signal: str) -> web.StreamResponse:
-        outcome, answer = await _export(request, signal, ingest, max_request_bytes)
+        outcome, answer = await _export(request, signal, ingest, max_request_bytes, inflater)
         metrics.request(PROTOCOL, signal, outcome)
         return answer
 
@@ -110,11 +122,16 @@ def build_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/stats", stats)
     app.router.add_get("/metrics", prometheus)
+
+    async def stop_inflating(app: web.Application) -> None:
+        inflater.shutdown(wait=False)  # after the drain: no request is being taken
+
+    app.on_cleanup.append(stop_inflating)
     return app
 
 
 async def _export(
-    request: web.Request, signal: str, ingest: Ingest, limit: int
+    request: web.Request, signal: str, ingest: Ingest, limit: int, inflater: Executor
 ) -> tuple[str, web.StreamResponse]:
     """Take one export request; return the outcome's name and the answer."""
     content_type = request.headers.get("Content-Type", "")
@@ -124,26 +141,27 @@ async def _export(
             f"unsupported Content-Type {media_type or '(none)'!r}; allowed: {PROTOBUF}, {JSON}"
         )
         return "malformed", _error(request, 415, _INVALID_ARGUMENT, message)
-    encoding = request.headers.get("Content-Encoding", "").strip().lower()
-    if encoding not in _ENCODINGS:
-        message = (
-            f"unsupported Content-Encoding {encoding!r}; allowed: gzip, x-gzip, deflate or none"
-        )
-        return "malformed", _error(request, 415, _INVALID_ARGUMENT, message)
+    try:
+        coding = content_coding(request.headers.get("Content-Encoding", ""))
+    except UnsupportedEncodingError as error:
+        return "malformed", _error(request, 415, _INVALID_ARGUMENT, str(error))
     if request.content_length is not None and request.content_length > limit:
         return "too_large", _too_large(request, limit)
     deadline = ingest.deadline()
     try:
         async with ingest.request(deadline):
-            payload = Payload(
-                await _read(request, encoding, limit, deadline, ingest.timeout_seconds)
-            )
+            payload = Payload(await _read(request, limit, deadline, ingest.timeout_seconds))
             if len(payload) > limit:
                 return "too_large", _too_large(request, limit)
-            x_gzip = encoding == "x-gzip"  # aiohttp inflates only gzip and deflate itself
 
-            def body() -> bytes:  # on the pool: inflating is work
-                return inflate_gzip(payload.take(), limit) if x_gzip else payload.take()
+            def body() -> bytes:  # on the pool, under Ingest's one-at-a-time decoding
+                if coding == IDENTITY:
+                    return payload.take()
+                try:
+                    return inflater.submit(inflate, payload.take(), coding, limit).result()
+                except (MalformedRequestError, RequestTooLargeError) as error:
+                    # Without the inflating frames, which hold the body until garbage collection.
+                    raise error.with_traceback(None) from None
 
             if signal == "traces":
                 accepted = await ingest.traces(lambda: parse_traces(body(), media_type), deadline)
@@ -167,10 +185,9 @@ class _BodyTimeoutError(UnavailableError):
     """The body did not arrive by the request's deadline."""
 
 
-async def _read(
-    request: web.Request, encoding: str, limit: int, deadline: float, timeout: float
-) -> bytes:
-    """The whole body (inflated for gzip and deflate) by ``deadline`` (``time.monotonic()``)."""
+async def _read(request: web.Request, limit: int, deadline: float, timeout: float) -> bytes:
+    """The whole body as sent (the server does not inflate it) by ``deadline``
+    (``time.monotonic()``)."""
     try:
         return await asyncio.wait_for(request.read(), max(0.0, deadline - time.monotonic()))
     except asyncio.TimeoutError:
@@ -179,9 +196,9 @@ async def _read(
         ) from None
     except web.HTTPRequestEntityTooLarge:
         raise RequestTooLargeError(limit) from None
-    except Exception as error:  # aiohttp's ContentEncodingError, PayloadEncodingError, …
+    except Exception as error:  # aiohttp's PayloadEncodingError (bad chunked encoding), …
         raise MalformedRequestError(
-            f"the body could not be read ({type(error).__name__}: bad {encoding or 'body'})"
+            f"the body could not be read ({type(error).__name__})"
         ) from None
 
 

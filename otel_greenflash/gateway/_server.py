@@ -34,7 +34,8 @@ from ._settings import GatewaySettings, describe, hostport, server_ssl_context
 logger = logging.getLogger("otel_greenflash.gateway")
 
 WORKERS = 16
-"""Requests decoded or waiting for the spool at once (more wait for a slot, unread)."""
+"""Requests decoded or waiting for the spool at once (more wait for a slot, unread): the
+bodies held, each at most ``--max-request-bytes`` as sent; one at a time is inflated."""
 _MIN_INTAKE_SHUTDOWN_SECONDS = 1.0
 _INTAKE_SHARE = 0.5
 """The share of ``--shutdown-timeout`` kept for delivering acknowledged events, whatever
@@ -73,7 +74,11 @@ async def serve(
         queue_stats=intake.queue_depth,
     )
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=_CLOSE_SECONDS
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=_CLOSE_SECONDS,
+        auto_decompress=False,  # bodies are inflated off the loop, bounded (see _inflate)
     )
     await runner.setup()
     grpc_server = build_server(

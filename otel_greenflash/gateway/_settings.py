@@ -90,7 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-request-bytes",
         type=int,
-        help=f"largest request body, after gzip (default 64 MiB; {ENV_MAX_REQUEST_BYTES})",
+        help="largest request body, as sent and once inflated from gzip or deflate "
+        f"(default 64 MiB; {ENV_MAX_REQUEST_BYTES})",
     )
     parser.add_argument(
         "--request-timeout",
