@@ -13,6 +13,9 @@
 * **SIGTERM during a shutdown already under way** (the SDK's atexit hook): that shutdown
   finishes first, then the signal is raised again and ends the process.
 
+Under gevent or eventlet the handler may run in their hub, where nothing may block: it hands
+delivery to a new greenlet there (``_green``).
+
 The handler is installed once per process, from the main thread, chaining to the handler it
 finds; a handler installed later is never replaced. ``os._exit`` and Celery's pool children are
 covered by ``_exit_delivery``.
@@ -137,8 +140,6 @@ def _install_once() -> None:
     global _installed
     if not _installed:
         _installed = install_sigterm_handler()
-        if _installed:
-            prepare_hand_off()
 
 
 def install_sigterm_handler() -> bool:
@@ -159,6 +160,7 @@ def install_sigterm_handler() -> bool:
             if current is None or current == signal.SIG_IGN:
                 return False
             signal.signal(signal.SIGTERM, ChainedSigtermHandler(current, _shutting_down))
+            prepare_hand_off()
             return True
         except (ValueError, OSError) as error:  # not the main interpreter, or no signals
             logger.debug("otel_greenflash: no SIGTERM handler installed: %s", error)
