@@ -336,6 +336,10 @@ def purge(directory: str | os.PathLike[str]) -> int:
     return removed
 
 
+_WAL_BYTES = 1024 * 1024
+_WAL_PAGES = _WAL_BYTES // 4096
+
+
 def _create(path: Path, destination: Destination | None) -> sqlite3.Connection:
     """Create and open this process's own spool file, atomically: the file is made (mode
     0600, never an existing file or a symlink), given its schema, format row and destination
@@ -367,6 +371,10 @@ def _create(path: Path, destination: Destination | None) -> sqlite3.Connection:
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        # At most 1 MiB of pages waits in the WAL (and the WAL file is cut back to 1 MiB once
+        # written back): what an adopter must write into the file before it can shrink it.
+        db.execute(f"PRAGMA wal_autocheckpoint={_WAL_PAGES}")
+        db.execute(f"PRAGMA journal_size_limit={_WAL_BYTES}")
     except BaseException:
         db.close()
         raise

@@ -339,7 +339,7 @@ class _Move:
                 with source:
                     source.execute("DELETE FROM events WHERE seq <= ?", (rows[-1][0],))
                 if vacuum == 2:  # incremental: the freed pages go back to the filesystem
-                    source.execute("PRAGMA incremental_vacuum").fetchall()
+                    source.executescript("PRAGMA incremental_vacuum;")  # run to its end
                 source.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             except (sqlite3.Error, OSError) as error:
                 self.adopter._report(

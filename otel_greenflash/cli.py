@@ -328,7 +328,8 @@ def _spool(arguments: argparse.Namespace) -> int:
                 if summary.pending >= 0
                 else "unreadable (not a spool file of this version)"
             )
-            print(f"{summary.path.name}: {state}, oldest {age}, {owner}")
+            where = f", for {summary.endpoint}" if summary.endpoint else ""
+            print(f"{summary.path.name}: {state}, oldest {age}, {owner}{where}")
         total = sum(max(summary.pending, 0) for summary in summaries)
         print(f"{len(summaries)} file(s), {total} event(s) pending")
         return 0

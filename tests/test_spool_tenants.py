@@ -15,6 +15,7 @@ from otel_greenflash._spool_destination import Destination, normalized_endpoint
 from otel_greenflash.testing import EventsApiServer
 
 from . import _spool_emitter as app
+from ._subprocess import clean_env, command, run
 from .gateway_harness import Gateway
 from .independent_receiver import Receiver
 
@@ -59,18 +60,22 @@ def test_a_spool_left_by_another_tenant_is_kept_for_it_not_sent_with_our_key(
         assert other.returncode == 0, err
         assert tenant_b.events == []  # before: all 50 of tenant A's events, under key B
     assert f"50 undelivered event(s) written for http://127.0.0.1:{port_a}" in err
-    assert KEY_A not in err and KEY_B not in err
+    assert KEY_A not in err
+    assert KEY_B not in err
     kept = [summary for summary in inspect(spool) if summary.pending == 50]
     assert len(kept) == 1
     assert kept[0].endpoint == f"http://127.0.0.1:{port_a}"
+    shown = run([command("otel-greenflash"), "spool", "inspect", str(spool)], clean_env())
+    assert "50 pending, 0 rejected, oldest" in shown.stdout
+    assert f"for http://127.0.0.1:{port_a}" in shown.stdout
 
     with EventsApiServer(api_key=KEY_A, port=port_a) as tenant_a:  # its owner comes back
         owner = app.start(spool, KEY_A, tenant_a.base_url, "0", "a", "exit")
         _, err = owner.communicate(timeout=120)
         assert owner.returncode == 0, err
-        assert sorted(e["value"] for e in tenant_a.events) == sorted(
-            f"a{i}" for i in range(50)
-        ), err
+        assert sorted(e["value"] for e in tenant_a.events) == sorted(f"a{i}" for i in range(50)), (
+            err
+        )
     assert list(spool.glob("spool-*.db")) == []
 
 
@@ -94,11 +99,14 @@ def test_only_the_same_key_and_endpoint_adopt(
         assert adopter.adopt_orphans() == 1
         assert adopter.adopt_orphans() == 0  # the next scan: nothing new, and not said again
     assert [e.insert_id for _, e in adopter.pending_after(0, 10)] == ["m1"]
-    assert theirs.exists() and not mine.exists()
+    assert theirs.exists()
+    assert not mine.exists()
     kept = [r.getMessage() for r in caplog.records if theirs.name in r.getMessage()]
     assert len(kept) == 1, kept
-    assert "2 undelivered event(s)" in kept[0] and why in kept[0]
-    assert "key-a" not in caplog.text and "key-b" not in caplog.text
+    assert "2 undelivered event(s)" in kept[0]
+    assert why in kept[0]
+    assert "key-a" not in caplog.text
+    assert "key-b" not in caplog.text
     adopter.close()
 
     owner = Spool(tmp_path, destination=written_for)
@@ -171,4 +179,5 @@ def test_the_gateway_adopts_only_its_own_tenants_orphans(tmp_path: Path) -> None
         assert sorted(receiver.accepted_insert_ids) == ["ours-1", "ours-2"]
     assert theirs.exists()
     assert "2 undelivered event(s) written for http://127.0.0.1" in output
-    assert KEY_A not in output and receiver.api_key not in output
+    assert KEY_A not in output
+    assert receiver.api_key not in output
