@@ -245,9 +245,7 @@ class Spool:
         """Take over the events of spool files whose process is gone and that were written
         for this spool's destination; return how many are pending (see
         :mod:`._spool_adoption`)."""
-        adopted = self._adopter.adopt(self._db, self._lock, self.max_events)
-        self.evicted += adopted.evicted
-        return adopted.pending
+        return self._adopter.adopt(self._db, self._lock, self.max_events)
 
     def adopt_orphans_when_due(self) -> int:
         """:meth:`adopt_orphans` when the next periodic scan is due (else 0, at once); never
@@ -257,7 +255,7 @@ class Spool:
             return 0
         try:
             return self.adopt_orphans()
-        except (OSError, sqlite3.Error) as error:
+        except Exception as error:  # a chore of the worker: whatever the disk says, it goes on
             adopter.schedule.scanned(time.monotonic())
             logger.warning("otel_greenflash spool: looking for orphaned files failed: %s", error)
             return 0

@@ -6,6 +6,8 @@ ours and commit, delete it from the orphan and commit, give the orphan's freed p
 the filesystem), so adopting never needs the orphan's size again in free space: our file grows
 by about what the orphan shrinks. A crash between the two commits leaves an event in both
 files; the adopter's spool keeps one row per insertId, and the API deduplicates by insertId.
+Only what fits under the adopter's bound is moved (nothing it holds is evicted for it): the rest
+waits in its file for a later scan.
 
 Only files written for this process's API key and endpoint are adopted (see
 :mod:`._spool_destination`); others are reported once and kept for their owner. Scans run when
@@ -23,7 +25,6 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
 
 from ._logging import logger
 from ._spool_destination import DestinationCheck, Match, read, shown_endpoint
@@ -51,13 +52,6 @@ BATCH_BYTES = 64 * 1024
 """A batch moves at most this many rows, and stops after the row that passes this many bytes."""
 _MAX_NAMES_SHOWN = 5
 _jitter = random.Random()  # noqa: S311 - spreads scans, not a secret; leaves random's state alone
-
-
-class Adopted(NamedTuple):
-    pending: int
-    """Events adopted still to deliver."""
-    evicted: int
-    """Rows the spool's bound evicted to make room for them."""
 
 
 def scan_period(environ: Mapping[str, str] | None = None) -> float:
@@ -101,14 +95,15 @@ class OrphanAdopter:
         self._kept: dict[str, tuple[int, int, int]] = {}
         """Files kept for another destination, by name: (inode, size, mtime) when judged."""
 
-    def adopt(self, into: sqlite3.Connection, lock: threading.Lock, max_events: int) -> Adopted:
+    def adopt(self, into: sqlite3.Connection, lock: threading.Lock, max_events: int) -> int:
         """Move the events of every orphaned file written for this destination into ``into``
-        (guarded by ``lock``). Files of other users, or that are not regular files, are
-        skipped, never read or deleted; what a crash during a file's creation left is removed.
-        A write that fails in ``into`` (e.g. the disk is full) ends the scan: the rest stays
-        in its file for the next one."""
+        (guarded by ``lock``); return how many are pending. Files of other users, or that are
+        not regular files, are skipped, never read or deleted; what a crash during a file's
+        creation left is removed. Only what fits under ``max_events`` is moved, and a write
+        that fails in ``into`` (e.g. the disk is full) ends the scan: the rest stays in its
+        file for the next one."""
         self.schedule.scanned(time.monotonic())
-        pending = evicted = 0
+        pending = 0
         foreign: list[str] = []
         for path in sorted(self.directory.glob("spool-*.db")):
             if path == self.own_path or self._still_kept(path):
@@ -129,7 +124,6 @@ class OrphanAdopter:
                     moved = _Move(self, path, into, lock, max_events)
                     moved.run()
                     pending += moved.pending
-                    evicted += moved.evicted
                     if moved.stopped:
                         break
                 else:  # adopted by another process a moment ago: only our new lock file is left
@@ -138,7 +132,7 @@ class OrphanAdopter:
                 handle.close()
         foreign.extend(self._remove_interrupted_creations())
         self._report_foreign(foreign)
-        return Adopted(pending, evicted)
+        return pending
 
     def _still_kept(self, path: Path) -> bool:
         """True for a file kept for another destination that has not changed since."""
@@ -236,9 +230,11 @@ class _Move:
         self.lock = lock
         self.max_events = max_events
         self.pending = 0
-        self.evicted = 0
         self.stopped = False
-        """A write into our spool failed: the scan ends here."""
+        """Our spool is full, or a write into it failed: the scan ends here."""
+        self._held = 0
+        """Rows in our spool counted against the bound (an upper bound: rows only leave it
+        meanwhile)."""
 
     def run(self) -> None:
         match = self._match()
@@ -333,11 +329,17 @@ class _Move:
         except sqlite3.Error as error:
             self._cannot_read(error)
             return False
+        with self.lock:
+            (held,) = self.into.execute(
+                "SELECT count(*) FROM events WHERE status != ?", (WAITING,)
+            ).fetchone()
+        self._held = int(held)
         while rows:
             try:
-                self._insert(rows)
-                with source:
-                    source.execute("DELETE FROM events WHERE seq <= ?", (rows[-1][0],))
+                taken = self._insert(rows)
+                if taken:
+                    with source:
+                        source.execute("DELETE FROM events WHERE seq <= ?", (rows[taken - 1][0],))
                 if vacuum == 2:  # incremental: the freed pages go back to the filesystem
                     source.executescript("PRAGMA incremental_vacuum;")  # run to its end
                 source.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
@@ -347,6 +349,16 @@ class _Move:
                     "adoption of %s paused (%s); the rest stays in it for the next scan",
                     self.path.name,
                     error,
+                )
+                self.stopped = True
+                return False
+            if taken < len(rows):
+                self.adopter._report(
+                    self.path,
+                    "the spool holds its bound of %d events: %s keeps the rest of its events "
+                    "until there is room",
+                    self.max_events,
+                    self.path.name,
                 )
                 self.stopped = True
                 return False
@@ -362,23 +374,28 @@ class _Move:
             self.path, "cannot read %s (%s); what is left stays in place", self.path, error
         )
 
-    def _insert(self, rows: list[tuple[int, str, str, bytes, str, float]]) -> None:
+    def _insert(self, rows: list[tuple[int, str, str, bytes, str, float]]) -> int:
+        """Write the first rows that fit under the bound into our spool; return how many
+        (nothing already there is evicted for them)."""
         # Their process is gone: events it held back waiting for a conversation id go as known.
         values = [
             (insert_id, span_name, body, PENDING if status == WAITING else status, created)
             for _, insert_id, span_name, body, status, created in rows
-        ]
+        ][: max(0, self.max_events - self._held)]
+        if not values:
+            return 0
         into = self.into
         with self.lock:
             with into:
-                into.executemany(
+                inserted = into.executemany(
                     "INSERT OR IGNORE INTO events (insert_id, span_name, body, status, created) "
                     "VALUES (?, ?, ?, ?, ?)",
                     values,
-                )
-                self.evicted += _evict_over_bound(into, self.max_events)
+                ).rowcount
             into.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # the WAL is reused
+        self._held += max(0, inserted)
         self.pending += sum(1 for value in values if value[3] == PENDING)
+        return len(values)
 
 
 def _next_batch(source: sqlite3.Connection) -> list[tuple[int, str, str, bytes, str, float]]:
@@ -392,18 +409,3 @@ def _next_batch(source: sqlite3.Connection) -> list[tuple[int, str, str, bytes, 
         if size >= BATCH_BYTES:
             return rows[: index + 1]
     return rows
-
-
-def _evict_over_bound(db: sqlite3.Connection, max_events: int) -> int:
-    """The bound holds for adopted events too: the oldest go (never waiting rows, which are
-    bounded by max_waiting and still held in memory)."""
-    (count,) = db.execute("SELECT count(*) FROM events WHERE status != ?", (WAITING,)).fetchone()
-    excess = int(count) - max_events
-    if excess <= 0:
-        return 0
-    db.execute(
-        "DELETE FROM events WHERE seq IN "
-        "(SELECT seq FROM events WHERE status != ? ORDER BY seq LIMIT ?)",
-        (WAITING, excess),
-    )
-    return excess

@@ -717,23 +717,23 @@ def test_termination_is_bounded_and_spools_against_a_hanging_api(tmp_path: Path)
     ``GREENFLASH_TERMINATION_TIMEOUT``, here 1 s; the wait is 30 s), by SIGTERM, with every
     event in the spool; a later drain to a working API delivers each once."""
     spool = tmp_path / "spool"
-    with Receiver(mix={Fault.hang(): 1.0}) as dead:
+    with Receiver(mix={Fault.hang(): 1.0}) as api:
         outcome, script = run_script(
             "script + spool, API hanging",
-            dead,
+            api,
             tmp_path,
             signal.SIGTERM,
             SERVER_RC["script SIGTERM"],
             GREENFLASH_SPOOL_DIR=str(spool),
             GREENFLASH_TERMINATION_TIMEOUT="1000",
         )
-        assert dead.accepted == []
-    with Receiver(latency_seconds=LATENCY) as alive:
-        env = deploy_env(alive, tmp_path / "state")
+        assert api.accepted == []
+        api.clear_faults()  # the same API (key and endpoint: the spool's) answers again
+        env = deploy_env(api, tmp_path / "state")
         pending, drain = drain_spool(spool, env)
         outcome = Outcome.collect(
             outcome.label,
-            alive,
+            api,
             outcome.expected,
             outcome.returncode,
             outcome.expected_returncode,

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from otel_greenflash import BusinessEvent
+from otel_greenflash._spool import Spool
 from otel_greenflash._spool_adoption import (
     ENV_SCAN_SECONDS,
     ORPHAN_SCAN_SECONDS,
@@ -26,6 +28,11 @@ from . import _spool_emitter as app
 SCAN = {ENV_SCAN_SECONDS: "0.3", "GREENFLASH_BSP_EXPORT_TIMEOUT": "500"}
 """Live processes scan every 0.3 s, and try failed events again after 0.5 s (the API is down
 while their neighbours die)."""
+
+
+def event(insert_id: str) -> BusinessEvent:
+    body = {"eventType": "t", "productId": app.PRODUCT_ID, "value": "1", "insertId": insert_id}
+    return BusinessEvent(body, insert_id, "span")
 
 
 def free_port() -> int:
@@ -60,6 +67,25 @@ def test_live_processes_adopt_the_files_of_neighbours_killed_beside_them(tmp_pat
                 errors.append(err)
     assert sum("adopted" in err for err in errors) >= 1, errors
     assert list(spool.glob("spool-*.db")) == []  # delivered, and each live one exited clean
+
+
+def test_adoption_takes_what_fits_under_the_bound_and_leaves_the_rest_in_the_orphan(
+    tmp_path: Path,
+) -> None:
+    dead = Spool(tmp_path)
+    dead.add([event(f"o{i}") for i in range(5)])
+    dead._db.close()
+    dead._lock_file.close()  # its process is gone
+    adopter = Spool(tmp_path, max_events=4)
+    adopter.add([event("own")])
+    assert adopter.adopt_orphans() == 3
+    assert [e.insert_id for _, e in adopter.pending_after(0, 10)] == ["own", "o0", "o1", "o2"]
+    assert adopter.evicted == 0  # nothing already held made room for them
+    assert dead.path.exists()  # the rest waits in its file
+    adopter.remove(["own", "o0", "o1", "o2"])  # delivered
+    assert adopter.adopt_orphans() == 2
+    assert not dead.path.exists()
+    adopter.close()
 
 
 def test_scans_are_spread_around_the_period() -> None:

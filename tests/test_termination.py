@@ -278,7 +278,7 @@ def test_a_processor_started_off_the_main_thread_installs_nothing(
 
 def test_delivery_at_sigterm_is_bounded_and_the_spool_keeps_the_rest(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
-    with Receiver(faults=[Fault.hang()] * 1000) as hanging:
+    with Receiver(faults=[Fault.hang()] * 1000) as api:
         process = start(
             tmp_path,
             """
@@ -287,14 +287,14 @@ def test_delivery_at_sigterm_is_bounded_and_the_spool_keeps_the_rest(tmp_path: P
             ready()
             time.sleep(60)
             """,
-            hanging,
+            api,
             GREENFLASH_SPOOL_DIR=str(spool),
             GREENFLASH_TERMINATION_TIMEOUT="1000",
         )
         code, _, err = finish(process, signal.SIGTERM)
         assert code == -signal.SIGTERM
         assert "kept in the spool" in err
-    with Receiver() as healthy:
+        api.clear_faults()  # the same API (key and endpoint: the spool's) answers again
         later = start(
             tmp_path,
             """
@@ -302,12 +302,12 @@ def test_delivery_at_sigterm_is_bounded_and_the_spool_keeps_the_rest(tmp_path: P
             ready()
             otel_greenflash.flush(20)
             """,
-            healthy,
+            api,
             GREENFLASH_SPOOL_DIR=str(spool),
         )
         code, _, err = finish(later)
         assert code == 0, err
-        expect_exactly(healthy, ids("spooled", 12))
+        expect_exactly(api, ids("spooled", 12))
 
 
 def test_forked_children_leaving_with_os_exit_deliver_first(
