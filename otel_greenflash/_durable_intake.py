@@ -35,6 +35,7 @@ from ._mapping import count_business_events, map_log_record, map_span, plain_att
 from ._pipeline import EventPipeline
 from ._records import is_log_business_event
 from ._spool import Spool
+from ._spool_feed import DiskFull
 from ._stats import StatsSnapshot
 from ._transport import Transport
 from .logs import event_log_of
@@ -91,6 +92,7 @@ class DurableIntake(PipelineIntake):
             raise ConfigurationError("the gateway cannot run with GREENFLASH_ENABLED=false")
         pipeline = self._join(config, on_error=None, on_drop=None, transport=transport)
         assert pipeline is not None  # enabled, checked above
+        pipeline.feed.memory_fallback = False  # a full disk refuses batches: senders keep them
         self._room = threading.Lock()
         """Guards the spool's count and the reservations below."""
         self._counted: tuple[Spool, int, int] | None = None
@@ -125,9 +127,11 @@ class DurableIntake(PipelineIntake):
             raise NotAccepted("the gateway is shutting down", 1.0)
         usable, reason = self._usable()
         if not usable:
-            raise NotAccepted(reason)
+            raise NotAccepted(reason, self._retry_after())
         events, invalid, rejected_items, message = _precheck(pipeline, spans, log_records)
-        spool = pipeline.feed.spool
+        feed = pipeline.feed
+        spool = feed.spool
+        missed = feed.writes_missed
         reserved = 0
         if spool is not None and events:
             self._reserve(spool, events)
@@ -144,8 +148,10 @@ class DurableIntake(PipelineIntake):
                 raise NotAccepted("the batch was not written to the spool in time", 1.0)
             if pipeline.is_shutdown:
                 raise NotAccepted("the gateway is shutting down", 1.0)
-            if pipeline.feed.spool is None:
+            if feed.spool is None:
                 raise NotAccepted("the spool stopped working (see the gateway's log)")
+            if feed.writes_missed != missed:  # some events of this batch may not be written
+                raise NotAccepted(_full_reason(feed.full), self._retry_after())
         except BaseException:
             self._release(reserved, covered=(), unsettled=handed_over)
             raise
@@ -266,9 +272,32 @@ class DurableIntake(PipelineIntake):
             return False, "shutting down"
         if not pipeline.enabled:
             return False, "GREENFLASH_API_KEY is not set"
-        if pipeline.feed.spool is None:
+        feed = pipeline.feed
+        if feed.full is not None:
+            return False, _full_reason(feed.full)
+        if feed.spool is None:
             return False, "the spool is not usable (see the gateway's log)"
         return True, "ready"
+
+    def _retry_after(self) -> float:
+        """The retry delay to suggest: until the next write is tried while the disk is full."""
+        feed = self._shared.feed
+        if feed.full is None:
+            return RETRY_AFTER_SECONDS
+        return max(1.0, feed.retry_in())
+
+    def liveness(self) -> tuple[bool, str]:
+        """Alive unless only a restart can help: the spool failed for a reason other than a
+        full disk (I/O error, damaged or read-only file), or its file was removed (what is
+        written to it would be lost with the process). A full disk is not one: a restart
+        would not free space."""
+        feed = self._shared.feed
+        if feed.broken is not None:
+            return False, f"the spool failed: {feed.broken}"
+        spool = feed.spool
+        if spool is not None and not spool.file_present():
+            return False, f"the spool file {spool.path} was removed"
+        return True, "ok"
 
     def readiness(self) -> tuple[bool, str]:
         """Ready when events can be delivered (API key or transport), the spool is open and
@@ -310,6 +339,12 @@ class DurableIntake(PipelineIntake):
     @property
     def pipeline(self) -> EventPipeline:
         return self._shared
+
+
+def _full_reason(full: DiskFull | None) -> str:
+    if full is None:
+        return "the spool's filesystem was full while the batch was written"
+    return f"the spool's filesystem is full ({full.error}); the write is retried"
 
 
 class _Refused(NotAccepted):

@@ -18,6 +18,7 @@ process's user are ever adopted (or deleted): a shared directory may hold anyone
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -62,6 +63,28 @@ CREATE TABLE IF NOT EXISTS spool_format (version INTEGER NOT NULL);
 """
 
 
+_SQLITE_FULL = 13
+_FULL_ERRNOS = frozenset((errno.ENOSPC, errno.EDQUOT))
+
+
+def disk_full(error: BaseException) -> bool:
+    """True when ``error`` (or what caused it) says the spool's filesystem has no room left:
+    SQLite's ``SQLITE_FULL`` or an ``ENOSPC`` / ``EDQUOT`` from the OS. That passes once space
+    is freed; other errors of the file or the disk do not."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, sqlite3.Error):
+            code = getattr(seen, "sqlite_errorcode", None)  # Python 3.11+
+            if code is not None and code & 0xFF == _SQLITE_FULL:
+                return True
+            if code is None and "database or disk is full" in str(seen):
+                return True
+        if isinstance(seen, OSError) and seen.errno in _FULL_ERRNOS:
+            return True
+        seen = seen.__cause__
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class SpoolSummary:
     """What ``otel-greenflash spool inspect`` shows for one file."""
@@ -104,6 +127,7 @@ class Spool:
             self._lock_file = _hold_lock(self.directory / f"{name}.lock")
             try:
                 self._db = _create(self.path, destination)
+                self._inode = os.stat(self.path).st_ino
             except BaseException:
                 _remove(self.path.with_suffix(".lock"))
                 self._lock_file.close()
@@ -179,6 +203,10 @@ class Spool:
         self.evicted += excess
         return int(lost)
 
+    def holds_waiting(self, insert_id: str) -> bool:
+        """True when the event is spooled as waiting (its final body not written yet)."""
+        return insert_id in self._waiting
+
     def remove(self, insert_ids: Iterable[str]) -> None:
         """Forget delivered events."""
         ids = [(insert_id,) for insert_id in insert_ids]
@@ -193,7 +221,21 @@ class Spool:
             with self._lock, self._db:
                 self._db.executemany("UPDATE events SET status = ? WHERE insert_id = ?", ids)
 
+    def probe_write(self) -> None:
+        """One small write transaction (a page of the file rewritten): raises what a write
+        raises now, e.g. while the filesystem is full."""
+        with self._lock, self._db:
+            self._db.execute("UPDATE spool_format SET version = version")
+
     # -- reads -------------------------------------------------------------------------------
+
+    def file_present(self) -> bool:
+        """False once this process's spool file is gone from its directory (deleted, or the
+        directory removed): what is written then is lost with the process."""
+        try:
+            return os.stat(self.path).st_ino == self._inode
+        except OSError:
+            return False
 
     def pending_after(self, seq: int, limit: int) -> list[tuple[int, BusinessEvent]]:
         """Pending events after ``seq``, oldest first, with their numbers. A row that cannot
@@ -229,6 +271,14 @@ class Spool:
                 "SELECT min(seq) FROM events WHERE status = ?", (PENDING,)
             ).fetchone()
         return math.inf if seq is None else int(seq)
+
+    def pending_ids_through(self, seq: int) -> list[str]:
+        """The insertIds of pending events numbered ``seq`` or lower."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT insert_id FROM events WHERE status = ? AND seq <= ?", (PENDING, seq)
+            ).fetchall()
+        return [insert_id for (insert_id,) in rows]
 
     def release_after_fork(self) -> None:
         """In a forked child: let go of the parent's file without touching it."""

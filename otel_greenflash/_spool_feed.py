@@ -4,6 +4,13 @@ Every event is written to the spool first, then handed to the loop in order as i
 the worker never waits on a full loop (the span queue keeps draining into the spool during an
 outage). The loop reports each settled event; the worker applies those notes (remove what was
 sent, set aside what was refused, keep what failed for a later round).
+
+A full filesystem is a passing state, not a failure: the spool stays open, the write is tried
+again (after 1 s, doubling up to 10 s) until it succeeds, and meanwhile new events go to the
+loop from memory (``memory_fallback``; the gateway refuses them instead, so senders retry) while
+spooled ones keep being delivered; their rows are removed as soon as SQLite can write again.
+Any other error of the file or the disk switches the spool off for the life of the process
+(``broken`` says why).
 """
 
 from __future__ import annotations
@@ -18,12 +25,35 @@ from ._config import GreenflashConfig
 from ._delivery import DeliveryEngine
 from ._event import BusinessEvent
 from ._logging import RateLimitedLog, logger
-from ._spool import Spool
+from ._spool import Spool, disk_full
 from ._spool_destination import Destination
 from ._stats import DeliveryStats
 
 NOTES_BEFORE_WAKE = 256
 """Settled events that make the worker run soon, to hand the loop more spooled events."""
+FULL_RETRY_FIRST_SECONDS = 1.0
+FULL_RETRY_MAX_SECONDS = 10.0
+"""While the filesystem is full, the write is tried again after 1 s, doubling up to 10 s."""
+
+
+class DiskFull:
+    """The spool's filesystem was full at the last write: when to try again."""
+
+    __slots__ = ("delay", "error", "retry_at", "since")
+
+    def __init__(self, error: BaseException, now: float) -> None:
+        self.since = now
+        self.error = str(error)
+        self.delay = FULL_RETRY_FIRST_SECONDS
+        self.retry_at = now + self.delay
+
+    def failed_again(self, error: BaseException, now: float) -> None:
+        self.error = str(error)
+        self.delay = min(self.delay * 2, FULL_RETRY_MAX_SECONDS)
+        self.retry_at = now + self.delay
+
+    def due(self, now: float) -> bool:
+        return now >= self.retry_at
 
 
 class SpoolFeed:
@@ -48,12 +78,33 @@ class SpoolFeed:
         self._retry_spooled = False
         self._last_rescan = time.monotonic()
         self._wanted = True
+        self.memory_fallback = True
+        """While the disk is full, new events go to the loop from memory (False: they are not
+        taken, the gateway refuses their batch)."""
+        self.full: DiskFull | None = None
+        """Set while the spool's filesystem is full."""
+        self.broken: str | None = None
+        """Why the spool was switched off for good (None while it works or was never wanted)."""
+        self.writes_missed = 0
+        """Times events could not be written because the disk was full (only grows)."""
+        self.unspooled = 0
+        """Events sent from memory because the disk was full."""
+        self._removing: set[str] = set()
+        self._setting_aside: set[str] = set()
+        """Settled events whose rows are still to be removed or set aside (kept across a full
+        disk, applied once SQLite can write again)."""
+        self._backlog: list[BusinessEvent] = []
+        """Events spooled as waiting whose final body a full disk kept out: written first on
+        the next successful write (they are never sent from memory: their waiting row would
+        stay)."""
 
     def open(self) -> None:
-        """Open this process's spool (once, on the worker), adopting what dead processes left."""
+        """Open this process's spool (once, on the worker), adopting what dead processes left.
+        When the filesystem is full it is tried again later (see :meth:`put`)."""
         if not self._wanted:
             return
         self._wanted = False
+        spool: Spool | None = None
         try:
             spool = Spool(
                 self._config.spool_dir or "",
@@ -62,6 +113,13 @@ class SpoolFeed:
             )
             adopted = spool.adopt_orphans()
         except Exception as error:  # whatever the disk says, the app carries on
+            if spool is not None:
+                spool.close()  # kept for the next adoption if it took in any events
+            if disk_full(error):
+                self._note_full(error)
+                self._wanted = True
+                return
+            self.broken = str(error)
             logger.error(
                 "otel_greenflash spool disabled, events are kept in memory only: %s", error
             )
@@ -69,6 +127,18 @@ class SpoolFeed:
         if adopted:
             self._stats.add_queued(adopted)
         self.spool = spool
+        if self.full is not None:
+            self._note_recovered()
+
+    def _reopen_if_due(self) -> None:
+        """The spool could not be created on a full disk: try again when due."""
+        if self._wanted and self.full is not None and self.full.due(time.monotonic()):
+            self.open()
+
+    def retry_in(self) -> float:
+        """Seconds until the next write is tried while the disk is full (0 otherwise)."""
+        full = self.full
+        return max(0.0, full.retry_at - time.monotonic()) if full is not None else 0.0
 
     def note_settled(self, event: BusinessEvent, outcome: str) -> bool:
         """The loop reports each settled event. True when the spool keeps an event whose
@@ -85,22 +155,42 @@ class SpoolFeed:
         False when there is no (longer a) spool: the caller hands events to the loop itself."""
         spool = self.spool
         if spool is None:
-            return False
+            self._reopen_if_due()
+            spool = self.spool
+            if spool is None:
+                if self.full is None:
+                    return False
+                self._keep_out(None, events, engine)  # not created yet: the disk is full
+                return True
+        full = self.full
+        if full is not None and not full.due(time.monotonic()):
+            self._keep_out(spool, events, engine)
+            self._quietly(spool, engine)  # spooled events keep going out, rows removed if it can
+            return True
         try:
             with self._lock:
+                if full is not None:
+                    spool.probe_write()
                 self._apply_notes(spool)
+                if self._backlog:
+                    events, self._backlog = [*self._backlog, *events], []
                 duplicates_before = spool.duplicates
                 lost, unstorable = self._add(spool, events)
                 duplicates = spool.duplicates - duplicates_before
-                self._feed(spool, engine)
         except Exception as error:
-            self.spool = None
-            logger.error(
-                "otel_greenflash spool failed (%s): spool disabled, events are kept in memory only",
-                error,
-            )
+            if disk_full(error):
+                self._note_full(error)
+                self._keep_out(
+                    spool, [e for e in events if e.insert_id not in self._in_engine], engine
+                )
+                self._quietly(spool, engine)
+                return True
+            self._switch_off(error)
             engine.submit([event for event in events if event.insert_id not in self._in_engine])
             return True
+        if full is not None:
+            self._note_recovered()
+        self._quietly(spool, engine)  # hand spooled events on (reads; written events are in)
         if unstorable:  # this event cannot be stored: it goes from memory, the spool stays
             self._log.warning(
                 "spool-unstorable",
@@ -134,6 +224,11 @@ class SpoolFeed:
         while they wait does not lose them); :meth:`put` later replaces them."""
         spool = self.spool
         if spool is None or not events:
+            if events and self.full is not None:
+                self.writes_missed += 1  # not durable while they wait
+            return
+        if self.full is not None and not self.full.due(time.monotonic()):
+            self.writes_missed += 1  # they wait in memory; put() writes them later
             return
         try:
             with self._lock:
@@ -141,11 +236,89 @@ class SpoolFeed:
                     for event in events:  # one bad row must not cost the others their safety
                         _storable(spool.hold, [event])
         except Exception as error:
-            self.spool = None
+            if disk_full(error):
+                self._note_full(error)
+                self.writes_missed += 1
+                return
+            self._switch_off(error)
+
+    # -- a full disk ---------------------------------------------------------------------------
+
+    def _note_full(self, error: BaseException) -> None:
+        now = time.monotonic()
+        if self.full is None:
+            self.full = DiskFull(error, now)
+            where = self._config.spool_dir
+            what = "sent from memory" if self.memory_fallback else "refused"
             logger.error(
-                "otel_greenflash spool failed (%s): spool disabled, events are kept in memory only",
+                "otel_greenflash spool: the filesystem of %s is full (%s): new events are %s "
+                "until space is freed; the write is tried again every %g-%g s",
+                where,
                 error,
+                what,
+                FULL_RETRY_FIRST_SECONDS,
+                FULL_RETRY_MAX_SECONDS,
             )
+        else:
+            self.full.failed_again(error, now)
+
+    def _note_recovered(self) -> None:
+        full, self.full = self.full, None
+        if full is not None:
+            logger.warning(
+                "otel_greenflash spool: space is back after %.1f s, events are spooled again "
+                "(%d sent from memory meanwhile)",
+                time.monotonic() - full.since,
+                self.unspooled,
+            )
+
+    def _keep_out(
+        self, spool: Spool | None, events: Sequence[BusinessEvent], engine: DeliveryEngine
+    ) -> None:
+        """The disk is full: events spooled as waiting wait for the next write; the others go
+        to the loop from memory (counted, warned about), or are not taken (gateway)."""
+        if not events:
+            return
+        self.writes_missed += 1
+        if spool is not None:
+            waiting = [event for event in events if spool.holds_waiting(event.insert_id)]
+            if waiting:
+                self._backlog.extend(waiting)
+                events = [event for event in events if not spool.holds_waiting(event.insert_id)]
+        if not self.memory_fallback or not events:
+            return
+        self.unspooled += len(events)
+        self._not_spooled.update(event.insert_id for event in events)
+        self._log.warning(
+            "spool-disk-full",
+            "otel_greenflash spool's filesystem is full: %d event(s) sent from memory (not "
+            "kept across a crash); see stats()['spool']['unspooled']",
+            len(events),
+            count=len(events),
+        )
+        engine.submit(events)
+
+    def _quietly(self, spool: Spool, engine: DeliveryEngine) -> None:
+        """While the disk is full: apply notes if SQLite can, and hand spooled events on."""
+        try:
+            with self._lock:
+                try:
+                    self._apply_notes(spool)
+                except Exception as error:
+                    if not disk_full(error):
+                        raise
+                self._feed(spool, engine)
+        except Exception as error:
+            if not disk_full(error):
+                self._switch_off(error)
+
+    def _switch_off(self, error: BaseException) -> None:
+        self.spool = None
+        self.broken = str(error)
+        logger.error(
+            "otel_greenflash spool failed (%s): spool disabled, events are kept in memory only",
+            error,
+        )
 
     def _add(
         self, spool: Spool, events: Sequence[BusinessEvent]
@@ -175,15 +348,27 @@ class SpoolFeed:
         if spool is None:
             return True
         with self._lock:
-            self._apply_notes(spool)
+            try:
+                self._apply_notes(spool)
+            except Exception as error:
+                if not disk_full(error):
+                    raise
+                # Sent and refused events count as settled; their rows go once space is back.
+                settled = self._removing | self._setting_aside
+                return all(i in settled for i in spool.pending_ids_through(seq))
             return spool.first_pending_seq() > seq
 
     def counts(self) -> dict[str, int] | None:
+        """The spool's counts; ``disk_full`` (1 while full) and ``unspooled`` (events sent from
+        memory because of it) too, once the disk has been full."""
         spool = self.spool
         if spool is None:
             return None
         pending, rejected = spool.counts()
-        return {"pending": pending, "rejected": rejected, "evicted": spool.evicted}
+        counts = {"pending": pending, "rejected": rejected, "evicted": spool.evicted}
+        if self.full is not None or self.unspooled or self.writes_missed:
+            counts.update(disk_full=int(self.full is not None), unspooled=self.unspooled)
+        return counts
 
     def close(self) -> int:
         """Final update at shutdown; return how many events stay in the spool for next time."""
@@ -208,22 +393,27 @@ class SpoolFeed:
         return spool
 
     def _apply_notes(self, spool: Spool) -> None:
+        """Remove the rows of sent events, set aside refused ones. What SQLite cannot write
+        now (a full disk) stays noted for the next time."""
         notes = self._notes
-        sent: list[str] = []
-        rejected: list[str] = []
+        removing, setting_aside = self._removing, self._setting_aside
         while notes:
             insert_id, outcome = notes.popleft()
             self._in_engine.discard(insert_id)
             if insert_id in self._not_spooled:
                 self._not_spooled.discard(insert_id)
             elif outcome == "sent":
-                sent.append(insert_id)
+                removing.add(insert_id)
             elif outcome == "rejected":
-                rejected.append(insert_id)
+                setting_aside.add(insert_id)
             elif outcome == "failed":
                 self._retry_spooled = True
-        spool.remove(sent)
-        spool.set_aside(rejected)
+        if removing:
+            spool.remove(removing)
+            removing.clear()
+        if setting_aside:
+            spool.set_aside(setting_aside)
+            setting_aside.clear()
 
     def _feed(self, spool: Spool, engine: DeliveryEngine) -> None:
         room = self._config.max_queue_size - engine.pending
@@ -237,7 +427,13 @@ class SpoolFeed:
             if not rows:
                 return
             self._cursor = rows[-1][0]
-            batch = [event for _, event in rows if event.insert_id not in self._in_engine]
+            batch = [
+                event
+                for _, event in rows
+                if event.insert_id not in self._in_engine
+                and event.insert_id not in self._removing  # settled, row not removed yet
+                and event.insert_id not in self._setting_aside
+            ]
             self._in_engine.update(event.insert_id for event in batch)
             engine.submit(batch)
             room -= len(batch)

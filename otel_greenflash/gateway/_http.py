@@ -99,7 +99,10 @@ def build_app(
         return await export(request, "logs")
 
     async def healthz(request: web.Request) -> web.StreamResponse:
-        return web.json_response({"status": "ok"})
+        alive, reason = ingest.liveness()  # 503 only when a restart is the way out
+        if alive:
+            return web.json_response({"status": "ok"})
+        return web.json_response({"status": "failed", "reason": reason}, status=503)
 
     async def readyz(request: web.Request) -> web.StreamResponse:
         ready, reason = _readiness(ingest, readiness)

@@ -111,6 +111,11 @@ class Ingest:
         self._idle.set()
         self.closing = False
 
+    def liveness(self) -> tuple[bool, str]:
+        """False (with the reason) when the intake cannot recover without a restart."""
+        check = getattr(self._intake, "liveness", None)
+        return check() if check is not None else (True, "ok")
+
     def deadline(self, remaining: float | None = None) -> float:
         """When (``time.monotonic()``) a request arriving now must be answered by: the
         request timeout, or ``remaining`` seconds (the client's own deadline) if sooner."""
