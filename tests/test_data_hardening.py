@@ -22,7 +22,8 @@ from otel_greenflash import BusinessEvent
 from otel_greenflash import attributes as attr
 from otel_greenflash._event import InvalidAttribute
 from otel_greenflash._mapping import MappingResult, map_event_attributes
-from otel_greenflash._spool import Spool, _hold_lock, purge
+from otel_greenflash._spool import Spool, purge
+from otel_greenflash._spool_files import hold_lock
 from otel_greenflash.testing import EventsApiServer, validate_event_body
 
 from ._subprocess import clean_env, command, run
@@ -568,7 +569,7 @@ def test_a_lock_file_left_alone_by_a_crash_is_removed(tmp_path: Path) -> None:
 
 
 def test_a_file_being_created_by_a_live_process_is_left_alone(tmp_path: Path) -> None:
-    held = _hold_lock(tmp_path / "spool-6-ffffffffffff.lock")  # a live process's lock
+    held = hold_lock(tmp_path / "spool-6-ffffffffffff.lock")  # a live process's lock
     creating = tmp_path / "spool-6-ffffffffffff.creating"
     creating.write_bytes(b"")
     start_and_stop(tmp_path)
