@@ -292,11 +292,12 @@ class DurableIntake(PipelineIntake):
         written to it would be lost with the process). A full disk is not one: a restart
         would not free space."""
         feed = self._shared.feed
+        # /healthz answers without a token: no error text or path (the log has them).
         if feed.broken is not None:
-            return False, f"the spool failed: {feed.broken}"
+            return False, "the spool failed (the gateway's log says why)"
         spool = feed.spool
         if spool is not None and not spool.file_present():
-            return False, f"the spool file {spool.path} was removed"
+            return False, "the spool file was removed"
         return True, "ok"
 
     def readiness(self) -> tuple[bool, str]:

@@ -487,6 +487,8 @@ class WaitingEvents(Generic[Waiter]):
     def park(self, item: Waiter, now: float, size: int = 0) -> list[Waiter]:
         """Make ``item`` (of ``size`` bytes) wait; return the items pushed out by the bounds,
         oldest first (to send unlinked now); ``item`` itself when it alone is over the bytes."""
+        if size > self.max_bytes:  # would push out every other waiting event, and still not fit
+            return [item]
         key = next(self._sequence)
         self._order[key] = _Waiting(item, now + self.linger_seconds, size)
         self._by_trace.setdefault(item.trace_id, []).append(key)

@@ -270,8 +270,8 @@ def _send(arguments: argparse.Namespace) -> int:
     if not config.api_key and not config.dry_run:
         print(f"{ENV_API_KEY} is not set (use --dry-run to print the body)", file=sys.stderr)
         return 2
-    if arguments.timeout <= 0:
-        print("--timeout must be a positive number of seconds", file=sys.stderr)
+    if not (0 < arguments.timeout < 86_400):  # also refuses nan and inf
+        print("--timeout must be a number of seconds between 0 and 86400", file=sys.stderr)
         return 2
     return _deliver(config, result.events[0], arguments.timeout)
 

@@ -156,3 +156,11 @@ def test_send_to_an_unreachable_api_gives_up_at_its_timeout_and_says_why() -> No
     )
     assert result.stderr.splitlines()[-1].startswith("not sent: ")
     assert "gf-test-key" not in result.stderr + result.stdout
+
+
+def test_send_refuses_a_timeout_that_is_not_a_number_of_seconds() -> None:
+    env = clean_env(GREENFLASH_API_KEY="gf-test-key", GREENFLASH_PRODUCT_ID=PRODUCT_ID)
+    for timeout in ("nan", "inf", "0", "-1"):
+        result = run([command("otel-greenflash"), "send", "x", "1", "--timeout", timeout], env)
+        assert result.returncode == 2, timeout
+        assert "--timeout must be a number of seconds between 0 and 86400" in result.stderr
