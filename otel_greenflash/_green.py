@@ -23,6 +23,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from ._logging import logger
+
 
 class Joinable(Protocol):
     """What callers need of a thread: ``threading.Thread`` or :class:`OsThread`."""
@@ -182,16 +184,25 @@ class _EventletWaker:
 
     def __init__(self) -> None:
         self._work: list[Callable[[], None]] = []
-        read_end, self._write_end = os.pipe()
-        os.set_blocking(self._write_end, False)
-        self._write = _original("os", "write")  # eventlet's would wait in the hub
-        sys.modules["eventlet"].spawn(self._wait, read_end)
+        self._read_end, self._write_end = os.pipe()
+        for end in (self._read_end, self._write_end):
+            os.set_blocking(end, False)
+        # eventlet's read and write would wait in the hub; these never wait (non-blocking).
+        self._read = _original("os", "read")
+        self._write = _original("os", "write")
+        sys.modules["eventlet"].spawn(self._wait)
 
-    def _wait(self, read_end: int) -> None:
-        trampoline = sys.modules["eventlet.hubs"].trampoline
+    def _wait(self) -> None:
+        hubs = sys.modules["eventlet.hubs"]
         while True:
-            trampoline(read_end, read=True)
-            os.read(read_end, 64)
+            try:
+                hubs.trampoline(self._read_end, read=True)
+            except OSError:  # eventlet's IOClosed: a forked child let this waker go
+                return
+            # Empty when the wake-up was another process's: after a fork, parent and child
+            # share eventlet's epoll instance, and each may see the other's pipe as ready.
+            with contextlib.suppress(BlockingIOError):
+                self._read(self._read_end, 64)
             while self._work:
                 self._work.pop(0)()
 
@@ -199,6 +210,17 @@ class _EventletWaker:
         self._work.append(work)
         with contextlib.suppress(OSError):  # full: a byte is already waiting
             self._write(self._write_end, b"\0")
+
+    def let_go_in_child(self) -> None:
+        """In a forked child: close this process's copies of the pipe (the parent's stay open
+        and working) and end the green thread waiting on it."""
+        for end in (self._read_end, self._write_end):
+            with contextlib.suppress(OSError):
+                os.close(end)
+        # Closed first, so the hub's clean-up cannot unregister the parent's pipe from the
+        # epoll instance both processes share; the waiting green thread gets IOClosed.
+        with contextlib.suppress(Exception):
+            sys.modules["eventlet.hubs"].notify_opened(self._read_end)
 
 
 _waker: _EventletWaker | None = None
@@ -224,10 +246,19 @@ def hand_off(work: Callable[[], None]) -> bool:
     return False
 
 
-def _forget_waker_in_child() -> None:
+def _renew_waker_in_child() -> None:
+    """The child inherits the handler, not a pipe of its own: give it one (a pipe shared with
+    the parent would hand a byte to whichever process reads first)."""
     global _waker
-    _waker = None
+    inherited, _waker = _waker, None
+    if inherited is None:
+        return
+    inherited.let_go_in_child()
+    try:
+        prepare_hand_off()
+    except Exception as error:  # no fds left, say: the handler then delivers where it runs
+        logger.debug("otel_greenflash: no SIGTERM hand-off in the forked child: %s", error)
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_waker_in_child)
+    os.register_at_fork(after_in_child=_renew_waker_in_child)

@@ -15,6 +15,8 @@ script.)
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import signal
 import sys
@@ -156,6 +158,76 @@ def test_monkey_patched_script_sigterm(receiver: Receiver, tmp_path: Path, patch
         )
     outcome.check(script.tail())
     assert "Traceback" not in script.output, script.tail()
+
+
+def _asleep(pid: int) -> bool:
+    """True when ``pid``'s main thread sleeps (in the hub's poll, once the script waits)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] == "S"
+
+
+@pytest.mark.parametrize("patcher", ["gevent", "eventlet"])
+def test_forked_children_end_by_sigterm_with_their_events(
+    receiver: Receiver, tmp_path: Path, patcher: str
+) -> None:
+    """A patched script configures, then forks twice (three generations, each holding 10
+    events while it sleeps in the hub). SIGTERM to each in turn, youngest first: each delivers
+    its events and ends by SIGTERM, its parent still handling its own afterwards. Each child
+    has pipes of its own, as many as its parent (under eventlet the hand-off pipe is renewed in
+    the child and the parent's copy closed there, not shared or piling up)."""
+    pytest.importorskip(patcher)
+    prefix = new_uids("forked", 1)[0]
+    env = deploy_env(receiver, tmp_path, DEPLOY_UID_PREFIX=prefix, DEPLOY_PATCHER=patcher)
+    args = [sys.executable, "-m", "tests.deployments.gevent_fork_script"]
+    seconds: list[float] = []
+    with deployment(f"{patcher}-fork", args, env, tmp_path) as script:
+
+        def wait_for_line(pattern: str) -> re.Match[str]:
+            def found() -> re.Match[str] | None:
+                return re.search(pattern, script.output, re.MULTILINE)
+
+            script.wait_for(lambda: found() is not None, pattern, START_TIMEOUT)
+            match = found()
+            assert match is not None
+            return match
+
+        def wait_asleep(pid: int) -> None:
+            script.wait_for(lambda: _asleep(pid), f"{pid} asleep", START_TIMEOUT)
+
+        for generation in (2, 1, 0):
+            pid = int(wait_for_line(rf"^emitted {generation} (\d+)$")[1])
+            wait_asleep(pid)
+            started = time.monotonic()
+            if generation == 0:
+                rc = script.stop(signal.SIGTERM)
+            else:
+                os.kill(pid, signal.SIGTERM)
+                wait_for_line(rf"^child {pid} ended")
+            seconds.append(time.monotonic() - started)
+        output = script.output
+        outcome = Outcome.collect(
+            f"{patcher} forked twice",
+            receiver,
+            {f"{prefix}-{g}-{i}" for g in range(3) for i in [*map(str, range(10)), "start"]},
+            rc,
+            SERVER_RC["script SIGTERM"],
+            notes="ended " + ", ".join(f"{s:.1f}" for s in seconds) + " s after SIGTERM",
+        )
+    children = [int(code) for code in re.findall(r"^child \d+ ended (-?\d+)$", output, re.M)]
+    assert children == [-signal.SIGTERM] * 2, outcome.summary + "\n" + output
+    assert "Traceback" not in output, output
+    pipes = [
+        set(inodes.split(",")) - {""}
+        for inodes in re.findall(r"^pipes \d \d+ (.*)$", output, re.MULTILINE)
+    ]
+    assert len(pipes) == 3, output
+    for parent, child in itertools.pairwise(pipes):
+        assert len(child) == len(parent), f"pipes piling up across forks: {pipes}"
+        assert not child & parent, f"pipes shared with the parent: {pipes}"
+    outcome.check(output)
 
 
 def test_application_asyncio_run_under_gevent(receiver: Receiver, tmp_path: Path) -> None:
