@@ -270,15 +270,20 @@ class EventPipeline:
 
     def _chores(self) -> None:
         """Every worker cycle: ``on_drop`` for a full queue's drops, the counts of rate-
-        limited warnings whose interval ended, and (every ~30 s) the spool's orphan scan."""
+        limited warnings whose interval ended, and (every ~30 s) the spool's orphan scan, in
+        steps of a few batches per cycle."""
         self.drops.pass_on()
         for log in self._logs():
             log.flush_due()
         self.link_status.maybe_write(self.mapper.recent)
         spool = self.feed.spool
-        adopted = spool.adopt_orphans_when_due() if spool is not None else 0
+        if spool is None:
+            return
+        adopted = spool.adopt_orphans_when_due()  # a step: a few batches at most
         if adopted:  # what neighbours that died beside this live process left
             self.stats_counters.add_queued(adopted)
+        if spool.adopting:  # the next step on the next cycle, right after the queued records
+            self.wake()
 
     def _logs(self) -> tuple[RateLimitedLog, ...]:
         mapper = self.mapper

@@ -298,20 +298,27 @@ class Spool:
         return self._adopter.adopt(self._db, self._lock, self.max_events)
 
     def adopt_orphans_when_due(self) -> int:
-        """:meth:`adopt_orphans` when the next periodic scan is due (else 0, at once); never
-        raises: a scan that fails is said and tried again at the next one."""
+        """One step of the periodic scan (a few batches, see :mod:`._spool_adoption`) while
+        one is under way or due (else 0, at once); return how many pending events it moved.
+        Never raises: a scan that fails is said and tried again at the next one."""
         adopter = self._adopter
-        if not adopter.schedule.due(time.monotonic()):
+        if not adopter.scanning and not adopter.schedule.due(time.monotonic()):
             return 0
         try:
-            return self.adopt_orphans()
+            return adopter.step(self._db, self._lock, self.max_events)
         except Exception as error:  # a chore of the worker: whatever the disk says, it goes on
             adopter.schedule.scanned(time.monotonic())
             logger.warning("otel_greenflash spool: looking for orphaned files failed: %s", error)
             return 0
 
+    @property
+    def adopting(self) -> bool:
+        """True while a periodic scan is under way: its next step is due at once."""
+        return self._adopter.scanning
+
     def close(self) -> None:
         """Close; delete the file when nothing is left in it (else the next process adopts it)."""
+        self._adopter.close()  # an orphan being moved keeps the rest for a later scan
         with self._lock:
             try:
                 pending, rejected = _counts(self._db)

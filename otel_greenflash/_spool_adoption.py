@@ -10,9 +10,12 @@ Only what fits under the adopter's bound is moved (nothing it holds is evicted f
 waits in its file for a later scan.
 
 Only files written for this process's API key and endpoint are adopted (see
-:mod:`._spool_destination`); others are reported once and kept for their owner. Scans run when
-the spool opens and then about every 30 s (``ORPHAN_SCAN_SECONDS``, ±20 %), so live processes
-take over the files of neighbours that died beside them.
+:mod:`._spool_destination`); others are reported once and kept for their owner. A whole scan
+runs when the spool opens; then about every 30 s (``ORPHAN_SCAN_SECONDS``, ±20 %) a scan runs
+in steps, one per worker cycle (at most ``STEP_BATCHES`` batches, none started after
+``STEP_SECONDS``), so live processes take over the files of neighbours that died beside them
+while the worker keeps taking the application's records. Between steps the orphan being moved
+stays locked; a forked child lets go of it (and draws its own scan times).
 """
 
 from __future__ import annotations
@@ -23,8 +26,11 @@ import random
 import sqlite3
 import threading
 import time
+import weakref
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
+from typing import IO
 
 from ._logging import logger
 from ._spool_destination import DestinationCheck, Match, read, shown_endpoint
@@ -50,8 +56,16 @@ ENV_SCAN_SECONDS = "_GREENFLASH_SPOOL_ORPHAN_SCAN_SECONDS"
 BATCH_ROWS = 256
 BATCH_BYTES = 64 * 1024
 """A batch moves at most this many rows, and stops after the row that passes this many bytes."""
+STEP_BATCHES = 4
+STEP_SECONDS = 0.05
+"""A periodic scan's step (one per worker cycle) moves at most this many batches, and starts
+none after this many seconds."""
 _MAX_NAMES_SHOWN = 5
 _jitter = random.Random()  # noqa: S311 - spreads scans, not a secret; leaves random's state alone
+_adopters: weakref.WeakSet[OrphanAdopter] = weakref.WeakSet()
+_left_with_parent: list[sqlite3.Connection] = []
+"""In a forked child: the parent's connections to orphans it was moving, never used or closed
+here (closing one could write to a file the parent is still changing)."""
 
 
 def scan_period(environ: Mapping[str, str] | None = None) -> float:
@@ -82,6 +96,34 @@ class ScanSchedule:
         return now + self.period * _jitter.uniform(0.8, 1.2)
 
 
+class _Budget:
+    """What one step of a scan may do: at most ``batches`` batches, none started once
+    ``seconds`` have passed (None: no bound). A step always does one thing (opens a file or
+    moves a batch), so a scan always gets on."""
+
+    def __init__(self, batches: int | None, seconds: float | None) -> None:
+        self.batches = batches
+        self.deadline = None if seconds is None else time.monotonic() + seconds
+        self.spent = 0
+
+    def spend(self) -> None:
+        self.spent += 1
+
+    def left(self) -> bool:
+        if self.batches is not None and self.spent >= self.batches:
+            return False
+        return self.deadline is None or time.monotonic() < self.deadline
+
+
+class _Scan:
+    """A scan under way: the files still to look at, and the one being moved (its lock held)."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = deque(paths)
+        self.move: _Move | None = None
+        self.foreign: list[str] = []
+
+
 class OrphanAdopter:
     """Finds and adopts the orphaned files of one spool directory for one spool file."""
 
@@ -94,45 +136,186 @@ class OrphanAdopter:
         """Names of files already warned about (kept files are said once, not every scan)."""
         self._kept: dict[str, tuple[int, int, int]] = {}
         """Files kept for another destination, by name: (inode, size, mtime) when judged."""
+        self._scan: _Scan | None = None
+        self._busy = threading.Lock()
+        """Held by a step, and by :meth:`close` (which may come from another thread)."""
+        _adopters.add(self)
+
+    @property
+    def scanning(self) -> bool:
+        """True while a scan is under way (the next step goes on with it)."""
+        return self._scan is not None
 
     def adopt(self, into: sqlite3.Connection, lock: threading.Lock, max_events: int) -> int:
-        """Move the events of every orphaned file written for this destination into ``into``
-        (guarded by ``lock``); return how many are pending. Files of other users, or that are
-        not regular files, are skipped, never read or deleted; what a crash during a file's
-        creation left is removed. Only what fits under ``max_events`` is moved, and a write
-        that fails in ``into`` (e.g. the disk is full) ends the scan: the rest stays in its
-        file for the next one."""
-        self.schedule.scanned(time.monotonic())
-        pending = 0
-        foreign: list[str] = []
-        for path in sorted(self.directory.glob("spool-*.db")):
-            if path == self.own_path or self._still_kept(path):
-                continue
-            if not own_files(path):
-                foreign.append(path.name)
-                continue
-            lock_path = path.with_suffix(".lock")
+        """A whole scan (or the rest of the one under way): see :meth:`step`."""
+        return self.step(into, lock, max_events, batches=None, seconds=None)
+
+    def step(
+        self,
+        into: sqlite3.Connection,
+        lock: threading.Lock,
+        max_events: int,
+        *,
+        batches: int | None = STEP_BATCHES,
+        seconds: float | None = STEP_SECONDS,
+    ) -> int:
+        """Go on with the scan under way (or start one): move the events of orphaned files
+        written for this destination into ``into`` (guarded by ``lock``), at most ``batches``
+        batches, none started after ``seconds``; return how many pending events were moved.
+        Files of other users, or that are not regular files, are skipped, never read or
+        deleted; what a crash during a file's creation left is removed. Only what fits under
+        ``max_events`` is moved, and a write that fails in ``into`` (e.g. the disk is full)
+        ends the scan: the rest stays in its file for the next one. Between steps the file
+        being moved stays locked."""
+        with self._busy:
+            scan = self._scan
+            if scan is None:
+                scan = self._scan = _Scan(sorted(self.directory.glob("spool-*.db")))
+            budget = _Budget(batches, seconds)
+            pending = 0
             try:
-                handle = try_lock(lock_path)
-            except OSError as error:
-                self._report(path, "cannot check %s (%s); skipped", path, error)
-                continue
-            if handle is None:
-                continue  # a live process owns it
-            try:
-                if path.exists():
-                    moved = _Move(self, path, into, lock, max_events)
-                    moved.run()
-                    pending += moved.pending
-                    if moved.stopped:
+                while True:  # each turn opens the next file or moves batches of the open one
+                    move = scan.move
+                    if move is None:
+                        if not scan.paths:
+                            self._finish(scan)
+                            break
+                        scan.move = self._open(scan, scan.paths.popleft())
+                    else:
+                        pending += move.step(into, lock, max_events, budget)
+                        if move.finished:
+                            scan.move = None
+                            move.close()
+                            if move.stopped:
+                                self._finish(scan)
+                                break
+                    if not budget.left():
                         break
-                else:  # adopted by another process a moment ago: only our new lock file is left
-                    remove(lock_path)
-            finally:
+            except BaseException:
+                self._end(scan)
+                raise
+            return pending
+
+    def close(self) -> None:
+        """Let go of the file being moved, if any (the rest of it stays for a later scan)."""
+        with self._busy:
+            if self._scan is not None:
+                with contextlib.suppress(sqlite3.Error, OSError):
+                    self._end(self._scan)
+
+    def _finish(self, scan: _Scan) -> None:
+        scan.foreign.extend(self._remove_interrupted_creations())
+        self._report_foreign(scan.foreign)
+        self._end(scan)
+
+    def _end(self, scan: _Scan) -> None:
+        self._scan = None
+        self.schedule.scanned(time.monotonic())
+        move, scan.move = scan.move, None
+        if move is not None:
+            move.close()
+
+    def _abandon_in_child(self) -> None:
+        """In a forked child: forget the parent's scan (its lock files are closed by
+        :mod:`._spool_files`); its connection is kept, never used or closed."""
+        self._busy = threading.Lock()
+        scan, self._scan = self._scan, None
+        if scan is not None and scan.move is not None:
+            _left_with_parent.append(scan.move.source)
+
+    def _open(self, scan: _Scan, path: Path) -> _Move | None:
+        """The move of ``path`` when it is an orphan to adopt (its lock then held), else
+        None."""
+        if path == self.own_path or self._still_kept(path):
+            return None
+        if not own_files(path):
+            scan.foreign.append(path.name)
+            return None
+        lock_path = path.with_suffix(".lock")
+        try:
+            handle = try_lock(lock_path)
+        except OSError as error:
+            self._report(path, "cannot check %s (%s); skipped", path, error)
+            return None
+        if handle is None:
+            return None  # a live process owns it
+        try:
+            if not path.exists():  # adopted by another process a moment ago: only our lock
+                remove(lock_path)
                 handle.close()
-        foreign.extend(self._remove_interrupted_creations())
-        self._report_foreign(foreign)
-        return pending
+                return None
+            match = self._match(path)
+            if match is None:
+                handle.close()
+                return None
+            try:
+                source = sqlite3.connect(path, check_same_thread=False)
+                (vacuum,) = source.execute("PRAGMA auto_vacuum").fetchone()
+                # Losing the last deletes to a power cut only sends them again (deduplicated).
+                source.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.Error as error:
+                self._report(path, "cannot open %s (%s); left in place", path, error)
+                handle.close()
+                return None
+        except BaseException:
+            handle.close()
+            raise
+        unrecorded = match is Match.UNRECORDED and self.check.destination is not None
+        return _Move(self, path, handle, source, incremental=vacuum == 2, unrecorded=unrecorded)
+
+    def _match(self, path: Path) -> Match | None:
+        """The file's destination compared with ours; None when it is not adopted (kept for
+        another destination, unreadable, or removed as an interrupted creation)."""
+        try:
+            other = connect_read_only(path)
+        except (SpoolError, sqlite3.Error) as error:
+            if abandoned_creation(path):
+                remove(path, *sidecars(path), path.with_suffix(".lock"))
+                logger.warning(
+                    "otel_greenflash spool: removed %s, a spool file whose creation was "
+                    "interrupted by a crash (it held no events)",
+                    path.name,
+                )
+                return None
+            self._report(
+                path,
+                "%s is not a spool file this version can read (%s); left in place",
+                path.name,
+                error,
+            )
+            return None
+        try:
+            recorded = read(other)
+            match = self.check.match(recorded)
+            if match in (Match.SAME, Match.UNRECORDED):
+                return match
+            (left,) = other.execute(
+                "SELECT count(*) FROM events WHERE status != 'rejected'"
+            ).fetchone()
+        except sqlite3.Error as error:
+            self._report(path, "cannot read %s (%s); left in place", path, error)
+            return None
+        finally:
+            other.close()
+        assert recorded is not None
+        self.keep(path)
+        where = shown_endpoint(recorded.endpoint)
+        own = self.check.destination
+        if match is Match.OTHER_KEY:
+            why = f"for {where} under another API key"
+        elif own is not None and shown_endpoint(own.endpoint) == where:
+            why = f"for another path on {where}"
+        else:
+            why = f"for {where}"
+        self._report(
+            path,
+            "%s holds %d undelivered event(s) written %s; not adopted, kept for a process "
+            "with that key and endpoint",
+            path.name,
+            left,
+            why,
+        )
+        return None
 
     def _still_kept(self, path: Path) -> bool:
         """True for a file kept for another destination that has not changed since."""
@@ -213,47 +396,136 @@ class OrphanAdopter:
         return foreign
 
 
+_Row = tuple[int, str, str, bytes, str, float]
+
+
 class _Move:
-    """The adoption of one orphaned file (its lock held by the caller)."""
+    """The adoption of one orphaned file, batch by batch: into our spool, then out of the
+    orphan (which shrinks as it goes when its pages can be given back). Its lock and
+    connection are held until :meth:`close`."""
 
     def __init__(
         self,
         adopter: OrphanAdopter,
         path: Path,
-        into: sqlite3.Connection,
-        lock: threading.Lock,
-        max_events: int,
+        handle: IO[bytes],
+        source: sqlite3.Connection,
+        *,
+        incremental: bool,
+        unrecorded: bool,
     ) -> None:
         self.adopter = adopter
         self.path = path
-        self.into = into
-        self.lock = lock
-        self.max_events = max_events
+        self.handle = handle
+        self.source = source
+        self.incremental = incremental
+        self.unrecorded = unrecorded
         self.pending = 0
+        """Pending events moved into our spool so far (new rows only)."""
+        self.finished = False
+        """Nothing more is done with this file in this scan."""
+        self.emptied = False
         self.stopped = False
         """Our spool is full, or a write into it failed: the scan ends here."""
-        self._held = 0
-        """Rows in our spool counted against the bound (an upper bound: rows only leave it
-        meanwhile)."""
 
-    def run(self) -> None:
-        match = self._match()
-        if match is None:
-            return
+    def step(
+        self, into: sqlite3.Connection, lock: threading.Lock, max_events: int, budget: _Budget
+    ) -> int:
+        """Move batches (at least one) while ``budget`` lasts; return how many pending events
+        came in."""
+        before = self.pending
         try:
-            source = sqlite3.connect(self.path, check_same_thread=False)
+            with lock:
+                (held,) = into.execute(
+                    "SELECT count(*) FROM events WHERE status != ?", (WAITING,)
+                ).fetchone()
         except sqlite3.Error as error:
-            self.adopter._report(self.path, "cannot open %s (%s); left in place", self.path, error)
-            return
+            self._pause(error)
+            return 0
+        room = max_events - int(held)  # rows only leave our spool during the step
+        while True:
+            try:
+                rows = _next_batch(self.source)
+            except sqlite3.Error as error:
+                self.adopter._report(
+                    self.path, "cannot read %s (%s); what is left stays in place", self.path, error
+                )
+                self.finished = True
+                break
+            if not rows:
+                self.finished = self.emptied = True
+                break
+            taken = rows[: max(0, room)]
+            try:
+                room -= self._insert(into, lock, taken)
+                if taken:
+                    with self.source:
+                        self.source.execute("DELETE FROM events WHERE seq <= ?", (taken[-1][0],))
+                if self.incremental:  # the freed pages go back to the filesystem
+                    self.source.executescript("PRAGMA incremental_vacuum;")  # run to its end
+                self.source.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except (sqlite3.Error, OSError) as error:
+                self._pause(error)
+                break
+            budget.spend()
+            if len(taken) < len(rows):
+                self.adopter._report(
+                    self.path,
+                    "the spool holds its bound of %d events: %s keeps the rest of its events "
+                    "until there is room",
+                    max_events,
+                    self.path.name,
+                )
+                self.finished = self.stopped = True
+                break
+            if not budget.left():
+                break
+        return self.pending - before
+
+    def _pause(self, error: BaseException) -> None:
+        self.adopter._report(
+            self.path,
+            "adoption of %s paused (%s); the rest stays in it for the next scan",
+            self.path.name,
+            error,
+        )
+        self.finished = self.stopped = True
+
+    def _insert(self, into: sqlite3.Connection, lock: threading.Lock, rows: list[_Row]) -> int:
+        """Write ``rows`` into our spool (one transaction; an insertId already there keeps its
+        row); return how many rows are new. Only new pending rows count as moved."""
+        if not rows:
+            return 0
+        # Their process is gone: events it held back waiting for a conversation id go as known.
+        values = [
+            (insert_id, span_name, body, PENDING if status == WAITING else status, created)
+            for _, insert_id, span_name, body, status, created in rows
+        ]
+        pending = [value for value in values if value[3] == PENDING]
+        others = [value for value in values if value[3] != PENDING]
+        sql = (
+            "INSERT OR IGNORE INTO events (insert_id, span_name, body, status, created) "
+            "VALUES (?, ?, ?, ?, ?)"
+        )
+        with lock:
+            with into:
+                new_pending = max(0, into.executemany(sql, pending).rowcount) if pending else 0
+                new_others = max(0, into.executemany(sql, others).rowcount) if others else 0
+            into.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # the WAL is reused
+        self.pending += new_pending
+        return new_pending + new_others
+
+    def close(self) -> None:
+        """Let go of the file: its connection (the last: checkpoints and deletes its WAL), the
+        file itself once emptied, then its lock."""
         try:
-            emptied = self._move_all(source)
+            self.source.close()
+            if self.emptied:
+                remove(self.path, self.path.with_suffix(".lock"), *wal_files(self.path))
         finally:
-            source.close()  # the last connection: checkpoints and deletes its WAL
-        if emptied:
-            remove(self.path, self.path.with_suffix(".lock"), *wal_files(self.path))
+            self.handle.close()
         if not self.pending:
             return
-        unrecorded = match is Match.UNRECORDED and self.adopter.check.destination is not None
         logger.warning(
             "otel_greenflash spool: adopted %d undelivered event(s) left by an earlier "
             "process (%s)%s",
@@ -261,141 +533,19 @@ class _Move:
             self.path.name,
             ", written by a version that did not record its API key and endpoint: they go "
             "to this process's endpoint"
-            if unrecorded
+            if self.unrecorded
             else "",
         )
 
-    def _match(self) -> Match | None:
-        """The file's destination compared with ours; None when it is not adopted (kept for
-        another destination, unreadable, or removed as an interrupted creation)."""
-        path, adopter = self.path, self.adopter
-        try:
-            other = connect_read_only(path)
-        except (SpoolError, sqlite3.Error) as error:
-            if abandoned_creation(path):
-                remove(path, *sidecars(path), path.with_suffix(".lock"))
-                logger.warning(
-                    "otel_greenflash spool: removed %s, a spool file whose creation was "
-                    "interrupted by a crash (it held no events)",
-                    path.name,
-                )
-                return None
-            adopter._report(
-                path,
-                "%s is not a spool file this version can read (%s); left in place",
-                path.name,
-                error,
-            )
-            return None
-        try:
-            recorded = read(other)
-            match = adopter.check.match(recorded)
-            if match in (Match.SAME, Match.UNRECORDED):
-                return match
-            (left,) = other.execute(
-                "SELECT count(*) FROM events WHERE status != 'rejected'"
-            ).fetchone()
-        except sqlite3.Error as error:
-            adopter._report(path, "cannot read %s (%s); left in place", path, error)
-            return None
-        finally:
-            other.close()
-        assert recorded is not None
-        adopter.keep(path)
-        where = shown_endpoint(recorded.endpoint)
-        own = adopter.check.destination
-        if match is Match.OTHER_KEY:
-            why = f"for {where} under another API key"
-        elif own is not None and shown_endpoint(own.endpoint) == where:
-            why = f"for another path on {where}"
-        else:
-            why = f"for {where}"
-        adopter._report(
-            path,
-            "%s holds %d undelivered event(s) written %s; not adopted, kept for a process "
-            "with that key and endpoint",
-            path.name,
-            left,
-            why,
-        )
-        return None
 
-    def _move_all(self, source: sqlite3.Connection) -> bool:
-        """Batch by batch: into our spool, then out of the orphan (which shrinks as it goes
-        when its pages can be given back). True once the orphan is empty."""
-        try:
-            (vacuum,) = source.execute("PRAGMA auto_vacuum").fetchone()
-            rows = _next_batch(source)
-        except sqlite3.Error as error:
-            self._cannot_read(error)
-            return False
-        with self.lock:
-            (held,) = self.into.execute(
-                "SELECT count(*) FROM events WHERE status != ?", (WAITING,)
-            ).fetchone()
-        self._held = int(held)
-        while rows:
-            try:
-                taken = self._insert(rows)
-                if taken:
-                    with source:
-                        source.execute("DELETE FROM events WHERE seq <= ?", (rows[taken - 1][0],))
-                if vacuum == 2:  # incremental: the freed pages go back to the filesystem
-                    source.executescript("PRAGMA incremental_vacuum;")  # run to its end
-                source.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            except (sqlite3.Error, OSError) as error:
-                self.adopter._report(
-                    self.path,
-                    "adoption of %s paused (%s); the rest stays in it for the next scan",
-                    self.path.name,
-                    error,
-                )
-                self.stopped = True
-                return False
-            if taken < len(rows):
-                self.adopter._report(
-                    self.path,
-                    "the spool holds its bound of %d events: %s keeps the rest of its events "
-                    "until there is room",
-                    self.max_events,
-                    self.path.name,
-                )
-                self.stopped = True
-                return False
-            try:
-                rows = _next_batch(source)
-            except sqlite3.Error as error:
-                self._cannot_read(error)
-                return False
-        return True
+def _abandon_scans_in_child() -> None:
+    _jitter.seed()  # siblings forked from one parent draw their own waits
+    for adopter in list(_adopters):
+        adopter._abandon_in_child()
 
-    def _cannot_read(self, error: sqlite3.Error) -> None:
-        self.adopter._report(
-            self.path, "cannot read %s (%s); what is left stays in place", self.path, error
-        )
 
-    def _insert(self, rows: list[tuple[int, str, str, bytes, str, float]]) -> int:
-        """Write the first rows that fit under the bound into our spool; return how many
-        (nothing already there is evicted for them)."""
-        # Their process is gone: events it held back waiting for a conversation id go as known.
-        values = [
-            (insert_id, span_name, body, PENDING if status == WAITING else status, created)
-            for _, insert_id, span_name, body, status, created in rows
-        ][: max(0, self.max_events - self._held)]
-        if not values:
-            return 0
-        into = self.into
-        with self.lock:
-            with into:
-                inserted = into.executemany(
-                    "INSERT OR IGNORE INTO events (insert_id, span_name, body, status, created) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    values,
-                ).rowcount
-            into.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # the WAL is reused
-        self._held += max(0, inserted)
-        self.pending += sum(1 for value in values if value[3] == PENDING)
-        return len(values)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_abandon_scans_in_child)
 
 
 def _next_batch(source: sqlite3.Connection) -> list[tuple[int, str, str, bytes, str, float]]:

@@ -1,12 +1,17 @@
 """Which key and endpoint a spool file's events were written for, without storing the key.
 
-Each spool file records, at creation, the events endpoint (normalized URL) and a *key check*:
-``scrypt(api_key, salt, n=2**13, r=8, p=1)`` with 16 random bytes of salt per file. A process
-adopts an orphaned file only when both match its own; anything else stays for a process that
-has that key and endpoint. The key cannot be read back from the file, and each guess of an
-offline attacker costs what one check costs here: 8 MiB of memory and tens of milliseconds
-(per file, since salts differ). An adopter computes its own key's check once per orphan's
-salt and remembers it, so a file kept for another key costs nothing on later scans.
+Each spool file records, at creation, the events endpoint (normalized URL: scheme, host, port
+and path, never a user, password or query) and a *key check*: ``scrypt(api_key, salt, n=2**13,
+r=8, p=1)`` with 16 random bytes of salt per file (a query, which the configuration refuses
+anyway, would go into the check with the key, never into the file). A process adopts an
+orphaned file only when both match its own; anything else stays for a process that has that
+key and endpoint.
+
+The check is not a password hash, and these parameters are below what is advised for
+passwords: its premise is that API keys are long random tokens, which no offline guessing
+reaches whatever each guess costs (here 8 MiB of memory and tens of milliseconds, per file,
+since salts differ). An adopter computes its own key's check once per orphan's salt and
+remembers it, so a file kept for another key costs nothing on later scans.
 """
 
 from __future__ import annotations
@@ -38,14 +43,22 @@ CREATE TABLE IF NOT EXISTS destination (
 
 @dataclass(frozen=True, slots=True)
 class Destination:
-    """Where this process's events go: its events endpoint (kept normalized) and API key
-    (never shown)."""
+    """Where this process's events go: its events endpoint (kept normalized, without a query)
+    and API key (never shown)."""
 
     endpoint: str
     api_key: str = field(repr=False)
+    query: str = field(default="", init=False, repr=False)
+    """The endpoint's query, if any: part of the key check, never stored."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "query", urlsplit(self.endpoint.strip()).query)
         object.__setattr__(self, "endpoint", normalized_endpoint(self.endpoint))
+
+    @property
+    def secret(self) -> str:
+        """What the key check is computed from: the key, and the query when there is one."""
+        return f"{self.api_key}\x00{self.query}" if self.query else self.api_key
 
     @classmethod
     def of(cls, config: GreenflashConfig) -> Destination:
@@ -73,8 +86,9 @@ class Match(Enum):
 
 
 def normalized_endpoint(url: str) -> str:
-    """``url`` with its scheme and host in lower case, without a default port, a trailing
-    slash or a fragment: the same endpoint written two ways compares equal."""
+    """``url`` with its scheme and host in lower case, without a user or password, a default
+    port, a trailing slash, a query or a fragment: the same endpoint written two ways compares
+    equal, and what is stored holds no secret."""
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").lower()
@@ -83,7 +97,7 @@ def normalized_endpoint(url: str) -> str:
     port = parts.port
     default_port = {"http": 80, "https": 443}.get(scheme)
     netloc = host if port is None or port == default_port else f"{host}:{port}"
-    return urlunsplit((scheme, netloc, parts.path.rstrip("/"), parts.query, ""))
+    return urlunsplit((scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
 def shown_endpoint(endpoint: str) -> str:
@@ -93,16 +107,16 @@ def shown_endpoint(endpoint: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def key_check(api_key: str, salt: bytes) -> bytes:
+def key_check(secret: str, salt: bytes) -> bytes:
     return hashlib.scrypt(
-        api_key.encode(), salt=salt, n=8192, r=8, p=1, maxmem=32 * 1024 * 1024, dklen=32
+        secret.encode(), salt=salt, n=8192, r=8, p=1, maxmem=32 * 1024 * 1024, dklen=32
     )
 
 
 def record(destination: Destination) -> Recorded:
     """A new record of ``destination`` (a fresh salt)."""
     salt = os.urandom(_SALT_BYTES)
-    return Recorded(destination.endpoint, KDF, salt, key_check(destination.api_key, salt))
+    return Recorded(destination.endpoint, KDF, salt, key_check(destination.secret, salt))
 
 
 def write(db: sqlite3.Connection, recorded: Recorded) -> None:
@@ -155,5 +169,5 @@ class DestinationCheck:
         if known is None:
             if len(self._checks) >= _CHECKS_REMEMBERED:
                 self._checks.clear()
-            known = self._checks[salt] = key_check(self.destination.api_key, salt)
+            known = self._checks[salt] = key_check(self.destination.secret, salt)
         return known

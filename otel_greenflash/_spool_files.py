@@ -3,6 +3,11 @@
 Each spool file ``spool-<pid>-<random>.db`` has a sidecar ``.lock`` held with ``flock`` for the
 life of its process: a lock that can be taken means the process is gone. Nothing here is ever
 opened through a symlink, and only regular files of this process's user are adopted or deleted.
+
+An ``flock`` belongs to the open file, which a forked child shares: a child that kept its copy
+would hold the lock after the parent let go of it (a paused orphan locked for the child's
+lifetime). So every lock file opened here is closed in a forked child, and none is opened while
+a fork is under way.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import fcntl
 import os
 import sqlite3
 import stat
+import threading
+import weakref
 from pathlib import Path
 from typing import IO
 
@@ -33,6 +40,10 @@ CREATING = ".creating"
 _OPEN_FLAGS = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 """Never open a spool directory entry through a symlink, nor leak it to a child process."""
 _LOCK_ATTEMPTS = 100
+_lock_files: weakref.WeakSet[IO[bytes]] = weakref.WeakSet()
+"""Every lock file opened here and not yet collected: closed in a forked child."""
+_opening = threading.Lock()
+"""Held while a lock file is opened and noted, and across a fork (none is opened unnoted)."""
 
 
 class SpoolError(Exception):
@@ -62,9 +73,17 @@ def open_create_exclusive(path: Path) -> None:
 
 
 def open_lock_file(path: Path) -> IO[bytes]:
-    """Open (creating it 0600 if needed) a lock file; never through a symlink."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _OPEN_FLAGS, 0o600)
-    return os.fdopen(fd, "ab")
+    """Open (creating it 0600 if needed) a lock file; never through a symlink. A forked child
+    closes its copy (it never holds the parent's locks)."""
+    with _opening:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _OPEN_FLAGS, 0o600)
+        try:
+            handle = os.fdopen(fd, "ab")
+        except BaseException:
+            os.close(fd)
+            raise
+        _lock_files.add(handle)
+    return handle
 
 
 def hold_lock(path: Path) -> IO[bytes]:
@@ -190,4 +209,31 @@ def warn_if_shared(directory: Path) -> None:
         "can write to, e.g. mode 0700",
         directory,
         problem,
+    )
+
+
+def _close_lock_files_in_child() -> None:
+    """In a forked child: close the copies of the parent's lock files (never unlock them: the
+    lock is the parent's), so a lock the parent lets go of is free."""
+    global _opening
+    _opening = threading.Lock()
+    for handle in list(_lock_files):
+        with contextlib.suppress(OSError, ValueError):
+            handle.close()
+    _lock_files.clear()
+
+
+def _hold_opening_before_fork() -> None:
+    _opening.acquire()
+
+
+def _release_opening_after_fork() -> None:
+    _opening.release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_hold_opening_before_fork,
+        after_in_parent=_release_opening_after_fork,
+        after_in_child=_close_lock_files_in_child,
     )

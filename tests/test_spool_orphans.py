@@ -4,23 +4,31 @@ adoption needs no room for a copy of the orphan (rows are moved, the orphan shri
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from otel_greenflash import BusinessEvent
+from otel_greenflash import BusinessEvent, GreenflashSpanProcessor
+from otel_greenflash import _spool_adoption as adoption
 from otel_greenflash._spool import Spool
 from otel_greenflash._spool_adoption import (
+    BATCH_ROWS,
     ENV_SCAN_SECONDS,
     ORPHAN_SCAN_SECONDS,
+    STEP_BATCHES,
     ScanSchedule,
     scan_period,
 )
+from otel_greenflash._spool_destination import Destination
+from otel_greenflash._spool_files import try_lock
 from otel_greenflash.testing import DEFAULT_API_KEY, EventsApiServer
 
 from . import _spool_emitter as app
@@ -86,6 +94,159 @@ def test_adoption_takes_what_fits_under_the_bound_and_leaves_the_rest_in_the_orp
     assert adopter.adopt_orphans() == 2
     assert not dead.path.exists()
     adopter.close()
+
+
+def dead_spool(directory: Path, count: int, destination: Destination | None = None) -> Path:
+    """The file of a process that died with ``count`` undelivered events."""
+    dead = Spool(directory, destination=destination)
+    dead.add([event(f"o{i}") for i in range(count)])
+    dead._db.close()
+    dead._lock_file.close()  # what the kernel does when a process dies
+    return dead.path
+
+
+def rows_in(path: Path) -> int:
+    with sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True) as db:
+        (count,) = db.execute("SELECT count(*) FROM events").fetchone()
+    db.close()
+    return int(count)
+
+
+def test_a_periodic_scan_moves_a_few_batches_per_call_and_the_rest_in_later_ones(
+    tmp_path: Path,
+) -> None:
+    orphan = dead_spool(tmp_path, 3000)  # small events: 256 rows a batch
+    adopter = Spool(tmp_path)
+    adopter._adopter.schedule.next_at = 0.0  # the periodic scan is due
+    step = STEP_BATCHES * BATCH_ROWS
+    first = adopter.adopt_orphans_when_due()
+    assert 0 < first <= step  # before: all 3,000 in one call of the worker's chores
+    assert rows_in(orphan) == 3000 - first  # the rest waits in the orphan, still locked
+    assert try_lock(orphan.with_suffix(".lock")) is None
+    moved = [first]
+    while adopter.adopting and len(moved) < 100:
+        moved.append(adopter.adopt_orphans_when_due())
+    assert all(count <= step for count in moved), moved
+    assert sum(moved) == 3000
+    assert len(moved) >= 3000 // step
+    assert not orphan.exists()
+    ids = [e.insert_id for _, e in adopter.pending_after(0, 5000)]
+    assert ids == [f"o{i}" for i in range(3000)]
+    assert adopter.adopt_orphans_when_due() == 0  # the next scan waits for its period
+    adopter.close()
+
+
+def test_a_spool_closed_during_a_scan_leaves_the_rest_for_a_later_one(tmp_path: Path) -> None:
+    orphan = dead_spool(tmp_path, 2000)
+    adopter = Spool(tmp_path)
+    adopter._adopter.schedule.next_at = 0.0
+    moved = adopter.adopt_orphans_when_due()
+    adopter.close()  # e.g. shutdown between two worker cycles
+    assert rows_in(orphan) == 2000 - moved
+    later = Spool(tmp_path)  # the orphan's lock was let go of: the next process takes it all
+    assert later.adopt_orphans() == 2000  # the rest, and what the closed spool held
+    assert list(tmp_path.glob("spool-*.db")) == [later.path]
+    later.close()
+
+
+def test_a_live_pipeline_goes_on_with_a_scan_at_once_not_at_its_next_cycle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV_SCAN_SECONDS, "0.05")
+    base_url = f"http://127.0.0.1:{free_port()}/api/v1"  # the API is down: nothing settles
+    processor = GreenflashSpanProcessor(
+        api_key=DEFAULT_API_KEY,
+        base_url=base_url,
+        product_id=app.PRODUCT_ID,
+        spool_dir=str(tmp_path),
+        schedule_delay_seconds=60,  # no cycle of its own during the test
+    )
+    try:
+        processor.force_flush(300)  # the spool is open; its first scan is done
+        orphan = dead_spool(tmp_path, 3000, Destination(base_url + "/events", DEFAULT_API_KEY))
+        time.sleep(0.2)  # the next scan is due
+        processor.force_flush(300)  # one cycle: the scan's first step
+        deadline = time.monotonic() + 30  # a hang guard, not a measure
+        while orphan.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not orphan.exists(), f"{rows_in(orphan)} of 3000 left"  # without: 60 s a step
+        assert processor.stats()["spool"]["pending"] == 3000
+    finally:
+        processor.shutdown(1_000)
+
+
+def test_adoption_counts_only_the_events_it_brings_in(tmp_path: Path) -> None:
+    dead_spool(tmp_path, 10)
+    adopter = Spool(tmp_path)
+    # A crash between the two commits of an earlier move left these in both files.
+    adopter.add([event(f"o{i}") for i in range(6)])
+    assert adopter.adopt_orphans() == 4  # before: 10, counted as queued by the pipeline
+    assert adopter.counts() == (10, 0)
+    adopter.close()
+
+
+def flock_held(path: Path) -> bool:
+    """True when some process holds an ``flock`` on ``path`` (from /proc/locks)."""
+    inode = str(os.stat(path).st_ino)
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "FLOCK" in fields and any(f.split(":")[-1] == inode for f in fields if ":" in f):
+            return True
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="reads flock holders from /proc")
+def test_a_child_forked_during_an_adoption_does_not_keep_the_orphan_locked(
+    tmp_path: Path,
+) -> None:
+    orphan = dead_spool(tmp_path, 5)
+    lock_path = orphan.with_suffix(".lock")
+    adopter = Spool(tmp_path, max_events=2)  # the adoption pauses: the rest stays in its file
+    adopter._lock.acquire()  # the scan stops at its first look at our spool, the orphan locked
+    scan = threading.Thread(target=adopter.adopt_orphans)
+    scan.start()
+    read_end, write_end = os.pipe()
+    try:
+        deadline = time.monotonic() + 10
+        while not flock_held(lock_path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert flock_held(lock_path)
+        pid = os.fork()
+        if pid == 0:  # a prefork worker: lives on after the parent's scan
+            try:
+                os.close(write_end)
+                os.read(read_end, 1)
+            finally:
+                os._exit(0)
+    finally:
+        adopter._lock.release()
+    os.close(read_end)
+    try:
+        scan.join(30)
+        assert orphan.exists()
+        assert rows_in(orphan) == 3  # paused at the bound
+        handle = try_lock(lock_path)
+        assert handle is not None  # before: None, the child held the orphan's lock
+        handle.close()
+    finally:
+        os.close(write_end)
+        os.waitpid(pid, 0)
+        adopter.close()
+
+
+def test_forked_children_draw_their_own_scan_times() -> None:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write_end, repr(adoption._jitter.random()).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end, "rb") as pipe:
+        drawn_in_child = float(pipe.read())
+    assert drawn_in_child != adoption._jitter.random()  # before: the same draw
 
 
 def test_scans_are_spread_around_the_period() -> None:

@@ -115,19 +115,56 @@ def test_only_the_same_key_and_endpoint_adopt(
     owner.close()
 
 
+def spool_files(directory: Path) -> list[Path]:
+    """Every file of the spool directory: databases, their WAL and shared memory, locks."""
+    return sorted(path for path in directory.iterdir() if path.is_file())
+
+
 def test_the_file_records_no_key_only_a_salted_check(tmp_path: Path) -> None:
     key = "gf-secret-key-0123456789"
-    paths = [orphan(tmp_path, Destination("https://api.example.test/v1/events", key), "e")]
-    paths.append(orphan(tmp_path, Destination("https://api.example.test/v1/events", key), "f"))
+    endpoint = "https://api.example.test/v1/events"
+    live = Spool(tmp_path, destination=Destination(endpoint, key))
+    live.add([event("live")])  # open, with its WAL and shared memory beside it
+    seen = spool_files(tmp_path)
+    assert any(path.name.endswith("-wal") for path in seen), seen
+    for path in seen:
+        assert key.encode() not in path.read_bytes(), path.name
+    live.close()
+    paths = [orphan(tmp_path, Destination(endpoint, key), "e")]
+    paths.append(orphan(tmp_path, Destination(endpoint, key), "f"))
+    for path in spool_files(tmp_path):
+        assert key.encode() not in path.read_bytes(), path.name
     checks = []
     for path in paths:
-        assert key.encode() not in path.read_bytes()
         with sqlite3.connect(path) as db:
             checks.append(db.execute("SELECT salt, key_check FROM destination").fetchone())
         db.close()
     assert checks[0][0] != checks[1][0]  # a salt per file
     assert checks[0][1] != checks[1][1]  # so the same key gives different checks
     assert "secret" not in repr(Destination("https://x.test/events", key))
+
+
+def test_the_file_records_no_query_or_user_of_the_endpoint(tmp_path: Path) -> None:
+    written = "https://robot:pass-0123@api.example.test/v1/events?token=tok-0123456789"
+    spool = Spool(tmp_path, destination=Destination(written, "k"))
+    spool.add([event("q")])
+    for path in spool_files(tmp_path):  # while open: the database, its WAL, the lock
+        content = path.read_bytes()
+        assert b"tok-0123456789" not in content, path.name  # before: in the main file
+        assert b"pass-0123" not in content, path.name
+    with sqlite3.connect(f"{spool.path.as_uri()}?mode=ro", uri=True) as db:
+        (stored,) = db.execute("SELECT endpoint FROM destination").fetchone()
+    db.close()
+    assert stored == "https://api.example.test/v1/events"
+    spool._db.close()
+    spool._lock_file.close()  # its process is gone
+    # The query still tells destinations apart: it is checked with the key, not stored.
+    other_query = Spool(tmp_path, destination=Destination(written.replace("tok-", "x-"), "k"))
+    assert other_query.adopt_orphans() == 0
+    other_query.close()
+    same = Spool(tmp_path, destination=Destination(written, "k"))
+    assert same.adopt_orphans() == 1
+    same.close()
 
 
 def test_files_written_before_destinations_were_recorded_are_adopted_with_a_warning(
@@ -164,6 +201,7 @@ def test_endpoints_compare_as_urls() -> None:
     assert normalized_endpoint("https://a.test/v1/events") != normalized_endpoint(
         "https://a.test/v2/events"
     )
+    assert normalized_endpoint("https://u:p@a.test/v1/events?t=1#f") == ("https://a.test/v1/events")
 
 
 def test_the_gateway_adopts_only_its_own_tenants_orphans(tmp_path: Path) -> None:
