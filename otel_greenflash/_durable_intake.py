@@ -128,7 +128,9 @@ class DurableIntake(PipelineIntake):
         usable, reason = self._usable()
         if not usable:
             raise NotAccepted(reason, self._retry_after())
-        events, invalid, rejected_items, message = _precheck(pipeline, spans, log_records)
+        events, invalid, rejected_items, message, insert_ids = _precheck(
+            pipeline, spans, log_records
+        )
         feed = pipeline.feed
         spool = feed.spool
         missed = feed.writes_missed
@@ -150,7 +152,7 @@ class DurableIntake(PipelineIntake):
                 raise NotAccepted("the gateway is shutting down", 1.0)
             if feed.spool is None:
                 raise NotAccepted("the spool stopped working (see the gateway's log)")
-            if feed.writes_missed != missed:  # some events of this batch may not be written
+            if feed.missed_any(missed, insert_ids):  # some of its events may not be written
                 raise NotAccepted(_full_reason(feed.full), self._retry_after())
         except BaseException:
             self._release(reserved, covered=(), unsettled=handed_over)
@@ -373,13 +375,14 @@ def _precheck(
     pipeline: EventPipeline,
     spans: Sequence[ReadableSpan | LinkingSpan],
     log_records: Sequence[ReadableLogRecord],
-) -> tuple[int, int, int, str]:
+) -> tuple[int, int, int, str, frozenset[str]]:
     """Count the batch's business events, the invalid ones and the spans and log records
     that carry invalid ones, without linking (a pure pass; the pipeline maps again with the
-    ids it finds)."""
+    ids it finds); and the valid ones' insertIds (linking does not change them)."""
     config = pipeline.config
     events = invalid = rejected_items = 0
     message = ""
+    insert_ids: set[str] = set()
     for span in spans:
         if isinstance(span, LinkingSpan):
             continue  # no business event
@@ -388,6 +391,7 @@ def _precheck(
             continue
         events += count
         result = map_span(span, default_product_id=config.product_id, link_keys=pipeline.link_keys)
+        insert_ids.update(event.insert_id for event in result.events)
         if result.invalid:
             invalid += len(result.invalid)
             rejected_items += 1
@@ -409,9 +413,10 @@ def _precheck(
             default_product_id=config.product_id,
             link_keys=pipeline.link_keys,
         )
+        insert_ids.update(event.insert_id for event in result.events)
         if result.invalid:
             invalid += len(result.invalid)
             rejected_items += 1
             if not message:
                 message = result.invalid[0].describe()
-    return events, invalid, rejected_items, message
+    return events, invalid, rejected_items, message, frozenset(insert_ids)

@@ -130,6 +130,7 @@ class Lanes:
 
     def shutdown(self, timeout_seconds: float) -> int:
         """Deliver what fits in the timeout; return how many events were dropped."""
+        self.feed.release_backlog(self.engine)  # what a full disk kept out of the spool
         return self.engine.shutdown(timeout_seconds)
 
     def close_spool(self) -> int:

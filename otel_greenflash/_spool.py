@@ -23,6 +23,7 @@ import json
 import math
 import os
 import sqlite3
+import tempfile
 import threading
 import time
 import uuid
@@ -64,6 +65,8 @@ CREATE TABLE IF NOT EXISTS spool_format (version INTEGER NOT NULL);
 
 
 _SQLITE_FULL = 13
+PROBE_BYTES = 64 * 1024
+"""Free space a full filesystem must have again before writes to the spool resume."""
 _FULL_ERRNOS = frozenset((errno.ENOSPC, errno.EDQUOT))
 
 
@@ -213,6 +216,7 @@ class Spool:
         if ids:
             with self._lock, self._db:
                 self._db.executemany("DELETE FROM events WHERE insert_id = ?", ids)
+            self._waiting.difference_update(insert_id for (insert_id,) in ids)
 
     def set_aside(self, insert_ids: Iterable[str]) -> None:
         """Keep events the API refused for good, out of the delivery path (counted, inspectable)."""
@@ -222,8 +226,16 @@ class Spool:
                 self._db.executemany("UPDATE events SET status = ? WHERE insert_id = ?", ids)
 
     def probe_write(self) -> None:
-        """One small write transaction (a page of the file rewritten): raises what a write
-        raises now, e.g. while the filesystem is full."""
+        """Raise what a write raises now (e.g. ``ENOSPC`` while the filesystem is full).
+
+        Rewriting a page of the spool proves little: SQLite writes it into room its files
+        already have. So ``PROBE_BYTES`` of fresh data go to a nameless file in the spool's
+        directory first (written and synced: the filesystem must find new blocks for them),
+        then one write transaction goes to the spool."""
+        with tempfile.TemporaryFile(dir=self.directory, prefix=".probe-") as scratch:
+            scratch.write(os.urandom(PROBE_BYTES))  # random: nothing to compress
+            scratch.flush()
+            os.fsync(scratch.fileno())
         with self._lock, self._db:
             self._db.execute("UPDATE spool_format SET version = version")
 

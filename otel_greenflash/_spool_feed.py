@@ -34,6 +34,10 @@ NOTES_BEFORE_WAKE = 256
 FULL_RETRY_FIRST_SECONDS = 1.0
 FULL_RETRY_MAX_SECONDS = 10.0
 """While the filesystem is full, the write is tried again after 1 s, doubling up to 10 s."""
+FULL_AGAIN_SECONDS = 60.0
+"""Full again this soon after space came back: the retry delay goes on from where it was."""
+MISSES_KEPT = 1024
+"""Writes missed on a full disk whose insertIds are kept (see :meth:`SpoolFeed.missed_any`)."""
 
 
 class DiskFull:
@@ -41,10 +45,10 @@ class DiskFull:
 
     __slots__ = ("delay", "error", "retry_at", "since")
 
-    def __init__(self, error: BaseException, now: float) -> None:
+    def __init__(self, error: BaseException, now: float, delay: float | None = None) -> None:
         self.since = now
         self.error = str(error)
-        self.delay = FULL_RETRY_FIRST_SECONDS
+        self.delay = FULL_RETRY_FIRST_SECONDS if delay is None else delay
         self.retry_at = now + self.delay
 
     def failed_again(self, error: BaseException, now: float) -> None:
@@ -87,6 +91,12 @@ class SpoolFeed:
         """Why the spool was switched off for good (None while it works or was never wanted)."""
         self.writes_missed = 0
         """Times events could not be written because the disk was full (only grows)."""
+        self._misses: collections.deque[tuple[int, frozenset[str]]] = collections.deque(
+            maxlen=MISSES_KEPT
+        )
+        """The latest misses: (its number in ``writes_missed``, the insertIds not written)."""
+        self._recovered: tuple[float, float] | None = None
+        """When space last came back, and the retry delay reached before it."""
         self.unspooled = 0
         """Events sent from memory because the disk was full."""
         self._removing: set[str] = set()
@@ -95,8 +105,12 @@ class SpoolFeed:
         disk, applied once SQLite can write again)."""
         self._backlog: list[BusinessEvent] = []
         """Events spooled as waiting whose final body a full disk kept out: written first on
-        the next successful write (they are never sent from memory: their waiting row would
-        stay)."""
+        the next successful write, or sent from memory when a flush or shutdown wants them
+        out (see :meth:`release_backlog`)."""
+        self._released: set[str] = set()
+        """Backlog events sent from memory and not settled yet: their waiting row is removed
+        (or set aside) once they are, and SQLite can write."""
+        self._release_wanted = False
 
     def open(self) -> None:
         """Open this process's spool (once, on the worker), adopting what dead processes left.
@@ -148,7 +162,9 @@ class SpoolFeed:
         self._notes.append((event.insert_id, outcome))
         if len(self._notes) >= NOTES_BEFORE_WAKE:
             self._wake()
-        return outcome == "failed" and event.insert_id not in self._not_spooled
+        insert_id = event.insert_id
+        kept = insert_id not in self._not_spooled and insert_id not in self._released
+        return outcome == "failed" and kept
 
     def put(self, events: Sequence[BusinessEvent], engine: DeliveryEngine) -> bool:
         """Spool new events, apply notes, hand spooled events to the loop as it has room.
@@ -162,6 +178,8 @@ class SpoolFeed:
                     return False
                 self._keep_out(None, events, engine)  # not created yet: the disk is full
                 return True
+        if self._release_wanted:
+            self.release_backlog(engine)
         full = self.full
         if full is not None and not full.due(time.monotonic()):
             self._keep_out(spool, events, engine)
@@ -225,10 +243,10 @@ class SpoolFeed:
         spool = self.spool
         if spool is None or not events:
             if events and self.full is not None:
-                self.writes_missed += 1  # not durable while they wait
+                self._missed(events)  # not durable while they wait
             return
         if self.full is not None and not self.full.due(time.monotonic()):
-            self.writes_missed += 1  # they wait in memory; put() writes them later
+            self._missed(events)  # they wait in memory; put() writes them later
             return
         try:
             with self._lock:
@@ -238,7 +256,7 @@ class SpoolFeed:
         except Exception as error:
             if disk_full(error):
                 self._note_full(error)
-                self.writes_missed += 1
+                self._missed(events)
                 return
             self._switch_off(error)
 
@@ -246,31 +264,76 @@ class SpoolFeed:
 
     def _note_full(self, error: BaseException) -> None:
         now = time.monotonic()
-        if self.full is None:
-            self.full = DiskFull(error, now)
-            where = self._config.spool_dir
-            what = "sent from memory" if self.memory_fallback else "refused"
-            logger.error(
-                "otel_greenflash spool: the filesystem of %s is full (%s): new events are %s "
-                "until space is freed; the write is tried again every %g-%g s",
-                where,
-                error,
-                what,
-                FULL_RETRY_FIRST_SECONDS,
-                FULL_RETRY_MAX_SECONDS,
-            )
-        else:
+        if self.full is not None:
             self.full.failed_again(error, now)
+            return
+        recovered = self._recovered
+        if recovered is not None and now - recovered[0] < FULL_AGAIN_SECONDS:
+            # Space came back only briefly: the delay goes on growing, said once a minute.
+            delay = min(recovered[1] * 2, FULL_RETRY_MAX_SECONDS)
+            self.full = DiskFull(error, now, delay)
+            self._log.warning(
+                "spool-full-again",
+                "otel_greenflash spool: the filesystem of %s is full again (%s)",
+                self._config.spool_dir,
+                error,
+            )
+            return
+        self.full = DiskFull(error, now)
+        what = "sent from memory" if self.memory_fallback else "refused"
+        logger.error(
+            "otel_greenflash spool: the filesystem of %s is full (%s): new events are %s "
+            "until space is freed; the write is tried again every %g-%g s",
+            self._config.spool_dir,
+            error,
+            what,
+            FULL_RETRY_FIRST_SECONDS,
+            FULL_RETRY_MAX_SECONDS,
+        )
 
     def _note_recovered(self) -> None:
         full, self.full = self.full, None
         if full is not None:
+            now = time.monotonic()
+            again = self._recovered is not None and now - self._recovered[0] < FULL_AGAIN_SECONDS
+            self._recovered = (now, full.delay)
+            if again:
+                return  # said when it filled up again
             logger.warning(
                 "otel_greenflash spool: space is back after %.1f s, events are spooled again "
                 "(%d sent from memory meanwhile)",
-                time.monotonic() - full.since,
+                now - full.since,
                 self.unspooled,
             )
+
+    def _missed(self, events: Sequence[BusinessEvent]) -> None:
+        """``events`` could not be written because the disk is full."""
+        self.writes_missed += 1
+        self._misses.append((self.writes_missed, frozenset(e.insert_id for e in events)))
+
+    def missed_any(self, since: int, insert_ids: frozenset[str]) -> bool:
+        """True when a write missed since ``writes_missed`` was ``since`` concerned one of
+        ``insert_ids`` (or when misses that old are no longer kept). Any thread."""
+        if self.writes_missed == since:
+            return False
+        misses = list(self._misses)  # one copy: the worker appends meanwhile
+        if not misses or misses[0][0] > since + 1:
+            return True  # some misses since then are forgotten: assume the worst
+        return any(number > since and not ids.isdisjoint(insert_ids) for number, ids in misses)
+
+    def release_backlog(self, engine: DeliveryEngine) -> None:
+        """Send the backlog (final bodies of waiting events the full disk kept out) from
+        memory: a flush or shutdown wants them out now. Their waiting rows are removed once
+        they are sent and SQLite can write. Worker thread, or once the worker stopped."""
+        with self._lock:
+            self._release_wanted = False
+            backlog, self._backlog = self._backlog, []
+            if not backlog:
+                return
+            ids = [event.insert_id for event in backlog]
+            self._released.update(ids)
+            self._in_engine.update(ids)
+        engine.submit(backlog)
 
     def _keep_out(
         self, spool: Spool | None, events: Sequence[BusinessEvent], engine: DeliveryEngine
@@ -279,7 +342,7 @@ class SpoolFeed:
         to the loop from memory (counted, warned about), or are not taken (gateway)."""
         if not events:
             return
-        self.writes_missed += 1
+        self._missed(events)
         if spool is not None:
             waiting = [event for event in events if spool.holds_waiting(event.insert_id)]
             if waiting:
@@ -348,6 +411,10 @@ class SpoolFeed:
         if spool is None:
             return True
         with self._lock:
+            if self._backlog:  # final bodies the full disk kept out: sent from memory now
+                self._release_wanted = True
+                self._wake()
+                return False
             try:
                 self._apply_notes(spool)
             except Exception as error:
@@ -355,8 +422,10 @@ class SpoolFeed:
                     raise
                 # Sent and refused events count as settled; their rows go once space is back.
                 settled = self._removing | self._setting_aside
-                return all(i in settled for i in spool.pending_ids_through(seq))
-            return spool.first_pending_seq() > seq
+                return not self._released and all(
+                    i in settled for i in spool.pending_ids_through(seq)
+                )
+            return not self._released and spool.first_pending_seq() > seq
 
     def counts(self) -> dict[str, int] | None:
         """The spool's counts; ``disk_full`` (1 while full) and ``unspooled`` (events sent from
@@ -400,7 +469,14 @@ class SpoolFeed:
         while notes:
             insert_id, outcome = notes.popleft()
             self._in_engine.discard(insert_id)
-            if insert_id in self._not_spooled:
+            if insert_id in self._released:  # its row is the waiting one
+                self._released.discard(insert_id)
+                if outcome == "sent":
+                    removing.add(insert_id)
+                elif outcome == "rejected":
+                    setting_aside.add(insert_id)
+                # failed: the waiting row stays, for an adopter once this process is gone
+            elif insert_id in self._not_spooled:
                 self._not_spooled.discard(insert_id)
             elif outcome == "sent":
                 removing.add(insert_id)

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -373,3 +374,250 @@ def test_library_keeps_sending_while_full_and_spools_again_after(tmp_path: Path)
     assert duplicates == 0
     assert "is full" in err
     assert "space is back" in err
+
+
+# -- telling a full disk from one with room again ------------------------------------------------
+
+PROBE = """
+import json, os, sys
+sys.path.insert(0, {root!r})
+from otel_greenflash._event import BusinessEvent
+from otel_greenflash._spool import Spool, disk_full
+
+spool = Spool({spool_dir!r})
+descriptor = os.open(os.path.join({spool_dir!r}, "filler"), os.O_WRONLY | os.O_CREAT, 0o600)
+for size in (65536, 4096, 512, 1):
+    try:
+        while True:
+            os.write(descriptor, b"\\0" * size)
+    except OSError:
+        pass
+os.close(descriptor)
+body = {{"insertId": "x", "padding": "p" * 20000}}
+outcomes = []
+for attempt in ("add", "probe", "probe", "probe"):
+    try:
+        if attempt == "add":
+            spool.add([BusinessEvent(body, "x", "span")])
+        else:
+            spool.probe_write()
+        outcomes.append([attempt, "ok"])
+    except Exception as error:
+        outcomes.append([attempt, "full" if disk_full(error) else repr(error)])
+os.unlink(os.path.join({spool_dir!r}, "filler"))
+try:
+    spool.probe_write()
+    outcomes.append(["probe after freeing", "ok"])
+except Exception as error:
+    outcomes.append(["probe after freeing", repr(error)])
+print(json.dumps(outcomes))
+"""
+
+
+def test_write_probe_fails_while_the_filesystem_is_still_full(tmp_path: Path) -> None:
+    """The probe that decides that space is back must need new space, like a real write."""
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    script = tmp_path / "probe.py"
+    script.write_text(textwrap.dedent(PROBE.format(root=str(ROOT), spool_dir=str(spool_dir))))
+    done = subprocess.run(
+        in_small_filesystem(spool_dir, [sys.executable, str(script)]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    outcomes = json.loads(done.stdout.strip().splitlines()[-1])
+    print(outcomes)
+    assert outcomes == [
+        ["add", "full"],
+        ["probe", "full"],
+        ["probe", "full"],
+        ["probe", "full"],
+        ["probe after freeing", "ok"],
+    ]
+
+
+def fill_until_refused(gateway: SmallDiskGateway) -> list[str]:
+    """Fill the gateway's filesystem, then post until it refuses; return what it took."""
+    assert fill(gateway.mounted / "filler") > 0
+    acknowledged: list[str] = []
+    for number in range(500):  # the spool file may still have room inside
+        insert_id = f"filling-{number}"
+        answer = post(gateway, insert_id)
+        if answer.status_code != 200:
+            assert answer.status_code == 503, gateway.output()
+            return acknowledged
+        acknowledged.append(insert_id)
+    raise AssertionError("the gateway never found the filesystem full")
+
+
+def test_gateway_stays_unready_while_the_disk_stays_full(tmp_path: Path) -> None:
+    """/readyz stays 503 as long as the disk is full (the retries fail), and the retry delay
+    the gateway suggests grows; it turns 200 once space is freed."""
+    with Receiver() as receiver, SmallDiskGateway(receiver, tmp_path / "spool") as gateway:
+        receiver.mix({API_DOWN: 1.0}, seed=0)  # events stay in the spool
+        fill_until_refused(gateway)
+        full_since = time.monotonic()
+        answers = []
+        while time.monotonic() - full_since < 4.0:  # several write retries (after 1 s, 2 s)
+            answers.append(httpx.get(f"{gateway.url}/readyz", timeout=10))
+            time.sleep(0.1)
+        statuses = {answer.status_code for answer in answers}
+        assert statuses == {503}, f"readyz answered {statuses} while the disk was full"
+        assert all("full" in answer.json()["reason"] for answer in answers)
+        refusal = post(gateway, "while-full")
+        assert refusal.status_code == 503
+        retry_after = int(refusal.headers["Retry-After"])
+        assert retry_after >= 2, "the retry delay did not grow"
+        assert gateway.stats()["pipeline"]["spool"]["disk_full"] == 1
+        (gateway.mounted / "filler").unlink()
+        wait_until(
+            lambda: httpx.get(f"{gateway.url}/readyz", timeout=10).status_code == 200,
+            "readyz to answer 200 once space is back",
+        )
+        output = gateway.output()
+        assert output.count("spool: the filesystem of") == 1, output  # said once, not per flip
+        assert output.count("space is back") == 1, output
+    print(f"readyz polls while full: {len(answers)}, all 503; Retry-After then: {retry_after}")
+
+
+# -- events that waited for their conversation id ------------------------------------------------
+
+
+def trace_spans(*spans: Span) -> bytes:
+    request = ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=list(spans))])]
+    )
+    return bytes(request.SerializeToString())
+
+
+def text(key: str, value: str) -> KeyValue:
+    return KeyValue(key=key, value=AnyValue(string_value=value))
+
+
+def post_spans(gateway: Gateway, *spans: Span) -> httpx.Response:
+    return httpx.post(
+        f"{gateway.url}/v1/traces",
+        content=trace_spans(*spans),
+        headers={"Content-Type": "application/x-protobuf"},
+        timeout=30,
+    )
+
+
+def test_gateway_delivers_linked_waiting_events_at_shutdown_while_full(tmp_path: Path) -> None:
+    """An event waits for its trace's root (it carries the conversation id); the disk fills;
+    the root arrives. The batch with the root is taken (none of its own events was missed),
+    and at SIGTERM the waiting event goes out with its conversation id, though its final body
+    could not be written to the spool."""
+    trace_id, root_id = uuid.uuid4().bytes, os.urandom(8)
+    waiting = Span(
+        trace_id=trace_id,
+        span_id=os.urandom(8),
+        parent_span_id=root_id,
+        name="billing.upgrade",
+        start_time_unix_nano=1_700_000_000_000_000_000,
+        end_time_unix_nano=1_700_000_000_100_000_000,
+        attributes=[
+            text("greenflash.event.type", "upgrade_purchased"),
+            text("greenflash.event.value", "149.00"),
+            text("greenflash.event.value_type", "currency"),
+            text("greenflash.event.insert_id", "waited"),
+            text("greenflash.event.properties.padding", "p" * 20000),  # new pages when linked
+        ],
+    )
+    root = Span(
+        trace_id=trace_id,
+        span_id=root_id,
+        name="chat.turn",
+        start_time_unix_nano=1_700_000_000_000_000_000,
+        end_time_unix_nano=1_700_000_000_200_000_000,
+        attributes=[text("gen_ai.conversation.id", "waiting-chat")],
+    )
+    with Receiver() as receiver, SmallDiskGateway(receiver, tmp_path / "spool") as gateway:
+        assert post_spans(gateway, waiting).status_code == 200  # durable as a waiting row
+        assert gateway.stats()["pipeline"]["waiting"] == 1
+        assert fill(gateway.mounted / "filler") > 0
+        answer = post_spans(gateway, root)  # links it; its final body cannot be written
+        assert answer.status_code == 200, answer.text
+        wait_until(lambda: gateway.stats()["pipeline"]["waiting"] == 0, "the event linked")
+        assert gateway.stats()["pipeline"]["spool"]["disk_full"] == 1
+        gateway.signal(signal.SIGTERM)
+        assert gateway.wait(WAIT_SECONDS) == 0, gateway.output()
+    delivered = {event["insertId"]: event for event in receiver.accepted}
+    assert "waited" in delivered, gateway.output()
+    assert delivered["waited"].get("externalConversationId") == "waiting-chat", delivered
+
+
+WAITING_APP = """
+import json, os, sys, time
+sys.path.insert(0, {root!r})
+from opentelemetry.sdk.trace import TracerProvider
+from otel_greenflash import GreenflashSpanProcessor
+
+spool_dir = {spool_dir!r}
+processor = GreenflashSpanProcessor(schedule_delay_seconds=0.02)
+provider = TracerProvider()
+provider.add_span_processor(processor)
+tracer = provider.get_tracer("app")
+
+def wait(predicate):
+    deadline = time.monotonic() + 30
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+with tracer.start_as_current_span("chat.turn") as root:
+    with tracer.start_as_current_span("purchase") as span:
+        span.set_attributes({{"greenflash.event.type": "upgrade_purchased",
+                             "greenflash.event.value": "149.00",
+                             "greenflash.event.value_type": "currency",
+                             "greenflash.event.insert_id": "waited",
+                             "greenflash.event.properties.padding": "p" * 20000}})
+    wait(lambda: (processor.stats()["spool"] or {{}}).get("pending"))  # the waiting row
+    descriptor = os.open(os.path.join(spool_dir, "filler"), os.O_WRONLY | os.O_CREAT, 0o600)
+    for size in (65536, 4096, 512, 1):
+        try:
+            while True:
+                os.write(descriptor, b"\\0" * size)
+        except OSError:
+            pass
+    os.close(descriptor)
+    root.set_attribute("gen_ai.conversation.id", "waiting-chat")
+flushed = processor.force_flush(30000)
+report = {{"flushed": flushed, "spool": processor.stats()["spool"]}}
+provider.shutdown()
+print(json.dumps(report), flush=True)
+"""
+
+
+def test_library_flush_delivers_linked_waiting_events_while_full(tmp_path: Path) -> None:
+    """The root ends (with the conversation id) after the disk filled: force_flush sends the
+    linked body from memory and says True only once it is delivered."""
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    script = tmp_path / "app.py"
+    script.write_text(textwrap.dedent(WAITING_APP.format(root=str(ROOT), spool_dir=str(spool_dir))))
+    with Receiver() as receiver:
+        env = clean_env(
+            GREENFLASH_API_KEY=receiver.api_key,
+            GREENFLASH_BASE_URL=receiver.base_url,
+            GREENFLASH_PRODUCT_ID=PRODUCT_ID,
+            GREENFLASH_SPOOL_DIR=str(spool_dir),
+        )
+        done = subprocess.run(
+            in_small_filesystem(spool_dir, [sys.executable, str(script)]),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+        delivered = {event["insertId"]: event for event in receiver.accepted}
+    print(report, list(delivered))
+    assert report["spool"]["disk_full"] == 1, done.stderr  # still full at the flush
+    assert report["flushed"] is True, done.stderr
+    assert "waited" in delivered, done.stderr
+    assert delivered["waited"].get("externalConversationId") == "waiting-chat"
