@@ -131,7 +131,8 @@ def _delivery_on_os_threads() -> bool:
 
 
 def start_delivery_thread(target: Callable[[], object], name: str) -> Joinable:
-    """A started daemon thread for the delivery loop or its executor (see above)."""
+    """A started daemon thread for the delivery loop or its executor, or for work that waits
+    for them and so must not run on them (see above)."""
     if _delivery_on_os_threads():
         return OsThread(target, name)
     thread = threading.Thread(target=target, name=name, daemon=True)

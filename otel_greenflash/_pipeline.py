@@ -12,6 +12,7 @@ Intakes created with the same settings share one pipeline (see :mod:`._pipelines
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import threading
@@ -28,6 +29,7 @@ from ._callbacks import callback_running
 from ._config import ENV_API_KEY, GreenflashConfig
 from ._delivery import DeliveryEngine, DropCallback, ErrorCallback
 from ._drops import Drops
+from ._green import Joinable, start_delivery_thread
 from ._lanes import Lanes
 from ._link_status import StatusWriter
 from ._linker import Linker
@@ -342,9 +344,25 @@ class EventPipeline:
             return
         self.check_pid()
         if callback_running() is not None:  # not on the thread the shutdown waits for
-            threading.Thread(
-                target=self.shutdown, args=(timeout_millis,), name="otel-greenflash-shutdown"
-            ).start()
+            # An OS thread under gevent, where a Thread started here would be a greenlet of
+            # this OS thread's hub, which never runs again once the callback returns. It is a
+            # daemon: an exit right after the callback waits for it (registered first, so an
+            # exit while it starts waits too).
+            deadline = time.monotonic() + timeout_millis / 1000 + 1
+            started: list[Joinable] = []
+
+            def finish_before_exit() -> None:
+                # A sleep, not a join: under gevent and eventlet the worker's greenlet (and
+                # eventlet's shutdown green thread) must run meanwhile.
+                while any(t.is_alive() for t in started) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+
+            atexit.register(finish_before_exit)
+            started.append(
+                start_delivery_thread(
+                    lambda: self.shutdown(timeout_millis), "otel-greenflash-shutdown"
+                )
+            )
             return
         self.is_shutdown = True
         try:

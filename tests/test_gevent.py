@@ -16,6 +16,7 @@ script.)
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import signal
@@ -28,8 +29,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ._subprocess import command, run_script
-from .independent_receiver import Receiver
+from ._subprocess import command, run, run_script
+from .independent_receiver import Fault, Receiver
 from .test_deployments import (
     LATENCY,
     SERVER_RC,
@@ -227,6 +228,43 @@ def test_forked_children_end_by_sigterm_with_their_events(
     for parent, child in itertools.pairwise(pipes):
         assert len(child) == len(parent), f"pipes piling up across forks: {pipes}"
         assert not child & parent, f"pipes shared with the parent: {pipes}"
+    outcome.check(output)
+
+
+@pytest.mark.parametrize("patcher", ["gevent", "eventlet", "none"])
+def test_shutdown_from_on_error_delivers_before_the_process_exits(
+    tmp_path: Path, patcher: str
+) -> None:
+    """``on_error`` calls ``shutdown()`` while 20 events wait for their open root span, and the
+    script returns at once: the exit waits for that shutdown, which sends the 20 (unlinked),
+    and every event is counted once (20 sent, 1 failed); the process exits 0. Under gevent the
+    callback runs on the delivery loop's OS thread, where a ``threading.Thread`` would be a
+    greenlet of that thread's hub; elsewhere that thread was a daemon the exit cut short."""
+    if patcher != "none":
+        pytest.importorskip(patcher)
+    prefix = new_uids("callback-shutdown", 1)[0]
+    with Receiver(latency_seconds=LATENCY, faults=[Fault.status(422)]) as receiver:
+        env = deploy_env(receiver, tmp_path, DEPLOY_UID_PREFIX=prefix, DEPLOY_PATCHER=patcher)
+        env["GREENFLASH_BSP_SCHEDULE_DELAY"] = "50"  # the refused event goes out at once
+        started = time.monotonic()
+        result = run([sys.executable, "-m", "tests.deployments.gevent_callback_shutdown"], env)
+        seconds = time.monotonic() - started
+        outcome = Outcome.collect(
+            f"{patcher}: shutdown() from on_error",
+            receiver,
+            {f"{prefix}-{i}" for i in range(20)},
+            result.returncode,
+            0,
+            notes=f"exited after {seconds:.1f} s",
+        )
+        assert receiver.errors == []
+    output = result.stdout + result.stderr
+    assert "shutdown asked by on_error(['EventRejectedError'])" in output, output
+    stats = json.loads(re.findall(r"^stats (.*)$", result.stdout, re.MULTILINE)[-1])
+    counted = {key: stats[key] for key in ("queued", "sent", "failed", "invalid", "dropped")}
+    assert counted == {"queued": 21, "sent": 20, "failed": 1, "invalid": 0, "dropped": {}}, output
+    assert stats["waiting"] == 0, output
+    assert "Traceback" not in output, output
     outcome.check(output)
 
 
