@@ -15,6 +15,7 @@ script.)
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import os
@@ -64,13 +65,20 @@ def _worker_exit_codes(log: str) -> list[int]:
     return [int(code) for code in re.findall(r"Worker \(pid:\d+\) exited with code (\d+)", log)]
 
 
+def _require(module: str) -> None:
+    """Skip unless ``module`` is installed, without importing it here: importing eventlet
+    in the test process makes every later fork warn."""
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed")
+
+
 def test_gunicorn_gevent_worker_finishes_requests_in_flight(
     receiver: Receiver, tmp_path: Path
 ) -> None:
     """``gunicorn -k gevent``: the worker monkey-patches, installs its handlers, then imports
     the app (configure() chains to gunicorn's SIGTERM handler from inside the patched process).
     SIGTERM to the arbiter while 20 requests sleep: all complete, all 20 events arrive."""
-    pytest.importorskip("gevent")
+    _require("gevent")
     state_dir = tmp_path / "state"
     state_dir.mkdir()
     port = free_port()
@@ -138,7 +146,7 @@ def test_gunicorn_gevent_worker_finishes_requests_in_flight(
 def test_monkey_patched_script_sigterm(receiver: Receiver, tmp_path: Path, patcher: str) -> None:
     """A script that monkey-patches first, configures, emits 21 events and sleeps: SIGTERM
     delivers all 21 and the script still ends by SIGTERM."""
-    pytest.importorskip(patcher)
+    _require(patcher)
     state_dir = tmp_path / "state"
     state_dir.mkdir()
     prefix = new_uids("patched", 1)[0]
@@ -179,7 +187,7 @@ def test_forked_children_end_by_sigterm_with_their_events(
     its events and ends by SIGTERM, its parent still handling its own afterwards. Each child
     has pipes of its own, as many as its parent (under eventlet the hand-off pipe is renewed in
     the child and the parent's copy closed there, not shared or piling up)."""
-    pytest.importorskip(patcher)
+    _require(patcher)
     prefix = new_uids("forked", 1)[0]
     env = deploy_env(receiver, tmp_path, DEPLOY_UID_PREFIX=prefix, DEPLOY_PATCHER=patcher)
     args = [sys.executable, "-m", "tests.deployments.gevent_fork_script"]
@@ -241,7 +249,7 @@ def test_shutdown_from_on_error_delivers_before_the_process_exits(
     callback runs on the delivery loop's OS thread, where a ``threading.Thread`` would be a
     greenlet of that thread's hub; elsewhere that thread was a daemon the exit cut short."""
     if patcher != "none":
-        pytest.importorskip(patcher)
+        _require(patcher)
     prefix = new_uids("callback-shutdown", 1)[0]
     with Receiver(latency_seconds=LATENCY, faults=[Fault.status(422)]) as receiver:
         env = deploy_env(receiver, tmp_path, DEPLOY_UID_PREFIX=prefix, DEPLOY_PATCHER=patcher)
@@ -272,7 +280,7 @@ def test_application_asyncio_run_under_gevent(receiver: Receiver, tmp_path: Path
     """After configure() under ``patch_all()``, the application's own ``asyncio.run()`` works
     (the delivery loop runs on an OS thread: in a greenlet, every greenlet of the main thread
     saw it running) and the events emitted before and after it are delivered."""
-    pytest.importorskip("gevent")
+    _require("gevent")
     source = """
         from gevent import monkey
 
