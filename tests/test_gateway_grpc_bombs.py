@@ -40,7 +40,7 @@ from tests.test_gateway_bombs import (
     peak_rss,
 )
 
-h2_connection = pytest.importorskip("h2.connection", reason="h2 comes with hypercorn")
+h2_connection = pytest.importorskip("h2.connection", reason="h2 is in the test extra")
 h2_config = pytest.importorskip("h2.config")
 h2_events = pytest.importorskip("h2.events")
 

@@ -33,7 +33,7 @@ from tests.gateway_harness import Gateway
 from tests.independent_receiver import Receiver
 from tests.test_gateway_review import event_body
 
-h2_connection = pytest.importorskip("h2.connection", reason="h2 comes with hypercorn")
+h2_connection = pytest.importorskip("h2.connection", reason="h2 is in the test extra")
 h2_config = pytest.importorskip("h2.config")
 h2_events = pytest.importorskip("h2.events")
 
