@@ -20,6 +20,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -130,14 +131,56 @@ def _delivery_on_os_threads() -> bool:
     return patcher() == "gevent"
 
 
+_main_hub_loop: Any = None
+"""gevent: the main thread's hub loop, kept when the delivery threads start from it."""
+
+
 def start_delivery_thread(target: Callable[[], object], name: str) -> Joinable:
     """A started daemon thread for the delivery loop or its executor, or for work that waits
     for them and so must not run on them (see above)."""
     if _delivery_on_os_threads():
+        global _main_hub_loop
+        if on_main_thread():
+            _main_hub_loop = sys.modules["gevent"].get_hub().loop
         return OsThread(target, name)
     thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
     return thread
+
+
+class _MainHubGreenlet:
+    """Work sent to the main thread's hub from another OS thread, as a new greenlet there."""
+
+    def __init__(self, target: Callable[[], object]) -> None:
+        self._target = target
+        self._done = False
+
+    def run(self) -> None:
+        try:
+            self._target()
+        finally:
+            self._done = True
+
+    def is_alive(self) -> bool:
+        return not self._done
+
+    def join(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._done and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.01)
+
+
+def start_worker_joiner(target: Callable[[], object], name: str) -> Joinable:
+    """Work that joins the pipeline's worker, asked for on a delivery thread (a callback's
+    ``shutdown()``). Under gevent the worker is a greenlet of the main thread, which only a
+    greenlet of that thread may join: the work is sent to its hub. Elsewhere, a delivery
+    thread."""
+    loop = _main_hub_loop
+    if _delivery_on_os_threads() and loop is not None and not on_main_thread():
+        work = _MainHubGreenlet(target)
+        loop.run_callback_threadsafe(sys.modules["gevent"].spawn, work.run)
+        return work
+    return start_delivery_thread(target, name)
 
 
 def delivery_lock() -> Any:

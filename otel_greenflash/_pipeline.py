@@ -29,7 +29,7 @@ from ._callbacks import callback_running
 from ._config import ENV_API_KEY, GreenflashConfig
 from ._delivery import DeliveryEngine, DropCallback, ErrorCallback
 from ._drops import Drops
-from ._green import Joinable, start_delivery_thread
+from ._green import Joinable, start_worker_joiner
 from ._lanes import Lanes
 from ._link_status import StatusWriter
 from ._linker import Linker
@@ -359,7 +359,7 @@ class EventPipeline:
 
             atexit.register(finish_before_exit)
             started.append(
-                start_delivery_thread(
+                start_worker_joiner(
                     lambda: self.shutdown(timeout_millis), "otel-greenflash-shutdown"
                 )
             )
