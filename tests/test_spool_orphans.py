@@ -3,6 +3,7 @@ adoption needs no room for a copy of the orphan (rows are moved, the orphan shri
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -187,11 +188,18 @@ def test_adoption_counts_only_the_events_it_brings_in(tmp_path: Path) -> None:
 
 def flock_held(path: Path) -> bool:
     """True when some process holds an ``flock`` on ``path`` (from /proc/locks)."""
-    inode = str(os.stat(path).st_ino)
+    status = os.stat(path)
+    major, minor, inode = os.major(status.st_dev), os.minor(status.st_dev), status.st_ino
     for line in Path("/proc/locks").read_text().splitlines():
         fields = line.split()
-        if "FLOCK" in fields and any(f.split(":")[-1] == inode for f in fields if ":" in f):
-            return True
+        if "FLOCK" not in fields:
+            continue
+        for field in fields:  # MAJ:MIN:INODE, the device in hex: this file, not its inode alone
+            parts = field.split(":")
+            if len(parts) == 3 and parts[2] == str(inode):
+                with contextlib.suppress(ValueError):
+                    if (int(parts[0], 16), int(parts[1], 16)) == (major, minor):
+                        return True
     return False
 
 
