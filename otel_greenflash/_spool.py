@@ -38,7 +38,7 @@ from ._spool_adoption import OrphanAdopter
 from ._spool_destination import Destination, DestinationCheck, shown_endpoint
 from ._spool_files import CREATING as _CREATING
 from ._spool_files import FORMAT_VERSION as _FORMAT_VERSION
-from ._spool_files import PENDING, REJECTED, WAITING, SpoolError
+from ._spool_files import PENDING, REJECTED, WAITING, SpoolError, close_lock_file
 from ._spool_files import connect_read_only as _connect_read_only
 from ._spool_files import hold_lock as _hold_lock
 from ._spool_files import open_create_exclusive as _open_create_exclusive
@@ -133,7 +133,7 @@ class Spool:
                 self._inode = os.stat(self.path).st_ino
             except BaseException:
                 _remove(self.path.with_suffix(".lock"))
-                self._lock_file.close()
+                close_lock_file(self._lock_file)
                 raise
         except (OSError, sqlite3.Error) as error:
             raise SpoolError(f"cannot use spool directory {str(directory)!r}: {error}") from error
@@ -341,7 +341,7 @@ class Spool:
                 for leftover in (self.path, *_wal_files(self.path)):
                     with contextlib.suppress(OSError):
                         leftover.unlink()
-            self._lock_file.close()
+            close_lock_file(self._lock_file)
             if not pending and not rejected:
                 with contextlib.suppress(OSError):
                     self.path.with_suffix(".lock").unlink()
@@ -372,7 +372,7 @@ def inspect(directory: str | os.PathLike[str]) -> list[SpoolSummary]:
             oldest = None
         finally:
             if lock is not None:
-                lock.close()
+                close_lock_file(lock)
         age = time.time() - oldest if oldest is not None else None
         summaries.append(SpoolSummary(path, pending, rejected, age, lock is None, endpoint))
     return summaries
@@ -399,7 +399,7 @@ def purge(directory: str | os.PathLike[str]) -> int:
                     leftover.unlink()
             removed += 1
         finally:
-            lock.close()
+            close_lock_file(lock)
     return removed
 
 

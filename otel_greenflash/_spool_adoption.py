@@ -40,6 +40,7 @@ from ._spool_files import (
     WAITING,
     SpoolError,
     abandoned_creation,
+    close_lock_file,
     connect_read_only,
     own_files,
     remove,
@@ -242,11 +243,11 @@ class OrphanAdopter:
         try:
             if not path.exists():  # adopted by another process a moment ago: only our lock
                 remove(lock_path)
-                handle.close()
+                close_lock_file(handle)
                 return None
             match = self._match(path)
             if match is None:
-                handle.close()
+                close_lock_file(handle)
                 return None
             try:
                 source = sqlite3.connect(path, check_same_thread=False)
@@ -255,10 +256,10 @@ class OrphanAdopter:
                 source.execute("PRAGMA synchronous=NORMAL")
             except sqlite3.Error as error:
                 self._report(path, "cannot open %s (%s); left in place", path, error)
-                handle.close()
+                close_lock_file(handle)
                 return None
         except BaseException:
-            handle.close()
+            close_lock_file(handle)
             raise
         unrecorded = match is Match.UNRECORDED and self.check.destination is not None
         return _Move(self, path, handle, source, incremental=vacuum == 2, unrecorded=unrecorded)
@@ -374,7 +375,7 @@ class OrphanAdopter:
                     remove(path, *sidecars(path), path.with_suffix(".lock"))
                     removed.append(path.name)
             finally:
-                handle.close()
+                close_lock_file(handle)
         for lock_path in sorted(self.directory.glob("spool-*.lock")):
             if lock_path.with_suffix(".db").exists() or lock_path.with_suffix(CREATING).exists():
                 continue
@@ -385,7 +386,7 @@ class OrphanAdopter:
                 if not lock_path.with_suffix(".db").exists():
                     remove(lock_path)
             finally:
-                handle.close()
+                close_lock_file(handle)
         if removed:
             logger.warning(
                 "otel_greenflash spool: removed %d spool file(s) whose creation was interrupted "
@@ -523,7 +524,7 @@ class _Move:
             if self.emptied:
                 remove(self.path, self.path.with_suffix(".lock"), *wal_files(self.path))
         finally:
-            self.handle.close()
+            close_lock_file(self.handle)
         if not self.pending:
             return
         logger.warning(

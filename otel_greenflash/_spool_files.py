@@ -86,6 +86,14 @@ def open_lock_file(path: Path) -> IO[bytes]:
     return handle
 
 
+def close_lock_file(handle: IO[bytes]) -> None:
+    """Close a lock file with no fork under way: a fork in the middle of a close would leave
+    the child a copy it never closes (holding the lock for its life), or a buffered file whose
+    lock it waits on for ever."""
+    with _opening:
+        handle.close()
+
+
 def hold_lock(path: Path) -> IO[bytes]:
     """This process's lock, held for the life of the spool. An adoption scan removes a lock
     file it finds free and alone, which may be ours between its creation and the ``flock``:
@@ -99,9 +107,9 @@ def hold_lock(path: Path) -> IO[bytes]:
         except FileNotFoundError:
             pass
         except BaseException:
-            handle.close()
+            close_lock_file(handle)
             raise
-        handle.close()
+        close_lock_file(handle)
     raise OSError(f"{path.name} keeps being removed while it is locked")
 
 
@@ -111,7 +119,7 @@ def try_lock(path: Path) -> IO[bytes] | None:
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        handle.close()
+        close_lock_file(handle)
         return None
     return handle
 

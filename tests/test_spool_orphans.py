@@ -214,6 +214,7 @@ def test_a_child_forked_during_an_adoption_does_not_keep_the_orphan_locked(
     scan = threading.Thread(target=adopter.adopt_orphans)
     scan.start()
     read_end, write_end = os.pipe()
+    ready_read, ready_write = os.pipe()
     try:
         deadline = time.monotonic() + 10
         while not flock_held(lock_path) and time.monotonic() < deadline:
@@ -222,12 +223,16 @@ def test_a_child_forked_during_an_adoption_does_not_keep_the_orphan_locked(
         pid = os.fork()
         if pid == 0:  # a prefork worker: lives on after the parent's scan
             try:
+                os.write(ready_write, b"x")  # back from fork(): its at-fork handlers have run
                 os.close(write_end)
                 os.read(read_end, 1)
             finally:
                 os._exit(0)
+        assert os.read(ready_read, 1) == b"x"
     finally:
         adopter._lock.release()
+        os.close(ready_read)
+        os.close(ready_write)
     os.close(read_end)
     try:
         scan.join(30)
