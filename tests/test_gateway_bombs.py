@@ -25,6 +25,7 @@ from google.rpc.status_pb2 import Status as RpcStatus  # type: ignore[import-unt
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -176,6 +177,12 @@ def peak_rss(gateway: Gateway) -> int:
 
 def event_body(event_types: Sequence[str]) -> bytes:
     """One root span per business event, each its own trace with its conversation id."""
+    body: bytes = encode_spans(event_spans(event_types)).SerializeToString()
+    return body
+
+
+def event_spans(event_types: Sequence[str]) -> Sequence[ReadableSpan]:
+    """Finished SDK spans, one root per business event, for an exporter or an encoder."""
     spans = InMemorySpanExporter()
     with tracing(spans) as provider:
         tracer = provider.get_tracer("bombs")
@@ -187,8 +194,7 @@ def event_body(event_types: Sequence[str]) -> bytes:
             }
             with tracer.start_as_current_span("event", attributes=attributes):
                 pass
-    body: bytes = encode_spans(spans.get_finished_spans()).SerializeToString()
-    return body
+    return spans.get_finished_spans()
 
 
 def delivered(receiver: Receiver, event_types: Sequence[str]) -> None:
@@ -205,17 +211,8 @@ def send_normal_requests(gateway: Gateway, receiver: Receiver, tag: str) -> None
         exporter = OTLPSpanExporter(
             endpoint=f"{gateway.url}/v1/traces", compression=compression, timeout=30
         )
-        spans = InMemorySpanExporter()
         event_type = f"{tag}_{compression.value}"
-        with tracing(spans) as provider:
-            attributes: dict[str, str | int] = {
-                "greenflash.event.type": event_type,
-                "greenflash.event.value": 1,
-                "greenflash.conversation.external_id": "bombs-chat",
-            }
-            with provider.get_tracer("bombs").start_as_current_span("e", attributes=attributes):
-                pass
-        assert exporter.export(spans.get_finished_spans()) == SpanExportResult.SUCCESS
+        assert exporter.export(event_spans([event_type])) == SpanExportResult.SUCCESS
         exporter.shutdown()  # type: ignore[no-untyped-call, unused-ignore]
         delivered(receiver, [event_type])
     raw = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)

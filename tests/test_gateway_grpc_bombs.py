@@ -24,10 +24,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
 from opentelemetry.sdk.trace.export import SpanExportResult
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_greenflash.gateway._inflate import CHUNK_BYTES
-from tests.gateway_harness import Gateway, tracing
+from tests.gateway_harness import Gateway
 from tests.independent_receiver import Receiver
 from tests.test_gateway_bombs import (
     CONCURRENT,
@@ -37,6 +36,7 @@ from tests.test_gateway_bombs import (
     HealthPoller,
     delivered,
     event_body,
+    event_spans,
     peak_rss,
 )
 
@@ -144,16 +144,7 @@ def send_normal_calls(gateway: Gateway, receiver: Receiver, tag: str) -> None:
         exporter = OTLPSpanExporter(
             endpoint=gateway.grpc_endpoint, insecure=True, compression=compression, timeout=30
         )
-        spans = InMemorySpanExporter()
-        with tracing(spans) as provider:
-            attributes: dict[str, str | int] = {
-                "greenflash.event.type": event_type,
-                "greenflash.event.value": 1,
-                "greenflash.conversation.external_id": "bombs-chat",
-            }
-            with provider.get_tracer("bombs").start_as_current_span("e", attributes=attributes):
-                pass
-        assert exporter.export(spans.get_finished_spans()) == SpanExportResult.SUCCESS
+        assert exporter.export(event_spans([event_type])) == SpanExportResult.SUCCESS
         exporter.shutdown()  # type: ignore[no-untyped-call, unused-ignore]
         delivered(receiver, [event_type])
     for encoding, compress in (("gzip", gzip.compress), ("deflate", zlib.compress)):
