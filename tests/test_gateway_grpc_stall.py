@@ -16,7 +16,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from otel_greenflash.gateway._grpc_budget import CallBudget, peer_host
 from otel_greenflash.gateway._settings import add_arguments, resolve
 from tests.gateway_harness import Gateway
 from tests.independent_receiver import Receiver
+from tests.test_gateway import WAIT_SECONDS, wait_until
 from tests.test_gateway_review import event_body
 
 h2_connection = pytest.importorskip("h2.connection", reason="h2 is in the test extra")
@@ -41,16 +42,7 @@ TRACES = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 STALLED_CALLS = 320
 GOOD_CALLS = 15
 STREAMS_PER_CONNECTION = 32
-WAIT_SECONDS = 60.0
-"""Deadline for what should happen at all (never a measured duration)."""
 OVERLOAD = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
-
-
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 @pytest.fixture
