@@ -250,7 +250,7 @@ def test_gateway_healthz_fails_when_its_spool_file_is_removed(tmp_path: Path) ->
 
 # -- a library app -------------------------------------------------------------------------------
 
-APP = """
+APP_PRELUDE = """
 import json, os, sys, time
 sys.path.insert(0, {root!r})
 from opentelemetry.sdk.trace import TracerProvider
@@ -261,16 +261,6 @@ processor = GreenflashSpanProcessor(schedule_delay_seconds=0.02)
 provider = TracerProvider()
 provider.add_span_processor(processor)
 tracer = provider.get_tracer("app")
-padding = "p" * 2000
-
-def event(insert_id):
-    with tracer.start_as_current_span("purchase") as span:
-        span.set_attributes({{"greenflash.event.type": "upgrade_purchased",
-                             "greenflash.event.value": "149.00",
-                             "greenflash.event.value_type": "currency",
-                             "greenflash.event.insert_id": insert_id,
-                             "greenflash.event.properties.padding": padding,
-                             "gen_ai.conversation.id": "library-chat"}})
 
 def wait(predicate):
     deadline = time.monotonic() + 30
@@ -286,6 +276,23 @@ def fill(path):
         except OSError:
             pass
     os.close(descriptor)
+"""
+"""What both library apps start with: a processor on the spool, and helpers to wait and to
+fill the file system."""
+
+APP = (
+    APP_PRELUDE
+    + """
+padding = "p" * 2000
+
+def event(insert_id):
+    with tracer.start_as_current_span("purchase") as span:
+        span.set_attributes({{"greenflash.event.type": "upgrade_purchased",
+                             "greenflash.event.value": "149.00",
+                             "greenflash.event.value_type": "currency",
+                             "greenflash.event.insert_id": insert_id,
+                             "greenflash.event.properties.padding": padding,
+                             "gen_ai.conversation.id": "library-chat"}})
 
 report = {{}}
 event("before")
@@ -319,6 +326,7 @@ report["sent"] = sent
 provider.shutdown()
 print(json.dumps(report), flush=True)
 """
+)
 
 
 def test_library_keeps_sending_while_full_and_spools_again_after(tmp_path: Path) -> None:
@@ -550,23 +558,9 @@ def test_gateway_delivers_linked_waiting_events_at_shutdown_while_full(tmp_path:
     assert delivered["waited"].get("externalConversationId") == "waiting-chat", delivered
 
 
-WAITING_APP = """
-import json, os, sys, time
-sys.path.insert(0, {root!r})
-from opentelemetry.sdk.trace import TracerProvider
-from otel_greenflash import GreenflashSpanProcessor
-
-spool_dir = {spool_dir!r}
-processor = GreenflashSpanProcessor(schedule_delay_seconds=0.02)
-provider = TracerProvider()
-provider.add_span_processor(processor)
-tracer = provider.get_tracer("app")
-
-def wait(predicate):
-    deadline = time.monotonic() + 30
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.02)
-
+WAITING_APP = (
+    APP_PRELUDE
+    + """
 with tracer.start_as_current_span("chat.turn") as root:
     with tracer.start_as_current_span("purchase") as span:
         span.set_attributes({{"greenflash.event.type": "upgrade_purchased",
@@ -575,20 +569,14 @@ with tracer.start_as_current_span("chat.turn") as root:
                              "greenflash.event.insert_id": "waited",
                              "greenflash.event.properties.padding": "p" * 20000}})
     wait(lambda: (processor.stats()["spool"] or {{}}).get("pending"))  # the waiting row
-    descriptor = os.open(os.path.join(spool_dir, "filler"), os.O_WRONLY | os.O_CREAT, 0o600)
-    for size in (65536, 4096, 512, 1):
-        try:
-            while True:
-                os.write(descriptor, b"\\0" * size)
-        except OSError:
-            pass
-    os.close(descriptor)
+    fill(os.path.join(spool_dir, "filler"))
     root.set_attribute("gen_ai.conversation.id", "waiting-chat")
 flushed = processor.force_flush(30000)
 report = {{"flushed": flushed, "spool": processor.stats()["spool"]}}
 provider.shutdown()
 print(json.dumps(report), flush=True)
 """
+)
 
 
 def test_library_flush_delivers_linked_waiting_events_while_full(tmp_path: Path) -> None:
