@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.util.types import AttributeValue
 
 from otel_greenflash import GreenflashSpanProcessor
-from otel_greenflash._transport import SendOutcome
+from otel_greenflash._deliver.transport import SendOutcome
 
 from ._common import (
     PRODUCT_ID,

@@ -17,11 +17,11 @@ from ._exceptions import (
     RetriesExhaustedError,
 )
 from ._helpers import ConversationScope, attach_conversation, conversation, track
-from ._linking import DEFAULT_ALIASES
+from ._lifecycle.termination import install_sigterm_handler
+from ._link.rules import DEFAULT_ALIASES
 from ._serverless import flush, flush_after
 from ._setup import configure
 from ._stats import StatsSnapshot
-from ._termination import install_sigterm_handler
 from ._version import __version__
 from .exporter import GreenflashSpanExporter
 from .logs import GreenflashLogRecordExporter, GreenflashLogRecordProcessor

@@ -17,9 +17,9 @@ from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.util.types import AttributeValue
 
 from . import attributes as attr
-from ._linking import is_valid_id
+from ._link.rules import is_valid_id
 from ._logging import logger
-from ._pipelines import active_pipelines, span_seen_start
+from ._pipeline.registry import active_pipelines, span_seen_start
 from ._providers import sdk_span
 from ._setup import provider_finder
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast, overload
 
-from ._pipelines import active_pipelines
+from ._pipeline.registry import active_pipelines
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -23,14 +23,14 @@ from ._config import (
     ConfigurationError,
     GreenflashConfig,
 )
-from ._delivery import DeliveryEngine
+from ._deliver.engine import DeliveryEngine
+from ._deliver.http import transport_for
+from ._deliver.transport import USER_AGENT
 from ._event import BusinessEvent
-from ._http import transport_for
-from ._link_status import read_statuses, status_dir
-from ._mapper import UNLINKED_REASONS
-from ._mapping import map_event_attributes
+from ._link.status import read_statuses, status_dir
+from ._map.mapper import UNLINKED_REASONS
+from ._map.rules import map_event_attributes
 from ._stats import DeliveryStats
-from ._transport import USER_AGENT
 from ._version import __version__
 
 
@@ -311,7 +311,7 @@ def _deliver(config: GreenflashConfig, event: BusinessEvent, timeout: float) -> 
 
 
 def _spool(arguments: argparse.Namespace) -> int:
-    from . import _spool as spool_files
+    from ._lane import spool as spool_files
     from .processor import GreenflashSpanProcessor
 
     directory = arguments.directory or GreenflashConfig.resolve().spool_dir

@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from . import _record_only
-from ._intake import PipelineIntake
+from ._pipeline.intake import PipelineIntake
 
 
 class GreenflashSpanExporter(PipelineIntake, SpanExporter):

@@ -17,10 +17,9 @@ from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadW
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.trace import ReadableSpan
 
-from ._intake import PipelineIntake
-from ._linker import Linker
-from ._mapping import plain_attributes
-from ._records import EventLog, is_log_business_event
+from ._link.linker import Linker
+from ._pipeline.intake import PipelineIntake
+from ._records import EventLog, is_log_business_event, plain_attributes
 
 _BAGGAGE_KEY = baggage_api._BAGGAGE_KEY
 

@@ -13,14 +13,13 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from ._config import GreenflashConfig
-from ._delivery import DropCallback, ErrorCallback
-from ._intake import PipelineIntake, resolve_config
-from ._linking import WaitingEvents, forget_oldest_share
-from ._mapping import has_business_events
+from ._deliver.engine import DropCallback, ErrorCallback
+from ._deliver.transport import Transport
+from ._link.rules import WaitingEvents, forget_oldest_share
+from ._pipeline.intake import PipelineIntake, resolve_config
+from ._pipeline.worker import BackgroundWorker
 from ._providers import ProviderFinder
-from ._records import EventLog, EventSpan, Record
-from ._transport import Transport
-from ._worker import BackgroundWorker
+from ._records import EventLog, EventSpan, Record, has_business_events
 
 # The API's baggage key: reading it directly avoids baggage.get_all()'s copy on every span start.
 _BAGGAGE_KEY = baggage_api._BAGGAGE_KEY

@@ -74,7 +74,7 @@ class GreenflashSampler(Sampler):
 
 
 def _span_processor_installed() -> bool:
-    from ._pipelines import active_pipelines
+    from ._pipeline.registry import active_pipelines
 
     return any(pipeline.has_intake("span_processor") for pipeline in active_pipelines())
 

@@ -10,7 +10,7 @@ import pytest
 
 from otel_greenflash import GreenflashSpanProcessor
 from otel_greenflash._config import ConfigurationError, GreenflashConfig
-from otel_greenflash._transport import proxy_for
+from otel_greenflash._deliver.transport import proxy_for
 
 KEY = "gf_live_abcdefghijklmnop1234"
 LOCAL = "http://127.0.0.1:8080/v1"

@@ -21,9 +21,9 @@ import pytest
 from otel_greenflash import BusinessEvent
 from otel_greenflash import attributes as attr
 from otel_greenflash._event import InvalidAttribute
-from otel_greenflash._mapping import MappingResult, map_event_attributes
-from otel_greenflash._spool import Spool, purge
-from otel_greenflash._spool_files import hold_lock
+from otel_greenflash._lane.spool import Spool, purge
+from otel_greenflash._lane.spool_files import hold_lock
+from otel_greenflash._map.rules import MappingResult, map_event_attributes
 from otel_greenflash.testing import EventsApiServer, validate_event_body
 
 from ._subprocess import clean_env, command, run
@@ -397,7 +397,7 @@ def killing_connect(*args, **kwargs):
 
 
 sqlite3.connect = killing_connect
-from otel_greenflash._spool import Spool
+from otel_greenflash._lane.spool import Spool
 Spool(sys.argv[1])
 """
 

@@ -78,7 +78,7 @@ def test_children_forked_during_deliveries_deliver_their_own_events(
 C_FORK_SCRIPT = """
 import ctypes, json, os, sys, time
 from otel_greenflash import GreenflashSpanProcessor, track
-from otel_greenflash._transport import SendOutcome
+from otel_greenflash._deliver.transport import SendOutcome
 
 class FileTransport:
     def send(self, body, timeout_seconds=None):

@@ -36,11 +36,10 @@ from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from otel_greenflash import GreenflashConfig
-from otel_greenflash._durable_intake import DurableIntake, LinkingSpan, NotAccepted
-from otel_greenflash._linker import Linker
-from otel_greenflash._linking import LinkKeys
-from otel_greenflash._mapping import count_business_events
-from otel_greenflash._transport import SendOutcome
+from otel_greenflash._deliver.transport import SendOutcome
+from otel_greenflash._link.linker import Linker
+from otel_greenflash._link.rules import LinkKeys
+from otel_greenflash._records import count_business_events
 from otel_greenflash.gateway._decode import (
     JSON,
     PROTOBUF,
@@ -52,6 +51,7 @@ from otel_greenflash.gateway._decode import (
     parse_traces,
     spans_from_request,
 )
+from otel_greenflash.gateway._intake import DurableIntake, LinkingSpan, NotAccepted
 from otel_greenflash.gateway._status import (
     RETRY_INFO_TYPE_URL,
     any_message,

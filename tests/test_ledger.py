@@ -6,7 +6,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from otel_greenflash._ledger import Ledger
+from otel_greenflash._deliver.ledger import Ledger
 
 
 @dataclass(eq=False)

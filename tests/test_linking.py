@@ -513,7 +513,7 @@ def test_invalid_helper_ids_are_logged_and_ignored(caplog: pytest.LogCaptureFixt
 
 
 def test_purge_drops_only_traces_whose_root_ended_long_enough_ago() -> None:
-    from otel_greenflash._linking import LinkKeys, TraceIds
+    from otel_greenflash._link.rules import LinkKeys, TraceIds
 
     store = TraceIds(LinkKeys(), max_traces=100, retain_seconds=30.0)
     started = time.monotonic()
@@ -534,7 +534,7 @@ def test_purge_drops_only_traces_whose_root_ended_long_enough_ago() -> None:
 
 
 def test_purge_looks_only_at_expired_entries() -> None:
-    from otel_greenflash._linking import LinkKeys, TraceIds
+    from otel_greenflash._link.rules import LinkKeys, TraceIds
 
     store = TraceIds(LinkKeys(), max_traces=10_000, retain_seconds=30.0)
     for trace_id in range(5_000):
@@ -549,7 +549,7 @@ def test_purge_looks_only_at_expired_entries() -> None:
 
 
 def test_many_local_roots_of_one_trace_keep_one_purge_entry() -> None:
-    from otel_greenflash._linking import LinkKeys, TraceIds
+    from otel_greenflash._link.rules import LinkKeys, TraceIds
 
     store = TraceIds(LinkKeys(), max_traces=100, retain_seconds=30.0)
     for _ in range(10_000):  # e.g. requests sharing one incoming traceparent

@@ -1,4 +1,4 @@
-"""Tests of the pure span → Events API body mapping (``otel_greenflash._mapping``).
+"""Tests of the pure span → Events API body mapping (``otel_greenflash._map.rules``).
 
 Every span here is a real SDK span: started and ended on a ``TracerProvider`` and taken,
 finished, from an ``InMemorySpanExporter``.
@@ -23,13 +23,13 @@ from opentelemetry.util.types import Attributes, AttributeValue
 
 from otel_greenflash import attributes as attr
 from otel_greenflash._event import BusinessEvent, InvalidAttribute
-from otel_greenflash._mapping import (
+from otel_greenflash._map.rules import (
     MappingResult,
     format_timestamp,
-    has_business_events,
     map_log_record,
     map_span,
 )
+from otel_greenflash._records import has_business_events
 from otel_greenflash.testing import validate_event_body
 
 PRODUCT_ID = "123e4567-e89b-12d3-a456-426614174000"

@@ -22,9 +22,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanContext, TraceFlags, set_span_in_context
 
 from otel_greenflash import GreenflashConfig, GreenflashSpanProcessor
-from otel_greenflash._durable_intake import DurableIntake
-from otel_greenflash._linker import Linker
-from otel_greenflash._linking import (
+from otel_greenflash._link.linker import Linker
+from otel_greenflash._link.rules import (
     MAX_ID_LENGTH,
     MAX_SPAN_BYTES_PER_TRACE,
     MAX_SPANS_PER_TRACE,
@@ -32,11 +31,12 @@ from otel_greenflash._linking import (
     TraceIds,
     WaitingEvents,
 )
-from otel_greenflash._mapper import EventMapper
+from otel_greenflash._link.waiting import RECORD_OVERHEAD_BYTES, slim, waiting_bytes
+from otel_greenflash._map.mapper import EventMapper
 from otel_greenflash._records import EventLog, EventSpan, LinkedSpan
 from otel_greenflash._stats import DeliveryStats
-from otel_greenflash._waiting_record import RECORD_OVERHEAD_BYTES, slim, waiting_bytes
 from otel_greenflash.gateway._decode import PROTOBUF, decode_spans, parse_traces
+from otel_greenflash.gateway._intake import DurableIntake
 from otel_greenflash.testing import EventsApiServer
 
 from .conftest import PRODUCT_ID, MakeProcessor

@@ -7,7 +7,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from otel_greenflash._retry import RetryPolicy, is_retryable_status, server_retry_delay
+from otel_greenflash._deliver.retry import RetryPolicy, is_retryable_status, server_retry_delay
 
 NOW = 1_800_000_000.0
 

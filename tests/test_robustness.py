@@ -14,12 +14,12 @@ from opentelemetry import context as context_api
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.util.types import AttributeValue
 
-import otel_greenflash._pipelines as pipelines_module
+import otel_greenflash._pipeline.registry as pipelines_module
 from otel_greenflash import BusinessEvent, GreenflashSpanProcessor, track
-from otel_greenflash._delivery import DeliveryEngine
-from otel_greenflash._http import ThreadedTransport
+from otel_greenflash._deliver.engine import DeliveryEngine
+from otel_greenflash._deliver.http import ThreadedTransport
+from otel_greenflash._deliver.transport import SendOutcome
 from otel_greenflash._stats import DeliveryStats, StatsSnapshot
-from otel_greenflash._transport import SendOutcome
 from otel_greenflash.testing import EventsApiServer, Fault
 
 from .conftest import CONVERSATION_ID, MakeProcessor

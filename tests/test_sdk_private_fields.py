@@ -43,7 +43,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from otel_greenflash import logs as logs_module
 from otel_greenflash import processor as processor_module
-from otel_greenflash._mapping import count_business_events, has_business_events, plain_attributes
+from otel_greenflash._records import count_business_events, has_business_events, plain_attributes
 
 EVENT = {"greenflash.event.type": "upgrade", "greenflash.event.value": "pro"}
 HOUR_MS = 3_600_000

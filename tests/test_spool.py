@@ -16,7 +16,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from otel_greenflash import BusinessEvent, GreenflashConfig, GreenflashSpanProcessor
-from otel_greenflash._spool import Spool, inspect
+from otel_greenflash._lane.spool import Spool, inspect
 from otel_greenflash.testing import EventsApiServer, Fault
 
 from ._subprocess import clean_env, command, run

@@ -390,7 +390,7 @@ PROBE = """
 import json, os, sys
 sys.path.insert(0, {root!r})
 from otel_greenflash._event import BusinessEvent
-from otel_greenflash._spool import Spool, disk_full
+from otel_greenflash._lane.spool import Spool, disk_full
 
 spool = Spool({spool_dir!r})
 descriptor = os.open(os.path.join({spool_dir!r}, "filler"), os.O_WRONLY | os.O_CREAT, 0o600)

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from otel_greenflash import BusinessEvent, GreenflashSpanProcessor
-from otel_greenflash import _spool_adoption as adoption
-from otel_greenflash._spool import Spool
-from otel_greenflash._spool_adoption import (
+from otel_greenflash._lane import spool_adoption as adoption
+from otel_greenflash._lane.spool import Spool
+from otel_greenflash._lane.spool_adoption import (
     BATCH_ROWS,
     ENV_SCAN_SECONDS,
     ORPHAN_SCAN_SECONDS,
@@ -28,8 +28,8 @@ from otel_greenflash._spool_adoption import (
     ScanSchedule,
     scan_period,
 )
-from otel_greenflash._spool_destination import Destination
-from otel_greenflash._spool_files import try_lock
+from otel_greenflash._lane.spool_destination import Destination
+from otel_greenflash._lane.spool_files import try_lock
 from otel_greenflash.testing import DEFAULT_API_KEY, EventsApiServer
 
 from . import _spool_emitter as app

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from otel_greenflash import BusinessEvent
-from otel_greenflash._spool import Spool, inspect
-from otel_greenflash._spool_destination import Destination, normalized_endpoint
+from otel_greenflash._lane.spool import Spool, inspect
+from otel_greenflash._lane.spool_destination import Destination, normalized_endpoint
 from otel_greenflash.testing import EventsApiServer
 
 from . import _spool_emitter as app

@@ -13,7 +13,7 @@ from pathlib import Path
 from opentelemetry.sdk.trace import TracerProvider
 
 from otel_greenflash import BusinessEvent, GreenflashSpanProcessor
-from otel_greenflash._spool import Spool, inspect
+from otel_greenflash._lane.spool import Spool, inspect
 from otel_greenflash.testing import MemoryTransport
 
 from ._subprocess import clean_env

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from otel_greenflash import AuthenticationError, PermissionDeniedError
-from otel_greenflash._auth import AuthGate
-from otel_greenflash._throttle import Throttle
+from otel_greenflash._deliver.auth import AuthGate
+from otel_greenflash._deliver.throttle import Throttle
 
 
 def test_throttling_halves_once_per_round_and_successes_grow_it_back() -> None:

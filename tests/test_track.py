@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
 from otel_greenflash import GreenflashSpanProcessor, conversation, track
-from otel_greenflash._pipelines import active_pipelines
+from otel_greenflash._pipeline.registry import active_pipelines
 from otel_greenflash.testing import EventsApiServer
 
 from .conftest import CONVERSATION_ID, MakeProcessor

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from otel_greenflash._transport import ConsoleTransport, proxy_for
+from otel_greenflash._deliver.transport import ConsoleTransport, proxy_for
 
 
 def test_proxy_from_the_environment_like_httpx(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,11 +17,11 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.util.types import AttributeValue
 
-import otel_greenflash._drops as drops_module
 import otel_greenflash._logging as logging_module
+import otel_greenflash._pipeline.drops as drops_module
 from otel_greenflash import BusinessEvent, GreenflashSpanProcessor
+from otel_greenflash._deliver.transport import SendOutcome
 from otel_greenflash._logging import RateLimitedLog
-from otel_greenflash._transport import SendOutcome
 from otel_greenflash.testing import MemoryTransport
 
 from .conftest import PRODUCT_ID

@@ -55,8 +55,8 @@ def run(arguments: argparse.Namespace) -> int:
 def run_gateway(settings: GatewaySettings) -> int:
     """Run the gateway with ``settings`` and the ``GREENFLASH_*`` pipeline settings."""
     from .. import GreenflashConfig
-    from .._durable_intake import DurableIntake
-    from .._linking import LinkKeys
+    from .._link.rules import LinkKeys
+    from ._intake import DurableIntake
     from ._server import ListenError, serve
 
     _configure_logging()

@@ -30,13 +30,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.trace import ReadableSpan
 
-from .._durable_intake import Acceptance, LinkingSpan, NotAccepted
 from ._decode import (
     MalformedRequestError,
     RequestTooLargeError,
     decode_spans,
     log_records_from_request,
 )
+from ._intake import Acceptance, LinkingSpan, NotAccepted
 from ._metrics import GatewayMetrics
 
 logger = logging.getLogger("otel_greenflash.gateway")
@@ -48,7 +48,7 @@ BUSY_RETRY_SECONDS = 1.0
 
 
 class Intake(Protocol):
-    """What the gateway needs of :class:`otel_greenflash._durable_intake.DurableIntake`."""
+    """What the gateway needs of :class:`otel_greenflash.gateway._intake.DurableIntake`."""
 
     def accept(
         self,

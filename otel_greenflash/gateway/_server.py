@@ -24,10 +24,10 @@ from typing import Any
 import grpc  # type: ignore[import-untyped]
 from aiohttp import web
 
-from .._durable_intake import DurableIntake
 from ._grpc import build_server
 from ._http import build_app
 from ._ingest import Ingest
+from ._intake import DurableIntake
 from ._metrics import GatewayMetrics
 from ._settings import GatewaySettings, describe, hostport, server_ssl_context
 

@@ -10,7 +10,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from .._transport import SendOutcome
+from .._deliver.transport import SendOutcome
 from ..processor import GreenflashSpanProcessor
 from ._contract import validate_event_body
 

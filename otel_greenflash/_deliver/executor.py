@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from ._green import Joinable, delivery_lock, delivery_queue, start_delivery_thread
+from .._green import Joinable, delivery_lock, delivery_queue, start_delivery_thread
 
 T = TypeVar("T")
 

@@ -23,19 +23,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ._auth import AuthGate
-from ._callbacks import call_safely
-from ._event import BusinessEvent
-from ._exceptions import DeliveryError, EventRejectedError, RetriesExhaustedError
-from ._executor import DaemonExecutor
-from ._green import new_event_loop, start_delivery_thread
-from ._http import AsyncTransport, suppress_instrumentation
-from ._ledger import Ledger
-from ._logging import RateLimitedLog, logger
-from ._retry import THROTTLING_STATUSES, RetryPolicy, is_retryable_status, server_retry_delay
-from ._stats import DeliveryStats
-from ._throttle import Throttle
-from ._transport import SendOutcome, encode_body
+from .._callbacks import call_safely
+from .._event import BusinessEvent
+from .._exceptions import DeliveryError, EventRejectedError, RetriesExhaustedError
+from .._green import new_event_loop, start_delivery_thread
+from .._logging import RateLimitedLog, logger
+from .._stats import DeliveryStats
+from .auth import AuthGate
+from .executor import DaemonExecutor
+from .http import AsyncTransport, suppress_instrumentation
+from .ledger import Ledger
+from .retry import THROTTLING_STATUSES, RetryPolicy, is_retryable_status, server_retry_delay
+from .throttle import Throttle
+from .transport import SendOutcome, encode_body
 
 ErrorCallback = Callable[[Exception, Sequence[BusinessEvent]], None]
 DropCallback = Callable[[Sequence[BusinessEvent], str], None]

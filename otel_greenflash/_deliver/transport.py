@@ -12,9 +12,9 @@ from typing import Protocol, TextIO
 
 import httpx
 
-from ._config import proxy_from_environment
-from ._event import BusinessEvent
-from ._version import __version__
+from .._config import proxy_from_environment
+from .._event import BusinessEvent
+from .._version import __version__
 
 USER_AGENT = f"otel-greenflash/{__version__} (python; httpx/{httpx.__version__})"
 

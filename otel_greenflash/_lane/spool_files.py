@@ -22,7 +22,7 @@ import weakref
 from pathlib import Path
 from typing import IO
 
-from ._logging import logger
+from .._logging import logger
 
 PENDING = "pending"
 REJECTED = "rejected"

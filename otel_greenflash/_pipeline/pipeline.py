@@ -24,23 +24,23 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.util.types import AttributeValue
 
-from . import _record_only
-from ._callbacks import callback_running
-from ._config import ENV_API_KEY, GreenflashConfig
-from ._delivery import DeliveryEngine, DropCallback, ErrorCallback
-from ._drops import Drops
-from ._green import Joinable, start_worker_joiner
-from ._lanes import Lanes
-from ._link_status import StatusWriter
-from ._linker import Linker
-from ._linking import LinkKeys
-from ._logging import RateLimitedLog, logger
-from ._mapper import EventMapper
-from ._records import LOG_EVENT_NAME, EventLog, Record, event_count
-from ._spool_feed import SpoolFeed
-from ._stats import DeliveryStats, StatsSnapshot
-from ._transport import Transport
-from ._worker import BackgroundWorker
+from .. import _record_only
+from .._callbacks import callback_running
+from .._config import ENV_API_KEY, GreenflashConfig
+from .._deliver.engine import DeliveryEngine, DropCallback, ErrorCallback
+from .._deliver.transport import Transport
+from .._green import Joinable, start_worker_joiner
+from .._lane.lanes import Lanes
+from .._lane.spool_feed import SpoolFeed
+from .._link.linker import Linker
+from .._link.rules import LinkKeys
+from .._link.status import StatusWriter
+from .._logging import RateLimitedLog, logger
+from .._map.mapper import EventMapper
+from .._records import LOG_EVENT_NAME, EventLog, Record, event_count
+from .._stats import DeliveryStats, StatsSnapshot
+from .drops import Drops
+from .worker import BackgroundWorker
 
 _getpid = os.getpid
 _lock = threading.Lock()

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from ._logging import logger
+from .._logging import logger
 
 Item = TypeVar("Item")
 

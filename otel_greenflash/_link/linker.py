@@ -14,10 +14,20 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.util.types import AttributeValue
 
-from . import attributes as attr
-from ._config import GreenflashConfig
-from ._event import BusinessEvent
-from ._linking import (
+from .. import attributes as attr
+from .._config import GreenflashConfig
+from .._event import BusinessEvent
+from .._logging import RateLimitedLog
+from .._records import (
+    Ancestor,
+    EventLog,
+    EventSpan,
+    LinkedSpan,
+    Record,
+    has_business_events,
+    plain_attributes,
+)
+from .rules import (
     MAX_ID_LENGTH,
     Ids,
     LinkKeys,
@@ -28,10 +38,7 @@ from ._linking import (
     has_conversation,
     merge_ids,
 )
-from ._logging import RateLimitedLog
-from ._mapping import has_business_events, plain_attributes
-from ._records import Ancestor, EventLog, EventSpan, LinkedSpan, Record
-from ._waiting_record import slim, waiting_bytes
+from .waiting import slim, waiting_bytes
 
 _NO_IDS: Mapping[str, Any] = {}
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ._exceptions import AuthenticationError, DeliveryError, PermissionDeniedError
-from ._logging import logger
+from .._exceptions import AuthenticationError, DeliveryError, PermissionDeniedError
+from .._logging import logger
 
 AUTH_PAUSE_SECONDS = 300.0
 """After a 401/403, events fail without a request for this long, then one request probes."""

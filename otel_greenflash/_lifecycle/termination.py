@@ -31,9 +31,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
-from . import _exit_delivery
-from ._exit_delivery import Terminable, deliver_before_exit
-from ._green import (
+from .._green import (
     Joinable,
     hand_off,
     in_hub,
@@ -42,7 +40,9 @@ from ._green import (
     prepare_hand_off,
     start_os_thread,
 )
-from ._logging import logger
+from .._logging import logger
+from . import exit_delivery as _exit_delivery
+from .exit_delivery import Terminable, deliver_before_exit
 
 SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 

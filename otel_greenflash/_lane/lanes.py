@@ -9,15 +9,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from ._config import GreenflashConfig
-from ._delivery import DeliveryEngine, DropCallback, ErrorCallback
-from ._event import BusinessEvent
-from ._http import transport_for
-from ._logging import RateLimitedLog
-from ._spool import Spool
-from ._spool_feed import SpoolFeed
-from ._stats import DeliveryStats
-from ._transport import Transport
+from .._config import GreenflashConfig
+from .._deliver.engine import DeliveryEngine, DropCallback, ErrorCallback
+from .._deliver.http import transport_for
+from .._deliver.transport import Transport
+from .._event import BusinessEvent
+from .._logging import RateLimitedLog
+from .._stats import DeliveryStats
+from .spool import Spool
+from .spool_feed import SpoolFeed
 
 DrainWorker = Callable[[float], bool]
 """Runs the worker over everything queued (and hands spooled events on); False on timeout."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from urllib.parse import urlsplit, urlunsplit
 
-from ._config import GreenflashConfig
+from .._config import GreenflashConfig
 
 KDF = "scrypt-n8192-r8-p1"
 """The key check's function and parameters, stored with it (another value never matches)."""

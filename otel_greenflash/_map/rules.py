@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import decimal
 import functools
-import hashlib
 import json
 import math
 import re
@@ -17,20 +16,20 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.util.types import AttributeValue
 
-from . import attributes as attr
-from ._event import (
+from .. import attributes as attr
+from .._event import (
     BusinessEvent,
     InvalidAttribute,
     clean_text,
     is_clean_text,
     join_surrogate_pairs,
 )
-from ._linking import MAX_ID_LENGTH, LinkKeys, is_too_long_id
+from .._link.rules import MAX_ID_LENGTH, LinkKeys, is_too_long_id
+from .._records import log_record_insert_id, plain_attributes
 
 Attributes = Mapping[str, AttributeValue]
 
@@ -79,42 +78,6 @@ class _Invalid(Exception):  # noqa: N818 - internal control flow, never escapes 
 
 _EVENT_TYPE = attr.EVENT_TYPE
 _SPAN_EVENT_NAME = attr.SPAN_EVENT_NAME
-
-
-def plain_attributes(attributes: Attributes | None) -> Mapping[str, Any]:
-    """The plain dict behind the SDK's ``BoundedAttributes`` (its ``in`` goes through a
-    Python-level ``__getitem__`` and an exception), or the mapping itself."""
-    if not attributes:
-        return _EMPTY
-    return getattr(attributes, "_dict", attributes)
-
-
-_EMPTY: Mapping[str, Any] = {}
-
-
-def has_business_events(span: ReadableSpan) -> bool:
-    """Return True when the span or one of its span events is a business event.
-
-    Reads the SDK's own storage (``_attributes``/``_events``) because the public
-    properties copy; a non-event span costs a few lookups and no allocation.
-    """
-    if _EVENT_TYPE in plain_attributes(span._attributes):
-        return True
-    events = span._events
-    if events:
-        for event in events:
-            if event.name == _SPAN_EVENT_NAME or _EVENT_TYPE in plain_attributes(event.attributes):
-                return True
-    return False
-
-
-def count_business_events(span: ReadableSpan) -> int:
-    """How many business events ``span`` carries (itself, plus its qualifying span events)."""
-    count = 1 if _EVENT_TYPE in plain_attributes(span._attributes) else 0
-    for event in span._events or ():
-        if event.name == _SPAN_EVENT_NAME or _EVENT_TYPE in plain_attributes(event.attributes):
-            count += 1
-    return count
 
 
 def map_span(
@@ -235,37 +198,6 @@ def map_log_record(
         source=source,
     )
     return result
-
-
-def log_record_insert_id(
-    attributes: Attributes,
-    event_name: str | None,
-    time_ns: int | None,
-    observed_time_ns: int | None,
-    trace_id: int,
-    span_id: int,
-    body: object = None,
-    severity: str | None = None,
-) -> str:
-    """``otel-log-<trace id>-<span id>-<digest>``: the digest is SHA-256 (first 16 bytes, hex)
-    of the record's timestamps, event name, severity, body and attributes (keys sorted). Two
-    exports of one record (two processors, a retried batch, a replayed OTLP request) give the
-    same id; records that differ in any of these do not."""
-    canonical = json.dumps(
-        [
-            time_ns or 0,
-            observed_time_ns or 0,
-            event_name or "",
-            severity or "",
-            body,
-            sorted(attributes.items()),
-        ],
-        default=repr,
-        ensure_ascii=True,
-        separators=(",", ":"),
-    )
-    digest = hashlib.sha256(canonical.encode("ascii", "surrogateescape")).hexdigest()[:32]
-    return f"otel-log-{trace_id:032x}-{span_id:016x}-{digest}"
 
 
 def _collect(

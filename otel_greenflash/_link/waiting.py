@@ -21,10 +21,16 @@ from typing import Any
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 
-from . import attributes as attr
-from ._linking import _INT_ID_LIMIT, MAX_ID_LENGTH, LinkKeys, id_like_keys, is_too_long_id
-from ._mapping import log_record_insert_id, plain_attributes
-from ._records import Ancestor, EventLog, EventSpan, LinkedSpan
+from .. import attributes as attr
+from .._records import (
+    Ancestor,
+    EventLog,
+    EventSpan,
+    LinkedSpan,
+    log_record_insert_id,
+    plain_attributes,
+)
+from .rules import _INT_ID_LIMIT, MAX_ID_LENGTH, LinkKeys, id_like_keys, is_too_long_id
 
 _NO_RESOURCE = Resource({})
 _EVENT_PREFIX = attr.EVENT_PREFIX

@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 import threading
 
-from . import _termination
-from ._config import GreenflashConfig
-from ._delivery import DropCallback, ErrorCallback
-from ._pipeline import EventPipeline
-from ._transport import Transport
+from .._config import GreenflashConfig
+from .._deliver.engine import DropCallback, ErrorCallback
+from .._deliver.transport import Transport
+from .._lifecycle import termination as _termination
+from .pipeline import EventPipeline
 
 _getpid = os.getpid
 _lock = threading.Lock()

@@ -29,16 +29,16 @@ from opentelemetry._logs import LogRecord
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.trace import ReadableSpan
 
-from ._config import ConfigurationError, GreenflashConfig
-from ._intake import PipelineIntake
-from ._mapping import count_business_events, map_log_record, map_span, plain_attributes
-from ._pipeline import EventPipeline
-from ._records import is_log_business_event
-from ._spool import Spool
-from ._spool_feed import DiskFull
-from ._stats import StatsSnapshot
-from ._transport import Transport
-from .logs import event_log_of
+from .._config import ConfigurationError, GreenflashConfig
+from .._deliver.transport import Transport
+from .._lane.spool import Spool
+from .._lane.spool_feed import DiskFull
+from .._map.rules import map_log_record, map_span
+from .._pipeline.intake import PipelineIntake
+from .._pipeline.pipeline import EventPipeline
+from .._records import count_business_events, is_log_business_event, plain_attributes
+from .._stats import StatsSnapshot
+from ..logs import event_log_of
 
 RETRY_AFTER_SECONDS = 5.0
 """The retry delay suggested when the spool cannot take a batch now."""

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from . import attributes as attr
-from ._config import ENV_LINK_EXTRA_ALIASES, GreenflashConfig
-from ._event import BusinessEvent, InvalidAttribute
-from ._link_status import RecentLinks
-from ._linking import Ids, LinkKeys, id_like_keys
-from ._logging import RateLimitedLog, logger
-from ._mapping import MappingResult, map_log_record, map_span
-from ._records import EventLog, EventSpan, Record, event_count
-from ._stats import DeliveryStats
-from ._waiting_record import attribute_sets
+from .. import attributes as attr
+from .._config import ENV_LINK_EXTRA_ALIASES, GreenflashConfig
+from .._event import BusinessEvent, InvalidAttribute
+from .._link.rules import Ids, LinkKeys, id_like_keys
+from .._link.status import RecentLinks
+from .._link.waiting import attribute_sets
+from .._logging import RateLimitedLog, logger
+from .._records import EventLog, EventSpan, Record, event_count
+from .._stats import DeliveryStats
+from .rules import MappingResult, map_log_record, map_span
 
 NO_CONVERSATION_ID = "no_conversation_id"
 """``stats()["unlinked"]`` key: nothing in the event's trace, baggage or settings named its

@@ -32,8 +32,8 @@ from typing import Any, Generic, Protocol, TypeVar
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.util.types import AttributeValue
 
-from . import attributes as attr
-from ._config import ConfigurationError
+from .. import attributes as attr
+from .._config import ConfigurationError
 
 Ids = dict[str, AttributeValue]
 """Linking key (``greenflash.*``) → value."""
@@ -447,7 +447,7 @@ class TraceIds:
 
 MAX_WAITING_BYTES = 64 * 1024 * 1024
 """Bytes the records waiting for their conversation id may hold together (as
-:func:`otel_greenflash._waiting_record.waiting_bytes` counts them), beside ``max_waiting``.
+:func:`otel_greenflash._link.waiting.waiting_bytes` counts them), beside ``max_waiting``.
 A waiting record keeps only what linking and mapping read, but its ``greenflash.event.*``
 values are the event itself and have no limit of their own."""
 

@@ -20,9 +20,9 @@ import httpx
 import httpx_aiohttp
 from opentelemetry import context as otel_context
 
-from ._config import GreenflashConfig
-from ._executor import DaemonExecutor
-from ._transport import USER_AGENT, ConsoleTransport, SendOutcome, Transport, proxy_for
+from .._config import GreenflashConfig
+from .executor import DaemonExecutor
+from .transport import USER_AGENT, ConsoleTransport, SendOutcome, Transport, proxy_for
 
 MAX_RESPONSE_BYTES = 64 * 1024
 """Response bodies are read up to this much; past it the connection is closed (the status
@@ -176,8 +176,8 @@ class _Lanes:
 
 
 class ThreadedTransport:
-    """Runs a blocking :class:`~otel_greenflash._transport.Transport` (e.g. the dry-run console
-    or ``testing.MemoryTransport``) on a small thread pool, off the delivery loop."""
+    """Runs a blocking :class:`~otel_greenflash._deliver.transport.Transport` (e.g. the dry-run
+    console or ``testing.MemoryTransport``) on a small thread pool, off the delivery loop."""
 
     def __init__(self, transport: Transport, threads: int) -> None:
         self._transport = transport

@@ -21,13 +21,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from ._config import GreenflashConfig
-from ._delivery import DeliveryEngine
-from ._event import BusinessEvent
-from ._logging import RateLimitedLog, logger
-from ._spool import Spool, disk_full
-from ._spool_destination import Destination
-from ._stats import DeliveryStats
+from .._config import GreenflashConfig
+from .._deliver.engine import DeliveryEngine
+from .._event import BusinessEvent
+from .._logging import RateLimitedLog, logger
+from .._stats import DeliveryStats
+from .spool import Spool, disk_full
+from .spool_destination import Destination
 
 NOTES_BEFORE_WAKE = 256
 """Settled events that make the worker run soon, to hand the loop more spooled events."""

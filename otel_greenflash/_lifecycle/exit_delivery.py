@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, Protocol
 
-from ._logging import logger
+from .._logging import logger
 
 
 class Terminable(Protocol):

@@ -8,13 +8,13 @@ import threading
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from ._callbacks import call_safely, callback_running
-from ._delivery import DropCallback
-from ._event import BusinessEvent
-from ._logging import RateLimitedLog, logger
-from ._mapper import EventMapper
-from ._records import EventSpan, Record, event_count
-from ._stats import DeliveryStats
+from .._callbacks import call_safely, callback_running
+from .._deliver.engine import DropCallback
+from .._event import BusinessEvent
+from .._logging import RateLimitedLog, logger
+from .._map.mapper import EventMapper
+from .._records import EventSpan, Record, event_count
+from .._stats import DeliveryStats
 
 SPAN_EVENT_LIMIT = "span_event_limit"
 """``stats()["dropped"]`` key: span events the SDK discarded from spans carrying business

@@ -32,9 +32,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
-from ._logging import logger
-from ._spool_destination import DestinationCheck, Match, read, shown_endpoint
-from ._spool_files import (
+from .._logging import logger
+from .spool_destination import DestinationCheck, Match, read, shown_endpoint
+from .spool_files import (
     CREATING,
     PENDING,
     WAITING,

@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from ._config import GreenflashConfig
-from ._delivery import DropCallback, ErrorCallback
-from ._pipeline import EventPipeline
-from ._pipelines import pipeline_for
-from ._stats import DeliveryStats, StatsSnapshot
-from ._transport import Transport
+from .._config import GreenflashConfig
+from .._deliver.engine import DropCallback, ErrorCallback
+from .._deliver.transport import Transport
+from .._stats import DeliveryStats, StatsSnapshot
+from .pipeline import EventPipeline
+from .registry import pipeline_for
 
 
 def resolve_config(

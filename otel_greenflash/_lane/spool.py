@@ -31,23 +31,23 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import _spool_destination
-from ._event import BusinessEvent
-from ._logging import logger
-from ._spool_adoption import OrphanAdopter
-from ._spool_destination import Destination, DestinationCheck, shown_endpoint
-from ._spool_files import CREATING as _CREATING
-from ._spool_files import FORMAT_VERSION as _FORMAT_VERSION
-from ._spool_files import PENDING, REJECTED, WAITING, SpoolError, close_lock_file
-from ._spool_files import connect_read_only as _connect_read_only
-from ._spool_files import hold_lock as _hold_lock
-from ._spool_files import open_create_exclusive as _open_create_exclusive
-from ._spool_files import own_files as _own_files
-from ._spool_files import remove as _remove
-from ._spool_files import sidecars as _sidecars
-from ._spool_files import try_lock as _try_lock
-from ._spool_files import wal_files as _wal_files
-from ._spool_files import warn_if_shared as _warn_if_shared
+from .._event import BusinessEvent
+from .._logging import logger
+from . import spool_destination as _spool_destination
+from .spool_adoption import OrphanAdopter
+from .spool_destination import Destination, DestinationCheck, shown_endpoint
+from .spool_files import CREATING as _CREATING
+from .spool_files import FORMAT_VERSION as _FORMAT_VERSION
+from .spool_files import PENDING, REJECTED, WAITING, SpoolError, close_lock_file
+from .spool_files import connect_read_only as _connect_read_only
+from .spool_files import hold_lock as _hold_lock
+from .spool_files import open_create_exclusive as _open_create_exclusive
+from .spool_files import own_files as _own_files
+from .spool_files import remove as _remove
+from .spool_files import sidecars as _sidecars
+from .spool_files import try_lock as _try_lock
+from .spool_files import wal_files as _wal_files
+from .spool_files import warn_if_shared as _warn_if_shared
 
 __all__ = ["PENDING", "REJECTED", "WAITING", "Spool", "SpoolError", "SpoolSummary"]
 

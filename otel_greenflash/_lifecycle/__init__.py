@@ -1,0 +1,1 @@
+"""The process's lifecycle: SIGTERM, the end of the interpreter, and fork."""

@@ -1,0 +1,1 @@
+"""The link stage: which conversation each finished record belongs to."""

@@ -1,0 +1,1 @@
+"""The map stage: linked records become Events API bodies."""

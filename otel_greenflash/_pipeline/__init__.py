@@ -1,0 +1,1 @@
+"""The pipeline: one worker thread runs record -> link -> map -> lane for every intake."""
