@@ -1,4 +1,4 @@
-"""Small applications run by ``tests/test_deployments.py`` under real servers.
+"""Small applications run by ``tests/deployments/test_deployments.py`` under real servers.
 
 Each module is what a user would deploy: it calls :func:`otel_greenflash.configure` at import
 (``_setup.setup()``; ``DEPLOY_SETUP=none`` skips it, for zero-code runs and for measuring the

@@ -4,7 +4,7 @@ Per stack (``STACKS``), in its own virtualenv (``tests/stacks/_venvs.py``, pinne
 ``tests/stacks/requirements/<stack>.txt``):
 
 1. the OpenAI-compatible server (``_openai_server.py``) and the independent Events API receiver
-   (``tests/independent_receiver.py``) start in this process, on loopback;
+   (``tests/support/independent_receiver.py``) start in this process, on loopback;
 2. ``uvicorn tests.stacks.apps.<stack>_app:app`` starts from the stack venv, in its own session
    with the default SIGTERM disposition, as an orchestrator starts it; the app sets the stack up,
    then calls ``otel_greenflash.configure()``;
@@ -18,7 +18,7 @@ Per stack (``STACKS``), in its own virtualenv (``tests/stacks/_venvs.py``, pinne
 Checked: every event arrived exactly once (by ``insertId`` and by chat and kind), each linked to
 its own chat's conversation (``externalConversationId``, or ``conversationId``), values and value
 types as sent, every chat answered through the OpenAI server, and the server's return code is the
-one uvicorn has without this library (``SERVER_RC`` in ``tests/test_deployments.py``: it
+one uvicorn has without this library (``SERVER_RC`` in ``tests/deployments/test_deployments.py``: it
 re-raises SIGTERM and ends by it). Each run prints ``stack=<name> received=N/400 linked=M …`` and
 a summary of the real spans: which span names carry which id attributes.
 
@@ -46,10 +46,11 @@ from typing import Any
 import httpx
 import pytest
 
-from .._subprocess import clean_env
-from ..conftest import PRODUCT_ID
-from ..independent_receiver import Receiver
-from ..test_deployments import SERVER_RC, Deployment, free_port, settle
+from tests.conftest import PRODUCT_ID
+from tests.deployments.test_deployments import SERVER_RC, Deployment, free_port, settle
+from tests.support.independent_receiver import Receiver
+from tests.support.processes import clean_env
+
 from ._openai_server import OpenAIServer
 from ._venvs import REPO, StackVenvError, stack_python
 
@@ -286,8 +287,8 @@ def test_stack(stack: Stack, openai_server: OpenAIServer, tmp_path: Path) -> Non
     dump = tmp_path / "spans.jsonl"
     ready = tmp_path / "ready"
     chats = new_chats(CHATS)
-    # As in tests/test_deployments.py: a PYTHONPATH given to pytest goes first, so the apps can
-    # import the library from another checkout (e.g. an export of another commit).
+    # As in tests/deployments/test_deployments.py: a PYTHONPATH given to pytest goes first, so the
+    # apps can import the library from another checkout (e.g. an export of another commit).
     pythonpath = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(REPO)) if p)
     with Receiver(latency_seconds=LATENCY) as receiver:
         env = clean_env(

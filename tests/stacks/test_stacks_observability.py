@@ -40,10 +40,11 @@ from typing import Any
 import httpx
 import pytest
 
-from .._subprocess import clean_env
-from ..conftest import PRODUCT_ID
-from ..independent_receiver import Receiver
-from ..test_deployments import SERVER_RC, Deployment, free_port, settle, wait_until
+from tests.conftest import PRODUCT_ID
+from tests.deployments.test_deployments import SERVER_RC, Deployment, free_port, settle, wait_until
+from tests.support.independent_receiver import Receiver
+from tests.support.processes import clean_env
+
 from ._openai_server import OpenAIServer
 from ._venvs import REPO, StackVenvError, stack_python
 from .test_stacks import (

@@ -1,0 +1,72 @@
+"""The zero-code and web-app examples, run as users would, plus README completeness."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from otel_greenflash._config import ENVIRONMENT_VARIABLES
+from otel_greenflash.testing import EventsApiServer
+from tests.conftest import PRODUCT_ID
+from tests.support.processes import clean_env, command, run
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_readme_documents_every_environment_variable() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [name for name in ENVIRONMENT_VARIABLES if f"`{name}`" not in readme]
+    assert missing == []
+
+
+def test_zero_code_example(server: EventsApiServer) -> None:
+    pytest.importorskip("opentelemetry.distro")
+    env = clean_env(
+        GREENFLASH_BASE_URL=server.base_url,
+        GREENFLASH_API_KEY=server.api_key,
+        GREENFLASH_PRODUCT_ID=PRODUCT_ID,
+        GREENFLASH_INSTALL_PROCESSOR="true",
+        OTEL_TRACES_EXPORTER="none",
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="none",
+    )
+    example = str(ROOT / "examples" / "zero_code_app.py")
+    result = run([command("opentelemetry-instrument"), sys.executable, example], env)
+    assert result.returncode == 0, result.stderr
+    [event] = server.events
+    assert event["externalConversationId"] == "thread-7"
+    assert event["value"] == "149.00"
+
+
+def test_web_app_example_reports_an_upgrade_per_request() -> None:
+    probe = EventsApiServer()
+    port = probe.port
+    probe.stop()
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / "web_app.py"), str(port)],
+        env=clean_env(GREENFLASH_BSP_SCHEDULE_DELAY="50"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert "listening" in process.stdout.readline()
+        url = f"http://127.0.0.1:{port}/chat"
+        response = httpx.post(url, params={"conversation": "c-42", "text": "upgrade"}, timeout=10)
+        assert response.json() == {"reply": "Upgraded!"}
+        httpx.post(url, params={"conversation": "c-43", "text": "hello"}, timeout=10)
+        deadline = time.monotonic() + 20
+        line = ""
+        while "event received" not in line and time.monotonic() < deadline:
+            line = process.stdout.readline()
+        assert '"externalConversationId": "c-42"' in line
+        assert '"eventType": "upgrade_purchased"' in line
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

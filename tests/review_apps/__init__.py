@@ -1,1 +1,0 @@
-"""Applications started by ``tests/test_review_pipeline.py`` in subprocesses."""
