@@ -1,4 +1,5 @@
-"""A new user's first ten minutes, followed literally: the README's commands, in its order."""
+"""A new user's first ten minutes, followed literally: the documented commands, in their order
+(README.md, then docs/getting-started.md)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_serve_prints_everything_the_readme_send_command_needs() -> None:
+def test_serve_prints_everything_the_documented_send_command_needs() -> None:
     serve = subprocess.Popen(
         [command("otel-greenflash"), "serve", "--port", str(free_port())],
         env=clean_env(),
@@ -53,9 +54,9 @@ def test_serve_prints_everything_the_readme_send_command_needs() -> None:
             "GREENFLASH_API_KEY",
             "GREENFLASH_PRODUCT_ID",
         }
-        # The README's next command, verbatim, with nothing but what serve printed.
-        readme = " ".join((ROOT / "README.md").read_text().split())
-        assert SEND in readme
+        # Getting started's next command, verbatim, with nothing but what serve printed.
+        getting_started = " ".join((ROOT / "docs" / "getting-started.md").read_text().split())
+        assert SEND in getting_started
         assert SEND in " ".join(" ".join(lines).split())  # serve shows it too
         send_args = shlex.split(SEND)
         result = run([command("otel-greenflash"), *send_args[1:]], clean_env(**variables))
@@ -157,11 +158,16 @@ def test_the_sampler_with_nothing_to_receive_its_spans_says_so(tmp_path: Path) -
 
 
 def test_the_readme_installs_from_what_exists(tmp_path: Path) -> None:
-    """Not published yet: the README must not send users to a package index, and the wheel
-    command it gives must build an installable wheel."""
+    """Not published yet: neither the README nor the documentation may send users to a package
+    index, and the wheel command they give must build an installable wheel."""
     readme = (ROOT / "README.md").read_text()
-    assert "pip install otel-greenflash" not in readme
+    pages = [readme, *(page.read_text() for page in (ROOT / "docs").rglob("*.md"))]
+    assert not any("pip install otel-greenflash" in page for page in pages)
     assert "python -m pip wheel --no-deps -w dist ." in readme
+    assert (
+        "python -m pip wheel --no-deps -w dist ."
+        in (ROOT / "docs" / "getting-started.md").read_text()
+    )
     result = run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
         clean_env(),

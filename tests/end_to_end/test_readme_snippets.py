@@ -1,14 +1,18 @@
-"""Every ```python block of README.md runs exactly as written, in a fresh interpreter.
+"""Every ```python block of README.md and docs/**/*.md runs exactly as written, in a fresh
+interpreter.
 
-Each snippet is taken from the README by position and run verbatim in a subprocess with a
-clean environment holding only ``GREENFLASH_API_KEY``, ``GREENFLASH_BASE_URL`` and
-``GREENFLASH_PRODUCT_ID`` (pointing at a fresh local Events API server). The test checks what
-the snippet promises: the process exits 0 and prints nothing (no warning of any kind), and the
-events it sends have arrived — with their conversation ids — by the time the process has
-exited: snippets end right after emitting, so delivery at exit is what is tested.
+Each snippet is found by the text it contains (``Expected.marker``) in the document it belongs
+to, and run verbatim in a subprocess with a clean environment holding only
+``GREENFLASH_API_KEY``, ``GREENFLASH_BASE_URL`` and ``GREENFLASH_PRODUCT_ID`` (pointing at a
+fresh local Events API server). The test checks what the snippet promises: the process exits 0
+and prints nothing (no warning of any kind), and the events it sends have arrived — with their
+conversation ids — by the time the process has exited: snippets end right after emitting, so
+delivery at exit is what is tested.
 
-``EXPECTED`` lists one entry per snippet, in README order. A snippet added, removed or moved
-without updating it fails ``test_every_readme_snippet_is_covered``.
+``EXPECTED`` has one entry per snippet. A snippet added, removed or changed so that its entry no
+longer finds it fails ``test_every_snippet_is_covered``. A block that is only an illustration
+can be left out by the line right above its fence, ``<!-- snippet: not run, <reason> -->``;
+the reason is required, and the pages show it to no one, so keep such blocks rare.
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ from otel_greenflash.testing import EventsApiServer
 from tests.conftest import PRODUCT_ID
 from tests.support.processes import clean_env, run, run_script
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 FENCE = re.compile(r"^(?P<indent> *)```(?P<info>[^`\s]*)\s*$")
+NOT_RUN = re.compile(r"^\s*<!-- snippet: not run, (?P<reason>.*\S.*) -->\s*$")
 
 # The id the helpers snippet stands in for messages.create's response.conversation_id.
 HELPERS_CONVERSATION_ID = "5f0c6b2e-8d1a-4c3e-9b7f-2a4d6e8c0b13"
@@ -39,24 +45,45 @@ UPGRADE = {"eventType": "upgrade_purchased", "value": "149.00"}
 
 @dataclass(frozen=True)
 class Snippet:
+    document: str
+    """Path of the Markdown file, relative to the repository root."""
     line: int
-    """Line of the opening fence in README.md."""
+    """Line of the opening fence."""
     code: str
+    not_run: str | None = None
+    """Why the snippet is not run (from the comment above its fence), or None."""
+
+    @property
+    def where(self) -> str:
+        return f"{self.document} line {self.line}"
 
 
 @dataclass(frozen=True)
 class Expected:
+    name: str
+    """The test id."""
+    document: str
     marker: str
-    """Text the snippet must contain: a snippet moved to another position fails loudly."""
+    """Text the snippet must contain: a snippet changed or moved elsewhere fails loudly."""
     kind: Literal["script", "pytest", "lambda"]
     events: list[dict[str, Any]] = field(default_factory=list)
     """Fields each event must have, one dict per event the snippet sends (any order)."""
 
 
 EXPECTED: list[Expected] = [
-    # 1. In your code: mark spans, install the processor.
+    # README: the first way to use it, configure() and a conversation scope.
     Expected(
-        "provider.add_span_processor(GreenflashSpanProcessor())",
+        "readme-configure",
+        "README.md",
+        'with otel_greenflash.conversation(external_id="chat-8812"):',
+        "script",
+        [{**UPGRADE, "valueType": "currency", "externalConversationId": "chat-8812"}],
+    ),
+    # Getting started, 1. In your code: mark spans, install the processor.
+    Expected(
+        "processor",
+        "docs/getting-started.md",
+        "provider.add_span_processor(GreenflashSpanProcessor())   # reads GREENFLASH_* env vars",
         "script",
         [
             {
@@ -70,24 +97,40 @@ EXPECTED: list[Expected] = [
     ),
     # 2. The exporter: the event span is exported, linked through its root in the batch.
     Expected(
+        "exporter",
+        "docs/getting-started.md",
         "BatchSpanProcessor(GreenflashSpanExporter())",
         "script",
         [{**UPGRADE, "externalConversationId": "chat-8812"}],
     ),
     # 4. Log records: an OpenTelemetry event through configure()'s log record processor.
     Expected(
+        "log-record",
+        "docs/getting-started.md",
         "get_logger(__name__).emit(",
         "script",
         [{**UPGRADE, "valueType": "currency", "externalConversationId": "chat-8812"}],
     ),
     # 4. (continued) Python `logging` through the SDK's LoggingHandler, at INFO.
     Expected(
+        "logging-handler",
+        "docs/getting-started.md",
         "LoggingHandler(logger_provider=logger_provider)",
         "script",
         [{**UPGRADE, "externalConversationId": "chat-8812"}],
     ),
-    # Helpers: conversation(), attach_conversation() learned after the event, track().
+    # Sampling: GreenflashSampler keeps the event of a span the 1 % ratio drops.
     Expected(
+        "sampler",
+        "docs/getting-started.md",
+        "GreenflashSampler(ParentBased(TraceIdRatioBased(0.01)), record_unsampled=True)",
+        "script",
+        [{**UPGRADE, "externalConversationId": "chat-8812"}],
+    ),
+    # Linking, helpers: conversation(), attach_conversation() learned after the event, track().
+    Expected(
+        "helpers",
+        "docs/linking.md",
         "gf.attach_conversation(",
         "script",
         [
@@ -102,14 +145,10 @@ EXPECTED: list[Expected] = [
             }
         ],
     ),
-    # Sampling: GreenflashSampler keeps the event of a span the 1 % ratio drops.
+    # Deployments, serverless: a handler module; invoked, it delivers before returning.
     Expected(
-        "GreenflashSampler(ParentBased(TraceIdRatioBased(0.01)), record_unsampled=True)",
-        "script",
-        [{**UPGRADE, "externalConversationId": "chat-8812"}],
-    ),
-    # Serverless: a handler module; invoked, it delivers before returning.
-    Expected(
+        "serverless",
+        "docs/deployments.md",
         "@otel_greenflash.flush_after",
         "lambda",
         [
@@ -121,29 +160,59 @@ EXPECTED: list[Expected] = [
             }
         ],
     ),
-    # Testing your own code: pytest files using the plugin's fixtures.
-    Expected("def test_upgrade_is_reported(greenflash_server):", "pytest"),
-    Expected("def test_upgrade(greenflash_events):", "pytest"),
+    # Testing your code: pytest files using the plugin's fixtures, and a script.
+    Expected(
+        "fixture-server",
+        "docs/testing-your-code.md",
+        "def test_upgrade_is_reported(greenflash_server):",
+        "pytest",
+    ),
+    Expected(
+        "fixture-events",
+        "docs/testing-your-code.md",
+        "def test_upgrade(greenflash_events):",
+        "pytest",
+    ),
+    Expected(
+        "faults",
+        "docs/testing-your-code.md",
+        "def test_a_rate_limited_upgrade_still_arrives_once(greenflash_server):",
+        "pytest",
+    ),
+    Expected(
+        "captured-events",
+        "docs/testing-your-code.md",
+        "captured = CapturedEvents()",
+        "script",  # delivers into memory: nothing reaches the server
+    ),
 ]
 
 
-def readme_snippets(text: str) -> list[Snippet]:
-    """The ```python blocks of ``text`` in order, each dedented by its fence's indentation."""
+def document_snippets(path: Path) -> list[Snippet]:
+    """The ```python blocks of the Markdown file at ``path`` in order, each dedented by its
+    fence's indentation."""
+    document = path.relative_to(ROOT).as_posix()
     snippets: list[Snippet] = []
     opened: tuple[int, str] | None = None  # (line, info string) of the open fence
     body: list[str] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    previous = ""
+    not_run: str | None = None
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
         fence = FENCE.match(line)
         if opened is None:
             if fence is not None:
                 opened, body = (number, fence["info"]), []
+                comment = NOT_RUN.match(previous)
+                not_run = comment["reason"] if comment else None
         elif fence is not None and fence["info"] == "":
             if opened[1] == "python":
-                snippets.append(Snippet(opened[0], textwrap.dedent("\n".join(body) + "\n")))
+                code = textwrap.dedent("\n".join(body) + "\n")
+                snippets.append(Snippet(document, opened[0], code, not_run))
             opened = None
         else:
             body.append(line)
-    assert opened is None, f"README.md: the fence opened on line {opened[0]} is never closed"
+        previous = line
+    assert opened is None, f"{document}: the fence opened on line {opened[0]} is never closed"
     return snippets
 
 
@@ -156,22 +225,41 @@ def python_fence_infos(text: str) -> list[str]:
     ]
 
 
-SNIPPETS = readme_snippets(README.read_text())
+SNIPPETS = [snippet for path in DOCUMENTS for snippet in document_snippets(path)]
 
 
-def test_every_readme_snippet_is_covered() -> None:
-    text = README.read_text()
-    assert set(python_fence_infos(text)) == {"python"}, "tag Python snippets ```python"
-    assert len(SNIPPETS) == len(EXPECTED), (
-        f"README.md has {len(SNIPPETS)} ```python snippets (lines "
-        f"{', '.join(str(snippet.line) for snippet in SNIPPETS)}); EXPECTED in this file covers "
-        f"{len(EXPECTED)}: give every snippet its entry, in README order"
+def snippet_for(expected: Expected) -> Snippet:
+    """The one snippet of ``expected.document`` holding ``expected.marker``."""
+    found = [
+        snippet
+        for snippet in SNIPPETS
+        if snippet.document == expected.document and expected.marker in snippet.code
+    ]
+    assert len(found) == 1, (
+        f"{expected.document}: {len(found)} ```python snippets contain {expected.marker!r}; "
+        f"EXPECTED's entry {expected.name!r} needs exactly one"
     )
-    for snippet, expected in zip(SNIPPETS, EXPECTED, strict=True):
-        assert expected.marker in snippet.code, (
-            f"README.md line {snippet.line}: EXPECTED has an entry for another snippet here "
-            f"(looked for {expected.marker!r})"
-        )
+    return found[0]
+
+
+def test_every_snippet_is_covered() -> None:
+    for path in DOCUMENTS:
+        infos = set(python_fence_infos(path.read_text()))
+        assert infos <= {"python"}, f"{path.relative_to(ROOT)}: tag Python snippets ```python"
+    assert "README.md" in {snippet.document for snippet in SNIPPETS}
+    assert len({expected.name for expected in EXPECTED}) == len(EXPECTED)
+    covered = {(snippet.document, snippet.line) for snippet in map(snippet_for, EXPECTED)}
+    uncovered = [
+        snippet.where
+        for snippet in SNIPPETS
+        if (snippet.document, snippet.line) not in covered and snippet.not_run is None
+    ]
+    assert uncovered == [], (
+        f"```python snippets with no entry in EXPECTED: {', '.join(uncovered)}; give each one "
+        "(or, for an illustration only, the comment <!-- snippet: not run, <reason> -->)"
+    )
+    run_anyway = [snippet.where for snippet in map(snippet_for, EXPECTED) if snippet.not_run]
+    assert run_anyway == [], f"marked not run but listed in EXPECTED: {run_anyway}"
 
 
 def snippet_env(server: EventsApiServer) -> dict[str, str]:
@@ -209,9 +297,9 @@ def check_script(snippet: Snippet, expected: Expected, tmp_path: Path) -> None:
 
 
 def check_pytest(snippet: Snippet, tmp_path: Path) -> None:
-    """A test file as the README shows it, collected by pytest with the plugin auto-loaded
+    """A test file as the documentation shows it, collected by pytest with the plugin auto-loaded
     (as installing the package makes it); any warning fails it."""
-    (tmp_path / "test_readme_snippet.py").write_text(snippet.code)
+    (tmp_path / "test_documented_snippet.py").write_text(snippet.code)
     with EventsApiServer() as server:
         result = run(
             [
@@ -223,7 +311,7 @@ def check_pytest(snippet: Snippet, tmp_path: Path) -> None:
                 "no:cacheprovider",
                 "-W",
                 "error",
-                "test_readme_snippet.py",
+                "test_documented_snippet.py",
             ],
             snippet_env(server),
             cwd=tmp_path,
@@ -265,16 +353,9 @@ def check_lambda(snippet: Snippet, expected: Expected, tmp_path: Path) -> None:
         assert_events(server, expected.events)
 
 
-@pytest.mark.parametrize(
-    "index",
-    range(len(EXPECTED)),
-    ids=[f"snippet{index + 1}" for index in range(len(EXPECTED))],
-)
-def test_readme_snippet_runs_as_written(index: int, tmp_path: Path) -> None:
-    if index >= len(SNIPPETS):
-        pytest.fail(f"README.md has only {len(SNIPPETS)} ```python snippets")
-    snippet, expected = SNIPPETS[index], EXPECTED[index]
-    assert expected.marker in snippet.code, f"README.md line {snippet.line}: see coverage test"
+@pytest.mark.parametrize("expected", EXPECTED, ids=[expected.name for expected in EXPECTED])
+def test_snippet_runs_as_written(expected: Expected, tmp_path: Path) -> None:
+    snippet = snippet_for(expected)
     if expected.kind == "script":
         check_script(snippet, expected, tmp_path)
     elif expected.kind == "pytest":
