@@ -1,1 +1,1 @@
-"""Benchmarks: ``python -m benchmarks`` (see the README's Performance section)."""
+"""Benchmarks: ``python -m benchmarks`` (see docs/performance.md)."""

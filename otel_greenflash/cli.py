@@ -160,10 +160,10 @@ def _linking_rows() -> None:
             if keys:
                 detail += (
                     f"; keys that look like one: {', '.join(keys)} (map one with "
-                    f"{ENV_LINK_EXTRA_ALIASES}; README: Linking in GenAI stacks)"
+                    f"{ENV_LINK_EXTRA_ALIASES}; docs/linking.md: Linking in GenAI stacks)"
                 )
             else:
-                detail += " (README: Linking in GenAI stacks)"
+                detail += " (docs/linking.md: Linking in GenAI stacks)"
         _row("linking", detail)
 
 

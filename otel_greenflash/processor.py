@@ -41,7 +41,7 @@ class GreenflashSpanProcessor(PipelineIntake, SpanProcessor):
     """Turns spans carrying ``greenflash.event.*`` attributes into Greenflash events.
 
     Other spans pass through untouched and are never exported. Each event is linked to its
-    conversation through the trace (see the README's precedence table). Linking, mapping and
+    conversation through the trace (see docs/linking.md's precedence table). Linking, mapping and
     HTTP happen on background threads, in the pipeline this processor shares with the other
     intakes created with the same settings (e.g. a :class:`GreenflashLogRecordProcessor`).
     """
@@ -80,7 +80,7 @@ class GreenflashSpanProcessor(PipelineIntake, SpanProcessor):
         transport: Transport | None = None,
     ) -> None:
         """Every setting left ``None`` comes from its ``GREENFLASH_*`` variable, then its
-        default (see the README's configuration table); ``config`` replaces them all.
+        default (see docs/configuration.md); ``config`` replaces them all.
         ``transport`` replaces HTTP delivery (e.g. ``otel_greenflash.testing.MemoryTransport``).
         """
         config = resolve_config(

@@ -144,7 +144,7 @@ class EventMapper:
         else:
             hint = (
                 "set one with otel_greenflash.conversation(external_id=...) around the work, "
-                "or your GenAI stack's session scope (README: Linking in GenAI stacks)"
+                "or your GenAI stack's session scope (docs/linking.md: Linking in GenAI stacks)"
             )
         self.unlinked_log.warning(
             f"unlinked-{NO_CONVERSATION_ID}",

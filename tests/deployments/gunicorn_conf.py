@@ -1,7 +1,7 @@
 """gunicorn settings (``-c python:tests.deployments.gunicorn_conf``): readiness per worker.
 
 With ``DEPLOY_INSTALL_SIGTERM_HANDLER=1``, ``post_worker_init`` also calls
-``otel_greenflash.install_sigterm_handler()``: what the README asks of gunicorn ``--preload``
+``otel_greenflash.install_sigterm_handler()``: what the docs ask of gunicorn ``--preload``
 with uvicorn workers, whose worker resets SIGTERM after the app was imported in the master.
 """
 

@@ -574,7 +574,7 @@ def test_gunicorn_uvicorn_worker(
 ) -> None:
     """gunicorn with the uvicorn worker: the worker resets SIGTERM to SIG_DFL, then uvicorn's
     Server installs, restores and re-raises it. With ``--preload`` the app was imported (and
-    configure() run) in the master, before that reset, so the README asks for
+    configure() run) in the master, before that reset, so docs/deployments.md asks for
     ``otel_greenflash.install_sigterm_handler()`` in ``post_worker_init`` (second case; without
     it every event held at SIGTERM is lost: 0 of 100 measured)."""
     extra = {"DEPLOY_INSTALL_SIGTERM_HANDLER": "1"} if post_worker_init_hook else {}

@@ -470,9 +470,9 @@ def test_bracketed_ipv6_loopback_host_serves(tmp_path: Path) -> None:
 def test_waiting_event_is_delivered_once_after_sigkill_and_restart(tmp_path: Path) -> None:
     """An event acknowledged while it waited for its trace's root is in the spool as a waiting
     row. After a SIGKILL the next gateway adopts the row and sends it as it was written: the
-    documented design (README, "Events waiting for their conversation id": "After a crash, the
-    adopting process sends them as they were written — without the conversation id the dead
-    process never learned, rather than not at all"). So it is delivered exactly once, even
+    documented design (docs/delivery.md, "Events waiting for their conversation id": "After a
+    crash, the adopting process sends them as they were written — without the conversation id
+    the dead process never learned, rather than not at all"). So it is delivered exactly once, even
     when the root (sent by the client after the restart) arrives later.
 
     The review first asked for the link to survive the SIGKILL; that would need the waiting

@@ -1,5 +1,5 @@
 """Decompression bombs against the gateway: every encoding is inflated by one bounded path,
-off the event loop, so memory stays within the README's bound and ``/healthz`` keeps answering.
+off the event loop, so memory stays within the documented bound and ``/healthz`` keeps answering.
 
 The bombs are 1 MiB bodies inflating to 1 GiB of zeros (gzip, x-gzip, zlib-wrapped and raw
 deflate); the gateway subprocess runs with the default limit (64 MiB), and its peak RSS
@@ -276,7 +276,7 @@ def assert_too_large(answer: httpx.Response) -> None:
 
 def test_bombs_stay_within_the_memory_bound_and_healthz_answers(tmp_path: Path) -> None:
     """One bomb, then 8 at once (every coding, traces and logs, protobuf and JSON): each 413,
-    the peak RSS within the README's bound (the limit plus one chunk inflated at a time, plus
+    the peak RSS within the documented bound (the limit plus one chunk inflated at a time, plus
     each body as sent, twice for a moment), /healthz answering throughout; ordinary
     compressed requests before and after are delivered."""
     for coding in ("gzip", "deflate", "raw-deflate"):

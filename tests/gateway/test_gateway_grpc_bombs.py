@@ -1,6 +1,6 @@
 """Decompression bombs over OTLP/gRPC: a message sent with ``grpc-encoding: gzip`` (or
 deflate) is inflated by the gateway's one bounded inflating thread, not by gRPC, so memory
-stays within the README's bound and ``/healthz`` keeps answering.
+stays within the documented bound and ``/healthz`` keeps answering.
 
 The bombs are gRPC messages of 1 MiB inflating to a valid 1 GiB ExportTraceServiceRequest,
 sent over raw HTTP/2 (``h2``) with the compressed flag set; a gRPC client would have to hold
@@ -157,7 +157,7 @@ def send_normal_calls(gateway: Gateway, receiver: Receiver, tag: str) -> None:
 
 def test_grpc_bombs_stay_within_the_memory_bound_and_healthz_answers(tmp_path: Path) -> None:
     """One gzip bomb, then 8 at once (gzip and deflate): each RESOURCE_EXHAUSTED, the peak RSS
-    within the README's bound (the limit plus one chunk inflated at a time, plus each message
+    within the documented bound (the limit plus one chunk inflated at a time, plus each message
     as sent, twice for a moment), /healthz answering throughout; ordinary compressed calls
     before and after are delivered. (Before, gRPC inflated each message up to the limit on
     the thread reading it: 8 bombs at once took 209 MiB over the baseline.)"""

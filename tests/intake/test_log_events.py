@@ -355,7 +355,7 @@ def test_a_record_in_an_ended_span_with_no_ids_goes_out_when_its_root_ends(
 def test_a_record_outside_any_local_span_does_not_wait_for_a_root(
     server: EventsApiServer,
 ) -> None:
-    """README: "a record emitted outside any span links through its own attributes and
+    """docs/faq.md: "a record emitted outside any span links through its own attributes and
     baggage only". Emitted in a context extracted from an incoming ``traceparent`` (a remote
     parent, no span of this process), it has no local root to wait for: it goes out with the
     queue, not after linger_seconds."""

@@ -312,14 +312,14 @@ def test_sampled_out_records_do_not_push_a_waiting_span_event_out_unlinked(
     assert events["upgrade_purchased"].get("externalConversationId") == "chat-1"
 
 
-# -- D2. The README's log-processor-only setup silently gets none of the trace linking -------
+# -- D2. The documented log-processor-only setup silently gets none of the trace linking -------
 
 
 def test_a_log_processor_alone_says_it_cannot_link_through_spans_and_with_a_span_processor_does(
     server: EventsApiServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A log record processor alone cannot see the span's ancestors or the rest of the trace
-    (nothing tracks spans): it says so once, and the README's setup (a span processor with the
+    (nothing tracks spans): it says so once, and the documented setup (a span processor with the
     same settings beside it) links the record to the conversation on the request's root."""
     results: list[str | None] = []
     for with_span_processor in (False, True):
@@ -432,7 +432,7 @@ def test_an_exported_record_whose_root_ended_before_its_batch_is_not_held(
     roots in span batches. Roots seen lately are kept in ``Linker.recent_roots``, bounded by
     ``max_traces``; once more roots than that ended in between (4096 at the default: a busy
     service within one batch delay) the record waits for a root that is long gone —
-    linger_seconds (5 min), then sent as ``linger_expired``. The README says an event whose
+    linger_seconds (5 min), then sent as ``linger_expired``. docs/linking.md says an event whose
     trace was pushed out of the store goes out, not that it waits."""
     with exporters(server, max_traces=8) as app:
         with app.tracer.start_as_current_span("chat"), app.tracer.start_as_current_span("tool"):

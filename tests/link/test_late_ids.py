@@ -132,7 +132,7 @@ print("traced_mb", round(tracemalloc.get_traced_memory()[0] / 1e6, 2))
 
 
 def test_events_waiting_at_the_bound_hold_about_8_mb(tmp_path: Path) -> None:
-    """The README's figure: 2,048 waiting events, measured against the same app without the
+    """docs/linking.md's figure: 2,048 waiting events, measured against the same app without the
     processor (the application's own open root spans are not ours)."""
     script = tmp_path / "waiting_memory.py"
     script.write_text(WAITING_MEMORY)

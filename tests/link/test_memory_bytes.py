@@ -2,7 +2,7 @@
 (not an LLM prompt recorded on its span), and the trace store keeps no over-long id values.
 
 Measured with tracemalloc around real spans of the real SDK (library) and real OTLP requests
-decoded as the gateway decodes them, each figure against the bound the README states.
+decoded as the gateway decodes them, each figure against the bound docs/linking.md states.
 """
 
 from __future__ import annotations

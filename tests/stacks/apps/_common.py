@@ -88,7 +88,7 @@ def openai_base_url() -> str:
 
 
 def report_upgrade(chat: Chat) -> None:
-    """The upgrade, as the README shows: ``track()`` on the current span."""
+    """The upgrade, as docs/linking.md shows: ``track()`` on the current span."""
     otel_greenflash.track(
         "upgrade",
         PRICE,
@@ -99,7 +99,7 @@ def report_upgrade(chat: Chat) -> None:
 
 
 def report_cancellation(chat: Chat) -> None:
-    """The cancellation, as the README shows: a span carrying ``greenflash.event.*``."""
+    """The cancellation, as docs/linking.md shows: a span carrying ``greenflash.event.*``."""
     tracer = trace.get_tracer("stack_app.billing")
     with tracer.start_as_current_span("billing.cancellation") as span:
         span.set_attributes(
