@@ -1,9 +1,11 @@
-"""The zero-code and web-app examples, run as users would, plus the configuration reference's
-completeness."""
+"""The zero-code and web-app examples, run as users would, plus the documentation's
+completeness: the configuration reference and the stage map."""
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
+import re
 import subprocess
 import sys
 import time
@@ -37,6 +39,29 @@ def test_configuration_reference_documents_every_environment_variable() -> None:
     missing = [name for name in ENVIRONMENT_VARIABLES if f"`{name}`" not in rows]
     assert missing == []
     assert all(row.rstrip(" |").split("|")[-1].strip() for row in rows.values())
+
+
+def test_the_stage_map_names_every_module_and_only_modules_that_exist() -> None:
+    """docs/architecture.md names every module of the package (``spool*.py`` stands for the
+    spool's modules), and it and the README's map name no module that does not exist."""
+    package = ROOT / "otel_greenflash"
+    every_module = {path.name for path in package.rglob("*.py")}
+    modules = {
+        path.name
+        for path in package.rglob("*.py")
+        if "testing" not in path.relative_to(package).parts
+        and path.name not in {"__init__.py", "__main__.py", "_version.py"}
+    }
+    architecture = (ROOT / "docs" / "architecture.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    stage_map = readme[readme.index("## How it is built") :]
+    stage_map = stage_map[: stage_map.index("\n## ")]
+    named = set(re.findall(r"[\w*]+\.py\b", architecture + stage_map))
+    assert [name for name in named if not fnmatch.filter(every_module, name)] == []
+    unnamed = [m for m in modules if not any(fnmatch.fnmatch(m, name) for name in named)]
+    assert unnamed == []
+    for folder in {path.parent.name for path in package.rglob("*.py")} - {"otel_greenflash"}:
+        assert f"{folder}/" in architecture
 
 
 def test_zero_code_example(server: EventsApiServer) -> None:
