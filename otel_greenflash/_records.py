@@ -10,15 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import weakref
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.util.types import AttributeValue
 
 from . import attributes as attr
-from ._event import BusinessEvent
+from ._event import BusinessEvent, InvalidAttribute
 
 LOG_EVENT_NAME = attr.SPAN_EVENT_NAME
 _EVENT_TYPE = attr.EVENT_TYPE
@@ -41,6 +41,51 @@ class LinkedSpan:
 Ancestor = ReadableSpan | LinkedSpan
 
 
+class LinkingSpan(NamedTuple):
+    """A finished span that carries no business event, reduced to what the link stage reads
+    of it (decoded OTLP builds no SDK span for it; see ``EventPipeline.linking_span_ended``)."""
+
+    trace_id: int
+    span_id: int
+    root: bool
+    """It has no parent span id: its trace's root."""
+    ids: Mapping[str, Any]
+    """Its attributes under the pipeline's id and alias keys (empty for most spans)."""
+
+
+@dataclass(slots=True)
+class MapOutcome:
+    """What the map stage made of the records that carry it, for an intake that answers for a
+    batch (the gateway): filled on the worker the first time each record is mapped (when it
+    goes out, or is held in the spool while it waits), so it is complete once the worker has
+    taken the batch in."""
+
+    insert_ids: set[str] = field(default_factory=set)
+    """The valid events' insertIds."""
+    invalid: int = 0
+    """Events that break the attribute convention (never sent)."""
+    rejected_records: int = 0
+    """Records carrying at least one invalid event."""
+    first_problem: str = ""
+    """What was wrong with the first invalid event mapped ('' when none)."""
+
+    def add(self, events: Sequence[BusinessEvent], invalid: Sequence[InvalidAttribute]) -> None:
+        """One record's mapping."""
+        self.insert_ids.update(event.insert_id for event in events)
+        if invalid:
+            self.rejected_records += 1
+            self.invalid += len(invalid)
+            if not self.first_problem:
+                self.first_problem = invalid[0].describe()
+
+    def unmappable(self, events: int) -> None:
+        """A record whose mapping failed: its ``events`` are counted invalid."""
+        self.rejected_records += 1
+        self.invalid += events
+        if not self.first_problem:
+            self.first_problem = "an event could not be mapped (see the gateway's log)"
+
+
 @dataclass(slots=True)
 class EventSpan:
     """An ended span carrying business events, plus what its end captured for linking."""
@@ -51,6 +96,8 @@ class EventSpan:
     id_like_keys: tuple[str, ...] | None = None
     """Set on a record slimmed to wait (see :mod:`._waiting_record`): the keys that looked
     like ids on what it was slimmed from (the unlinked warning names them)."""
+    outcome: MapOutcome | None = None
+    """Told what the map stage made of this record, the first time it is mapped."""
 
     @property
     def trace_id(self) -> int:
@@ -95,6 +142,8 @@ class EventLog:
     attribute and the body, which the slim record no longer holds)."""
     id_like_keys: tuple[str, ...] | None = None
     """As :attr:`EventSpan.id_like_keys`."""
+    outcome: MapOutcome | None = None
+    """As :attr:`EventSpan.outcome`."""
 
     @property
     def time_ns(self) -> int | None:

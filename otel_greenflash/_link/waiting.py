@@ -47,7 +47,7 @@ def slim(item: EventSpan | EventLog, keys: LinkKeys) -> EventSpan | EventLog:
     ancestors = tuple(_linked(ancestor, keys) for ancestor in item.ancestors)
     baggage = None if item.baggage is None else _ids_only(item.baggage, keys)
     if isinstance(item, EventSpan):
-        return EventSpan(_slim_span(item.span, keys), ancestors, baggage, hint)
+        return EventSpan(_slim_span(item.span, keys), ancestors, baggage, hint, item.outcome)
     insert_id = item.insert_id
     if insert_id is None:
         insert_id = log_record_insert_id(
@@ -75,6 +75,7 @@ def slim(item: EventSpan | EventLog, keys: LinkKeys) -> EventSpan | EventLog:
         source=item.source,
         insert_id=insert_id,
         id_like_keys=hint,
+        outcome=item.outcome,
     )
 
 

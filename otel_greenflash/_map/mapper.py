@@ -56,19 +56,27 @@ class EventMapper:
         report: bool = True,
     ) -> list[BusinessEvent]:
         """The events of ``record``; ``cut_short`` says why it stopped waiting. With
-        ``report`` (not for drops), invalid events are counted and logged.
+        ``report`` (not for drops), invalid events are counted and logged. The record's
+        :class:`MapOutcome`, if any, is told the result (once).
 
         Never raises: a mapping bug must not take the rest of the batch with it.
         """
         if isinstance(record, BusinessEvent):
             return [record]
+        outcome = record.outcome
+        if outcome is not None:
+            record.outcome = None  # told once: a record held while it waits is mapped again
         try:
             result = self._map(record, linked)
         except Exception:
             logger.exception("otel_greenflash could not map a %s", _source(record))
             if report:
                 self._stats.add_invalid(event_count(record))
+            if outcome is not None:
+                outcome.unmappable(event_count(record))
             return []
+        if outcome is not None:
+            outcome.add(result.events, result.invalid)
         if report:
             self.report_invalid(result.invalid)
         if report:

@@ -37,7 +37,7 @@ from .._link.rules import LinkKeys
 from .._link.status import StatusWriter
 from .._logging import RateLimitedLog, logger
 from .._map.mapper import EventMapper
-from .._records import LOG_EVENT_NAME, EventLog, Record, event_count
+from .._records import LOG_EVENT_NAME, EventLog, MapOutcome, Record, event_count
 from .._stats import DeliveryStats, StatsSnapshot
 from .drops import Drops
 from .worker import BackgroundWorker
@@ -151,14 +151,16 @@ class EventPipeline:
         start_baggage: Mapping[str, object] | None = None,
         *,
         live: bool = False,
+        outcome: MapOutcome | None = None,
     ) -> None:
         """A finished span from any span intake (``live``: its start was seen, so its live
-        ancestors can be read)."""
+        ancestors can be read; ``outcome``: told what the map stage makes of it)."""
         self.check_pid()
         item, released = self.linker.finished_span(span, start_baggage, with_ancestors=live)
         if item is not None and live and self.linker.seen_before(item):
             item = None  # two span processors of this pipeline on one provider: queued once
         if item is not None:
+            item.outcome = outcome
             dropped = span.dropped_events
             if dropped:
                 self.drops.sdk_dropped_span_events(span.name, dropped)
@@ -332,6 +334,10 @@ class EventPipeline:
             return self.worker.flush(seconds, drain=drain)
 
         return self.lanes.flush(max(0.0, deadline - time.monotonic()), drain_worker)
+
+    def queue_room(self) -> int:
+        """How many more records the queue takes now (only the worker makes more room)."""
+        return self.worker.room
 
     def take_in(self, timeout_seconds: float) -> bool:
         """Wait until the worker has linked, mapped and laid down everything submitted

@@ -53,6 +53,11 @@ class BackgroundWorker(Generic[Item]):
     def __len__(self) -> int:
         return len(self._queue)
 
+    @property
+    def room(self) -> int:
+        """How many more items the queue takes now."""
+        return max(0, self._max_queue_size - len(self._queue))
+
     def submit(self, item: Item) -> bool:
         """Queue an item; False when the queue is full or the worker is shut down."""
         with self._condition:

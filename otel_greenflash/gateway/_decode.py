@@ -12,7 +12,7 @@ Span links are not decoded: linking follows the trace id and parent ids only.
 
 The gateway decodes with :func:`decode_spans`: only a span that may carry a business event (its
 encoded form mentions ``greenflash.event``) becomes a ``ReadableSpan``; every other span is
-reduced to what the link stage reads of it (:class:`~otel_greenflash.gateway._intake.LinkingSpan`),
+reduced to what the link stage reads of it (:class:`~otel_greenflash._records.LinkingSpan`),
 and a span that is neither a trace root nor carries an id key is validated and then dropped
 (linking does nothing with it).
 """
@@ -52,7 +52,7 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
-from ._intake import LinkingSpan
+from .._records import LinkingSpan
 
 __all__ = [
     "DecodedSpans",

@@ -1,4 +1,5 @@
-"""Decode a request and hand it to the pipeline, off the event loop; shared by HTTP and gRPC.
+"""Ingest: each HTTP or gRPC request handled off the event loop (a slot, one deadline, decoding),
+then given to the gateway's intake (:mod:`._intake`, which feeds the pipeline).
 
 Decoding and :meth:`DurableIntake.accept` (which returns once the batch's business events are
 in the spool) run on a small thread pool. A request needs one of ``workers`` slots before its
@@ -30,13 +31,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.trace import ReadableSpan
 
+from .._records import LinkingSpan
 from ._decode import (
     MalformedRequestError,
     RequestTooLargeError,
     decode_spans,
     log_records_from_request,
 )
-from ._intake import Acceptance, LinkingSpan, NotAccepted
+from ._intake import Acceptance, NotAccepted
 from ._metrics import GatewayMetrics
 
 logger = logging.getLogger("otel_greenflash.gateway")

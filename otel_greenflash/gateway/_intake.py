@@ -1,9 +1,13 @@
-"""The intake for decoded OTLP (the gateway): a batch is acknowledged only once durable.
+"""The gateway's intake: decoded OTLP batches into the pipeline, each acknowledged once durable.
 
-``accept`` feeds finished spans and log records to the pipeline like the exporters do, then
-waits until the worker has linked, mapped and written their business events to the spool
-(waiting ones as waiting rows). It refuses, so the sender keeps its data and retries, when the
-spool cannot take the batch.
+Thin like the other intakes (:mod:`otel_greenflash.processor`, :mod:`otel_greenflash.logs`):
+``accept`` builds finished records from decoded spans and log records and hands them to the
+pipeline, then waits until the worker has linked, mapped and written their business events to
+the spool (waiting ones as waiting rows). What the batch held that was invalid is what the map
+stage found (a :class:`~otel_greenflash._records.MapOutcome` the records carry), not a second
+mapping here. It refuses, so the sender keeps its data and retries, when the spool cannot take
+the batch. Requests themselves (slots, deadlines, decoding off the event loop) are
+:mod:`._ingest`'s.
 
 Requests are taken concurrently (one thread each). Two things keep that safe:
 
@@ -23,7 +27,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from opentelemetry._logs import LogRecord
 from opentelemetry.sdk._logs import ReadableLogRecord
@@ -33,10 +37,15 @@ from .._config import ConfigurationError, GreenflashConfig
 from .._deliver.transport import Transport
 from .._lane.spool import Spool
 from .._lane.spool_feed import DiskFull
-from .._map.rules import map_log_record, map_span
 from .._pipeline.intake import PipelineIntake
 from .._pipeline.pipeline import EventPipeline
-from .._records import count_business_events, is_log_business_event, plain_attributes
+from .._records import (
+    LinkingSpan,
+    MapOutcome,
+    count_business_events,
+    is_log_business_event,
+    plain_attributes,
+)
 from .._stats import StatsSnapshot
 from ..logs import event_log_of
 
@@ -57,18 +66,6 @@ class Acceptance:
     rejected_items: int = 0
     """Spans and log records that carry at least one invalid business event (what OTLP's
     ``rejected_spans`` / ``rejected_log_records`` count)."""
-
-
-class LinkingSpan(NamedTuple):
-    """A finished span that carries no business event, as the link stage reads it: the
-    gateway builds no SDK span for it (see :meth:`EventPipeline.linking_span_ended`)."""
-
-    trace_id: int
-    span_id: int
-    root: bool
-    """It has no parent span id: its trace's root."""
-    ids: Mapping[str, Any]
-    """Its attributes under the pipeline's id and alias keys (empty for most spans)."""
 
 
 class NotAccepted(Exception):  # noqa: N818 - a refusal, not a failure of the gateway
@@ -128,9 +125,8 @@ class DurableIntake(PipelineIntake):
         usable, reason = self._usable()
         if not usable:
             raise NotAccepted(reason, self._retry_after())
-        events, invalid, rejected_items, message, insert_ids = _precheck(
-            pipeline, spans, log_records
-        )
+        event_logs = _business_event_logs(log_records)
+        events = _business_event_count(spans) + len(event_logs)
         feed = pipeline.feed
         spool = feed.spool
         missed = feed.writes_missed
@@ -139,10 +135,11 @@ class DurableIntake(PipelineIntake):
             self._reserve(spool, events)
             reserved = events
         covered = self._unsettled_now()
+        outcome = MapOutcome()
         handed_over = True
         try:
             try:
-                self._hand_over(pipeline, spans, log_records, received_ns, deadline)
+                self._hand_over(pipeline, spans, event_logs, outcome, received_ns, deadline)
             except _Refused as refusal:
                 handed_over = refusal.handed_over
                 raise
@@ -152,40 +149,41 @@ class DurableIntake(PipelineIntake):
                 raise NotAccepted("the gateway is shutting down", 1.0)
             if feed.spool is None:
                 raise NotAccepted("the spool stopped working (see the gateway's log)")
-            if feed.missed_any(missed, insert_ids):  # some of its events may not be written
+            if feed.missed_any(missed, frozenset(outcome.insert_ids)):  # some not written
                 raise NotAccepted(_full_reason(feed.full), self._retry_after())
         except BaseException:
             self._release(reserved, covered=(), unsettled=handed_over)
             raise
         self._release(reserved, covered=covered, unsettled=False)
-        return Acceptance(events - invalid, invalid, message, rejected_items)
+        invalid = outcome.invalid
+        return Acceptance(
+            events - invalid, invalid, outcome.first_problem, outcome.rejected_records
+        )
 
     def _hand_over(
         self,
         pipeline: EventPipeline,
         spans: Sequence[ReadableSpan | LinkingSpan],
-        log_records: Sequence[ReadableLogRecord],
+        event_logs: Sequence[tuple[LogRecord, Mapping[str, Any]]],
+        outcome: MapOutcome,
         received_ns: int,
         deadline: float,
     ) -> None:
         """Give the batch to the pipeline in order, in parts that fit the queue's free room,
-        waiting for the worker between parts. Raises :class:`_Refused` when the queue does
-        not free up before ``deadline``.
+        waiting for the worker between parts; each record tells ``outcome`` how it mapped.
+        Raises :class:`_Refused` when the queue does not free up before ``deadline``.
 
         A full span queues at most one record, a business-event log record one, a
         :class:`LinkingSpan` none. One part is handed over at a time (of any batch), so the
         room counted is there for the whole part: only the worker takes from the queue."""
-        worker = pipeline.worker
-        capacity = pipeline.config.max_queue_size
         span_ended = pipeline.span_ended
         linking_span_ended = pipeline.linking_span_ended
-        event_logs = _business_event_logs(log_records)
         span_count, log_count = len(spans), len(event_logs)
         next_span = next_log = 0
         pipeline.check_pid()
         while True:
             with self._handing_over:
-                room = capacity - len(worker)
+                room = pipeline.queue_room()
                 while next_span < span_count:
                     span = spans[next_span]
                     if isinstance(span, LinkingSpan):
@@ -193,7 +191,7 @@ class DurableIntake(PipelineIntake):
                             span.trace_id, span.span_id, root=span.root, ids=span.ids
                         )
                     elif room > 0:
-                        span_ended(span)
+                        span_ended(span, outcome=outcome)
                         room -= 1
                     else:
                         break
@@ -203,6 +201,7 @@ class DurableIntake(PipelineIntake):
                     event_log = event_log_of(record, attributes, pipeline.linker)
                     if not event_log.timestamp and not event_log.observed_timestamp:
                         event_log.received_timestamp = received_ns  # eventAt, not insertId
+                    event_log.outcome = outcome
                     pipeline.log_emitted(event_log)
                     room -= 1
                     next_log += 1
@@ -331,7 +330,7 @@ class DurableIntake(PipelineIntake):
         pipeline = self._shared
         spool = pipeline.feed.spool
         return {
-            "queue_depth": len(pipeline.worker),
+            "queue_depth": pipeline.config.max_queue_size - pipeline.queue_room(),
             "queue_capacity": pipeline.config.max_queue_size,
             "spool_capacity": spool.max_events if spool is not None else 0,
         }
@@ -371,52 +370,7 @@ def _business_event_logs(
     return found
 
 
-def _precheck(
-    pipeline: EventPipeline,
-    spans: Sequence[ReadableSpan | LinkingSpan],
-    log_records: Sequence[ReadableLogRecord],
-) -> tuple[int, int, int, str, frozenset[str]]:
-    """Count the batch's business events, the invalid ones and the spans and log records
-    that carry invalid ones, without linking (a pure pass; the pipeline maps again with the
-    ids it finds); and the valid ones' insertIds (linking does not change them)."""
-    config = pipeline.config
-    events = invalid = rejected_items = 0
-    message = ""
-    insert_ids: set[str] = set()
-    for span in spans:
-        if isinstance(span, LinkingSpan):
-            continue  # no business event
-        count = count_business_events(span)
-        if not count:
-            continue
-        events += count
-        result = map_span(span, default_product_id=config.product_id, link_keys=pipeline.link_keys)
-        insert_ids.update(event.insert_id for event in result.events)
-        if result.invalid:
-            invalid += len(result.invalid)
-            rejected_items += 1
-            if not message:
-                message = result.invalid[0].describe()
-    for readable in log_records:
-        record = readable.log_record
-        attributes = plain_attributes(record.attributes)
-        if not is_log_business_event(record.event_name, attributes):
-            continue
-        events += 1
-        result = map_log_record(
-            attributes,
-            event_name=record.event_name,
-            time_ns=record.timestamp,
-            observed_time_ns=record.observed_timestamp,
-            trace_id=record.trace_id or 0,
-            span_id=record.span_id or 0,
-            default_product_id=config.product_id,
-            link_keys=pipeline.link_keys,
-        )
-        insert_ids.update(event.insert_id for event in result.events)
-        if result.invalid:
-            invalid += len(result.invalid)
-            rejected_items += 1
-            if not message:
-                message = result.invalid[0].describe()
-    return events, invalid, rejected_items, message, frozenset(insert_ids)
+def _business_event_count(spans: Sequence[ReadableSpan | LinkingSpan]) -> int:
+    """How many business events the spans carry (counted, not mapped: a
+    :class:`LinkingSpan` carries none)."""
+    return sum(count_business_events(span) for span in spans if not isinstance(span, LinkingSpan))

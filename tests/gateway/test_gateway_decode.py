@@ -39,7 +39,7 @@ from otel_greenflash import GreenflashConfig
 from otel_greenflash._deliver.transport import SendOutcome
 from otel_greenflash._link.linker import Linker
 from otel_greenflash._link.rules import LinkKeys
-from otel_greenflash._records import count_business_events
+from otel_greenflash._records import LinkingSpan, count_business_events
 from otel_greenflash.gateway._decode import (
     JSON,
     PROTOBUF,
@@ -51,7 +51,7 @@ from otel_greenflash.gateway._decode import (
     parse_traces,
     spans_from_request,
 )
-from otel_greenflash.gateway._intake import DurableIntake, LinkingSpan, NotAccepted
+from otel_greenflash.gateway._intake import DurableIntake, NotAccepted
 from otel_greenflash.gateway._status import (
     RETRY_INFO_TYPE_URL,
     any_message,
@@ -1063,5 +1063,61 @@ def test_acceptance_counts_the_spans_that_carry_invalid_events(tmp_path: Path) -
     try:
         acceptance = intake.accept([*_event_spans(1, 2), broken], (), 30)
         assert (acceptance.events, acceptance.invalid, acceptance.rejected_items) == (2, 3, 1)
+    finally:
+        intake.shutdown(0)
+
+
+def test_invalid_events_of_records_waiting_for_their_root_are_reported_once(
+    tmp_path: Path,
+) -> None:
+    """A child span and a log record whose trace's root has not arrived wait (held in the
+    spool); their invalid events are in that batch's acceptance all the same (what the map
+    stage found when it held them), and in no later batch's: the root's batch releases them
+    without a word about them, and ``stats()`` counts each invalid event once."""
+    bad = {
+        "greenflash.event.type": "bad",
+        "greenflash.event.value": "not-money",
+        "greenflash.event.value_type": "currency",
+    }
+    root = SpanContext(0xBEEF, 1, False)
+    valid_child = ReadableSpan(
+        name="valid",
+        context=SpanContext(0xBEEF, 2, False),
+        parent=root,
+        attributes={"greenflash.event.type": "upgrade_purchased", "greenflash.event.value": 1},
+        start_time=1,
+        end_time=2,
+    )
+    broken_child = ReadableSpan(
+        name="broken",
+        context=SpanContext(0xBEEF, 3, False),
+        parent=root,
+        attributes=bad,
+        start_time=1,
+        end_time=2,
+    )
+    log_record = {
+        "eventName": "greenflash.event",
+        "timeUnixNano": "5",
+        "traceId": f"{0xBEEF:032x}",
+        "spanId": f"{2:016x}",
+        "attributes": [
+            {"key": key, "value": {"stringValue": str(value)}} for key, value in bad.items()
+        ],
+    }
+    body = json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [log_record]}]}]}).encode()
+    intake = _intake(tmp_path)
+    try:
+        spans = intake.accept([valid_child, broken_child], (), 30)
+        assert (spans.events, spans.invalid, spans.rejected_items) == (1, 1, 1)
+        assert "greenflash.event.value" in spans.message
+        logs = intake.accept((), log_records_from_request(parse_logs(body, JSON)), 30)
+        assert (logs.events, logs.invalid, logs.rejected_items) == (0, 1, 1)
+        assert intake.stats()["waiting"] == 3
+        released = intake.accept([LinkingSpan(0xBEEF, 1, True, {})], (), 30)
+        assert (released.events, released.invalid, released.message) == (0, 0, "")
+        stats = intake.stats()
+        assert stats["waiting"] == 0
+        assert stats["invalid"] == 2
     finally:
         intake.shutdown(0)
