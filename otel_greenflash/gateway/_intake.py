@@ -11,9 +11,9 @@ the batch. Requests themselves (slots, deadlines, decoding off the event loop) a
 
 Requests are taken concurrently (one thread each). Two things keep that safe:
 
-- **Room is reserved.** A batch's events are counted against the spool's bound together with
-  the events of batches accepted but not written yet, under one lock, so batches arriving
-  together never overfill the spool (which would evict events already acknowledged).
+- **Room is reserved** in the spool for a batch before it is handed over, counted together
+  with the batches not written yet (:mod:`otel_greenflash._lane.spool_room`), so batches
+  arriving together never overfill the spool (which would evict events already acknowledged).
 - **The queue never overflows.** The pipeline's queue refuses what does not fit; the intake
   hands a batch over in parts no larger than the queue's free room (one part at a time) and
   waits for the worker between parts, so a batch larger than the queue is taken whole and no
@@ -22,7 +22,6 @@ Requests are taken concurrently (one thread each). Two things keep that safe:
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -35,8 +34,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from .._config import ConfigurationError, GreenflashConfig
 from .._deliver.transport import Transport
-from .._lane.spool import Spool
-from .._lane.spool_feed import DiskFull
+from .._lane.spool_room import RETRY_AFTER_SECONDS, NoRoom, SpoolRoom
 from .._pipeline.intake import PipelineIntake
 from .._pipeline.pipeline import EventPipeline
 from .._records import (
@@ -48,9 +46,6 @@ from .._records import (
 )
 from .._stats import StatsSnapshot
 from ..logs import event_log_of
-
-RETRY_AFTER_SECONDS = 5.0
-"""The retry delay suggested when the spool cannot take a batch now."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,19 +84,7 @@ class DurableIntake(PipelineIntake):
             raise ConfigurationError("the gateway cannot run with GREENFLASH_ENABLED=false")
         pipeline = self._join(config, on_error=None, on_drop=None, transport=transport)
         assert pipeline is not None  # enabled, checked above
-        pipeline.feed.memory_fallback = False  # a full disk refuses batches: senders keep them
-        self._room = threading.Lock()
-        """Guards the spool's count and the reservations below."""
-        self._counted: tuple[Spool, int, int] | None = None
-        """The latest count of a spool: (spool, events not yet delivered, its newest row's
-        number when counting began)."""
-        self._reserved = 0
-        """Events of accepted batches that may not be in the spool yet (their room)."""
-        self._unsettled: dict[int, int] = {}
-        """Reservations of batches refused after they were handed to the pipeline: their
-        events may still be written, so their room is kept until a later batch's wait for the
-        worker covered them. By batch number."""
-        self._numbers = itertools.count()
+        self._room = SpoolRoom(pipeline.feed)
         self._handing_over = threading.Lock()
         """One part of a batch at a time goes to the pipeline's queue (see :meth:`_hand_over`)."""
         pipeline.take_in(config.timeout_seconds)  # the worker opens the spool
@@ -122,39 +105,28 @@ class DurableIntake(PipelineIntake):
         pipeline = self._shared
         if self._is_shutdown or pipeline.is_shutdown:
             raise NotAccepted("the gateway is shutting down", 1.0)
+        room = self._spool_room()
         usable, reason = self._usable()
         if not usable:
-            raise NotAccepted(reason, self._retry_after())
+            raise NotAccepted(reason, room.retry_after())
         event_logs = _business_event_logs(log_records)
         events = _business_event_count(spans) + len(event_logs)
-        feed = pipeline.feed
-        spool = feed.spool
-        missed = feed.writes_missed
-        reserved = 0
-        if spool is not None and events:
-            self._reserve(spool, events)
-            reserved = events
-        covered = self._unsettled_now()
-        outcome = MapOutcome()
-        handed_over = True
         try:
+            reservation = room.reserve(events)
+            outcome = MapOutcome()
             try:
                 self._hand_over(pipeline, spans, event_logs, outcome, received_ns, deadline)
-            except _Refused as refusal:
-                handed_over = refusal.handed_over
+                if not pipeline.take_in(max(0.0, deadline - time.monotonic())):
+                    raise _Refused("the batch was not written to the spool in time")
+                if pipeline.is_shutdown:
+                    raise _Refused("the gateway is shutting down")
+                room.confirm(reservation, outcome.insert_ids)
+            except BaseException as error:
+                handed_over = not isinstance(error, _Refused) or error.handed_over
+                room.give_back(reservation, handed_over=handed_over)
                 raise
-            if not pipeline.take_in(max(0.0, deadline - time.monotonic())):
-                raise NotAccepted("the batch was not written to the spool in time", 1.0)
-            if pipeline.is_shutdown:
-                raise NotAccepted("the gateway is shutting down", 1.0)
-            if feed.spool is None:
-                raise NotAccepted("the spool stopped working (see the gateway's log)")
-            if feed.missed_any(missed, frozenset(outcome.insert_ids)):  # some not written
-                raise NotAccepted(_full_reason(feed.full), self._retry_after())
-        except BaseException:
-            self._release(reserved, covered=(), unsettled=handed_over)
-            raise
-        self._release(reserved, covered=covered, unsettled=False)
+        except NoRoom as no_room:
+            raise NotAccepted(no_room.reason, no_room.retry_after_seconds) from None
         invalid = outcome.invalid
         return Acceptance(
             events - invalid, invalid, outcome.first_problem, outcome.rejected_records
@@ -209,62 +181,21 @@ class DurableIntake(PipelineIntake):
                 return
             handed_over = next_span > 0 or next_log > 0
             if pipeline.is_shutdown:
-                raise _Refused("the gateway is shutting down", handed_over)
+                raise _Refused("the gateway is shutting down", handed_over=handed_over)
             # The queue is full: wait for the worker to take in what is queued.
             if not pipeline.take_in(max(0.0, deadline - time.monotonic())):
-                raise _Refused("the batch was not written to the spool in time", handed_over)
-
-    # -- room in the spool -------------------------------------------------------------------
-
-    def _reserve(self, spool: Spool, events: int) -> None:
-        """Reserve room for ``events``, or refuse: the spool's events not yet delivered, plus
-        those reserved by batches not written yet, plus these, must fit its bound.
-
-        Counting scans the whole spool (the longer an outage, the longer each request), so it
-        is done only when an upper bound does not settle it. The bound: events not yet
-        delivered now are at most those counted last time plus the rows written since, and
-        rows written since have numbers above the newest row's number read before that count
-        (numbers only grow, and a row's status never goes back to pending). Delivered rows only
-        make the bound loose until the next count; rows of a batch being written are in both
-        the count (or the rows since) and the reservations until it is done: loose, never
-        short."""
-        with self._room:
-            counted = self._counted
-            if counted is not None and counted[0] is spool:
-                _, pending, newest = counted
-                written_since = max(0, spool.last_seq() - newest)
-                if pending + written_since + self._reserved + events <= spool.max_events:
-                    self._reserved += events
-                    return
-            newest = spool.last_seq()
-            pending, _ = spool.counts()
-            self._counted = (spool, pending, newest)
-            if pending + self._reserved + events > spool.max_events:
-                waiting = pending + self._reserved
-                raise NotAccepted(
-                    f"the spool is full ({waiting} of {spool.max_events} events waiting)"
+                raise _Refused(
+                    "the batch was not written to the spool in time", handed_over=handed_over
                 )
-            self._reserved += events
-
-    def _unsettled_now(self) -> tuple[int, ...]:
-        """The refused batches whose events this batch's wait for the worker will cover (all
-        handed over before this batch)."""
-        with self._room:
-            return tuple(self._unsettled)
-
-    def _release(self, reserved: int, *, covered: Sequence[int], unsettled: bool) -> None:
-        """The batch is written (or refused): give back its room, and that of the refused
-        batches its wait covered. A refused batch already handed over keeps its room until a
-        later batch's wait covers it (its events may still reach the spool)."""
-        with self._room:
-            for number in covered:
-                self._reserved -= self._unsettled.pop(number, 0)
-            if unsettled and reserved:
-                self._unsettled[next(self._numbers)] = reserved
-            else:
-                self._reserved -= reserved
 
     # -- state -------------------------------------------------------------------------------
+
+    def _spool_room(self) -> SpoolRoom:
+        """Room in the pipeline's spool (a forked child's pipeline has a feed of its own)."""
+        feed = self._shared.feed
+        if self._room.feed is not feed:
+            self._room = SpoolRoom(feed)
+        return self._room
 
     def _usable(self) -> tuple[bool, str]:
         """Whether a batch can be taken at all (cheap: checked for every request)."""
@@ -273,66 +204,28 @@ class DurableIntake(PipelineIntake):
             return False, "shutting down"
         if not pipeline.enabled:
             return False, "GREENFLASH_API_KEY is not set"
-        feed = pipeline.feed
-        if feed.full is not None:
-            return False, _full_reason(feed.full)
-        if feed.spool is None:
-            return False, "the spool is not usable (see the gateway's log)"
-        return True, "ready"
-
-    def _retry_after(self) -> float:
-        """The retry delay to suggest: until the next write is tried while the disk is full."""
-        feed = self._shared.feed
-        if feed.full is None:
-            return RETRY_AFTER_SECONDS
-        return max(1.0, feed.retry_in())
+        return self._spool_room().usable()
 
     def liveness(self) -> tuple[bool, str]:
-        """Alive unless only a restart can help: the spool failed for a reason other than a
-        full disk (I/O error, damaged or read-only file), or its file was removed (what is
-        written to it would be lost with the process). A full disk is not one: a restart
-        would not free space."""
-        feed = self._shared.feed
-        # /healthz answers without a token: no error text or path (the log has them).
-        if feed.broken is not None:
-            return False, "the spool failed (the gateway's log says why)"
-        spool = feed.spool
-        if spool is not None and not spool.file_present():
-            return False, "the spool file was removed"
-        return True, "ok"
+        """Alive unless only a restart can help (see :meth:`SpoolRoom.liveness`)."""
+        return self._spool_room().liveness()
 
     def readiness(self) -> tuple[bool, str]:
         """Ready when events can be delivered (API key or transport), the spool is open and
         it has room for at least one more event."""
         ready, reason = self._usable()
-        spool = self._shared.feed.spool
-        if not ready or spool is None:
+        if not ready:
             return ready, reason
-        waiting = self._waiting_upper_bound(spool)
-        if waiting < spool.max_events:
-            return True, "ready"
-        pending, _ = spool.counts()
-        waiting = pending + self._reserved
-        if waiting >= spool.max_events:
-            return False, f"the spool is full ({waiting} of {spool.max_events} events waiting)"
-        return True, "ready"
-
-    def _waiting_upper_bound(self, spool: Spool) -> int:
-        """At least the events waiting in the spool or reserved (see :meth:`_reserve`)."""
-        counted = self._counted
-        if counted is None or counted[0] is not spool:
-            return spool.max_events  # not counted yet: unknown
-        _, pending, newest = counted
-        return pending + max(0, spool.last_seq() - newest) + self._reserved
+        return self._spool_room().has_room()
 
     def queue_depth(self) -> dict[str, int]:
         """Records in the pipeline's queue now, its capacity, and the spool's bound."""
         pipeline = self._shared
-        spool = pipeline.feed.spool
+        capacity = pipeline.config.max_queue_size
         return {
-            "queue_depth": pipeline.config.max_queue_size - pipeline.queue_room(),
-            "queue_capacity": pipeline.config.max_queue_size,
-            "spool_capacity": spool.max_events if spool is not None else 0,
+            "queue_depth": capacity - pipeline.queue_room(),
+            "queue_capacity": capacity,
+            "spool_capacity": self._spool_room().capacity,
         }
 
     def stats(self) -> StatsSnapshot:
@@ -343,16 +236,10 @@ class DurableIntake(PipelineIntake):
         return self._shared
 
 
-def _full_reason(full: DiskFull | None) -> str:
-    if full is None:
-        return "the spool's filesystem was full while the batch was written"
-    return f"the spool's filesystem is full ({full.error}); the write is retried"
-
-
 class _Refused(NotAccepted):
-    """Refused while a batch was being handed over (``handed_over``: part of it was)."""
+    """Refused after the batch was (``handed_over``) or while it was being handed over."""
 
-    def __init__(self, reason: str, handed_over: bool) -> None:
+    def __init__(self, reason: str, *, handed_over: bool = True) -> None:
         super().__init__(reason, 1.0)
         self.handed_over = handed_over
 
