@@ -69,7 +69,7 @@ ENVIRONMENT_VARIABLES: Mapping[str, str] = MappingProxyType(
         ENV_MAX_CONCURRENCY: "Most requests in flight (keep-alive connections); fewer while the "
         "API throttles. Default 64.",
         ENV_HTTP_CLIENT: "`aiohttp` (default: httpx over aiohttp's pool) or `httpx` (httpx's own "
-        "async transport, one connection per lane).",
+        "async transport, one connection per request in flight).",
         ENV_LINK_LINGER: "Longest wait for a trace's local root span before an event is sent "
         "without a conversation id, ms. Default 300000 (5 minutes: long LLM turns).",
         ENV_LINK_MAX_WAITING: "Event spans that may wait for their conversation id. Default 2048.",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import trace
@@ -26,6 +27,7 @@ from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 
 from ._logging import logger
+from .processor import GreenflashSpanProcessor
 
 
 def sdk_span(span: object) -> SdkSpan | None:
@@ -57,10 +59,10 @@ class _HooksOnAnotherProvider(SpanProcessor):
     provider at each ``logfire.configure()``) only delivers what is queued: the processor
     belongs to the provider it was installed on."""
 
-    def __init__(self, processor: Any) -> None:
+    def __init__(self, processor: GreenflashSpanProcessor) -> None:
         self.processor = processor
-        self._start = processor.on_start
-        self._end = processor.on_end
+        self._start: Callable[..., None] = processor.on_start
+        self._end: Callable[..., None] = processor.on_end
         self._first = True
 
     def on_start(self, span: SdkSpan, parent_context: Context | None = None) -> None:
@@ -84,8 +86,6 @@ class _HooksOnAnotherProvider(SpanProcessor):
 def _has_own_processor(multi: Any, hooks: _HooksOnAnotherProvider) -> bool:
     """The provider runs a Greenflash span processor the application installed (possibly the
     very one these hooks call, passed to ``logfire.configure(additional_span_processors=)``)."""
-    from .processor import GreenflashSpanProcessor
-
     return any(
         isinstance(installed, GreenflashSpanProcessor)
         for installed in getattr(multi, "_span_processors", ())
@@ -127,7 +127,7 @@ def watch_new_providers(finder: ProviderFinder) -> None:
 class ProviderFinder:
     """Adds one processor's hooks to the providers of spans it did not see start."""
 
-    def __init__(self, processor: Any) -> None:
+    def __init__(self, processor: GreenflashSpanProcessor) -> None:
         self._processor = processor
         self._lock = threading.Lock()
         self._checked: weakref.WeakSet[Any] = weakref.WeakSet()

@@ -93,7 +93,7 @@ def configure(**settings: Any) -> GreenflashSpanProcessor | None:
         _installed.add(provider, processor, settings)
         if _finder is None:
             _finder = ProviderFinder(processor)
-            processor._provider_finder = _finder
+            processor._find_unseen_parents(_finder.parent_of)
             watch_new_providers(_finder)
         _install_on_logger_provider(settings)
         return processor

@@ -1,9 +1,11 @@
-"""Delivery: one asyncio loop on a background thread sends each event through a bounded,
-adaptive number of lanes, retrying within the event's retry window.
+"""Delivery: one asyncio loop on a background thread sends each event with a bounded,
+adaptive number of requests in flight (the in-flight limit), retrying within the event's
+retry window.
 
-An event waits for a free lane without any clock running; its retry window starts at its first
-attempt. A ``429``/``503`` carrying ``Retry-After`` pauses the whole endpoint; throttling halves
-the number of requests in flight, and successes grow it back (never above ``max_concurrency``).
+An event waits for a free in-flight slot without any clock running; its retry window starts
+at its first attempt. A ``429``/``503`` carrying ``Retry-After`` pauses the whole endpoint;
+throttling halves the in-flight limit, and successes grow it back (never above
+``max_concurrency``).
 Every body is encoded once, so each attempt carries the same bytes and ``insertId``.
 
 Each event is *settled* exactly once, under one lock: sent, failed, rejected or dropped at
@@ -58,7 +60,7 @@ class _Attempt:
     body: bytes
     seq: int
     window_ends: float = math.inf
-    """Set at the first attempt: no clock runs while the event waits for a lane."""
+    """Set at the first attempt: no clock runs while the event waits for a slot."""
     tries: int = 0
     round: int = -1
     """The throttle's round when the latest attempt started (one halving per round)."""
@@ -202,7 +204,7 @@ class DeliveryEngine:
         self._pump()
 
     def _pump(self) -> None:
-        """Start attempts while lanes are free and the endpoint is not paused."""
+        """Start attempts while the in-flight limit has room and the endpoint is not paused."""
         now = time.monotonic()
         delayed = self._delayed
         while delayed and delayed[0][0] <= now:

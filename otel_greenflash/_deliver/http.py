@@ -2,8 +2,9 @@
 
 The default transport is ``httpx_aiohttp.AiohttpTransport`` (aiohttp's connection pool under
 httpx's request and response types), measured fastest and cheapest here; the pure-httpx
-fallback gives each lane its own ``httpx.AsyncHTTPTransport`` with one keep-alive connection
-(one shared httpcore pool costs CPU growing with the square of the requests in flight).
+fallback gives each request in flight its own ``httpx.AsyncHTTPTransport`` with one
+keep-alive connection, reused by later requests (one shared httpcore pool costs CPU growing
+with the square of the requests in flight).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class EventsApiTransport:
         proxy_url = proxy_for(config.events_url)
         self._proxy = httpx.Proxy(proxy_url) if proxy_url else None
         self._timeout = config.timeout_seconds
-        self._lanes = _Lanes(config.http_client, config.max_concurrency, self._proxy)
+        self._connections = _Connections(config.http_client, config.max_concurrency, self._proxy)
 
     async def send(self, body: bytes, timeout_seconds: float) -> SendOutcome:
         """Called in the delivery loop's context, which carries the suppress flag."""
@@ -107,7 +108,7 @@ class EventsApiTransport:
         request = httpx.Request(
             "POST", self._url, headers=self._headers, content=body, extensions={"timeout": phases}
         )
-        transport, release = self._lanes.take()
+        transport, release = self._connections.take()
         try:
             response = await transport.handle_async_request(request)
             stream = response.stream
@@ -130,12 +131,12 @@ class EventsApiTransport:
         return SendOutcome(status, hints={n: headers[n] for n in _HINT_HEADERS if n in headers})
 
     async def aclose(self) -> None:
-        await self._lanes.aclose()
+        await self._connections.aclose()
 
 
-class _Lanes:
+class _Connections:
     """The httpx transports requests go through: one aiohttp pool, or one httpcore
-    connection per lane handed out from a free list."""
+    connection per request in flight, handed out from a free list."""
 
     def __init__(self, client: str, concurrency: int, proxy: httpx.Proxy | None) -> None:
         self._proxy = proxy
@@ -156,10 +157,10 @@ class _Lanes:
     def take(self) -> tuple[httpx.AsyncBaseTransport, Callable[[], None]]:
         if self._shared is not None:
             return self._shared, _nothing
-        transport = self._free.pop() if self._free else self._new_httpx_lane()
+        transport = self._free.pop() if self._free else self._new_httpx_connection()
         return transport, lambda: self._free.append(transport)
 
-    def _new_httpx_lane(self) -> httpx.AsyncBaseTransport:
+    def _new_httpx_connection(self) -> httpx.AsyncBaseTransport:
         transport = httpx.AsyncHTTPTransport(
             verify=self._ssl_context,
             limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),

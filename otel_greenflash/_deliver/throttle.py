@@ -9,7 +9,7 @@ class Throttle:
 
     A throttling answer (429/503) halves the limit once per round: answers to requests started
     before the last halving do not halve it again. Each success adds one, up to ``maximum``.
-    A ``Retry-After`` on a throttling answer pauses every lane until it has passed.
+    A ``Retry-After`` on a throttling answer pauses every request until it has passed.
     """
 
     def __init__(self, maximum: int) -> None:

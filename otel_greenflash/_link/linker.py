@@ -1,8 +1,10 @@
 """The link stage: which conversation each finished record belongs to, and whether to wait.
 
-Intakes note finished spans here on their own threads (dictionary work only); the pipeline's
-worker links each queued record (:meth:`Linker.sort`), parks the ones whose conversation is
-not known yet until their trace's local root ends, and hands the rest on to mapping.
+It runs the linking rules (:mod:`.rules`). Intakes note finished spans here on their own
+threads (dictionary work only; a span processor's hooks through :mod:`.span_notes`); the
+pipeline's worker links each queued record (:meth:`Linker.sort`), parks the ones whose
+conversation is not known yet until their trace's local root ends, and hands the rest on to
+mapping.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Linking events to conversations through the trace.
+"""The linking rules: how an event finds its conversation through the trace. Data
+structures and pure functions; the link stage that runs them is :mod:`.linker`, its
+application-thread side :mod:`.span_notes`.
 
 Resolution order per id field (first hit wins): the event span itself, its nearest live ancestor
 in this process, W3C baggage in the span's start context, any other span of the same local trace

@@ -1,6 +1,6 @@
 """The map stage: linked records become Events API bodies; what cannot be sent is said once.
 
-The conversion itself is pure (:mod:`._mapping`); this stage counts and reports invalid
+The conversion itself is pure (:mod:`.rules`); this stage counts and reports invalid
 events (rate-limited per kind of problem) and events sent without a conversation id because
 their wait was cut short.
 """

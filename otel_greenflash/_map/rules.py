@@ -1,7 +1,8 @@
-"""Pure mapping from finished spans to Events API bodies. No threads, no I/O.
+"""The mapping rules: finished records to Events API bodies. Pure: no threads, no I/O; the
+map stage that runs them is :mod:`.mapper`.
 
-:func:`has_business_events` is the cheap test run on every span end;
-:func:`map_span` does the full conversion off the application thread.
+:func:`map_span` and :func:`map_log_record` do the full conversion off the application thread
+(the cheap test run on every span end is :func:`otel_greenflash._records.has_business_events`).
 """
 
 from __future__ import annotations

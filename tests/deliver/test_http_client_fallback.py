@@ -39,7 +39,7 @@ def test_the_setting_reaches_the_transport() -> None:
     )
     try:
         transport = processor._shared.engine._transport
-        lanes = transport._lanes  # type: ignore[attr-defined]
-        assert lanes._shared is None  # one httpx transport per lane, no aiohttp pool
+        connections = transport._connections  # type: ignore[attr-defined]
+        assert connections._shared is None  # one httpx transport per request in flight, no pool
     finally:
         processor.shutdown(1000)

@@ -36,7 +36,7 @@ def test_every_transport_shares_one_tls_context() -> None:
     ]
     try:
         contexts = {
-            id(processor._shared.engine._transport._lanes._ssl_context)  # type: ignore[attr-defined]
+            id(processor._shared.engine._transport._connections._ssl_context)  # type: ignore[attr-defined]
             for processor in processors
         }
         assert len(contexts) == 1  # built once per process (≈ 30 ms of CPU each otherwise)

@@ -42,7 +42,7 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from otel_greenflash import logs as logs_module
-from otel_greenflash import processor as processor_module
+from otel_greenflash._link import span_notes as span_notes_module
 from otel_greenflash._records import count_business_events, has_business_events, plain_attributes
 
 EVENT = {"greenflash.event.type": "upgrade", "greenflash.event.value": "pro"}
@@ -58,7 +58,8 @@ class Seen:
 
 
 class ReadingProcessor(SpanProcessor):
-    """Reads the private fields exactly as ``GreenflashSpanProcessor``'s hooks do."""
+    """Reads the private fields exactly as ``GreenflashSpanProcessor``'s hooks (the link
+    stage's span notes) do."""
 
     def __init__(self, seen: Seen) -> None:
         self.seen = seen
@@ -69,11 +70,11 @@ class ReadingProcessor(SpanProcessor):
                 "public_context": span.get_span_context(),
                 "context": span._context,
                 "parent": span._parent,
-                "current": processor_module._current_context(),
+                "current": span_notes_module._current_context(),
                 "api_current": context.get_current(),
                 "start_baggage": (
                     parent_context if parent_context is not None else context.get_current()
-                ).get(processor_module._BAGGAGE_KEY),
+                ).get(span_notes_module._BAGGAGE_KEY),
             }
         )
 
@@ -238,14 +239,14 @@ def test_a_live_span_leads_to_its_providers_processors_and_event_limit() -> None
 
 
 def test_the_current_context_is_read_from_the_runtime_contexts_variable() -> None:
-    """processor.py reads the current context straight from the SDK's ContextVar."""
+    """The link stage's span notes read the current context straight from the SDK's ContextVar."""
     runtime = context._RUNTIME_CONTEXT
-    assert processor_module._current_context == runtime._current_context.get  # type: ignore[attr-defined]
+    assert span_notes_module._current_context == runtime._current_context.get  # type: ignore[attr-defined]
     seen = Seen()
     tracer = provider_reading(seen).get_tracer("private-fields")
     token = context.attach(baggage.set_baggage("user", "u-1"))
     try:
-        assert processor_module._current_context() is context.get_current()
+        assert span_notes_module._current_context() is context.get_current()
         with tracer.start_as_current_span("under baggage"):
             pass
     finally:
@@ -257,7 +258,7 @@ def test_the_current_context_is_read_from_the_runtime_contexts_variable() -> Non
 
 def test_the_baggage_key_finds_the_baggage_in_a_context() -> None:
     with_baggage = baggage.set_baggage("plan", "pro", baggage.set_baggage("user", "u-1"))
-    for key in (processor_module._BAGGAGE_KEY, logs_module._BAGGAGE_KEY):
+    for key in (span_notes_module._BAGGAGE_KEY, logs_module._BAGGAGE_KEY):
         stored = with_baggage.get(key)
         assert isinstance(stored, Mapping)
         assert dict(stored) == baggage.get_all(with_baggage) == {"user": "u-1", "plan": "pro"}

@@ -34,7 +34,7 @@ for index in range(100_000):
     span = tracer.start_span("never ends")  # dropped by the app without end()
     span.set_attribute("http.route", "/chat")
 gc.collect()
-print("growth_mb", round(rss_mb() - before, 1), "entries", len(processor._live))
+print("growth_mb", round(rss_mb() - before, 1), "entries", len(processor._linker.live))
 provider.shutdown()
 """
 

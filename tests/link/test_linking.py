@@ -432,10 +432,10 @@ def test_linking_memory_is_released_when_traces_end(
             root.set_attribute("greenflash.conversation.external_id", f"chat-{index}")
             with tracer.start_as_current_span("step"):
                 pass
-    assert len(processor._live) == 0
-    assert len(processor._trace_ids) <= 200
-    processor._trace_ids.purge(now=time.monotonic() + 3600)
-    assert len(processor._trace_ids) == 0
+    assert len(processor._linker.live) == 0
+    assert len(processor._linker.trace_ids) <= 200
+    processor._linker.trace_ids.purge(now=time.monotonic() + 3600)
+    assert len(processor._linker.trace_ids) == 0
 
 
 def test_trace_id_store_is_bounded_lru(make_processor: MakeProcessor) -> None:
@@ -447,7 +447,7 @@ def test_trace_id_store_is_bounded_lru(make_processor: MakeProcessor) -> None:
     for root in roots:
         with trace.use_span(root), tracer.start_as_current_span("llm") as span:
             span.set_attribute("session.id", "s")
-    assert len(processor._trace_ids) == 50
+    assert len(processor._linker.trace_ids) == 50
     for root in roots:
         root.end()
 

@@ -202,13 +202,15 @@ def test_live_span_registry_evicts_the_oldest_and_keeps_linking(
     server: EventsApiServer, make_processor: MakeProcessor
 ) -> None:
     processor = make_processor()
-    processor._live.max_spans = processor._max_live_spans = 10
+    notes = processor._span_notes
+    assert notes is not None
+    processor._linker.live.max_spans = notes.max_live_spans = 10
     tracer = tracer_for(processor)
     token = context_api.attach(baggage.set_baggage("greenflash.user.external_id", "u"))
     never_ended = [tracer.start_span(f"leak{n}") for n in range(50)]
     context_api.detach(token)
-    assert len(processor._live.spans) <= 10
-    assert len(processor._live.baggage) <= 10
+    assert len(processor._linker.live.spans) <= 10
+    assert len(processor._linker.live.baggage) <= 10
     with tracer.start_as_current_span("chat") as root:
         root.set_attribute("greenflash.conversation.external_id", "chat-1")
         with tracer.start_as_current_span("e") as span:

@@ -1,0 +1,145 @@
+"""What the link stage notes of spans on the application thread, for a span processor.
+
+:meth:`SpanNotes.started` and :meth:`SpanNotes.ended` are the span processor's ``on_start``
+and ``on_end``: they keep the live spans, their start baggage and the open local roots of
+the :class:`~._link.linker.Linker`, and hand the ended spans that concern linking to the
+pipeline. Both run for every span of the application, so they read the SDK's private fields
+(the public properties copy) and do only dictionary work. SpanContext is a tuple
+(trace_id, span_id, is_remote, ...); its properties cost a Python call each.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+
+from opentelemetry import baggage as baggage_api
+from opentelemetry import context as context_api
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span
+
+from .._records import has_business_events
+from .linker import Linker
+from .rules import forget_oldest_share
+
+# The API's baggage key: reading it directly avoids baggage.get_all()'s copy on every span start.
+_BAGGAGE_KEY = baggage_api._BAGGAGE_KEY
+# The current context, read straight from the SDK's ContextVar when it is the runtime context
+# (saves two Python calls per span start); any other runtime context goes through the API.
+_runtime = getattr(context_api, "_RUNTIME_CONTEXT", None)
+_current_context: Callable[[], Context] = getattr(
+    getattr(_runtime, "_current_context", None), "get", context_api.get_current
+)
+_weak = weakref.ref
+
+SpanEnded = Callable[..., None]
+"""The pipeline's ``span_ended(span, start_baggage, live=True)``."""
+ParentFinder = Callable[[Context | None], Span | None]
+"""The live local parent in a start context, once its provider runs the processor's hooks."""
+
+
+class SpanNotes:
+    """A span processor's link bookkeeping: spans starting and ending on the application
+    thread. Uses the linker's structures directly (they are cleared in place after a fork,
+    never replaced)."""
+
+    def __init__(
+        self, linker: Linker, span_ended: SpanEnded, drop: Callable[[ReadableSpan, str], object]
+    ) -> None:
+        live = linker.live
+        self._live = live
+        self._live_spans = live.spans
+        self._live_baggage: dict[int, object] = live.baggage  # type: ignore[assignment]
+        self.max_live_spans = live.max_spans
+        """Live spans (and open roots) kept before the oldest share is forgotten."""
+        self._linker = linker
+        self._trace_ids = linker.trace_ids
+        self._event_traces = linker.event_traces
+        self._open_roots = linker.open_roots
+        self._no_marked_keys_in = linker.no_marked_keys_in
+        self._span_ended = span_ended
+        self._drop = drop
+        self.parent_of: ParentFinder | None = None
+        """Set by ``configure()``: spans whose local parent was not seen start bring their
+        parent's provider under the processor (see :mod:`otel_greenflash._providers`)."""
+        self.closed = False
+        """The processor shut down: ended event spans are dropped (``shutdown``)."""
+
+    def started(self, span: Span, parent_context: Context | None = None) -> None:
+        """``on_start``: note the span as live, with its start baggage; a local root opens."""
+        context = span._context
+        if context is None:
+            return
+        span_id = context[1]
+        spans = self._live_spans
+        if len(spans) >= self.max_live_spans:  # spans that never end: forget the oldest
+            self._live.evict_oldest_share()
+        spans[span_id] = _weak(span)
+        parent = span._parent
+        if parent is None or parent[2]:  # a local root: log records of its trace may wait
+            roots = self._open_roots
+            trace_id = context[0]
+            roots[trace_id] = roots.get(trace_id, 0) + 1
+            if len(roots) > self.max_live_spans:  # roots that never end
+                forget_oldest_share(roots)
+        elif parent[1] not in spans and self.parent_of is not None:
+            self._parent_not_seen(parent[1], parent_context)
+        start_baggage = (parent_context if parent_context is not None else _current_context()).get(
+            _BAGGAGE_KEY
+        )
+        if start_baggage:
+            self._live_baggage[span_id] = start_baggage
+
+    def _parent_not_seen(self, parent_id: int, parent_context: Context | None) -> None:
+        """A span whose local parent did not start under this processor (another provider's,
+        or started before configure()): that provider gets the processor's hooks, and the
+        parent is noted as live (and as an open root) so its trace links as usual."""
+        parent_of = self.parent_of
+        if parent_of is None:
+            return
+        parent = parent_of(parent_context if parent_context is not None else _current_context())
+        if parent is None or parent._context is None or parent._context[1] != parent_id:
+            return
+        if self._live_spans.setdefault(parent_id, _weak(parent))() is not parent:
+            return  # noted meanwhile by another thread
+        grandparent = parent._parent
+        if grandparent is None or grandparent[2]:
+            roots = self._open_roots
+            trace_id = parent._context[0]
+            roots[trace_id] = roots.get(trace_id, 0) + 1
+
+    def ended(self, span: ReadableSpan) -> None:
+        """``on_end``: the span is no longer live; hand it to the pipeline when it carries
+        an id or an event, or its trace concerns linking."""
+        context = span._context
+        if context is None:
+            return
+        span_id = context[1]
+        self._live_spans.pop(span_id, None)
+        live_baggage = self._live_baggage
+        start_baggage = live_baggage.pop(span_id, None) if live_baggage else None
+        parent = span._parent
+        root = parent is None or parent[2]
+        if root:
+            roots = self._open_roots
+            still_open = roots.pop(context[0], 1) - 1
+            if still_open > 0:
+                roots[context[0]] = still_open
+        attributes = span._attributes
+        attributes = getattr(attributes, "_dict", attributes)
+        events = span._events
+        # The common case, in one C-level pass over the keys: no id, no event type, no span
+        # event, and nothing in this trace concerns us.
+        if (
+            (not attributes or self._no_marked_keys_in(attributes))
+            and not getattr(events, "_dq", events)
+            and context[0] not in self._event_traces
+            and context[0] not in self._trace_ids
+            and not ((root or start_baggage) and self._linker.notes_every_root)
+        ):
+            return
+        if self.closed:
+            if has_business_events(span):
+                self._drop(span, "shutdown")
+            return
+        self._span_ended(span, start_baggage, live=True)
