@@ -5,8 +5,8 @@ the worker never waits on a full loop (the span queue keeps draining into the sp
 outage). The loop reports each settled event; the worker applies those notes (remove what was
 sent, set aside what was refused, keep what failed for a later round).
 
-A full filesystem is a passing state, not a failure: the spool stays open, the write is tried
-again (after 1 s, doubling up to 10 s) until it succeeds, and meanwhile new events go to the
+A full filesystem is a passing state, not a failure (:mod:`.spool_full_disk` keeps it): the
+spool stays open, the write is tried again until it succeeds, and meanwhile new events go to the
 loop from memory (``memory_fallback``; the gateway refuses them instead, so senders retry) while
 spooled ones keep being delivered; their rows are removed as soon as SQLite can write again.
 Any other error of the file or the disk switches the spool off for the life of the process
@@ -28,36 +28,10 @@ from .._logging import RateLimitedLog, logger
 from .._stats import DeliveryStats
 from .spool import Spool, disk_full
 from .spool_destination import Destination
+from .spool_full_disk import DiskFull, FullDisk
 
 NOTES_BEFORE_WAKE = 256
 """Settled events that make the worker run soon, to hand the loop more spooled events."""
-FULL_RETRY_FIRST_SECONDS = 1.0
-FULL_RETRY_MAX_SECONDS = 10.0
-"""While the filesystem is full, the write is tried again after 1 s, doubling up to 10 s."""
-FULL_AGAIN_SECONDS = 60.0
-"""Full again this soon after space came back: the retry delay goes on from where it was."""
-MISSES_KEPT = 1024
-"""Writes missed on a full disk whose insertIds are kept (see :meth:`SpoolFeed.missed_any`)."""
-
-
-class DiskFull:
-    """The spool's filesystem was full at the last write: when to try again."""
-
-    __slots__ = ("delay", "error", "retry_at", "since")
-
-    def __init__(self, error: BaseException, now: float, delay: float | None = None) -> None:
-        self.since = now
-        self.error = str(error)
-        self.delay = FULL_RETRY_FIRST_SECONDS if delay is None else delay
-        self.retry_at = now + self.delay
-
-    def failed_again(self, error: BaseException, now: float) -> None:
-        self.error = str(error)
-        self.delay = min(self.delay * 2, FULL_RETRY_MAX_SECONDS)
-        self.retry_at = now + self.delay
-
-    def due(self, now: float) -> bool:
-        return now >= self.retry_at
 
 
 class SpoolFeed:
@@ -82,23 +56,10 @@ class SpoolFeed:
         self._retry_spooled = False
         self._last_rescan = time.monotonic()
         self._wanted = True
-        self.memory_fallback = True
-        """While the disk is full, new events go to the loop from memory (False: they are not
-        taken, the gateway refuses their batch)."""
-        self.full: DiskFull | None = None
-        """Set while the spool's filesystem is full."""
+        self.disk = FullDisk(config.spool_dir, self._log)
+        """Whether the spool's filesystem is full, and the writes that missed meanwhile."""
         self.broken: str | None = None
         """Why the spool was switched off for good (None while it works or was never wanted)."""
-        self.writes_missed = 0
-        """Times events could not be written because the disk was full (only grows)."""
-        self._misses: collections.deque[tuple[int, frozenset[str]]] = collections.deque(
-            maxlen=MISSES_KEPT
-        )
-        """The latest misses: (its number in ``writes_missed``, the insertIds not written)."""
-        self._recovered: tuple[float, float] | None = None
-        """When space last came back, and the retry delay reached before it."""
-        self.unspooled = 0
-        """Events sent from memory because the disk was full."""
         self._removing: set[str] = set()
         self._setting_aside: set[str] = set()
         """Settled events whose rows are still to be removed or set aside (kept across a full
@@ -111,6 +72,38 @@ class SpoolFeed:
         """Backlog events sent from memory and not settled yet: their waiting row is removed
         (or set aside) once they are, and SQLite can write."""
         self._release_wanted = False
+
+    # -- the full-disk state, for the gateway's intake -----------------------------------------
+
+    @property
+    def full(self) -> DiskFull | None:
+        """Set while the spool's filesystem is full."""
+        return self.disk.full
+
+    @property
+    def memory_fallback(self) -> bool:
+        """While the disk is full, new events go to the loop from memory (False: they are not
+        taken, the gateway refuses their batch)."""
+        return self.disk.memory_fallback
+
+    @memory_fallback.setter
+    def memory_fallback(self, value: bool) -> None:
+        self.disk.memory_fallback = value
+
+    @property
+    def writes_missed(self) -> int:
+        """Times events could not be written because the disk was full (only grows)."""
+        return self.disk.writes_missed
+
+    def missed_any(self, since: int, insert_ids: frozenset[str]) -> bool:
+        """See :meth:`FullDisk.missed_any`. Any thread."""
+        return self.disk.missed_any(since, insert_ids)
+
+    def retry_in(self) -> float:
+        """Seconds until the next write is tried while the disk is full (0 otherwise)."""
+        return self.disk.retry_in()
+
+    # -- the worker ----------------------------------------------------------------------------
 
     def open(self) -> None:
         """Open this process's spool (once, on the worker), adopting what dead processes left.
@@ -130,7 +123,7 @@ class SpoolFeed:
             if spool is not None:
                 spool.close()  # kept for the next adoption if it took in any events
             if disk_full(error):
-                self._note_full(error)
+                self.disk.filled(error)
                 self._wanted = True
                 return
             self.broken = str(error)
@@ -141,18 +134,14 @@ class SpoolFeed:
         if adopted:
             self._stats.add_queued(adopted)
         self.spool = spool
-        if self.full is not None:
-            self._note_recovered()
+        if self.disk.full is not None:
+            self.disk.space_back()
 
     def _reopen_if_due(self) -> None:
         """The spool could not be created on a full disk: try again when due."""
-        if self._wanted and self.full is not None and self.full.due(time.monotonic()):
+        full = self.disk.full
+        if self._wanted and full is not None and full.due(time.monotonic()):
             self.open()
-
-    def retry_in(self) -> float:
-        """Seconds until the next write is tried while the disk is full (0 otherwise)."""
-        full = self.full
-        return max(0.0, full.retry_at - time.monotonic()) if full is not None else 0.0
 
     def note_settled(self, event: BusinessEvent, outcome: str) -> bool:
         """The loop reports each settled event. True when the spool keeps an event whose
@@ -174,13 +163,13 @@ class SpoolFeed:
             self._reopen_if_due()
             spool = self.spool
             if spool is None:
-                if self.full is None:
+                if self.disk.full is None:
                     return False
                 self._keep_out(None, events, engine)  # not created yet: the disk is full
                 return True
         if self._release_wanted:
             self.release_backlog(engine)
-        full = self.full
+        full = self.disk.full
         if full is not None and not full.due(time.monotonic()):
             self._keep_out(spool, events, engine)
             self._quietly(spool, engine)  # spooled events keep going out, rows removed if it can
@@ -197,7 +186,7 @@ class SpoolFeed:
                 duplicates = spool.duplicates - duplicates_before
         except Exception as error:
             if disk_full(error):
-                self._note_full(error)
+                self.disk.filled(error)
                 self._keep_out(
                     spool, [e for e in events if e.insert_id not in self._in_engine], engine
                 )
@@ -207,7 +196,7 @@ class SpoolFeed:
             engine.submit([event for event in events if event.insert_id not in self._in_engine])
             return True
         if full is not None:
-            self._note_recovered()
+            self.disk.space_back()
         self._quietly(spool, engine)  # hand spooled events on (reads; written events are in)
         if unstorable:  # this event cannot be stored: it goes from memory, the spool stays
             self._log.warning(
@@ -242,11 +231,11 @@ class SpoolFeed:
         while they wait does not lose them); :meth:`put` later replaces them."""
         spool = self.spool
         if spool is None or not events:
-            if events and self.full is not None:
-                self._missed(events)  # not durable while they wait
+            if events and self.disk.full is not None:
+                self.disk.missed(events)  # not durable while they wait
             return
-        if self.full is not None and not self.full.due(time.monotonic()):
-            self._missed(events)  # they wait in memory; put() writes them later
+        if self.disk.holds_writes_back(time.monotonic()):
+            self.disk.missed(events)  # they wait in memory; put() writes them later
             return
         try:
             with self._lock:
@@ -255,71 +244,12 @@ class SpoolFeed:
                         _storable(spool.hold, [event])
         except Exception as error:
             if disk_full(error):
-                self._note_full(error)
-                self._missed(events)
+                self.disk.filled(error)
+                self.disk.missed(events)
                 return
             self._switch_off(error)
 
-    # -- a full disk ---------------------------------------------------------------------------
-
-    def _note_full(self, error: BaseException) -> None:
-        now = time.monotonic()
-        if self.full is not None:
-            self.full.failed_again(error, now)
-            return
-        recovered = self._recovered
-        if recovered is not None and now - recovered[0] < FULL_AGAIN_SECONDS:
-            # Space came back only briefly: the delay goes on growing, said once a minute.
-            delay = min(recovered[1] * 2, FULL_RETRY_MAX_SECONDS)
-            self.full = DiskFull(error, now, delay)
-            self._log.warning(
-                "spool-full-again",
-                "otel_greenflash spool: the filesystem of %s is full again (%s)",
-                self._config.spool_dir,
-                error,
-            )
-            return
-        self.full = DiskFull(error, now)
-        what = "sent from memory" if self.memory_fallback else "refused"
-        logger.error(
-            "otel_greenflash spool: the filesystem of %s is full (%s): new events are %s "
-            "until space is freed; the write is tried again every %g-%g s",
-            self._config.spool_dir,
-            error,
-            what,
-            FULL_RETRY_FIRST_SECONDS,
-            FULL_RETRY_MAX_SECONDS,
-        )
-
-    def _note_recovered(self) -> None:
-        full, self.full = self.full, None
-        if full is not None:
-            now = time.monotonic()
-            again = self._recovered is not None and now - self._recovered[0] < FULL_AGAIN_SECONDS
-            self._recovered = (now, full.delay)
-            if again:
-                return  # said when it filled up again
-            logger.warning(
-                "otel_greenflash spool: space is back after %.1f s, events are spooled again "
-                "(%d sent from memory meanwhile)",
-                now - full.since,
-                self.unspooled,
-            )
-
-    def _missed(self, events: Sequence[BusinessEvent]) -> None:
-        """``events`` could not be written because the disk is full."""
-        self.writes_missed += 1
-        self._misses.append((self.writes_missed, frozenset(e.insert_id for e in events)))
-
-    def missed_any(self, since: int, insert_ids: frozenset[str]) -> bool:
-        """True when a write missed since ``writes_missed`` was ``since`` concerned one of
-        ``insert_ids`` (or when misses that old are no longer kept). Any thread."""
-        if self.writes_missed == since:
-            return False
-        misses = list(self._misses)  # one copy: the worker appends meanwhile
-        if not misses or misses[0][0] > since + 1:
-            return True  # some misses since then are forgotten: assume the worst
-        return any(number > since and not ids.isdisjoint(insert_ids) for number, ids in misses)
+    # -- what a full disk kept out of the spool ------------------------------------------------
 
     def release_backlog(self, engine: DeliveryEngine) -> None:
         """Send the backlog (final bodies of waiting events the full disk kept out) from
@@ -342,15 +272,15 @@ class SpoolFeed:
         to the loop from memory (counted, warned about), or are not taken (gateway)."""
         if not events:
             return
-        self._missed(events)
+        self.disk.missed(events)
         if spool is not None:
             waiting = [event for event in events if spool.holds_waiting(event.insert_id)]
             if waiting:
                 self._backlog.extend(waiting)
                 events = [event for event in events if not spool.holds_waiting(event.insert_id)]
-        if not self.memory_fallback or not events:
+        if not self.disk.memory_fallback or not events:
             return
-        self.unspooled += len(events)
+        self.disk.unspooled += len(events)
         self._not_spooled.update(event.insert_id for event in events)
         self._log.warning(
             "spool-disk-full",
@@ -435,8 +365,9 @@ class SpoolFeed:
             return None
         pending, rejected = spool.counts()
         counts = {"pending": pending, "rejected": rejected, "evicted": spool.evicted}
-        if self.full is not None or self.unspooled or self.writes_missed:
-            counts.update(disk_full=int(self.full is not None), unspooled=self.unspooled)
+        disk = self.disk
+        if disk.full is not None or disk.unspooled or disk.writes_missed:
+            counts.update(disk_full=int(disk.full is not None), unspooled=disk.unspooled)
         return counts
 
     def close(self) -> int:

@@ -15,7 +15,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from .spool import Spool
-from .spool_feed import DiskFull, SpoolFeed
+from .spool_feed import SpoolFeed
+from .spool_full_disk import DiskFull
 
 RETRY_AFTER_SECONDS = 5.0
 """The retry delay suggested when the spool cannot take a batch now."""
