@@ -7,8 +7,6 @@ wrong and what is allowed.
 
 from __future__ import annotations
 
-import importlib.util
-import ipaddress
 import os
 import uuid
 from collections.abc import Callable, Mapping
@@ -16,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from . import attributes as attr
-
-DEFAULT_BASE_URL = "https://www.greenflash.ai/api/v1"
+from ._exceptions import ConfigurationError as ConfigurationError
+from ._network import DEFAULT_BASE_URL as DEFAULT_BASE_URL
+from ._network import check_base_url, check_transport_security
 
 ENV_API_KEY = "GREENFLASH_API_KEY"
 ENV_PRODUCT_ID = "GREENFLASH_PRODUCT_ID"
@@ -93,10 +91,6 @@ ENVIRONMENT_VARIABLES: Mapping[str, str] = MappingProxyType(
 """Every environment variable read by the library, with what it does and its default."""
 
 T = TypeVar("T")
-
-
-class ConfigurationError(ValueError):
-    """A setting has a value the library cannot use. Raised at construction only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +212,7 @@ class _Resolver:
         product_id: str | None = self._get(
             "product_id", ENV_PRODUCT_ID, None, _as_text, _check_uuid
         )
-        base_url = self._get("base_url", ENV_BASE_URL, DEFAULT_BASE_URL, _as_text, _check_url)
+        base_url = self._get("base_url", ENV_BASE_URL, DEFAULT_BASE_URL, _as_text, check_base_url)
         headers: Mapping[str, str] = self._get(
             "custom_headers", ENV_CUSTOM_HEADERS, {}, _parse_headers, _check_headers
         )
@@ -304,7 +298,13 @@ class _Resolver:
                 _seconds(0.0, 600.0),
             ),
         )
-        _check_transport_security(config, self._name("base_url", ENV_BASE_URL), self._env)
+        check_transport_security(
+            config,
+            self._env,
+            base_url_name=self._name("base_url", ENV_BASE_URL),
+            insecure_variable=ENV_ALLOW_INSECURE_HTTP,
+            http_client_variable=ENV_HTTP_CLIENT,
+        )
         return config
 
 
@@ -569,139 +569,6 @@ def _check_uuid(name: str, value: str | None) -> str | None:
         ) from None
 
 
-def _check_url(name: str, value: object) -> str:
-    """The Events API base URL. Messages never quote it: even a malformed URL may carry a
-    password or a token."""
-    if not isinstance(value, str):
-        raise ConfigurationError(f"{name} has type {type(value).__name__}; allowed: a string")
-    url = value.strip()
-    try:
-        _address(url, ("http", "https"))
-    except _BadUrlError as problem:
-        raise ConfigurationError(f"{name}: {problem}") from None
-    if urlsplit(url).path.rstrip("/").endswith("/events"):
-        raise ConfigurationError(
-            f"{name}: the path ends with /events, but events go to {{base_url}}/events; "
-            f"allowed: the API's base URL, e.g. {DEFAULT_BASE_URL!r}"
-        )
-    return url
-
-
-@dataclass(frozen=True, slots=True)
-class _Address:
-    """What a message may show of a checked URL: never user:password@, path or query."""
-
-    scheme: str
-    host: str
-    port: int | None
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}" + ("" if self.port is None else f":{self.port}")
-
-
-class _BadUrlError(Exception):
-    """What is wrong with a URL, in words that never quote it."""
-
-
-def _address(url: str, schemes: tuple[str, ...], *, credentials: bool = False) -> _Address:
-    """Check ``scheme://host[:port][/path]`` (``user:password@`` only when ``credentials``)."""
-    if any(c.isspace() or not c.isprintable() for c in url):
-        raise _BadUrlError(
-            "the URL contains whitespace or control characters; allowed: none "
-            "(percent-encode them in the path)"
-        )
-    scheme, separator, rest = url.partition("://")
-    # Credentials sit in the authority; an '@' in the path is just a path. Without '://' the
-    # URL is refused below anyway, never quoted.
-    if "@" in rest.partition("/")[0] and not credentials:
-        raise _BadUrlError(
-            "the URL contains credentials (user:password@) or an '@'; allowed: a URL without "
-            "them (use custom_headers / GREENFLASH_CUSTOM_HEADERS for extra authentication)"
-        )
-    if not separator:
-        raise _BadUrlError(
-            "the value is not an absolute URL; allowed: scheme://host[:port][/path] with "
-            f"scheme {' or '.join(schemes)}, e.g. {DEFAULT_BASE_URL!r}"
-        )
-    if scheme.lower() not in schemes:
-        shown = f"scheme {scheme!r}" if _is_scheme(scheme) else "the URL's scheme"
-        raise _BadUrlError(f"{shown} is not supported; allowed: {' or '.join(schemes)}")
-    if "?" in rest or "#" in rest:
-        raise _BadUrlError(
-            "the URL has a query string or fragment; allowed: scheme://host[:port][/path]"
-        )
-    authority = rest.partition("/")[0]
-    if credentials:
-        authority = authority.rpartition("@")[2]
-    host, port_text = _split_authority(authority)
-    return _Address(scheme.lower(), host.lower(), _port(port_text))
-
-
-def _is_scheme(text: str) -> bool:
-    return (
-        0 < len(text) <= 16
-        and text[0].isascii()
-        and text[0].isalpha()
-        and all(c.isascii() and (c.isalnum() or c in "+-.") for c in text)
-    )
-
-
-def _split_authority(authority: str) -> tuple[str, str | None]:
-    """``host[:port]`` or ``[ipv6][:port]`` → the host (no brackets) and the port text."""
-    allowed = "allowed: a host name, an IPv4 address or [an IPv6 address]"
-    if authority.startswith("["):
-        host, bracket, after = authority[1:].partition("]")
-        if not bracket:
-            raise _BadUrlError(f"the host has a '[' without its ']'; {allowed}")
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise _BadUrlError(f"the host in [ ] is not an IPv6 address; {allowed}") from None
-        if after and not after.startswith(":"):
-            raise _BadUrlError(f"characters follow the host's ']'; {allowed}, then :port")
-        return host, after[1:] if after else None
-    host, colon, port_text = authority.partition(":")
-    if not host:
-        raise _BadUrlError(f"the URL has no host; {allowed}")
-    if not _is_host(host):
-        raise _BadUrlError(f"the host is not a valid host name or address; {allowed}")
-    return host, port_text if colon else None
-
-
-def _is_host(host: str) -> bool:
-    name = host[:-1] if host.endswith(".") else host
-    if all(c.isdigit() or c == "." for c in name):
-        try:
-            ipaddress.IPv4Address(name)
-        except ValueError:
-            return False
-        return True
-    labels = name.split(".")
-    if len(name) > 253 or not all(0 < len(label) <= 63 for label in labels):
-        return False
-    if not all(c.isalnum() or c in "-_" for label in labels for c in label):
-        return False
-    if not name.isascii():
-        try:
-            name.encode("idna")
-        except UnicodeError:
-            return False
-    return True
-
-
-def _port(text: str | None) -> int | None:
-    if not text:
-        return None
-    digits = text[1:] if text.startswith("-") else text
-    if not (digits.isascii() and digits.isdigit()) or len(digits) > 10:
-        raise _BadUrlError("the port is not a number; allowed: 1-65535")
-    port = int(text)
-    if not 1 <= port <= 65535:
-        raise _BadUrlError(f"port {port} is out of range; allowed: 1-65535")
-    return port
-
-
 def _parse_headers(name: str, raw: str) -> dict[str, str]:
     headers: dict[str, str] = {}
     for number, line in enumerate(raw.splitlines(), start=1):
@@ -729,129 +596,3 @@ def _parse_aliases(name: str, raw: str) -> dict[str, str]:
             )
         aliases[source.strip()] = target.strip()
     return aliases
-
-
-def _check_transport_security(
-    config: GreenflashConfig, base_url_name: str, environ: Mapping[str, str]
-) -> None:
-    """The API key crosses the network in clear only over a plain-http hop: refused unless
-    that hop stays on this machine, or allow_insecure_http says so."""
-    events = _address(config.events_url, ("http", "https"))
-    proxy = (
-        proxy_from_environment(config.events_url, environ)
-        if config.enabled and not config.dry_run
-        else None
-    )
-    proxy_address = _check_proxy(proxy, config.http_client, events) if proxy else None
-    if (
-        events.scheme != "http"
-        or not config.api_key
-        or config.dry_run
-        or config.allow_insecure_http
-    ):
-        # An https:// events URL through any proxy is safe: the proxy only tunnels the TLS
-        # connection (CONNECT), so the key stays encrypted end to end.
-        return
-    insecure = f"allow_insecure_http=True / {ENV_ALLOW_INSECURE_HTTP}=true"
-    if not _is_loopback(events.host):
-        raise ConfigurationError(
-            f"{base_url_name}: refusing to send the API key over plain http:// to {events}; "
-            f"allowed: https://, a loopback host, or {insecure}"
-        )
-    if (
-        proxy
-        and proxy_address
-        and proxy_address.scheme != "https"
-        and not _is_loopback(proxy_address.host)
-    ):
-        # Through a proxy, a plain-http request (key included) travels as sent.
-        raise ConfigurationError(
-            f"{proxy.variable}: refusing to send the API key over plain http:// through "
-            f"the proxy {proxy_address} (for {events}, from {base_url_name}); allowed: an "
-            f"https:// or loopback proxy, {events.host} in NO_PROXY, an https:// "
-            f"{base_url_name}, or {insecure}"
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ProxySetting:
-    """The proxy the environment names for a URL, and the variable that names it."""
-
-    variable: str
-    url: str = field(repr=False)
-    """``scheme://[user:password@]host[:port]`` (``http://`` added when the value has no
-    scheme, as httpx and curl do)."""
-
-
-def proxy_from_environment(url: str, environ: Mapping[str, str]) -> ProxySetting | None:
-    """``<scheme>_PROXY``, else ``ALL_PROXY``, unless ``NO_PROXY`` covers the URL's host: the
-    proxy the transport uses, read as ``urllib.request`` reads it (lower-case names win;
-    ``HTTP_PROXY`` is ignored in a CGI request)."""
-    parts = urlsplit(url)
-    proxies = _environment_proxies(environ)
-    no_proxy = proxies.get("no")
-    if no_proxy is not None and _bypasses_proxy(parts.hostname or "", no_proxy[1]):
-        return None
-    found = proxies.get(parts.scheme) or proxies.get("all")
-    if found is None:
-        return None
-    variable, value = found
-    value = value.strip()
-    return ProxySetting(variable, value if "://" in value else f"http://{value}")
-
-
-def _environment_proxies(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
-    """``urllib.request.getproxies_environment()`` over any mapping, keeping each variable's
-    name: scheme → (variable, value)."""
-    proxies: dict[str, tuple[str, str]] = {}
-    for name, value in environ.items():
-        key = name.lower()
-        if value and key.endswith("_proxy"):
-            proxies[key[:-6]] = (name, value)
-    if "REQUEST_METHOD" in environ:  # CVE-2016-1000110: a client's "Proxy:" header
-        proxies.pop("http", None)
-    for name, value in environ.items():
-        if name.endswith("_proxy"):  # lower-case names win
-            if value:
-                proxies[name.lower()[:-6]] = (name, value)
-            else:
-                proxies.pop(name.lower()[:-6], None)
-    return proxies
-
-
-def _bypasses_proxy(host: str, no_proxy: str) -> bool:
-    """``urllib.request.proxy_bypass_environment``: ``*``, or the host or a domain suffix."""
-    if no_proxy == "*":
-        return True
-    host = host.lower()
-    for name in no_proxy.split(","):
-        name = name.strip().lstrip(".").lower()
-        if name and (host == name or host.endswith("." + name)):
-            return True
-    return False
-
-
-def _check_proxy(proxy: ProxySetting, http_client: str, events: _Address) -> _Address:
-    schemes: tuple[str, ...] = ("http", "https")
-    if http_client == "httpx" and importlib.util.find_spec("socksio") is not None:
-        schemes += ("socks5", "socks5h")
-    scheme = proxy.url.partition("://")[0].lower()
-    if scheme in ("socks5", "socks5h") and scheme not in schemes:
-        raise ConfigurationError(
-            f"{proxy.variable} (the proxy for {events}): a {scheme} proxy needs "
-            f"http_client='httpx' / {ENV_HTTP_CLIENT}=httpx and the socksio package; "
-            "allowed: an http:// or https:// proxy"
-        )
-    try:
-        return _address(proxy.url, schemes, credentials=True)
-    except _BadUrlError as problem:
-        raise ConfigurationError(f"{proxy.variable} (the proxy for {events}): {problem}") from None
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

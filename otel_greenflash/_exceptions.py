@@ -1,10 +1,16 @@
-"""Errors passed to ``on_error`` callbacks. None of them is ever raised into application code."""
+"""The library's errors: :class:`ConfigurationError` is raised by constructors for a bad
+setting; the others are passed to ``on_error`` callbacks and never raised into application code.
+"""
 
 from __future__ import annotations
 
 
 class GreenflashError(Exception):
     """Base class of this library's errors."""
+
+
+class ConfigurationError(ValueError):
+    """A setting has a value the library cannot use. Raised at construction only."""
 
 
 class DeliveryError(GreenflashError):

@@ -12,8 +12,8 @@ from typing import Protocol, TextIO
 
 import httpx
 
-from .._config import proxy_from_environment
 from .._event import BusinessEvent
+from .._network import proxy_from_environment
 from .._version import __version__
 
 USER_AGENT = f"otel-greenflash/{__version__} (python; httpx/{httpx.__version__})"
@@ -69,6 +69,6 @@ def proxy_for(url: str, environ: Mapping[str, str] | None = None) -> str | None:
     """The proxy the environment names for this URL (``<scheme>_PROXY``, else ``ALL_PROXY``,
     unless ``NO_PROXY`` covers its host; ``http://`` added to a value without a scheme), read
     as urllib and httpx's ``trust_env`` read them. The configuration checks the same proxy at
-    construction (see ``_config.proxy_from_environment``)."""
+    construction (see ``_network.proxy_from_environment``)."""
     setting = proxy_from_environment(url, os.environ if environ is None else environ)
     return setting.url if setting is not None else None
