@@ -97,23 +97,26 @@ class GreenflashLogRecordExporter(PipelineIntake, LogRecordExporter):
 def event_log_of(
     record: LogRecord,
     attributes: Mapping[str, Any],
-    linker: Linker,
+    linker: Linker | None,
     span: object = None,
     baggage: Mapping[str, object] | None = None,
 ) -> EventLog:
     """The finished record for the pipeline: a copy of the attributes, the record's ids, and
-    the span it was emitted in when that span is at hand (given, or still live here)."""
+    the span it was emitted in when that span is at hand (given, or still live here: read
+    from ``linker``; None where no span is ever live, as in the gateway)."""
     trace_id = record.trace_id or 0
     span_id = record.span_id or 0
     live_span: ReadableSpan | None = None
     context = span.context if isinstance(span, ReadableSpan) else None
     if context is not None and context.span_id == span_id:
         live_span = span  # type: ignore[assignment]
-    if live_span is None and span_id:
+    if linker is None:
+        live_span = None
+    elif live_span is None and span_id:
         reference = linker.live.spans.get(span_id)
         live_span = reference() if reference is not None else None
     ancestors: tuple[ReadableSpan, ...] = ()
-    if live_span is not None:
+    if live_span is not None and linker is not None:
         ancestors = linker.live.ancestors(live_span)
         if baggage is None:  # no emit context (exporters): the span's start baggage
             baggage = linker.live.baggage.get(span_id)

@@ -160,7 +160,8 @@ class EventPipeline:
         if item is not None and live and self.linker.seen_before(item):
             item = None  # two span processors of this pipeline on one provider: queued once
         if item is not None:
-            item.outcome = outcome
+            if outcome is not None:
+                item.outcome = outcome
             dropped = span.dropped_events
             if dropped:
                 self.drops.sdk_dropped_span_events(span.name, dropped)

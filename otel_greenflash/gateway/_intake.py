@@ -170,7 +170,7 @@ class DurableIntake(PipelineIntake):
                     next_span += 1
                 while next_span == span_count and next_log < log_count and room > 0:
                     record, attributes = event_logs[next_log]
-                    event_log = event_log_of(record, attributes, pipeline.linker)
+                    event_log = event_log_of(record, attributes, None)  # no live spans here
                     if not event_log.timestamp and not event_log.observed_timestamp:
                         event_log.received_timestamp = received_ns  # eventAt, not insertId
                     event_log.outcome = outcome
