@@ -6,6 +6,7 @@ own encoder) or are written by hand in OTLP JSON as the specification shows it.
 
 from __future__ import annotations
 
+import ast
 import base64
 import json
 import random
@@ -1121,3 +1122,15 @@ def test_invalid_events_of_records_waiting_for_their_root_are_reported_once(
         assert stats["invalid"] == 2
     finally:
         intake.shutdown(0)
+
+
+def test_decoding_imports_only_the_record_types_of_this_package() -> None:
+    """``gateway/_decode.py`` is pure: of this package it imports the finished-record types
+    beneath the pipeline (``LinkingSpan``) and nothing of the intake, ingest or pipeline."""
+    source = Path(decode_spans.__code__.co_filename).read_text(encoding="utf-8")
+    relative = {
+        (node.level, node.module)
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.ImportFrom) and node.level
+    }
+    assert relative == {(2, "_records")}
