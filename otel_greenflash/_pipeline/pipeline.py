@@ -69,6 +69,8 @@ class EventPipeline:
         self.enabled = config.sends or (config.enabled and transport is not None)
         self.is_shutdown = False
         self.shutdown_finished = False
+        self.clock: Callable[[], float] = time.monotonic
+        """The link stage's time (parking deadlines, expiry); tests move it forward."""
         self._intakes: dict[str, int] = {}
         """Attached intakes by kind (``span_processor``, ``span_exporter``, ``log_…``)."""
         self.linker = Linker(config, link_keys=self.link_keys)
@@ -256,7 +258,7 @@ class EventPipeline:
             self.stats_counters.add_queued(sum(event_count(item) for item in batch))
         cut_short_by = "shutdown" if self.is_shutdown else "flush"
         ready, parked = self.linker.sort(
-            batch, time.monotonic(), draining=draining, cut_short_by=cut_short_by
+            batch, self.clock(), draining=draining, cut_short_by=cut_short_by
         )
         if parked and self.lanes.spooling:  # durable while they wait: written as known now
             held = [

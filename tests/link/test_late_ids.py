@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import random
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import set_span_in_context
 
 from otel_greenflash import GreenflashSpanProcessor
 from tests.support.independent_receiver import Receiver
@@ -34,28 +34,45 @@ def pipeline() -> Iterator[tuple[Receiver, GreenflashSpanProcessor, TracerProvid
         provider.shutdown()
 
 
+class SkippingClock:
+    """The link stage's clock: real time plus the seconds a test skips instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.skipped = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.skipped
+
+
 def test_ids_set_20_to_60_seconds_after_the_event_are_linked(
     pipeline: tuple[Receiver, GreenflashSpanProcessor, TracerProvider],
 ) -> None:
+    """Three chat turns whose conversation ids arrive 20, 40 and 60 s after their events. The
+    link stage's clock skips ahead instead of the test sleeping; at each step the worker runs a
+    cycle at that time, so an event given up on before its id came would be sent unlinked."""
     receiver, processor, provider = pipeline
+    clock = SkippingClock()
+    assert processor._pipeline is not None
+    processor._pipeline.clock = clock
     tracer = provider.get_tracer("chat")
     conversations = {delay: str(uuid.uuid4()) for delay in (20, 40, 60)}
-
-    def chat(delay: int) -> None:
-        with tracer.start_as_current_span("chat turn") as root:
-            with tracer.start_as_current_span("purchase") as event:
-                event.set_attribute("greenflash.event.type", "upgrade_purchased")
-                event.set_attribute("greenflash.event.value", f"after-{delay}s")
-            time.sleep(delay)  # the LLM call that finally returns Greenflash's conversation id
-            root.set_attribute("greenflash.conversation.id", conversations[delay])
-
-    threads = [threading.Thread(target=chat, args=(delay,)) for delay in conversations]
-    for thread in threads:
-        thread.start()
-    time.sleep(10)
+    roots = {}
+    for delay in conversations:
+        root = tracer.start_span("chat turn")
+        roots[delay] = root
+        with tracer.start_as_current_span("purchase", context=set_span_in_context(root)) as event:
+            event.set_attribute("greenflash.event.type", "upgrade_purchased")
+            event.set_attribute("greenflash.event.value", f"after-{delay}s")
+    clock.skipped = 10
+    assert processor.deliver_queued(20_000)
     assert receiver.accepted == []  # still waiting for their roots, nothing sent unlinked
-    for thread in threads:
-        thread.join()
+    for delay, root in roots.items():
+        clock.skipped = delay  # the LLM call that finally returns Greenflash's conversation id
+        assert processor.deliver_queued(20_000)
+        sent = {event["value"] for event in receiver.accepted}
+        assert sent == {f"after-{earlier}s" for earlier in roots if earlier < delay}
+        root.set_attribute("greenflash.conversation.id", conversations[delay])
+        root.end()
     assert processor.force_flush(20_000)
     linked = {event["value"]: event.get("conversationId") for event in receiver.accepted}
     assert linked == {f"after-{delay}s": conversations[delay] for delay in conversations}
@@ -100,6 +117,7 @@ WAITING_MEMORY = """
 import gc, sys, time, tracemalloc
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import set_span_in_context
 from otel_greenflash import GreenflashSpanProcessor
 from otel_greenflash.testing import MemoryTransport
 
