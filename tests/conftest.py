@@ -1,4 +1,5 @@
-"""Shared fixtures: a local Events API server and tracer providers wired to it."""
+"""Shared fixtures: a local Events API server (the plugin's), the independent receiver, and
+tracer providers wired to them. Shared constants live here too; helpers in tests/support/."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from otel_greenflash import GreenflashSpanProcessor
 from otel_greenflash.testing import EventsApiServer
+from tests.support.independent_receiver import Receiver
 
 PRODUCT_ID = "123e4567-e89b-12d3-a456-426614174000"
 CONVERSATION_ID = "0b9f3f8e-5a3c-4f7e-9c1d-2a6b8e4d7f10"
@@ -21,6 +23,23 @@ MakeProcessor = Callable[..., GreenflashSpanProcessor]
 def server(greenflash_server: EventsApiServer) -> EventsApiServer:
     """The plugin's ``greenflash_server`` fixture, under a short name."""
     return greenflash_server
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "receiver(**options): the receiver fixture's Receiver options (latency_seconds, …)",
+    )
+
+
+@pytest.fixture
+def receiver(request: pytest.FixtureRequest) -> Iterator[Receiver]:
+    """The independent Events API receiver (tests/support/independent_receiver.py), built with
+    the options of the closest ``receiver`` mark; it must end without errors of its own."""
+    mark = request.node.get_closest_marker("receiver")
+    with Receiver(**(mark.kwargs if mark is not None else {})) as started:
+        yield started
+        assert started.errors == []
 
 
 @pytest.fixture

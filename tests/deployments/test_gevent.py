@@ -23,7 +23,6 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -44,20 +43,16 @@ from tests.deployments.test_deployments import (
 from tests.support.independent_receiver import Fault, Receiver
 from tests.support.processes import command, run, run_script
 
-pytestmark = pytest.mark.skipif(
-    sys.platform != "linux", reason="POSIX signals, fork-based servers and /proc"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        sys.platform != "linux", reason="POSIX signals, fork-based servers and /proc"
+    ),
+    pytest.mark.receiver(latency_seconds=LATENCY),
+]
 
 IN_FLIGHT = 20
 SLOW_SECONDS = 2.0
 """How long each request takes: it is still running when the SIGTERM comes."""
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver(latency_seconds=LATENCY) as started:
-        yield started
-        assert started.errors == []
 
 
 def _worker_exit_codes(log: str) -> list[int]:

@@ -43,6 +43,7 @@ KEY = "gf-SECRET-KEY-1234567890abcdef"
 PROXY_PASSWORD = "PROXY-PASS-5150"
 URL_PASSWORD = "URL-PASS-8086"
 NEVER_ANYWHERE = (KEY, PROXY_PASSWORD, URL_PASSWORD)
+pytestmark = pytest.mark.receiver(api_key=KEY)
 
 PROPERTY = "PROPVALUE-4111"
 VALUE = "VALUE-777"
@@ -84,12 +85,6 @@ def debug_log() -> Iterator[io.StringIO]:
         root.removeHandler(handler)
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver(api_key=KEY) as started:
-        yield started
 
 
 # --------------------------------------------------------------------------- what gets out
@@ -498,7 +493,13 @@ def cli(*args: str, **env: str) -> tuple[int, str]:
     return result.returncode, result.stdout + result.stderr
 
 
+def never_a_secret(output: str) -> None:
+    for secret in NEVER_ANYWHERE:
+        assert secret not in output, output
+
+
 def test_the_cli_never_prints_a_secret(receiver: Receiver) -> None:
+    """``check`` against the API, a wrong key and a closed port, and a rejected ``send``."""
     with Receiver(api_key="another-key-entirely") as other:
         outputs = [
             cli("check", GREENFLASH_API_KEY=KEY, GREENFLASH_BASE_URL=receiver.base_url),
@@ -524,20 +525,25 @@ def test_the_cli_never_prints_a_secret(receiver: Receiver) -> None:
             GREENFLASH_PRODUCT_ID=PRODUCT_ID,
         )
     )
-    for url in URLS_WITH_A_PASSWORD[:8]:
-        outputs.append(cli("check", GREENFLASH_API_KEY=KEY, GREENFLASH_BASE_URL=url))
-    for variable, proxy in PROXIES_WITH_A_PASSWORD:
-        outputs.append(
-            cli(
-                "check",
-                GREENFLASH_API_KEY=KEY,
-                GREENFLASH_BASE_URL="http://127.0.0.1:9/v1",
-                **{variable: proxy},
-            )
-        )
-    codes = [code for code, _ in outputs]
-    assert codes[:4] == [0, 1, 1, 1]
-    assert all(code == 2 for code in codes[4:]), outputs
+    assert [code for code, _ in outputs] == [0, 1, 1, 1]
     for _, text in outputs:
-        for secret in NEVER_ANYWHERE:
-            assert secret not in text, text
+        never_a_secret(text)
+
+
+@pytest.mark.parametrize("url", URLS_WITH_A_PASSWORD[:8])
+def test_the_cli_never_prints_a_secret_of_a_refused_base_url(url: str) -> None:
+    code, text = cli("check", GREENFLASH_API_KEY=KEY, GREENFLASH_BASE_URL=url)
+    assert code == 2, text
+    never_a_secret(text)
+
+
+@pytest.mark.parametrize(("variable", "proxy"), PROXIES_WITH_A_PASSWORD)
+def test_the_cli_never_prints_a_secret_of_a_refused_proxy(variable: str, proxy: str) -> None:
+    code, text = cli(
+        "check",
+        GREENFLASH_API_KEY=KEY,
+        GREENFLASH_BASE_URL="http://127.0.0.1:9/v1",
+        **{variable: proxy},
+    )
+    assert code == 2, text
+    never_a_secret(text)

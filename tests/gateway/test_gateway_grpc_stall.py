@@ -45,12 +45,6 @@ STREAMS_PER_CONNECTION = 32
 OVERLOAD = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as running:
-        yield running
-
-
 # -- the stalled peer: raw HTTP/2 -----------------------------------------------------------------
 
 

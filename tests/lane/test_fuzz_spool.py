@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -38,6 +38,8 @@ Expect = Literal["valid", "invalid", "chaos"]
 
 EXAMPLES = 250
 CASES_PER_EXAMPLE = (40, 60)  # ≈ 12,500 attribute sets in all
+SHARDS = 5  # each its own processor, spool and test (so parallel workers share them out)
+EXAMPLES_PER_SHARD = EXAMPLES // SHARDS
 HEAVY_EVERY = 10  # every 10th example also carries one of the HEAVY cases
 
 P = attr.EVENT_PROPERTIES_PREFIX
@@ -308,15 +310,12 @@ class CountingIds(IdGenerator):
         return next(self._next)
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as running:
-        yield running
-
-
+@pytest.mark.parametrize("shard", range(SHARDS))
 def test_hostile_attribute_sets_through_the_spooled_processor(
-    tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture, shard: int
 ) -> None:
+    """One shard of the examples; the shards' example numbers follow on from each other, so
+    the heavy cases go round as in one run of all of them."""
     processor = GreenflashSpanProcessor(
         api_key=receiver.api_key,
         base_url=receiver.base_url,
@@ -330,10 +329,10 @@ def test_hostile_attribute_sets_through_the_spooled_processor(
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("fuzz")
     emitted: list[Emitted] = []
-    examples = [0]
+    examples = [shard * EXAMPLES_PER_SHARD]
 
     @settings(
-        max_examples=EXAMPLES,
+        max_examples=EXAMPLES_PER_SHARD,
         deadline=None,
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -373,7 +372,9 @@ def test_hostile_attribute_sets_through_the_spooled_processor(
     by_kind: dict[Expect, set[str]] = {"valid": set(), "invalid": set(), "chaos": set()}
     for item in emitted:
         by_kind[item.case.expect].add(item.insert_id)
-    assert sum(map(len, by_kind.values())) == len(emitted) >= EXAMPLES * CASES_PER_EXAMPLE[0]
+    assert (
+        sum(map(len, by_kind.values())) == len(emitted) >= EXAMPLES_PER_SHARD * CASES_PER_EXAMPLE[0]
+    )
     accepted = {str(event["insertId"]): event for event in receiver.accepted}
     chaos_sent = by_kind["chaos"] & set(accepted)
 

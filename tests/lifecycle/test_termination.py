@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,9 +23,10 @@ from tests.support.processes import clean_env
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = "123e4567-e89b-12d3-a456-426614174000"
 
-pytestmark = pytest.mark.skipif(
-    not hasattr(signal, "SIGTERM") or os.name != "posix", reason="POSIX"
-)
+pytestmark = [
+    pytest.mark.skipif(not hasattr(signal, "SIGTERM") or os.name != "posix", reason="POSIX"),
+    pytest.mark.receiver(latency_seconds=0.2),
+]
 
 PRELUDE = """
 import os, signal, sys, time
@@ -46,12 +46,6 @@ def emit(label, count):
 def ready():
     print("ready", flush=True)
 """
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver(latency_seconds=0.2) as running:
-        yield running
 
 
 def start(tmp_path: Path, body: str, receiver: Receiver, **env: str) -> subprocess.Popen[str]:
