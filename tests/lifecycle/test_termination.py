@@ -488,11 +488,13 @@ def test_sigterm_while_the_main_thread_installs_the_handler_does_not_hang(
     expect_exactly(receiver, ids("install", 5))
 
 
+@pytest.mark.parametrize("first", range(0, 40, 10), ids=lambda first: f"horses-{first}+")
 def test_os_exit_right_after_a_root_releases_waiting_events_delivers_them(
-    tmp_path: Path, receiver: Receiver
+    tmp_path: Path, receiver: Receiver, first: int
 ) -> None:
     """Events waiting for their conversation id are released by the root's end; a work horse
-    leaving with os._exit a moment later must still deliver them."""
+    leaving with os._exit a moment later must still deliver them. 40 horses, each leaving a
+    little later than the one before, in four tests of ten (so parallel workers share them)."""
     process = start(
         tmp_path,
         """
@@ -500,7 +502,7 @@ def test_os_exit_right_after_a_root_releases_waiting_events_delivers_them(
         otel_greenflash.configure()
         tracer = trace.get_tracer("horse")
         conversations = {}
-        for child in range(40):
+        for child in range(FIRST, FIRST + 10):
             conversations[child] = str(uuid.uuid4())
             pid = os.fork()
             if pid == 0:
@@ -518,14 +520,14 @@ def test_os_exit_right_after_a_root_releases_waiting_events_delivers_them(
         for child, conversation in conversations.items():
             print(child, conversation, file=sys.stderr)
         ready()
-        """,
+        """.replace("FIRST", str(first)),
         receiver,
         GREENFLASH_BSP_SCHEDULE_DELAY="10",
     )
     code, _, err = finish(process)
     assert code == 0, err
     expected = set()
-    for child in range(40):
+    for child in range(first, first + 10):
         expected |= ids(f"h{child}", 100)
     expect_exactly(receiver, expected)
     conversations = dict(line.split() for line in err.splitlines() if line[:1].isdigit())

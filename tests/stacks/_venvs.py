@@ -43,8 +43,9 @@ def requirements_file(stack: str) -> Path:
 
 def _install_inputs() -> bytes:
     """What ``pip install -e <repo>`` reads from ``pyproject.toml``: the build system, the
-    project table (dependencies, entry points) and hatch's settings. Edits elsewhere in the file
-    (linters, pytest, mypy) do not force a rebuild. Without ``tomllib`` (Python 3.10): the file."""
+    project table (dependencies, entry points; not the extras, which it does not install) and
+    hatch's settings. Edits elsewhere in the file (the test extra, linters, pytest, mypy) do not
+    force a rebuild. Without ``tomllib`` (Python 3.10): the file."""
     text = (REPO / "pyproject.toml").read_bytes()
     try:
         import tomllib
@@ -52,6 +53,8 @@ def _install_inputs() -> bytes:
         return text
     data = tomllib.loads(text.decode())
     kept = {key: data.get(key) for key in ("build-system", "project")}
+    if isinstance(kept["project"], dict):  # the extras are not installed into a stack's venv
+        kept["project"] = {k: v for k, v in kept["project"].items() if k != "optional-dependencies"}
     kept["hatch"] = data.get("tool", {}).get("hatch")
     return json.dumps(kept, sort_keys=True).encode()
 
