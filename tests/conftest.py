@@ -3,7 +3,7 @@ tracer providers wired to them. Shared constants live here too; helpers in tests
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,12 +11,10 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from otel_greenflash import GreenflashSpanProcessor
 from otel_greenflash.testing import EventsApiServer
+from tests.support.common import CONVERSATION_ID, PRODUCT_ID, MakeProcessor
 from tests.support.independent_receiver import Receiver
 
-PRODUCT_ID = "123e4567-e89b-12d3-a456-426614174000"
-CONVERSATION_ID = "0b9f3f8e-5a3c-4f7e-9c1d-2a6b8e4d7f10"
-
-MakeProcessor = Callable[..., GreenflashSpanProcessor]
+__all__ = ["CONVERSATION_ID", "PRODUCT_ID", "MakeProcessor"]  # for imports not yet moved
 
 
 @pytest.fixture

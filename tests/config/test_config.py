@@ -13,7 +13,7 @@ from otel_greenflash._config import (
     ConfigurationError,
     GreenflashConfig,
 )
-from tests.conftest import PRODUCT_ID
+from tests.support.common import PRODUCT_ID
 
 KEY = "gf_live_abcdefghijklmnop1234"
 

@@ -23,7 +23,7 @@ from otel_greenflash import (
     RetriesExhaustedError,
 )
 from otel_greenflash.testing import EventsApiServer, Fault
-from tests.conftest import MakeProcessor
+from tests.support.common import MakeProcessor
 
 N = 20
 

@@ -33,35 +33,30 @@ from otel_greenflash import (
     GreenflashSpanProcessor,
     RetriesExhaustedError,
 )
-from tests.support.independent_receiver import Fault, FaultProxy, Receiver, RequestRecord
+from tests.support.common import PRODUCT_ID
+from tests.support.delivery_lab import (
+    CLIENTS,
+    DropCallback,
+    ErrorCallback,
+    ErrorLog,
+    ServerLab,
+    accepted_values,
+    retries_of,
+    value_of,
+    wait_until,
+)
+from tests.support.independent_receiver import Fault, Receiver
 from tests.support.processes import clean_env, run_script
-
-PRODUCT_ID = "123e4567-e89b-12d3-a456-426614174000"
-CLIENTS = ("aiohttp", "httpx")
-
-ErrorCallback = Callable[[Exception, Sequence[BusinessEvent]], None]
-DropCallback = Callable[[Sequence[BusinessEvent], str], None]
-
 
 # --------------------------------------------------------------------------- helpers
 
 
-class Lab:
+class Lab(ServerLab):
     """Starts receivers, proxies and processors; tears them down in the right order."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.processors: list[GreenflashSpanProcessor] = []
-        self.servers: list[Receiver | FaultProxy] = []
-
-    def receiver(self, **options: Any) -> Receiver:
-        receiver = Receiver(**options).start()
-        self.servers.append(receiver)
-        return receiver
-
-    def proxy(self, receiver: Receiver) -> FaultProxy:
-        proxy = FaultProxy.in_front_of(receiver).start()
-        self.servers.append(proxy)
-        return proxy
 
     def processor(
         self,
@@ -91,10 +86,7 @@ class Lab:
     def close(self) -> None:
         for processor in self.processors:
             processor.shutdown(timeout_millis=2000)
-        for server in reversed(self.servers):
-            server.stop()
-        for server in self.servers:
-            assert server.errors == []
+        self.close_servers()
 
 
 @pytest.fixture
@@ -102,27 +94,6 @@ def lab() -> Iterator[Lab]:
     made = Lab()
     yield made
     made.close()
-
-
-class ErrorLog:
-    """An ``on_error`` callback recording each error with the values of its events."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._items: list[tuple[Exception, list[str]]] = []
-
-    def __call__(self, error: Exception, events: Sequence[BusinessEvent]) -> None:
-        with self._lock:
-            self._items.append((error, [str(event.body.get("value")) for event in events]))
-
-    @property
-    def items(self) -> list[tuple[Exception, list[str]]]:
-        with self._lock:
-            return list(self._items)
-
-    @property
-    def values(self) -> list[str]:
-        return sorted(value for _, values in self.items for value in values)
 
 
 def emit(processor: GreenflashSpanProcessor, count: int, label: str = "e") -> list[str]:
@@ -139,38 +110,9 @@ def emit(processor: GreenflashSpanProcessor, count: int, label: str = "e") -> li
     return values
 
 
-def accepted_values(receiver: Receiver) -> list[str]:
-    return sorted(str(event["value"]) for event in receiver.accepted)
-
-
-def value_of(receiver: Receiver) -> dict[str, str]:
-    """insertId -> value, for every accepted event."""
-    return {str(event["insertId"]): str(event["value"]) for event in receiver.accepted}
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
-
-
 def worker_took(processor: GreenflashSpanProcessor, count: int, timeout: float) -> bool:
     """Wait until the worker has taken ``count`` events from the span queue."""
     return wait_until(lambda: processor.stats()["queued"] >= count, timeout)
-
-
-def retries_of(requests: Sequence[RequestRecord]) -> list[RequestRecord]:
-    """Requests repeating an insertId seen in an earlier request."""
-    seen: set[str | None] = set()
-    repeats = []
-    for request in requests:
-        if request.insert_id in seen:
-            repeats.append(request)
-        seen.add(request.insert_id)
-    return repeats
 
 
 # --------------------------------------------------------------------------- lanes and bounds

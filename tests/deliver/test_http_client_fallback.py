@@ -20,6 +20,8 @@ def test_fault_injection_suite_passes_over_httpx_own_transport() -> None:
             "-q",
             "-p",
             "no:cacheprovider",
+            "-n",  # this test's own worker runs it; no second set of workers
+            "0",
             "tests/deliver/test_delivery.py",
         ],
         env,

@@ -14,7 +14,7 @@ import collections
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -36,34 +36,31 @@ from otel_greenflash import (
     GreenflashLogRecordProcessor,
     RetriesExhaustedError,
 )
-from tests.support.independent_receiver import Fault, FaultProxy, Receiver, RequestRecord
-
-PRODUCT_ID = "123e4567-e89b-12d3-a456-426614174000"
-CLIENTS = ("aiohttp", "httpx")
+from tests.support.common import PRODUCT_ID
+from tests.support.delivery_lab import (
+    CLIENTS,
+    DropCallback,
+    ErrorCallback,
+    ErrorLog,
+    ServerLab,
+    accepted_values,
+    retries_of,
+    value_of,
+    wait_until,
+)
+from tests.support.independent_receiver import Fault, Receiver
 
 Intake = GreenflashLogRecordProcessor | GreenflashLogRecordExporter
-ErrorCallback = Callable[[Exception, Sequence[BusinessEvent]], None]
-DropCallback = Callable[[Sequence[BusinessEvent], str], None]
 
 
-class LogLab:
+class LogLab(ServerLab):
     """Receivers, proxies, and log intakes aimed at them; torn down in the right order."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.providers: list[LoggerProvider] = []
         self.intakes: list[Intake] = []
-        self.servers: list[Receiver | FaultProxy] = []
         self._tracer = TracerProvider(shutdown_on_exit=False).get_tracer("shop")
-
-    def receiver(self, **options: Any) -> Receiver:
-        receiver = Receiver(**options).start()
-        self.servers.append(receiver)
-        return receiver
-
-    def proxy(self, receiver: Receiver) -> FaultProxy:
-        proxy = FaultProxy.in_front_of(receiver).start()
-        self.servers.append(proxy)
-        return proxy
 
     def config(
         self,
@@ -137,10 +134,7 @@ class LogLab:
             provider.shutdown()
         for intake in self.intakes:
             intake.shutdown(timeout_millis=2000)
-        for server in reversed(self.servers):
-            server.stop()
-        for server in self.servers:
-            assert server.errors == []
+        self.close_servers()
 
 
 @pytest.fixture
@@ -148,54 +142,6 @@ def lab() -> Iterator[LogLab]:
     made = LogLab()
     yield made
     made.close()
-
-
-class ErrorLog:
-    """An ``on_error`` callback recording each error with the values of its events."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._items: list[tuple[Exception, list[str]]] = []
-
-    def __call__(self, error: Exception, events: Sequence[BusinessEvent]) -> None:
-        with self._lock:
-            self._items.append((error, [str(event.body.get("value")) for event in events]))
-
-    @property
-    def items(self) -> list[tuple[Exception, list[str]]]:
-        with self._lock:
-            return list(self._items)
-
-    @property
-    def values(self) -> list[str]:
-        return sorted(value for _, values in self.items for value in values)
-
-
-def accepted_values(receiver: Receiver) -> list[str]:
-    return sorted(str(event["value"]) for event in receiver.accepted)
-
-
-def value_of(receiver: Receiver) -> dict[str, str]:
-    return {str(event["insertId"]): str(event["value"]) for event in receiver.accepted}
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
-
-
-def retries_of(requests: Sequence[RequestRecord]) -> list[RequestRecord]:
-    seen: set[str | None] = set()
-    repeats = []
-    for request in requests:
-        if request.insert_id in seen:
-            repeats.append(request)
-        seen.add(request.insert_id)
-    return repeats
 
 
 def assert_each_once(receiver: Receiver, values: Sequence[str]) -> None:

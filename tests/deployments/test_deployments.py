@@ -63,7 +63,7 @@ from typing import IO
 import httpx
 import pytest
 
-from tests.conftest import PRODUCT_ID
+from tests.support.common import PRODUCT_ID
 from tests.support.independent_receiver import Fault, Receiver
 from tests.support.processes import clean_env, command, run
 

@@ -9,7 +9,7 @@ import sys
 import httpx
 
 from otel_greenflash.testing import EventsApiServer
-from tests.conftest import PRODUCT_ID
+from tests.support.common import PRODUCT_ID
 from tests.support.processes import clean_env, command, run
 
 KEY_TAIL = "9z9z"

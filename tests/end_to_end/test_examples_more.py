@@ -16,7 +16,7 @@ import pytest
 
 from otel_greenflash._config import ENVIRONMENT_VARIABLES
 from otel_greenflash.testing import EventsApiServer
-from tests.conftest import PRODUCT_ID
+from tests.support.common import PRODUCT_ID
 from tests.support.processes import clean_env, command, run
 
 ROOT = Path(__file__).resolve().parents[2]

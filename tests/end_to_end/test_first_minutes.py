@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from otel_greenflash.testing import EventsApiServer
-from tests.conftest import CONVERSATION_ID, PRODUCT_ID
 from tests.end_to_end.test_zero_code import APP as ZERO_CODE_APP
+from tests.support.common import CONVERSATION_ID, PRODUCT_ID
 from tests.support.processes import clean_env, command, run, run_script
 
 ROOT = Path(__file__).resolve().parents[2]

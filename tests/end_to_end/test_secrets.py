@@ -35,7 +35,7 @@ from otel_greenflash import (
 )
 from otel_greenflash._config import GreenflashConfig
 from otel_greenflash._event import BusinessEvent
-from tests.conftest import PRODUCT_ID
+from tests.support.common import PRODUCT_ID
 from tests.support.independent_receiver import Fault, FaultProxy, Receiver
 from tests.support.processes import clean_env, run
 

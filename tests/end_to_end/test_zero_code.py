@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from otel_greenflash.testing import EventsApiServer
-from tests.conftest import CONVERSATION_ID, PRODUCT_ID
+from tests.support.common import CONVERSATION_ID, PRODUCT_ID
 from tests.support.processes import clean_env, command, run_script
 
 pytest.importorskip("opentelemetry.distro")

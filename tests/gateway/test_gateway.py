@@ -30,8 +30,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from tests.support.common import PRODUCT_ID
 from tests.support.gateway_harness import (
-    PRODUCT_ID,
     TOKEN,
     Gateway,
     grpc_exporters,

@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from otel_greenflash.testing import EventsApiServer
-from tests.conftest import PRODUCT_ID
+from tests.support.common import PRODUCT_ID
 from tests.support.processes import clean_env, command, run
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "typescript"

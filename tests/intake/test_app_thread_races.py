@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from otel_greenflash import GreenflashSpanProcessor
 from otel_greenflash.testing import MemoryTransport
-from tests.conftest import PRODUCT_ID
+from tests.support.common import PRODUCT_ID
 
 
 def test_hooks_never_raise_into_application_threads_near_every_bound() -> None:

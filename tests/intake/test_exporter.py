@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from otel_greenflash import GreenflashSpanExporter
 from otel_greenflash.testing import EventsApiServer, Fault
-from tests.conftest import PRODUCT_ID
+from tests.support.common import PRODUCT_ID
 
 
 @pytest.fixture

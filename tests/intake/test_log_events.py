@@ -32,8 +32,8 @@ from otel_greenflash import (
     conversation,
 )
 from otel_greenflash.testing import EventsApiServer
-from tests.conftest import CONVERSATION_ID, PRODUCT_ID
 from tests.intake.log_apps.services import BillingService
+from tests.support.common import CONVERSATION_ID, PRODUCT_ID
 
 OTHER_PRODUCT_ID = "7c1e2d3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
 EVENT: dict[str, AttributeValue] = {

@@ -35,8 +35,8 @@ from otel_greenflash import (
     GreenflashSpanProcessor,
 )
 from otel_greenflash.testing import EventsApiServer, Fault
-from tests.conftest import CONVERSATION_ID, PRODUCT_ID
 from tests.intake.log_apps.services import BillingService
+from tests.support.common import CONVERSATION_ID, PRODUCT_ID
 
 EVENT: dict[str, AttributeValue] = {
     "greenflash.event.type": "upgrade_purchased",

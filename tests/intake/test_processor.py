@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from otel_greenflash import GreenflashSpanProcessor
 from otel_greenflash.testing import EventsApiServer
-from tests.conftest import PRODUCT_ID, MakeProcessor
+from tests.support.common import PRODUCT_ID, MakeProcessor
 
 UPGRADE = {
     "greenflash.event.type": "upgrade_purchased",

@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace.sampling import Decision, ParentBased, TraceIdRatio
 
 from otel_greenflash import GreenflashSampler, GreenflashSpanProcessor, track
 from otel_greenflash.testing import EventsApiServer
-from tests.conftest import MakeProcessor
+from tests.support.common import MakeProcessor
 
 EVENT = {"greenflash.event.type": "upgrade_purchased", "greenflash.event.value": "149.00"}
 

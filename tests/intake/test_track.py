@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from otel_greenflash import GreenflashSpanProcessor, conversation, track
 from otel_greenflash._pipeline.registry import active_pipelines
 from otel_greenflash.testing import EventsApiServer
-from tests.conftest import CONVERSATION_ID, MakeProcessor
+from tests.support.common import CONVERSATION_ID, MakeProcessor
 
 
 def test_track_records_a_span_event_on_the_current_span(

@@ -31,7 +31,7 @@ from opentelemetry.util.types import Attributes
 from otel_greenflash import GreenflashSpanProcessor
 from otel_greenflash import attributes as attr
 from otel_greenflash.testing import validate_event_body
-from tests.conftest import CONVERSATION_ID, PRODUCT_ID
+from tests.support.common import CONVERSATION_ID, PRODUCT_ID
 from tests.support.independent_receiver import Receiver
 
 Expect = Literal["valid", "invalid", "chaos"]

@@ -25,7 +25,7 @@ from otel_greenflash._lane.spool import Spool, purge
 from otel_greenflash._lane.spool_files import hold_lock
 from otel_greenflash._map.rules import MappingResult, map_event_attributes
 from otel_greenflash.testing import EventsApiServer, validate_event_body
-from tests.conftest import PRODUCT_ID
+from tests.support.common import PRODUCT_ID
 from tests.support.processes import clean_env, command, run
 
 REPLACEMENT = "\ufffd"

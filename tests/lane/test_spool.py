@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from otel_greenflash import BusinessEvent, GreenflashConfig, GreenflashSpanProcessor
 from otel_greenflash._lane.spool import Spool, inspect
 from otel_greenflash.testing import EventsApiServer, Fault
-from tests.conftest import PRODUCT_ID, MakeProcessor
+from tests.support.common import PRODUCT_ID, MakeProcessor
 from tests.support.processes import clean_env, command, run
 
 EMITTER = """

@@ -29,7 +29,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from tests.support.gateway_harness import PRODUCT_ID, STARTUP_SECONDS, Gateway
+from tests.support.common import PRODUCT_ID
+from tests.support.gateway_harness import STARTUP_SECONDS, Gateway
 from tests.support.independent_receiver import Fault, Receiver
 from tests.support.processes import BIN, clean_env
 

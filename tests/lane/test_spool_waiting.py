@@ -15,11 +15,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from otel_greenflash import BusinessEvent, GreenflashSpanProcessor
 from otel_greenflash._lane.spool import Spool, inspect
 from otel_greenflash.testing import MemoryTransport
+from tests.support.common import PRODUCT_ID
 from tests.support.independent_receiver import Receiver
 from tests.support.processes import clean_env
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT = "123e4567-e89b-12d3-a456-426614174000"
 
 WAITER = """
 import sys, time
@@ -54,7 +54,7 @@ def test_an_event_waiting_for_its_conversation_survives_sigkill(tmp_path: Path) 
         env = clean_env(
             GREENFLASH_API_KEY=receiver.api_key,
             GREENFLASH_BASE_URL=receiver.base_url,
-            GREENFLASH_PRODUCT_ID=PRODUCT,
+            GREENFLASH_PRODUCT_ID=PRODUCT_ID,
             GREENFLASH_SPOOL_DIR=str(spool),
         )
         first = subprocess.Popen(
@@ -95,7 +95,7 @@ def test_a_waiting_event_once_linked_goes_once_and_leaves_the_spool_empty(
         processor = GreenflashSpanProcessor(
             api_key=receiver.api_key,
             base_url=receiver.base_url,
-            product_id=PRODUCT,
+            product_id=PRODUCT_ID,
             spool_dir=str(spool),
             schedule_delay_seconds=0.05,
         )
@@ -121,7 +121,7 @@ def test_a_waiting_event_once_linked_goes_once_and_leaves_the_spool_empty(
 
 
 def _event(insert_id: str) -> BusinessEvent:
-    body = {"eventType": "t", "productId": PRODUCT, "value": "1", "insertId": insert_id}
+    body = {"eventType": "t", "productId": PRODUCT_ID, "value": "1", "insertId": insert_id}
     return BusinessEvent(body, insert_id, "span")
 
 
@@ -142,7 +142,7 @@ def test_an_event_sqlite_cannot_store_goes_from_memory_and_the_spool_stays(
 ) -> None:
     transport = MemoryTransport()
     processor = GreenflashSpanProcessor(
-        product_id=PRODUCT,
+        product_id=PRODUCT_ID,
         spool_dir=str(tmp_path),
         transport=transport,
         api_key="k",

@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from otel_greenflash import flush_after
 from otel_greenflash.testing import EventsApiServer
-from tests.conftest import MakeProcessor
+from tests.support.common import MakeProcessor
 
 EVENT: dict[str, str | bool] = {
     "greenflash.event.type": "task_success",

@@ -16,17 +16,16 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import set_span_in_context
 
 from otel_greenflash import GreenflashSpanProcessor
+from tests.support.common import PRODUCT_ID
 from tests.support.independent_receiver import Receiver
 from tests.support.processes import clean_env, run
-
-PRODUCT = "123e4567-e89b-12d3-a456-426614174000"
 
 
 @pytest.fixture
 def pipeline() -> Iterator[tuple[Receiver, GreenflashSpanProcessor, TracerProvider]]:
     with Receiver(latency_seconds=0.01) as receiver:
         processor = GreenflashSpanProcessor(
-            api_key=receiver.api_key, base_url=receiver.base_url, product_id=PRODUCT
+            api_key=receiver.api_key, base_url=receiver.base_url, product_id=PRODUCT_ID
         )
         provider = TracerProvider()
         provider.add_span_processor(processor)

@@ -20,7 +20,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from otel_greenflash import GreenflashSpanProcessor, attach_conversation, conversation
 from otel_greenflash.testing import EventsApiServer
-from tests.conftest import CONVERSATION_ID, MakeProcessor
+from tests.support.common import CONVERSATION_ID, MakeProcessor
 
 OTHER_CONVERSATION_ID = "7c1e2d3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
 EVENT = {"greenflash.event.type": "upgrade_purchased", "greenflash.event.value": "149.00"}

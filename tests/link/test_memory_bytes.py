@@ -38,7 +38,7 @@ from otel_greenflash._stats import DeliveryStats
 from otel_greenflash.gateway._decode import PROTOBUF, decode_spans, parse_traces
 from otel_greenflash.gateway._intake import DurableIntake
 from otel_greenflash.testing import EventsApiServer
-from tests.conftest import PRODUCT_ID, MakeProcessor
+from tests.support.common import PRODUCT_ID, MakeProcessor
 
 MIB = 1024 * 1024
 WAITING_EVENTS = 200

@@ -8,9 +8,8 @@ from collections.abc import Mapping, Sequence
 import pytest
 
 from otel_greenflash.testing import validate_event_body
+from tests.support.common import CONVERSATION_ID, PRODUCT_ID
 
-PRODUCT_ID = "123e4567-e89b-12d3-a456-426614174000"
-CONVERSATION_ID = "0b9f3f8e-5a3c-4f7e-9c1d-2a6b8e4d7f10"
 USER_ID = "5d2e8c1a-3b4f-4a6d-9e7c-8f1b2a3c4d5e"
 ORGANIZATION_ID = "c3d4e5f6-a7b8-4c9d-8e0f-1a2b3c4d5e6f"
 

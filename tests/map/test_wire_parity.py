@@ -8,7 +8,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from otel_greenflash.testing import EventsApiServer
-from tests.conftest import CONVERSATION_ID, PRODUCT_ID, MakeProcessor
+from tests.support.common import CONVERSATION_ID, PRODUCT_ID, MakeProcessor
 
 greenflash = pytest.importorskip("greenflash")
 

@@ -21,7 +21,7 @@ from otel_greenflash._deliver.http import ThreadedTransport
 from otel_greenflash._deliver.transport import SendOutcome
 from otel_greenflash._stats import DeliveryStats, StatsSnapshot
 from otel_greenflash.testing import EventsApiServer, Fault
-from tests.conftest import CONVERSATION_ID, MakeProcessor
+from tests.support.common import CONVERSATION_ID, MakeProcessor
 
 EVENT: dict[str, AttributeValue] = {"greenflash.event.type": "ok", "greenflash.event.value": 1}
 

@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from otel_greenflash import BusinessEvent, GreenflashSpanProcessor, track
 from otel_greenflash.testing import EventsApiServer, Fault
-from tests.conftest import MakeProcessor
+from tests.support.common import MakeProcessor
 
 
 def test_on_drop_calling_track_on_a_full_queue_does_not_stall_the_worker(

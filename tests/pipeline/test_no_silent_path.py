@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 
 from otel_greenflash import track
 from otel_greenflash.testing import EventsApiServer
-from tests.conftest import PRODUCT_ID, MakeProcessor
+from tests.support.common import PRODUCT_ID, MakeProcessor
 from tests.support.processes import clean_env, command, run, run_script
 
 

@@ -23,7 +23,7 @@ from otel_greenflash import BusinessEvent, GreenflashSpanProcessor
 from otel_greenflash._deliver.transport import SendOutcome
 from otel_greenflash._logging import RateLimitedLog
 from otel_greenflash.testing import MemoryTransport
-from tests.conftest import PRODUCT_ID
+from tests.support.common import PRODUCT_ID
 
 EVENT: dict[str, AttributeValue] = {"greenflash.event.type": "ok", "greenflash.event.value": 1}
 MORE = re.compile(r"\((\d+) more like this in the last \d+\.\d s\)")

@@ -40,8 +40,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import PRODUCT_ID
 from tests.deployments.test_deployments import SERVER_RC, Deployment, free_port, settle, wait_until
+from tests.support.common import PRODUCT_ID
 from tests.support.independent_receiver import Receiver
 from tests.support.processes import clean_env
 

@@ -31,10 +31,10 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 
+from tests.support.common import PRODUCT_ID
 from tests.support.independent_receiver import Receiver
 from tests.support.processes import BIN, clean_env
 
-PRODUCT_ID = "123e4567-e89b-12d3-a456-426614174000"
 TOKEN = "gw-test-token-0123456789abcdef"
 STARTUP_SECONDS = 60.0
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from otel_greenflash.testing import EventsApiServer, Fault
-from tests.conftest import PRODUCT_ID
+from tests.support.common import PRODUCT_ID
 
 VALID = {"eventType": "signup_completed", "productId": PRODUCT_ID, "value": "1"}
 
