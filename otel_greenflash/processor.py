@@ -10,7 +10,6 @@ from opentelemetry.sdk.trace import SpanProcessor
 from ._config import GreenflashConfig
 from ._deliver.engine import DropCallback, ErrorCallback
 from ._deliver.transport import Transport
-from ._link.linker import Linker
 from ._link.rules import WaitingEvents
 from ._link.span_notes import ParentFinder, SpanNotes
 from ._pipeline.intake import PipelineIntake, resolve_config
@@ -18,7 +17,11 @@ from ._pipeline.worker import BackgroundWorker
 from ._records import EventLog, EventSpan, Record
 
 
-class GreenflashSpanProcessor(PipelineIntake, SpanProcessor):
+def _ignore(*args: object, **kwargs: object) -> None:
+    return None
+
+
+class GreenflashSpanProcessor(PipelineIntake, SpanNotes, SpanProcessor):
     """Turns spans carrying ``greenflash.event.*`` attributes into Greenflash events.
 
     Other spans pass through untouched and are never exported. Each event is linked to its
@@ -92,39 +95,28 @@ class GreenflashSpanProcessor(PipelineIntake, SpanProcessor):
                 termination_timeout_seconds=termination_timeout_seconds,
             ),
         )
-        self._span_notes: SpanNotes | None = None
-        """The link stage's bookkeeping of spans starting and ending (None when disabled)."""
         pipeline = self._join(config, on_error=on_error, on_drop=on_drop, transport=transport)
         if pipeline is None:
-            return  # on_start and on_end stay SpanProcessor's no-ops
-        notes = SpanNotes(pipeline.linker, pipeline.span_ended, pipeline.drops.drop)
-        self._span_notes = notes
-        # The hooks are the link stage's, called by the SDK with no extra Python call per span
-        # (see otel_greenflash._link.span_notes).
-        self.on_start = notes.started  # type: ignore[method-assign]
-        self.on_end = notes.ended  # type: ignore[method-assign]
+            self.on_start = _ignore  # type: ignore[method-assign]
+            self.on_end = _ignore  # type: ignore[method-assign]
+            return
+        # on_start and on_end are the link stage's (SpanNotes): spans starting and ending.
+        self._note_spans(pipeline.linker, pipeline.span_ended, pipeline.drops.drop)
 
     def shutdown(self, timeout_millis: int = 30000) -> None:
-        notes = self._span_notes
-        if notes is not None:
-            notes.closed = True  # event spans ending from now on are dropped
+        self._closed = True  # event spans ending from now on are dropped
         super().shutdown(timeout_millis)
 
     def _find_unseen_parents(self, parent_of: ParentFinder) -> None:
         """For ``configure()``: spans whose local parent did not start under this processor
         bring that parent's provider under it (see :mod:`otel_greenflash._providers`)."""
-        if self._span_notes is not None:
-            self._span_notes.parent_of = parent_of
+        self._parent_of = parent_of
 
     # -- for tests and tools -----------------------------------------------------------------
 
     @property
     def _worker(self) -> BackgroundWorker[Record]:
         return self._shared.worker
-
-    @property
-    def _linker(self) -> Linker:
-        return self._shared.linker
 
     @property
     def _waiting(self) -> WaitingEvents[EventSpan | EventLog]:

@@ -1,11 +1,13 @@
 """What the link stage notes of spans on the application thread, for a span processor.
 
-:meth:`SpanNotes.started` and :meth:`SpanNotes.ended` are the span processor's ``on_start``
-and ``on_end``: they keep the live spans, their start baggage and the open local roots of
-the :class:`~._link.linker.Linker`, and hand the ended spans that concern linking to the
+:class:`SpanNotes` gives the span processor its ``on_start`` and ``on_end``: they keep the
+live spans, their start baggage and the open local roots of the
+:class:`~._link.linker.Linker`, and hand the ended spans that concern linking to the
 pipeline. Both run for every span of the application, so they read the SDK's private fields
 (the public properties copy) and do only dictionary work. SpanContext is a tuple
-(trace_id, span_id, is_remote, ...); its properties cost a Python call each.
+(trace_id, span_id, is_remote, ...); its properties cost a Python call each. The processor
+inherits them (rather than holding a SpanNotes and calling it) because the SDK's call then
+costs no extra Python call or bound-method lookup per span.
 """
 
 from __future__ import annotations
@@ -40,17 +42,19 @@ ParentFinder = Callable[[Context | None], Span | None]
 
 class SpanNotes:
     """A span processor's link bookkeeping: spans starting and ending on the application
-    thread. Uses the linker's structures directly (they are cleared in place after a fork,
-    never replaced)."""
+    thread, as its ``on_start`` and ``on_end``. Uses the linker's structures directly (they
+    are cleared in place after a fork, never replaced). :meth:`_note_spans` wires it."""
 
-    def __init__(
+    def _note_spans(
         self, linker: Linker, span_ended: SpanEnded, drop: Callable[[ReadableSpan, str], object]
     ) -> None:
+        """Note the spans of ``linker``'s pipeline: ended spans that concern linking go to
+        ``span_ended``; event spans ending after ``_closed`` is set go to ``drop``."""
         live = linker.live
         self._live = live
         self._live_spans = live.spans
         self._live_baggage: dict[int, object] = live.baggage  # type: ignore[assignment]
-        self.max_live_spans = live.max_spans
+        self._max_live_spans = live.max_spans
         """Live spans (and open roots) kept before the oldest share is forgotten."""
         self._linker = linker
         self._trace_ids = linker.trace_ids
@@ -59,20 +63,20 @@ class SpanNotes:
         self._no_marked_keys_in = linker.no_marked_keys_in
         self._span_ended = span_ended
         self._drop = drop
-        self.parent_of: ParentFinder | None = None
+        self._parent_of: ParentFinder | None = None
         """Set by ``configure()``: spans whose local parent was not seen start bring their
         parent's provider under the processor (see :mod:`otel_greenflash._providers`)."""
-        self.closed = False
+        self._closed = False
         """The processor shut down: ended event spans are dropped (``shutdown``)."""
 
-    def started(self, span: Span, parent_context: Context | None = None) -> None:
-        """``on_start``: note the span as live, with its start baggage; a local root opens."""
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """Note the span as live, with its start baggage; a local root opens."""
         context = span._context
         if context is None:
             return
         span_id = context[1]
         spans = self._live_spans
-        if len(spans) >= self.max_live_spans:  # spans that never end: forget the oldest
+        if len(spans) >= self._max_live_spans:  # spans that never end: forget the oldest
             self._live.evict_oldest_share()
         spans[span_id] = _weak(span)
         parent = span._parent
@@ -80,9 +84,9 @@ class SpanNotes:
             roots = self._open_roots
             trace_id = context[0]
             roots[trace_id] = roots.get(trace_id, 0) + 1
-            if len(roots) > self.max_live_spans:  # roots that never end
+            if len(roots) > self._max_live_spans:  # roots that never end
                 forget_oldest_share(roots)
-        elif parent[1] not in spans and self.parent_of is not None:
+        elif parent[1] not in spans and self._parent_of is not None:
             self._parent_not_seen(parent[1], parent_context)
         start_baggage = (parent_context if parent_context is not None else _current_context()).get(
             _BAGGAGE_KEY
@@ -94,7 +98,7 @@ class SpanNotes:
         """A span whose local parent did not start under this processor (another provider's,
         or started before configure()): that provider gets the processor's hooks, and the
         parent is noted as live (and as an open root) so its trace links as usual."""
-        parent_of = self.parent_of
+        parent_of = self._parent_of
         if parent_of is None:
             return
         parent = parent_of(parent_context if parent_context is not None else _current_context())
@@ -108,8 +112,8 @@ class SpanNotes:
             trace_id = parent._context[0]
             roots[trace_id] = roots.get(trace_id, 0) + 1
 
-    def ended(self, span: ReadableSpan) -> None:
-        """``on_end``: the span is no longer live; hand it to the pipeline when it carries
+    def on_end(self, span: ReadableSpan) -> None:
+        """The span is no longer live; hand it to the pipeline when it carries
         an id or an event, or its trace concerns linking."""
         context = span._context
         if context is None:
@@ -138,7 +142,7 @@ class SpanNotes:
             and not ((root or start_baggage) and self._linker.notes_every_root)
         ):
             return
-        if self.closed:
+        if self._closed:
             if has_business_events(span):
                 self._drop(span, "shutdown")
             return

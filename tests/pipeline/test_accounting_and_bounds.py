@@ -202,9 +202,7 @@ def test_live_span_registry_evicts_the_oldest_and_keeps_linking(
     server: EventsApiServer, make_processor: MakeProcessor
 ) -> None:
     processor = make_processor()
-    notes = processor._span_notes
-    assert notes is not None
-    processor._linker.live.max_spans = notes.max_live_spans = 10
+    processor._linker.live.max_spans = processor._max_live_spans = 10
     tracer = tracer_for(processor)
     token = context_api.attach(baggage.set_baggage("greenflash.user.external_id", "u"))
     never_ended = [tracer.start_span(f"leak{n}") for n in range(50)]
