@@ -131,17 +131,25 @@ def _delivery_on_os_threads() -> bool:
     return patcher() == "gevent"
 
 
-_main_hub_loop: Any = None
-"""gevent: the main thread's hub loop, kept when the delivery threads start from it."""
+class _Hubs:
+    """What this process keeps of gevent's and eventlet's hubs."""
+
+    def __init__(self) -> None:
+        self.main_loop: Any = None
+        """gevent: the main thread's hub loop, kept when the delivery threads start from it."""
+        self.waker: _EventletWaker | None = None
+        """eventlet: the pipe that wakes a green thread for :func:`hand_off`."""
+
+
+_hubs = _Hubs()
 
 
 def start_delivery_thread(target: Callable[[], object], name: str) -> Joinable:
     """A started daemon thread for the delivery loop or its executor, or for work that waits
     for them and so must not run on them (see above)."""
     if _delivery_on_os_threads():
-        global _main_hub_loop
         if on_main_thread():
-            _main_hub_loop = sys.modules["gevent"].get_hub().loop
+            _hubs.main_loop = sys.modules["gevent"].get_hub().loop
         return OsThread(target, name)
     thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
@@ -175,7 +183,7 @@ def start_worker_joiner(target: Callable[[], object], name: str) -> Joinable:
     ``shutdown()``). Under gevent the worker is a greenlet of the main thread, which only a
     greenlet of that thread may join: the work is sent to its hub. Elsewhere, a delivery
     thread."""
-    loop = _main_hub_loop
+    loop = _hubs.main_loop
     if _delivery_on_os_threads() and loop is not None and not on_main_thread():
         work = _MainHubGreenlet(target)
         loop.run_callback_threadsafe(sys.modules["gevent"].spawn, work.run)
@@ -267,15 +275,11 @@ class _EventletWaker:
             sys.modules["eventlet.hubs"].notify_opened(self._read_end)
 
 
-_waker: _EventletWaker | None = None
-
-
 def prepare_hand_off() -> None:
     """Call where a signal handler is installed (the main thread): under eventlet, start the
     green thread :func:`hand_off` needs."""
-    global _waker
-    if patcher() == "eventlet" and _waker is None:
-        _waker = _EventletWaker()
+    if patcher() == "eventlet" and _hubs.waker is None:
+        _hubs.waker = _EventletWaker()
 
 
 def hand_off(work: Callable[[], None]) -> bool:
@@ -284,17 +288,18 @@ def hand_off(work: Callable[[], None]) -> bool:
     if found == "gevent":
         sys.modules["gevent"].spawn(work)
         return True
-    if found == "eventlet" and _waker is not None:
-        _waker.call(work)
+    waker = _hubs.waker
+    if found == "eventlet" and waker is not None:
+        waker.call(work)
         return True
     return False
 
 
-def _renew_waker_in_child() -> None:
-    """The child inherits the handler, not a pipe of its own: give it one (a pipe shared with
-    the parent would hand a byte to whichever process reads first)."""
-    global _waker
-    inherited, _waker = _waker, None
+def after_fork_in_child() -> None:
+    """In a forked child (see :mod:`._lifecycle.fork`): the child inherits the SIGTERM handler,
+    not a pipe of its own: give it one (a pipe shared with the parent would hand a byte to
+    whichever process reads first)."""
+    inherited, _hubs.waker = _hubs.waker, None
     if inherited is None:
         return
     inherited.let_go_in_child()
@@ -302,7 +307,3 @@ def _renew_waker_in_child() -> None:
         prepare_hand_off()
     except Exception as error:  # no fds left, say: the handler then delivers where it runs
         logger.debug("otel_greenflash: no SIGTERM hand-off in the forked child: %s", error)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_waker_in_child)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import ssl
 import threading
 from collections.abc import Callable
@@ -38,17 +37,22 @@ _HINT_HEADERS = ("retry-after", "retry-after-ms")
 _timeout_scope = getattr(asyncio, "timeout", None)
 """``asyncio.timeout`` where it exists (3.11+); ``wait_for`` costs a task per request."""
 
-_ssl_lock = threading.Lock()
-_ssl_context: ssl.SSLContext | None = None
+
+class _SharedTls:
+    """The process's one TLS context, built on first use under a lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.context: ssl.SSLContext | None = None
 
 
-def _reset_ssl_lock_in_child() -> None:
-    global _ssl_lock
-    _ssl_lock = threading.Lock()  # a thread of the parent may have held it at the fork
+_tls = _SharedTls()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_ssl_lock_in_child)
+def after_fork_in_child() -> None:
+    """In a forked child: a new lock (see :mod:`.._lifecycle.fork`); a thread of the parent
+    may have held the old one at the fork."""
+    _tls.lock = threading.Lock()
 
 
 def suppress_instrumentation() -> None:
@@ -59,11 +63,10 @@ def suppress_instrumentation() -> None:
 
 def shared_ssl_context() -> ssl.SSLContext:
     """One TLS context for the process: building one loads the CA bundle (≈ 30 ms of CPU)."""
-    global _ssl_context
-    with _ssl_lock:
-        if _ssl_context is None:
-            _ssl_context = httpx.create_ssl_context()
-        return _ssl_context
+    with _tls.lock:
+        if _tls.context is None:
+            _tls.context = httpx.create_ssl_context()
+        return _tls.context
 
 
 class AsyncTransport(Protocol):

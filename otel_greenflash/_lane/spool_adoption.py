@@ -62,11 +62,20 @@ STEP_SECONDS = 0.05
 """A periodic scan's step (one per worker cycle) moves at most this many batches, and starts
 none after this many seconds."""
 _MAX_NAMES_SHOWN = 5
-_jitter = random.Random()  # noqa: S311 - spreads scans, not a secret; leaves random's state alone
-_adopters: weakref.WeakSet[OrphanAdopter] = weakref.WeakSet()
-_left_with_parent: list[sqlite3.Connection] = []
-"""In a forked child: the parent's connections to orphans it was moving, never used or closed
-here (closing one could write to a file the parent is still changing)."""
+
+
+class _Adopters:
+    """The adopters of this process, and what a forked child keeps of its parent's scans."""
+
+    def __init__(self) -> None:
+        self.jitter = random.Random()  # noqa: S311 - spreads scans, not a secret; leaves random's state alone
+        self.live: weakref.WeakSet[OrphanAdopter] = weakref.WeakSet()
+        self.left_with_parent: list[sqlite3.Connection] = []
+        """In a forked child: the parent's connections to orphans it was moving, never used or
+        closed here (closing one could write to a file the parent is still changing)."""
+
+
+_adopters = _Adopters()
 
 
 def scan_period(environ: Mapping[str, str] | None = None) -> float:
@@ -94,7 +103,7 @@ class ScanSchedule:
         self.next_at = self._after(now)
 
     def _after(self, now: float) -> float:
-        return now + self.period * _jitter.uniform(0.8, 1.2)
+        return now + self.period * _adopters.jitter.uniform(0.8, 1.2)
 
 
 class _Budget:
@@ -140,7 +149,7 @@ class OrphanAdopter:
         self._scan: _Scan | None = None
         self._busy = threading.Lock()
         """Held by a step, and by :meth:`close` (which may come from another thread)."""
-        _adopters.add(self)
+        _adopters.live.add(self)
 
     @property
     def scanning(self) -> bool:
@@ -222,7 +231,7 @@ class OrphanAdopter:
         self._busy = threading.Lock()
         scan, self._scan = self._scan, None
         if scan is not None and scan.move is not None:
-            _left_with_parent.append(scan.move.source)
+            _adopters.left_with_parent.append(scan.move.source)
 
     def _open(self, scan: _Scan, path: Path) -> _Move | None:
         """The move of ``path`` when it is an orphan to adopt (its lock then held), else
@@ -539,14 +548,11 @@ class _Move:
         )
 
 
-def _abandon_scans_in_child() -> None:
-    _jitter.seed()  # siblings forked from one parent draw their own waits
-    for adopter in list(_adopters):
+def after_fork_in_child() -> None:
+    """In a forked child: forget the parent's scans (see :mod:`.._lifecycle.fork`)."""
+    _adopters.jitter.seed()  # siblings forked from one parent draw their own waits
+    for adopter in list(_adopters.live):
         adopter._abandon_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_abandon_scans_in_child)
 
 
 def _next_batch(source: sqlite3.Connection) -> list[tuple[int, str, str, bytes, str, float]]:

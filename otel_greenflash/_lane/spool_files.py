@@ -40,10 +40,20 @@ CREATING = ".creating"
 _OPEN_FLAGS = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 """Never open a spool directory entry through a symlink, nor leak it to a child process."""
 _LOCK_ATTEMPTS = 100
-_lock_files: weakref.WeakSet[IO[bytes]] = weakref.WeakSet()
-"""Every lock file opened here and not yet collected: closed in a forked child."""
-_opening = threading.Lock()
-"""Held while a lock file is opened and noted, and across a fork (none is opened unnoted)."""
+
+
+class _LockFiles:
+    """This process's lock files, and the lock that keeps a fork out of opening or closing one."""
+
+    def __init__(self) -> None:
+        self.opened: weakref.WeakSet[IO[bytes]] = weakref.WeakSet()
+        """Every lock file opened here and not yet collected: closed in a forked child."""
+        self.opening = threading.Lock()
+        """Held while a lock file is opened and noted, and across a fork (none is opened
+        unnoted)."""
+
+
+_lock_files = _LockFiles()
 
 
 class SpoolError(Exception):
@@ -75,14 +85,14 @@ def open_create_exclusive(path: Path) -> None:
 def open_lock_file(path: Path) -> IO[bytes]:
     """Open (creating it 0600 if needed) a lock file; never through a symlink. A forked child
     closes its copy (it never holds the parent's locks)."""
-    with _opening:
+    with _lock_files.opening:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _OPEN_FLAGS, 0o600)
         try:
             handle = os.fdopen(fd, "ab")
         except BaseException:
             os.close(fd)
             raise
-        _lock_files.add(handle)
+        _lock_files.opened.add(handle)
     return handle
 
 
@@ -90,7 +100,7 @@ def close_lock_file(handle: IO[bytes]) -> None:
     """Close a lock file with no fork under way: a fork in the middle of a close would leave
     the child a copy it never closes (holding the lock for its life), or a buffered file whose
     lock it waits on for ever."""
-    with _opening:
+    with _lock_files.opening:
         handle.close()
 
 
@@ -220,28 +230,20 @@ def warn_if_shared(directory: Path) -> None:
     )
 
 
-def _close_lock_files_in_child() -> None:
+def before_fork() -> None:
+    """Before a fork: no lock file is being opened or closed (see :mod:`.._lifecycle.fork`)."""
+    _lock_files.opening.acquire()
+
+
+def after_fork_in_parent() -> None:
+    _lock_files.opening.release()
+
+
+def after_fork_in_child() -> None:
     """In a forked child: close the copies of the parent's lock files (never unlock them: the
     lock is the parent's), so a lock the parent lets go of is free."""
-    global _opening
-    _opening = threading.Lock()
-    for handle in list(_lock_files):
+    _lock_files.opening = threading.Lock()
+    for handle in list(_lock_files.opened):
         with contextlib.suppress(OSError, ValueError):
             handle.close()
-    _lock_files.clear()
-
-
-def _hold_opening_before_fork() -> None:
-    _opening.acquire()
-
-
-def _release_opening_after_fork() -> None:
-    _opening.release()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(
-        before=_hold_opening_before_fork,
-        after_in_parent=_release_opening_after_fork,
-        after_in_child=_close_lock_files_in_child,
-    )
+    _lock_files.opened.clear()

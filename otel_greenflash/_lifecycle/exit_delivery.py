@@ -29,9 +29,17 @@ class Terminable(Protocol):
 EXPORTER_KINDS = ("span_exporter", "log_exporter")
 """The intake kinds of our exporters (the ``_kind`` of their classes)."""
 
-_sources: list[Callable[[], Sequence[Terminable]]] = []
-_budget_seconds = 5.0
-_fed_by_sdk_batches = False
+
+class _Watched:
+    """What the end of this process delivers, and within what budget."""
+
+    def __init__(self) -> None:
+        self.sources: list[Callable[[], Sequence[Terminable]]] = []
+        self.budget_seconds = 5.0
+        self.fed_by_sdk_batches = False
+
+
+_watched = _Watched()
 _real_exit: Callable[[int], NoReturn] = os._exit
 
 
@@ -42,17 +50,16 @@ def register(
     fed_by_sdk_batches: bool = False,
 ) -> None:
     """Deliver what ``processors()`` hold when the process ends (appends are atomic)."""
-    global _budget_seconds, _fed_by_sdk_batches
-    if processors not in _sources:
-        _sources.append(processors)
-    _budget_seconds = budget_seconds
-    _fed_by_sdk_batches = _fed_by_sdk_batches or fed_by_sdk_batches
+    if processors not in _watched.sources:
+        _watched.sources.append(processors)
+    _watched.budget_seconds = budget_seconds
+    _watched.fed_by_sdk_batches = _watched.fed_by_sdk_batches or fed_by_sdk_batches
 
 
 def live_processors() -> list[Terminable]:
     """Every processor not shut down yet (a lock-free snapshot: safe in a signal handler)."""
     found: list[Terminable] = []
-    for source in tuple(_sources):
+    for source in tuple(_watched.sources):
         found.extend(source())
     return found
 
@@ -64,8 +71,8 @@ def deliver_before_exit(cause: str, *, only_if_holding: bool = False) -> bool:
     the shutdown needs (a signal handler) still returns after the budget. Where no thread can
     be started (interpreter shutdown on Python 3.12, a pids limit), it runs inline.
     """
-    budget = _budget_seconds
-    batches = _sdk_batches_feeding_exporters() if _fed_by_sdk_batches else []
+    budget = _watched.budget_seconds
+    batches = _sdk_batches_feeding_exporters() if _watched.fed_by_sdk_batches else []
     if only_if_holding:
         batches = [batch for batch in batches if _queued(batch)]
     processors = live_processors()

@@ -46,16 +46,6 @@ from .exit_delivery import Terminable, deliver_before_exit
 
 SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
-_lock = threading.Lock()
-_installed = False
-"""Installed once in this process (or its parent): a handler set since then is never replaced."""
-_terminating = False
-_hooks_wanted = False
-_deferred: set[int] = set()
-"""Signals blocked on the main thread until held events are out."""
-_held_back: set[int] = set()
-"""Signals that interrupted a shutdown: raised again once it is over."""
-_sink: Joinable | None = None
 _CAN_BLOCK = hasattr(signal, "pthread_sigmask") and hasattr(signal, "sigpending")
 
 
@@ -63,12 +53,30 @@ def _never() -> bool:
     return False
 
 
-_shutdown_under_way: Callable[[], bool] = _never
-"""True while a pipeline is shutting down (given by :func:`watch`)."""
+class _Termination:
+    """This process's SIGTERM handling."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.installed = False
+        """Installed once in this process (or its parent): a handler set since then is never
+        replaced."""
+        self.terminating = False
+        self.hooks_wanted = False
+        self.deferred: set[int] = set()
+        """Signals blocked on the main thread until held events are out."""
+        self.held_back: set[int] = set()
+        """Signals that interrupted a shutdown: raised again once it is over."""
+        self.sink: Joinable | None = None
+        self.shutdown_under_way: Callable[[], bool] = _never
+        """True while a pipeline is shutting down (given by :func:`watch`)."""
+
+
+_state = _Termination()
 
 
 def _shutting_down() -> bool:
-    return _shutdown_under_way()
+    return _state.shutdown_under_way()
 
 
 def watch(
@@ -81,17 +89,15 @@ def watch(
 ) -> None:
     """Make the end of the process deliver what ``processors()`` hold (called by each one);
     ``shutting_down()`` says when a shutdown is already delivering."""
-    global _shutdown_under_way
-    _shutdown_under_way = shutting_down
+    _state.shutdown_under_way = shutting_down
     _exit_delivery.register(
         processors, budget_seconds=budget_seconds, fed_by_sdk_batches=fed_by_sdk_batches
     )
-    global _hooks_wanted
     if not handle_sigterm:
         return
-    _hooks_wanted = True
+    _state.hooks_wanted = True
     _install_once()
-    with _lock:
+    with _state.lock:
         _exit_delivery.hook_os_exit()
     _exit_delivery.hook_celery_if_imported()
 
@@ -107,8 +113,7 @@ class ChainedSigtermHandler:
         return f"<otel_greenflash SIGTERM handler chaining to {self.previous!r}>"
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
-        global _terminating
-        if _terminating:
+        if _state.terminating:
             return  # a second SIGTERM while delivering: the first one ends the process
         previous = self.previous
         if callable(previous):
@@ -118,9 +123,9 @@ class ChainedSigtermHandler:
             previous(signum, frame)
             return
         if self._shutting_down():
-            _held_back.add(signum)  # interrupted a shutdown (atexit): raised again after it
+            _state.held_back.add(signum)  # interrupted a shutdown (atexit): raised again after it
             return
-        _terminating = True
+        _state.terminating = True
         # gevent and eventlet run handlers in their hub, where nothing may block.
         if in_hub() and hand_off(lambda: _deliver_and_end(signum)):
             return
@@ -137,9 +142,8 @@ def _deliver_and_end(signum: int) -> None:
 
 
 def _install_once() -> None:
-    global _installed
-    if not _installed:
-        _installed = install_sigterm_handler()
+    if not _state.installed:
+        _state.installed = install_sigterm_handler()
 
 
 def install_sigterm_handler() -> bool:
@@ -151,7 +155,7 @@ def install_sigterm_handler() -> bool:
     """
     if not hasattr(signal, "SIGTERM") or not on_main_thread():
         return False
-    with _lock:
+    with _state.lock:
         try:
             current = signal.getsignal(signal.SIGTERM)
             if isinstance(current, ChainedSigtermHandler):
@@ -172,39 +176,38 @@ def install_sigterm_handler() -> bool:
 
 def _defer(signum: int) -> None:
     """Block ``signum`` on this (the main) thread; keep one thread that still receives it."""
-    global _sink
     if not _CAN_BLOCK:
         return
-    if _sink is None or not _sink.is_alive():
+    if _state.sink is None or not _state.sink.is_alive():
         # Started before the block, so its mask stays open; an OS thread even under
         # gevent/eventlet (a greenlet shares the main thread's mask), whose start does not
         # wait: this may run in gevent's hub.
         forever = os_lock()
         forever.acquire()
         try:
-            _sink = start_os_thread(forever.acquire, "otel-greenflash-signals")
+            _state.sink = start_os_thread(forever.acquire, "otel-greenflash-signals")
         except RuntimeError:
             return  # without it a process-wide SIGTERM could stay pending: do not block
-    _deferred.add(signum)
+    _state.deferred.add(signum)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
 
 
 def _unblock(signum: int) -> None:
-    if _CAN_BLOCK and signum in _deferred:
-        _deferred.discard(signum)
+    if _CAN_BLOCK and signum in _state.deferred:
+        _state.deferred.discard(signum)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
 
 
 def release_deferred(*, deliver: bool) -> None:
     """Let a held-back SIGTERM through (on the main thread), after delivering if asked; a
     pending one then ends the process."""
-    if not _deferred or not on_main_thread():
+    if not _state.deferred or not on_main_thread():
         return
     try:
-        if deliver and any(signum in _deferred for signum in signal.sigpending()):
+        if deliver and any(signum in _state.deferred for signum in signal.sigpending()):
             deliver_before_exit("signal SIGTERM (raised again by the server)")
     finally:
-        for signum in list(_deferred):
+        for signum in list(_state.deferred):
             _unblock(signum)
 
 
@@ -214,8 +217,8 @@ def after_shutdown(any_left: bool) -> None:
     if any_left:
         return
     release_deferred(deliver=False)
-    while _held_back:
-        signum = _held_back.pop()
+    while _state.held_back:
+        signum = _state.held_back.pop()
         if on_main_thread():
             signal.raise_signal(signum)
         else:
@@ -228,17 +231,13 @@ def _release_at_exit() -> None:
     after_shutdown(any_left=False)
 
 
-def _in_forked_child() -> None:
-    """A forked child starts with the forking thread's mask: never keep SIGTERM blocked."""
-    global _sink, _terminating
-    _sink = None
-    _terminating = False
-    _held_back.clear()
-    for signum in list(_deferred):
+def after_fork_in_child() -> None:
+    """In a forked child (see :mod:`.fork`): it starts with the forking thread's mask, never
+    keep SIGTERM blocked."""
+    _state.sink = None
+    _state.terminating = False
+    _state.held_back.clear()
+    for signum in list(_state.deferred):
         _unblock(signum)
-    if _hooks_wanted:
+    if _state.hooks_wanted:
         _exit_delivery.hook_celery_if_imported()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_in_forked_child)

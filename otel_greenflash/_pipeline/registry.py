@@ -9,13 +9,26 @@ import threading
 from .._config import GreenflashConfig
 from .._deliver.engine import DropCallback, ErrorCallback
 from .._deliver.transport import Transport
+from .._lifecycle import fork as _fork
 from .._lifecycle import termination as _termination
 from .pipeline import EventPipeline
 
 _getpid = os.getpid
-_lock = threading.Lock()
-_live: list[EventPipeline] = []
-"""Pipelines in creation order; shut-down ones are pruned when the next one is created."""
+
+
+class _Pipelines:
+    """The pipelines of this process."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.live: list[EventPipeline] = []
+        """Pipelines in creation order; shut-down ones are pruned when the next one is
+        created."""
+        self.held_for_fork: list[threading.Lock] = []
+        """Spool locks held by :func:`before_fork` until the fork is over."""
+
+
+_pipelines = _Pipelines()
 
 
 def pipeline_for(
@@ -29,9 +42,11 @@ def pipeline_for(
     """The pipeline an intake of ``kind`` feeds: a live one with equal settings and the same
     callbacks and transport that has no intake of this kind yet (a span processor and a log
     record processor share one), else a new one. The intake is attached to it."""
-    with _lock:
-        _live[:] = [pipeline for pipeline in _live if not pipeline.shutdown_finished]
-        for pipeline in _live:
+    with _pipelines.lock:
+        _pipelines.live[:] = [
+            pipeline for pipeline in _pipelines.live if not pipeline.shutdown_finished
+        ]
+        for pipeline in _pipelines.live:
             if (
                 pipeline.config == config
                 and pipeline.on_error is on_error
@@ -50,7 +65,7 @@ def pipeline_for(
                 transport=transport,
                 on_stopped=_after_stop,
             )
-            _live.append(pipeline)
+            _pipelines.live.append(pipeline)
     pipeline.attach(kind)
     _termination.watch(
         active_pipelines,
@@ -68,7 +83,7 @@ def _after_stop() -> None:
 
 def active_pipelines() -> list[EventPipeline]:
     """Pipelines of this process not shut down (a lock-free snapshot: signal-handler safe)."""
-    return [pipeline for pipeline in tuple(_live) if not pipeline.is_shutdown]
+    return [pipeline for pipeline in tuple(_pipelines.live) if not pipeline.is_shutdown]
 
 
 def span_seen_start(span_id: int) -> bool | None:
@@ -76,7 +91,7 @@ def span_seen_start(span_id: int) -> bool | None:
     pipeline has a span processor (only exporters, which read finished spans). ``track()``'s
     hot path: no list is built."""
     watched = None
-    for pipeline in tuple(_live):
+    for pipeline in tuple(_pipelines.live):
         if pipeline.is_shutdown or not pipeline.linker.tracks_open_roots:
             continue
         if span_id in pipeline.linker.live.spans:
@@ -87,35 +102,35 @@ def span_seen_start(span_id: int) -> bool | None:
 
 def shutdown_under_way() -> bool:
     """True while a pipeline is shutting down (e.g. the SDK's atexit hook is delivering)."""
-    return any(pipeline.is_shutdown and not pipeline.shutdown_finished for pipeline in tuple(_live))
+    return any(
+        pipeline.is_shutdown and not pipeline.shutdown_finished
+        for pipeline in tuple(_pipelines.live)
+    )
 
 
-_held_for_fork: list[threading.Lock] = []
-
-
-def _hold_spools_before_fork() -> None:
+def before_fork() -> None:
     """No fork in the middle of a spool transaction: the child must find the file consistent."""
     for pipeline in active_pipelines():
         spool = pipeline.feed.spool
         if spool is not None:
             spool._lock.acquire()
-            _held_for_fork.append(spool._lock)
+            _pipelines.held_for_fork.append(spool._lock)
 
 
-def _release_spools_after_fork() -> None:
-    while _held_for_fork:
-        _held_for_fork.pop().release()
+def after_fork_in_parent() -> None:
+    while _pipelines.held_for_fork:
+        _pipelines.held_for_fork.pop().release()
 
 
-def _restart_in_child_after_fork() -> None:
-    _held_for_fork.clear()  # the child never uses the parent's spools (or their locks)
+def after_fork_in_child() -> None:
+    """In a forked child: every live pipeline starts again with threads of its own."""
+    _pipelines.held_for_fork.clear()  # the child never uses the parent's spools (or their locks)
     for pipeline in active_pipelines():
         pipeline.restart_after_fork()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(
-        before=_hold_spools_before_fork,
-        after_in_parent=_release_spools_after_fork,
-        after_in_child=_restart_in_child_after_fork,
-    )
+_fork.hand_in_pipelines(
+    before=before_fork,
+    after_in_parent=after_fork_in_parent,
+    after_in_child=after_fork_in_child,
+)

@@ -251,14 +251,14 @@ def test_forked_children_draw_their_own_scan_times() -> None:
     pid = os.fork()
     if pid == 0:
         try:
-            os.write(write_end, repr(adoption._jitter.random()).encode())
+            os.write(write_end, repr(adoption._adopters.jitter.random()).encode())
         finally:
             os._exit(0)
     os.close(write_end)
     os.waitpid(pid, 0)
     with os.fdopen(read_end, "rb") as pipe:
         drawn_in_child = float(pipe.read())
-    assert drawn_in_child != adoption._jitter.random()  # before: the same draw
+    assert drawn_in_child != adoption._adopters.jitter.random()  # before: the same draw
 
 
 def test_scans_are_spread_around_the_period() -> None:
