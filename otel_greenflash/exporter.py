@@ -9,6 +9,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from . import _record_only
+from ._intake_kind import IntakeKind
 from ._pipeline.intake import PipelineIntake
 
 
@@ -30,7 +31,7 @@ class GreenflashSpanExporter(PipelineIntake, SpanExporter):
     Accepts every keyword of :class:`GreenflashSpanProcessor`.
     """
 
-    _kind = "span_exporter"
+    _kind = IntakeKind.SPAN_EXPORTER
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -17,6 +17,7 @@ from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadW
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.trace import ReadableSpan
 
+from ._intake_kind import IntakeKind
 from ._link.linker import Linker
 from ._pipeline.intake import PipelineIntake
 from ._records import EventLog, is_log_business_event, plain_attributes
@@ -34,7 +35,7 @@ class GreenflashLogRecordProcessor(PipelineIntake, LogRecordProcessor):
     :class:`GreenflashSpanProcessor`.
     """
 
-    _kind = "log_processor"
+    _kind = IntakeKind.LOG_PROCESSOR
 
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
         record = log_record.log_record
@@ -72,7 +73,7 @@ class GreenflashLogRecordExporter(PipelineIntake, LogRecordExporter):
     ``export`` waits like :class:`GreenflashSpanExporter`'s.
     """
 
-    _kind = "log_exporter"
+    _kind = IntakeKind.LOG_EXPORTER
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         pipeline = self._pipeline

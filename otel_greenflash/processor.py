@@ -10,6 +10,7 @@ from opentelemetry.sdk.trace import SpanProcessor
 from ._config import GreenflashConfig
 from ._deliver.engine import DropCallback, ErrorCallback
 from ._deliver.transport import Transport
+from ._intake_kind import IntakeKind
 from ._link.rules import WaitingEvents
 from ._link.span_notes import ParentFinder, SpanNotes
 from ._pipeline.intake import PipelineIntake, resolve_config
@@ -30,7 +31,7 @@ class GreenflashSpanProcessor(PipelineIntake, SpanNotes, SpanProcessor):
     intakes created with the same settings (e.g. a :class:`GreenflashLogRecordProcessor`).
     """
 
-    _kind = "span_processor"
+    _kind = IntakeKind.SPAN_PROCESSOR
 
     def __init__(
         self,

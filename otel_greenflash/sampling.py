@@ -26,6 +26,7 @@ from opentelemetry.util.types import Attributes
 
 from . import _record_only
 from . import attributes as attr
+from ._intake_kind import IntakeKind
 
 
 class GreenflashSampler(Sampler):
@@ -76,7 +77,7 @@ class GreenflashSampler(Sampler):
 def _span_processor_installed() -> bool:
     from ._pipeline.registry import active_pipelines
 
-    return any(pipeline.has_intake("span_processor") for pipeline in active_pipelines())
+    return any(pipeline.has_intake(IntakeKind.SPAN_PROCESSOR) for pipeline in active_pipelines())
 
 
 def parent_based_trace_id_ratio(rate: str | None) -> Sampler:

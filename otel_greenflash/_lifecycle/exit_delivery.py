@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, Protocol
 
+from .._intake_kind import IntakeKind
 from .._logging import logger
 
 
@@ -24,10 +25,6 @@ class Terminable(Protocol):
     def holds_events(self) -> bool: ...
 
     def shutdown(self, timeout_millis: int = 30000) -> None: ...
-
-
-EXPORTER_KINDS = ("span_exporter", "log_exporter")
-"""The intake kinds of our exporters (the ``_kind`` of their classes)."""
 
 
 class _Watched:
@@ -131,7 +128,8 @@ def _sdk_batches_feeding_exporters() -> list[Any]:
     found = []
     for processor in candidates:
         exporter = getattr(getattr(processor, "_batch_processor", None), "_exporter", None)
-        if getattr(type(exporter), "_kind", None) in EXPORTER_KINDS:
+        kind = getattr(type(exporter), "_kind", None)
+        if isinstance(kind, IntakeKind) and kind.fed_by_sdk_batches:
             found.append(processor)
     return found
 

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from .._config import GreenflashConfig
 from .._deliver.engine import DropCallback, ErrorCallback
 from .._deliver.transport import Transport
+from .._intake_kind import IntakeKind
 from .._stats import DeliveryStats, StatsSnapshot
 from .pipeline import EventPipeline
 from .registry import pipeline_for
@@ -37,7 +38,7 @@ class PipelineIntake:
     the ``GREENFLASH_*`` variables.
     """
 
-    _kind: ClassVar[str]
+    _kind: ClassVar[IntakeKind]
     _pipeline: EventPipeline | None
 
     def __init__(

@@ -30,6 +30,7 @@ from .._config import ENV_API_KEY, GreenflashConfig
 from .._deliver.engine import DeliveryEngine, DropCallback, ErrorCallback
 from .._deliver.transport import Transport
 from .._green import Joinable, start_worker_joiner
+from .._intake_kind import IntakeKind
 from .._lane.lanes import Lanes
 from .._lane.spool_feed import SpoolFeed
 from .._link.linker import Linker
@@ -71,7 +72,7 @@ class EventPipeline:
         self.shutdown_finished = False
         self.clock: Callable[[], float] = time.monotonic
         """The link stage's time (parking deadlines, expiry); tests move it forward."""
-        self._intakes: dict[str, int] = {}
+        self._intakes: dict[IntakeKind, int] = {}
         """Attached intakes by kind (``span_processor``, ``span_exporter``, ``log_…``)."""
         self.linker = Linker(config, link_keys=self.link_keys)
         self.linker.unsampled_spans_reach_us = _record_only.bridged
@@ -116,23 +117,23 @@ class EventPipeline:
 
     # -- intakes ------------------------------------------------------------------------------
 
-    def attach(self, kind: str) -> None:
+    def attach(self, kind: IntakeKind) -> None:
         """An intake of ``kind`` feeds this pipeline from now on."""
         with _lock:
             self._intakes[kind] = self._intakes.get(kind, 0) + 1
-            if kind in ("span_processor", "span_exporter", "otlp"):
+            if kind.sees_span_ends:
                 self.linker.sees_span_ends = True
-            if kind == "span_processor":
+            if kind is IntakeKind.SPAN_PROCESSOR:
                 self.linker.tracks_open_roots = True
-            if kind == "otlp":  # senders export what they chose to; flags are often absent
+            if kind is IntakeKind.OTLP:  # senders export what they chose to; flags are often absent
                 self.linker.unsampled_spans_reach_us = _yes
-            if kind in ("log_exporter", "otlp"):
+            if kind in (IntakeKind.LOG_EXPORTER, IntakeKind.OTLP):
                 self.linker.notes_every_root = True
 
-    def has_intake(self, kind: str) -> bool:
+    def has_intake(self, kind: IntakeKind) -> bool:
         return self._intakes.get(kind, 0) > 0
 
-    def detach(self, kind: str, timeout_millis: int) -> None:
+    def detach(self, kind: IntakeKind, timeout_millis: int) -> None:
         """An intake stops: the last one shuts the pipeline down; before that, what is queued
         is delivered (within the timeout) and waiting records keep waiting."""
         with _lock:

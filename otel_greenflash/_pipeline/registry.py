@@ -9,6 +9,7 @@ import threading
 from .._config import GreenflashConfig
 from .._deliver.engine import DropCallback, ErrorCallback
 from .._deliver.transport import Transport
+from .._intake_kind import IntakeKind
 from .._lifecycle import fork as _fork
 from .._lifecycle import termination as _termination
 from .pipeline import EventPipeline
@@ -33,7 +34,7 @@ _pipelines = _Pipelines()
 
 def pipeline_for(
     config: GreenflashConfig,
-    kind: str,
+    kind: IntakeKind,
     *,
     on_error: ErrorCallback | None = None,
     on_drop: DropCallback | None = None,
@@ -71,7 +72,7 @@ def pipeline_for(
         active_pipelines,
         handle_sigterm=config.handle_sigterm,
         budget_seconds=config.termination_timeout_seconds,
-        fed_by_sdk_batches=kind in ("span_exporter", "log_exporter"),
+        fed_by_sdk_batches=kind.fed_by_sdk_batches,
         shutting_down=shutdown_under_way,
     )
     return pipeline

@@ -34,6 +34,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from .._config import ConfigurationError, GreenflashConfig
 from .._deliver.transport import Transport
+from .._intake_kind import IntakeKind
 from .._lane.spool_room import RETRY_AFTER_SECONDS, NoRoom, SpoolRoom
 from .._pipeline.intake import PipelineIntake
 from .._pipeline.pipeline import EventPipeline
@@ -75,7 +76,7 @@ class NotAccepted(Exception):  # noqa: N818 - a refusal, not a failure of the ga
 class DurableIntake(PipelineIntake):
     """Feeds decoded OTLP batches to a pipeline of its own, with a spool."""
 
-    _kind = "otlp"
+    _kind = IntakeKind.OTLP
 
     def __init__(self, config: GreenflashConfig, *, transport: Transport | None = None) -> None:
         if not config.spool_dir:
