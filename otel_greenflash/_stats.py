@@ -1,10 +1,20 @@
-"""Thread-safe delivery counters, read through a snapshot."""
+"""Thread-safe delivery counters, read through a snapshot, and the one entry point for every
+business event lost on the way (:meth:`LostEvents.record`)."""
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
-from typing import TypedDict
+from collections.abc import Callable, Sequence
+from enum import Enum
+from typing import NamedTuple, TypedDict
+
+from ._callbacks import call_safely
+from ._event import BusinessEvent
+from ._logging import RateLimitedLog
+
+DropCallback = Callable[[Sequence[BusinessEvent], str], None]
+"""``on_drop(events, reason)``: events discarded before sending, and why."""
 
 
 class StatsSnapshot(TypedDict):
@@ -84,3 +94,82 @@ class DeliveryStats:
                 waiting=0,
                 spool={},
             )
+
+
+class DropReason(str, Enum):
+    """Why business events were not delivered. The value is the key under
+    ``stats()["dropped"]`` and the reason ``on_drop`` gets; :attr:`INVALID` and :attr:`FAILED`
+    are counted under their own ``stats()`` keys instead, and never reach ``on_drop``."""
+
+    QUEUE_FULL = "queue_full"
+    """The pipeline's queue was full (``max_queue_size``)."""
+    SHUTDOWN = "shutdown"
+    """Still held when the pipeline shut down (or after it had)."""
+    NO_API_KEY = "no_api_key"
+    """No API key was configured."""
+    SPAN_EVENT_LIMIT = "span_event_limit"
+    """Span events the SDK discarded past its limit, from spans carrying business events."""
+    DUPLICATE_INSERT_ID = "duplicate_insert_id"
+    """The spool already holds an event with that insertId."""
+    SPOOL_FULL = "spool_full"
+    """Evicted from the spool by ``spool_max_events``."""
+    INVALID = "invalid"
+    """An attribute broke the convention (``stats()["invalid"]``)."""
+    FAILED = "failed"
+    """The API refused the event, or it was not delivered in time (``stats()["failed"]``)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class LossWarning(NamedTuple):
+    """A rate-limited warning that goes with a loss: ``message % args`` under ``key``;
+    ``occurrences`` is how many it stands for (default: the events lost)."""
+
+    key: str
+    message: str
+    args: tuple[object, ...] = ()
+    occurrences: int | None = None
+
+
+class LostEvents:
+    """Where every lost business event is recorded: counted in ``stats()``, said in a
+    rate-limited warning, and handed to ``on_drop``."""
+
+    def __init__(
+        self,
+        stats: DeliveryStats,
+        log: RateLimitedLog,
+        on_drop: DropCallback | None = None,
+    ) -> None:
+        self.stats = stats
+        self.log = log
+        self.on_drop = on_drop
+
+    def record(
+        self,
+        reason: DropReason,
+        quantity: int,
+        *,
+        events: Sequence[BusinessEvent] | None = None,
+        warning: LossWarning | None = None,
+    ) -> None:
+        """Count ``quantity`` events lost for ``reason``, say ``warning``, and hand ``events``
+        (when given) to ``on_drop``."""
+        if reason is DropReason.INVALID:
+            self.stats.add_invalid(quantity)
+        elif reason is DropReason.FAILED:
+            self.stats.add_failed(quantity)
+        else:
+            self.stats.add_dropped(reason.value, quantity)
+        if warning is not None:
+            count = quantity if warning.occurrences is None else warning.occurrences
+            self.log.warning(warning.key, warning.message, *warning.args, count=count)
+        if events is not None:
+            self.hand_to_on_drop(reason, events)
+
+    def hand_to_on_drop(self, reason: DropReason, events: Sequence[BusinessEvent]) -> None:
+        """Give ``on_drop`` events already counted (by :meth:`record`, or when a full
+        queue's drops are mapped later on the worker)."""
+        if self.on_drop is not None and reason not in (DropReason.INVALID, DropReason.FAILED):
+            call_safely("on_drop", self.on_drop, events, reason.value)

@@ -21,6 +21,7 @@ from ._intake_kind import IntakeKind
 from ._link.linker import Linker
 from ._pipeline.intake import PipelineIntake
 from ._records import EventLog, is_log_business_event, plain_attributes
+from ._stats import DropReason
 
 _BAGGAGE_KEY = baggage_api._BAGGAGE_KEY
 
@@ -46,7 +47,9 @@ class GreenflashLogRecordProcessor(PipelineIntake, LogRecordProcessor):
         if pipeline is None:
             return
         if self._is_shutdown:
-            pipeline.drops.drop(event_log_of(record, attributes, pipeline.linker), "shutdown")
+            pipeline.drops.drop(
+                event_log_of(record, attributes, pipeline.linker), DropReason.SHUTDOWN
+            )
             return
         context = record.context
         span = trace.get_current_span(context) if context is not None else None

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from opentelemetry.sdk.trace import SpanProcessor
 
 from ._config import GreenflashConfig
-from ._deliver.engine import DropCallback, ErrorCallback
+from ._deliver.engine import ErrorCallback
 from ._deliver.transport import Transport
 from ._intake_kind import IntakeKind
 from ._link.rules import WaitingEvents
@@ -16,6 +16,7 @@ from ._link.span_notes import ParentFinder, SpanNotes
 from ._pipeline.intake import PipelineIntake, resolve_config
 from ._pipeline.worker import BackgroundWorker
 from ._records import EventLog, EventSpan, Record
+from ._stats import DropCallback
 
 
 def _ignore(*args: object, **kwargs: object) -> None:

@@ -30,7 +30,7 @@ from .._event import BusinessEvent
 from .._exceptions import DeliveryError, EventRejectedError, RetriesExhaustedError
 from .._green import new_event_loop, start_delivery_thread
 from .._logging import RateLimitedLog, logger
-from .._stats import DeliveryStats
+from .._stats import DeliveryStats, DropCallback, DropReason, LostEvents
 from .auth import AuthGate
 from .executor import DaemonExecutor
 from .http import AsyncTransport, suppress_instrumentation
@@ -40,7 +40,6 @@ from .throttle import Throttle
 from .transport import SendOutcome, encode_body
 
 ErrorCallback = Callable[[Exception, Sequence[BusinessEvent]], None]
-DropCallback = Callable[[Sequence[BusinessEvent], str], None]
 SettledCallback = Callable[[BusinessEvent, str], bool]
 """Called once per event with ``"sent"``, ``"rejected"`` (the API refused it for good),
 ``"failed"`` (undelivered: the retry window ended, or the key was refused) or ``"dropped"``
@@ -90,9 +89,9 @@ class DeliveryEngine:
         self._timeout = timeout_seconds
         self._policy = policy if policy is not None else RetryPolicy()
         self._on_error = on_error
-        self._on_drop = on_drop
         self._on_settled = on_settled
         self._log = RateLimitedLog()
+        self._lost = LostEvents(stats, self._log, on_drop)
         self._ledger: Ledger[_Attempt] = Ledger(max_pending)
         # Owned by the loop thread.
         self._ready: collections.deque[_Attempt] = collections.deque()
@@ -144,7 +143,7 @@ class DeliveryEngine:
             with contextlib.suppress(RuntimeError):  # loop already closed: shutdown drops them
                 self._loop.call_soon_threadsafe(self._accept, chunk, context=self._context)
         if taken < len(encoded):
-            self._drop([event for event, _ in encoded[taken:]], "shutdown")
+            self._drop([event for event, _ in encoded[taken:]], DropReason.SHUTDOWN)
 
     def flush(self, timeout_seconds: float) -> bool:
         """Wait until every event taken before the call is settled; False on timeout."""
@@ -159,7 +158,7 @@ class DeliveryEngine:
         self._ledger.wait_settled(timeout_seconds)
         left = self._ledger.abandon()  # events being settled right now are left to their settler
         if left:
-            self._drop([attempt.event for attempt in left], "shutdown")
+            self._drop([attempt.event for attempt in left], DropReason.SHUTDOWN)
         if not self._thread.is_alive():
             return len(left)
         close = self._close()
@@ -350,17 +349,15 @@ class DeliveryEngine:
                 events = [event for event in events if event not in kept]
                 if not events:
                     return
-        self._stats.add_failed(len(events))
+        self._lost.record(DropReason.FAILED, len(events))
         if self._on_error is not None:
             call_safely("on_error", self._on_error, error, events)
 
-    def _drop(self, events: Sequence[BusinessEvent], reason: str) -> None:
-        self._stats.add_dropped(reason, len(events))
+    def _drop(self, events: Sequence[BusinessEvent], reason: DropReason) -> None:
         if self._on_settled is not None:
             for event in events:
                 self._on_settled(event, "dropped")
-        if self._on_drop is not None:
-            call_safely("on_drop", self._on_drop, events, reason)
+        self._lost.record(reason, len(events), events=events)
 
 
 def _new_attempt(encoded: tuple[BusinessEvent, bytes], seq: int) -> _Attempt:

@@ -10,12 +10,12 @@ import time
 from collections.abc import Callable, Sequence
 
 from .._config import GreenflashConfig
-from .._deliver.engine import DeliveryEngine, DropCallback, ErrorCallback
+from .._deliver.engine import DeliveryEngine, ErrorCallback
 from .._deliver.http import transport_for
 from .._deliver.transport import Transport
 from .._event import BusinessEvent
 from .._logging import RateLimitedLog
-from .._stats import DeliveryStats
+from .._stats import DeliveryStats, DropCallback
 from .spool import Spool
 from .spool_feed import SpoolFeed
 

@@ -25,7 +25,7 @@ from .._config import GreenflashConfig
 from .._deliver.engine import DeliveryEngine
 from .._event import BusinessEvent
 from .._logging import RateLimitedLog, logger
-from .._stats import DeliveryStats
+from .._stats import DeliveryStats, DropReason, LossWarning, LostEvents
 from .spool import Spool, disk_full
 from .spool_destination import Destination
 from .spool_full_disk import DiskFull, FullDisk
@@ -45,6 +45,7 @@ class SpoolFeed:
         self._stats = stats
         self._wake = wake
         self._log = RateLimitedLog()
+        self._lost = LostEvents(stats, self._log)  # spool drops are not handed to on_drop
         self.spool: Spool | None = None
         self._lock = threading.Lock()
         self._notes: collections.deque[tuple[str, str]] = collections.deque()
@@ -207,22 +208,28 @@ class SpoolFeed:
             )
             engine.submit(unstorable)
         if duplicates:  # the API keeps one event per insertId: these would be discarded
-            self._stats.add_dropped("duplicate_insert_id", duplicates)
-            self._log.warning(
-                "spool-duplicate",
-                "otel_greenflash: %d event(s) carry the insertId of an event already in the "
-                "spool; the API keeps one event per insertId, so they are dropped; see "
-                "stats()['dropped']['duplicate_insert_id']",
+            self._lost.record(
+                DropReason.DUPLICATE_INSERT_ID,
                 duplicates,
-                count=duplicates,
+                warning=LossWarning(
+                    "spool-duplicate",
+                    "otel_greenflash: %d event(s) carry the insertId of an event already in the "
+                    "spool; the API keeps one event per insertId, so they are dropped; see "
+                    "stats()['dropped']['duplicate_insert_id']",
+                    (duplicates,),
+                ),
             )
         if lost:
-            self._stats.add_dropped("spool_full", lost)
-            self._log.warning(
-                "spool-full",
-                "otel_greenflash spool is full (spool_max_events=%d): %d unsent event(s) evicted",
-                spool.max_events,
+            self._lost.record(
+                DropReason.SPOOL_FULL,
                 lost,
+                warning=LossWarning(
+                    "spool-full",
+                    "otel_greenflash spool is full (spool_max_events=%d): %d unsent event(s) "
+                    "evicted",
+                    (spool.max_events, lost),
+                    occurrences=1,
+                ),
             )
         return True
 

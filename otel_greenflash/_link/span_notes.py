@@ -21,6 +21,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span
 
 from .._records import has_business_events
+from .._stats import DropReason
 from .linker import Linker
 from .rules import forget_oldest_share
 
@@ -46,7 +47,10 @@ class SpanNotes:
     are cleared in place after a fork, never replaced). :meth:`_note_spans` wires it."""
 
     def _note_spans(
-        self, linker: Linker, span_ended: SpanEnded, drop: Callable[[ReadableSpan, str], object]
+        self,
+        linker: Linker,
+        span_ended: SpanEnded,
+        drop: Callable[[ReadableSpan, DropReason], object],
     ) -> None:
         """Note the spans of ``linker``'s pipeline: ended spans that concern linking go to
         ``span_ended``; event spans ending after ``_closed`` is set go to ``drop``."""
@@ -144,6 +148,6 @@ class SpanNotes:
             return
         if self._closed:
             if has_business_events(span):
-                self._drop(span, "shutdown")
+                self._drop(span, DropReason.SHUTDOWN)
             return
         self._span_ended(span, start_baggage, live=True)

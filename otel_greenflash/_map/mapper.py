@@ -17,7 +17,7 @@ from .._link.status import RecentLinks
 from .._link.waiting import attribute_sets
 from .._logging import RateLimitedLog, logger
 from .._records import EventLog, EventSpan, Record, event_count
-from .._stats import DeliveryStats
+from .._stats import DeliveryStats, DropReason, LossWarning, LostEvents
 from .rules import MappingResult, map_log_record, map_span
 
 NO_CONVERSATION_ID = "no_conversation_id"
@@ -43,6 +43,7 @@ class EventMapper:
         self._link_keys = link_keys
         self._stats = stats
         self.invalid_log = RateLimitedLog()
+        self._invalid = LostEvents(stats, self.invalid_log)
         self.unlinked_log = RateLimitedLog()
         self.recent = RecentLinks()
         """How the last events were linked (``otel-greenflash check`` shows it)."""
@@ -71,7 +72,7 @@ class EventMapper:
         except Exception:
             logger.exception("otel_greenflash could not map a %s", _source(record))
             if report:
-                self._stats.add_invalid(event_count(record))
+                self._invalid.record(DropReason.INVALID, event_count(record))
             if outcome is not None:
                 outcome.unmappable(event_count(record))
             return []
@@ -112,9 +113,12 @@ class EventMapper:
         """Count each rejected event; warn in full at the first of each kind of problem, then
         at most once per interval per kind, with how many (see :func:`_invalid_kind`)."""
         for problem in invalid:
-            self._stats.add_invalid()
-            self.invalid_log.warning(
-                _invalid_kind(problem), "otel_greenflash %s", problem.describe()
+            self._invalid.record(
+                DropReason.INVALID,
+                1,
+                warning=LossWarning(
+                    _invalid_kind(problem), "otel_greenflash %s", (problem.describe(),)
+                ),
             )
 
     def _report_unlinked(

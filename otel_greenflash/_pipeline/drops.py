@@ -1,5 +1,6 @@
-"""Records the pipeline cannot take: counted at once, said in rate-limited warnings, and
-handed to ``on_drop`` (mapped off the application thread for a full queue)."""
+"""Records the pipeline cannot take: recorded as lost events (:class:`.._stats.LostEvents`:
+counted at once, said in rate-limited warnings, handed to ``on_drop``), mapped to events off
+the application thread for a full queue."""
 
 from __future__ import annotations
 
@@ -8,17 +9,12 @@ import threading
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from .._callbacks import call_safely, callback_running
-from .._deliver.engine import DropCallback
+from .._callbacks import callback_running
 from .._event import BusinessEvent
 from .._logging import RateLimitedLog, logger
 from .._map.mapper import EventMapper
 from .._records import EventSpan, Record, event_count
-from .._stats import DeliveryStats
-
-SPAN_EVENT_LIMIT = "span_event_limit"
-"""``stats()["dropped"]`` key: span events the SDK discarded from spans carrying business
-events."""
+from .._stats import DeliveryStats, DropCallback, DropReason, LossWarning, LostEvents
 
 MAX_DROPS_KEPT = 1000
 """Records dropped from a full queue that wait for the worker to map them and call
@@ -35,11 +31,11 @@ class Drops:
         on_drop: DropCallback | None,
         max_queue_size: int,
     ) -> None:
-        self._stats = stats
         self._mapper = mapper
         self._on_drop = on_drop
         self._max_queue_size = max_queue_size
         self.log = RateLimitedLog()
+        self.lost = LostEvents(stats, self.log, on_drop)
         self._kept: collections.deque[Record] = collections.deque()
         self._lock = threading.Lock()
         self._uncalled = 0
@@ -50,14 +46,15 @@ class Drops:
         it and calls ``on_drop`` (for at most ``MAX_DROPS_KEPT`` waiting records; past that
         they are only counted, and the worker says how many ``on_drop`` did not see)."""
         count = event_count(record)
-        self._stats.add_dropped("queue_full", count)
-        self.log.warning(
-            "queue-full",
-            "otel_greenflash queue is full (max_queue_size=%d): %d new business event(s) "
-            "dropped; see stats()['dropped']['queue_full']",
-            self._max_queue_size,
+        self.lost.record(
+            DropReason.QUEUE_FULL,
             count,
-            count=count,
+            warning=LossWarning(
+                "queue-full",
+                "otel_greenflash queue is full (max_queue_size=%d): %d new business event(s) "
+                "dropped; see stats()['dropped']['queue_full']",
+                (self._max_queue_size, count),
+            ),
         )
         if callback_running() is not None:
             self.log.warning(
@@ -75,29 +72,29 @@ class Drops:
                 else:
                     self._uncalled += count
 
-    def drop(self, record: Record | ReadableSpan, reason: str) -> int:
-        """Count (per business event) and report a record that will not be sent; return how
-        many events it held."""
+    def drop(self, record: Record | ReadableSpan, reason: DropReason) -> int:
+        """Record a record that will not be sent as lost (per business event, the events
+        mapped for ``on_drop``); return how many events it held."""
         count = event_count(record)
-        self._stats.add_dropped(reason, count)
-        self._call_on_drop(record, reason)
+        self.lost.record(reason, count, events=self._events_for_on_drop(record))
         return count
 
     def sdk_dropped_span_events(self, span_name: str, dropped: int) -> None:
         """A span carrying business events ended with ``dropped`` span events discarded by
         the SDK (past ``OTEL_SPAN_EVENT_COUNT_LIMIT``, the oldest first): counted as
         ``span_event_limit`` (at most that many were business events) and said."""
-        self._stats.add_dropped(SPAN_EVENT_LIMIT, dropped)
-        self.log.warning(
-            SPAN_EVENT_LIMIT,
-            "otel_greenflash: the OpenTelemetry SDK discarded %d event(s) of span %r past its "
-            "span event limit (OTEL_SPAN_EVENT_COUNT_LIMIT, 128 by default); business events "
-            "among them are lost: raise the limit, or use otel_greenflash.track(), which sends "
-            "around a full span; see stats()['dropped']['%s']",
+        reason = DropReason.SPAN_EVENT_LIMIT
+        self.lost.record(
+            reason,
             dropped,
-            span_name,
-            SPAN_EVENT_LIMIT,
-            count=dropped,
+            warning=LossWarning(
+                reason.value,
+                "otel_greenflash: the OpenTelemetry SDK discarded %d event(s) of span %r past "
+                "its span event limit (OTEL_SPAN_EVENT_COUNT_LIMIT, 128 by default); business "
+                "events among them are lost: raise the limit, or use otel_greenflash.track(), "
+                "which sends around a full span; see stats()['dropped']['%s']",
+                (dropped, span_name, reason.value),
+            ),
         )
 
     def pass_on(self) -> None:
@@ -109,7 +106,9 @@ class Drops:
                 record = kept.popleft()
             except IndexError:  # another thread took it
                 break
-            self._call_on_drop(record, "queue_full")
+            events = self._events_for_on_drop(record)
+            if events is not None:  # counted when it was dropped
+                self.lost.hand_to_on_drop(DropReason.QUEUE_FULL, events)
         with self._lock:
             uncalled, self._uncalled = self._uncalled, 0
         if uncalled:
@@ -123,14 +122,15 @@ class Drops:
                 count=uncalled,
             )
 
-    def _call_on_drop(self, record: Record | ReadableSpan, reason: str) -> None:
+    def _events_for_on_drop(self, record: Record | ReadableSpan) -> list[BusinessEvent] | None:
+        """The events of a dropped record, for ``on_drop``; None without one, or when the
+        record cannot be mapped."""
         if self._on_drop is None:
-            return
+            return None
         try:
             if isinstance(record, ReadableSpan):
                 record = EventSpan(record, (), None)
-            events: list[BusinessEvent] = self._mapper.events(record, report=False)
+            return self._mapper.events(record, report=False)
         except Exception:
             logger.exception("otel_greenflash could not map a dropped record for on_drop")
-            return
-        call_safely("on_drop", self._on_drop, events, reason)
+            return None

@@ -10,10 +10,10 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from .._config import GreenflashConfig
-from .._deliver.engine import DropCallback, ErrorCallback
+from .._deliver.engine import ErrorCallback
 from .._deliver.transport import Transport
 from .._intake_kind import IntakeKind
-from .._stats import DeliveryStats, StatsSnapshot
+from .._stats import DeliveryStats, DropCallback, StatsSnapshot
 from .pipeline import EventPipeline
 from .registry import pipeline_for
 

@@ -27,7 +27,7 @@ from opentelemetry.util.types import AttributeValue
 from .. import _record_only
 from .._callbacks import callback_running
 from .._config import ENV_API_KEY, GreenflashConfig
-from .._deliver.engine import DeliveryEngine, DropCallback, ErrorCallback
+from .._deliver.engine import DeliveryEngine, ErrorCallback
 from .._deliver.transport import Transport
 from .._green import Joinable, start_worker_joiner
 from .._intake_kind import IntakeKind
@@ -39,7 +39,7 @@ from .._link.status import StatusWriter
 from .._logging import RateLimitedLog, logger
 from .._map.mapper import EventMapper
 from .._records import LOG_EVENT_NAME, EventLog, MapOutcome, Record, event_count
-from .._stats import DeliveryStats, StatsSnapshot
+from .._stats import DeliveryStats, DropCallback, DropReason, StatsSnapshot
 from .drops import Drops
 from .worker import BackgroundWorker
 
@@ -171,7 +171,7 @@ class EventPipeline:
             if self.enabled:
                 self.submit(item)
             else:
-                self.drops.drop(item, "no_api_key")
+                self.drops.drop(item, DropReason.NO_API_KEY)
         if released:
             self.worker.wake()
 
@@ -189,7 +189,7 @@ class EventPipeline:
         """A log record that is a business event, from any log intake."""
         self.check_pid()
         if not self.enabled:
-            self.drops.drop(record, "no_api_key")
+            self.drops.drop(record, DropReason.NO_API_KEY)
             return
         if record.trace_id:
             if not self.linker.sees_span_ends:
@@ -207,7 +207,7 @@ class EventPipeline:
         if self.worker.submit(item):
             return  # counted as queued by the worker, off the caller's thread
         if self.is_shutdown:
-            self.drops.drop(item, "shutdown")
+            self.drops.drop(item, DropReason.SHUTDOWN)
         else:
             self.drops.queue_full(item)
 
@@ -387,7 +387,7 @@ class EventPipeline:
         self.worker.shutdown(timeout_millis / 1000)
         undelivered = self.lanes.shutdown(max(0.0, deadline - time.monotonic()))
         for item in self.worker.abandon():
-            undelivered += self.drops.drop(item, "shutdown")
+            undelivered += self.drops.drop(item, DropReason.SHUTDOWN)
         self.drops.pass_on()  # what the worker did not get to
         # A worker still running may be using the spool; then its file stays for adoption.
         kept = self.lanes.close_spool() if self.worker.stopped else 0

@@ -7,11 +7,12 @@ import os
 import threading
 
 from .._config import GreenflashConfig
-from .._deliver.engine import DropCallback, ErrorCallback
+from .._deliver.engine import ErrorCallback
 from .._deliver.transport import Transport
 from .._intake_kind import IntakeKind
 from .._lifecycle import fork as _fork
 from .._lifecycle import termination as _termination
+from .._stats import DropCallback
 from .pipeline import EventPipeline
 
 _getpid = os.getpid
