@@ -161,7 +161,7 @@ def test_fork_without_at_fork_hooks_is_detected_before_linking_state_is_used(
     processor = make_processor()
     tracer = tracer_for(processor)
     # uWSGI forks from C: Python's at-fork hooks do not run for this processor.
-    monkeypatch.setattr(pipelines_module, "_live", [])
+    monkeypatch.setattr(pipelines_module._pipelines, "live", [])
     pid = os.fork()
     if pid == 0:
         code = 1
