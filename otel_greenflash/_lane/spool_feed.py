@@ -7,8 +7,9 @@ sent, set aside what was refused, keep what failed for a later round).
 
 A full filesystem is a passing state, not a failure (:mod:`.spool_full_disk` keeps it): the
 spool stays open, the write is tried again until it succeeds, and meanwhile new events go to the
-loop from memory (``memory_fallback``; the gateway refuses them instead, so senders retry) while
-spooled ones keep being delivered; their rows are removed as soon as SQLite can write again.
+loop from memory (``disk.memory_fallback``; the gateway refuses them instead, so senders
+retry) while spooled ones keep being delivered; their rows are removed as soon as SQLite can
+write again.
 Any other error of the file or the disk switches the spool off for the life of the process
 (``broken`` says why).
 """
@@ -28,7 +29,7 @@ from .._logging import RateLimitedLog, logger
 from .._stats import DeliveryStats, DropReason, LossWarning, LostEvents
 from .spool import Spool, disk_full
 from .spool_destination import Destination
-from .spool_full_disk import DiskFull, FullDisk
+from .spool_full_disk import FullDisk
 
 NOTES_BEFORE_WAKE = 256
 """Settled events that make the worker run soon, to hand the loop more spooled events."""
@@ -73,38 +74,6 @@ class SpoolFeed:
         """Backlog events sent from memory and not settled yet: their waiting row is removed
         (or set aside) once they are, and SQLite can write."""
         self._release_wanted = False
-
-    # -- the full-disk state, for the gateway's intake -----------------------------------------
-
-    @property
-    def full(self) -> DiskFull | None:
-        """Set while the spool's filesystem is full."""
-        return self.disk.full
-
-    @property
-    def memory_fallback(self) -> bool:
-        """While the disk is full, new events go to the loop from memory (False: they are not
-        taken, the gateway refuses their batch)."""
-        return self.disk.memory_fallback
-
-    @memory_fallback.setter
-    def memory_fallback(self, value: bool) -> None:
-        self.disk.memory_fallback = value
-
-    @property
-    def writes_missed(self) -> int:
-        """Times events could not be written because the disk was full (only grows)."""
-        return self.disk.writes_missed
-
-    def missed_any(self, since: int, insert_ids: frozenset[str]) -> bool:
-        """See :meth:`FullDisk.missed_any`. Any thread."""
-        return self.disk.missed_any(since, insert_ids)
-
-    def retry_in(self) -> float:
-        """Seconds until the next write is tried while the disk is full (0 otherwise)."""
-        return self.disk.retry_in()
-
-    # -- the worker ----------------------------------------------------------------------------
 
     def open(self) -> None:
         """Open this process's spool (once, on the worker), adopting what dead processes left.

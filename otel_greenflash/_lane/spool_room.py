@@ -48,7 +48,7 @@ class SpoolRoom:
 
     def __init__(self, feed: SpoolFeed) -> None:
         self.feed = feed
-        feed.memory_fallback = False  # a full disk refuses batches: senders keep them
+        feed.disk.memory_fallback = False  # a full disk refuses batches: senders keep them
         self._lock = threading.Lock()
         """Guards the spool's count and the reservations below."""
         self._counted: tuple[Spool, int, int] | None = None
@@ -65,8 +65,8 @@ class SpoolRoom:
     def usable(self) -> tuple[bool, str]:
         """Whether the spool can take a batch at all (cheap: checked for every request)."""
         feed = self.feed
-        if feed.full is not None:
-            return False, _full_reason(feed.full)
+        if feed.disk.full is not None:
+            return False, _full_reason(feed.disk.full)
         if feed.spool is None:
             return False, "the spool is not usable (see the gateway's log)"
         return True, "ready"
@@ -74,9 +74,9 @@ class SpoolRoom:
     def retry_after(self) -> float:
         """The retry delay to suggest: until the next write is tried while the disk is full."""
         feed = self.feed
-        if feed.full is None:
+        if feed.disk.full is None:
             return RETRY_AFTER_SECONDS
-        return max(1.0, feed.retry_in())
+        return max(1.0, feed.disk.retry_in())
 
     def reserve(self, events: int) -> Reservation:
         """Hold room for ``events``, or raise :class:`NoRoom`: the spool's events not yet
@@ -91,7 +91,7 @@ class SpoolRoom:
         make the bound loose until the next count; rows of a batch being written are in both
         the count (or the rows since) and the reservations until it is done: loose, never
         short."""
-        misses_before = self.feed.writes_missed
+        misses_before = self.feed.disk.writes_missed
         spool = self.feed.spool
         with self._lock:
             covers = tuple(self._unsettled)
@@ -120,8 +120,8 @@ class SpoolRoom:
         feed = self.feed
         if feed.spool is None:
             raise NoRoom("the spool stopped working (see the gateway's log)")
-        if feed.missed_any(reservation.misses_before, frozenset(insert_ids)):
-            raise NoRoom(_full_reason(feed.full), self.retry_after())
+        if feed.disk.missed_any(reservation.misses_before, frozenset(insert_ids)):
+            raise NoRoom(_full_reason(feed.disk.full), self.retry_after())
         with self._lock:
             for number in reservation.covers:
                 self._reserved -= self._unsettled.pop(number, 0)
