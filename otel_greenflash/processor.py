@@ -103,7 +103,7 @@ class GreenflashSpanProcessor(PipelineIntake, SpanNotes, SpanProcessor):
             self.on_end = _ignore  # type: ignore[method-assign]
             return
         # on_start and on_end are the link stage's (SpanNotes): spans starting and ending.
-        self._note_spans(pipeline.linker, pipeline.span_ended, pipeline.drops.drop)
+        self._note_spans(pipeline.linker, pipeline.span_ended, pipeline.drop)
 
     def shutdown(self, timeout_millis: int = 30000) -> None:
         self._closed = True  # event spans ending from now on are dropped

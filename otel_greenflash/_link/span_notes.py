@@ -2,7 +2,7 @@
 
 :class:`SpanNotes` gives the span processor its ``on_start`` and ``on_end``: they keep the
 live spans, their start baggage and the open local roots of the
-:class:`~._link.linker.Linker`, and hand the ended spans that concern linking to the
+:class:`~.linker.Linker`, and hand the ended spans that concern linking to the
 pipeline. Both run for every span of the application, so they read the SDK's private fields
 (the public properties copy) and do only dictionary work. SpanContext is a tuple
 (trace_id, span_id, is_remote, ...); its properties cost a Python call each. The processor
@@ -53,7 +53,8 @@ class SpanNotes:
         drop: Callable[[ReadableSpan, DropReason], object],
     ) -> None:
         """Note the spans of ``linker``'s pipeline: ended spans that concern linking go to
-        ``span_ended``; event spans ending after ``_closed`` is set go to ``drop``."""
+        ``span_ended``; event spans ending after ``_closed`` is set go to ``drop`` (which
+        must reach the pipeline's drops as they are at the call: a fork renews them)."""
         live = linker.live
         self._live = live
         self._live_spans = live.spans

@@ -1,13 +1,13 @@
 """One pipeline behind every intake: finished record → link → map → lane → deliver.
 
 Intakes (the span processor, the span and log record exporters, the log record processor,
-decoded OTLP) turn what they were given into finished records (:mod:`._records`) and submit
-them here. One daemon worker takes them in batches: the link stage (:mod:`._linker`) finds
+decoded OTLP) turn what they were given into finished records (:mod:`.._records`) and submit
+them here. One daemon worker takes them in batches: the link stage (:mod:`.._link.linker`) finds
 each record's conversation or parks it until its trace's root ends, the map stage
-(:mod:`._mapper`) builds the Events API bodies, and the lane stage (:mod:`._lanes`) hands
-them to the delivery loop (:mod:`._delivery`), through the spool when there is one.
+(:mod:`.._map.mapper`) builds the Events API bodies, and the lane stage (:mod:`.._lane.lanes`)
+hands them to the delivery loop (:mod:`.._deliver.engine`), through the spool when there is one.
 
-Intakes created with the same settings share one pipeline (see :mod:`._pipelines`).
+Intakes created with the same settings share one pipeline (see :mod:`.registry`).
 """
 
 from __future__ import annotations
@@ -202,6 +202,11 @@ class EventPipeline:
             elif not record.in_ended_local_root:
                 self.linker.expect_root(record.trace_id)
         self.submit(record)
+
+    def drop(self, record: Record | ReadableSpan, reason: DropReason) -> int:
+        """Record ``record`` as lost for ``reason`` in this process's counters (a forked child
+        has drops of its own: look them up at each call); return how many events it held."""
+        return self.drops.drop(record, reason)
 
     def submit(self, item: Record) -> None:
         if self.worker.submit(item):
