@@ -21,8 +21,9 @@ from . import attributes as attr
 from ._event import BusinessEvent, InvalidAttribute
 
 LOG_EVENT_NAME = attr.SPAN_EVENT_NAME
-_EVENT_TYPE = attr.EVENT_TYPE
 """The ``event_name`` that makes a log record a business event (``greenflash.event``)."""
+_EVENT_TYPE = attr.EVENT_TYPE
+_SPAN_EVENT_NAME = attr.SPAN_EVENT_NAME
 
 
 @dataclass(slots=True)
@@ -94,7 +95,7 @@ class EventSpan:
     ancestors: tuple[Ancestor, ...]
     baggage: Mapping[str, object] | None
     id_like_keys: tuple[str, ...] | None = None
-    """Set on a record slimmed to wait (see :mod:`._waiting_record`): the keys that looked
+    """Set on a record slimmed to wait (see :mod:`._link.waiting`): the keys that looked
     like ids on what it was slimmed from (the unlinked warning names them)."""
     outcome: MapOutcome | None = None
     """Told what the map stage made of this record, the first time it is mapped."""
@@ -195,25 +196,21 @@ def has_business_events(span: ReadableSpan) -> bool:
     Reads the SDK's own storage (``_attributes``/``_events``) because the public
     properties copy; a non-event span costs a few lookups and no allocation.
     """
-    if attr.EVENT_TYPE in plain_attributes(span._attributes):
+    if _EVENT_TYPE in plain_attributes(span._attributes):
         return True
     events = span._events
     if events:
         for event in events:
-            if event.name == attr.SPAN_EVENT_NAME or attr.EVENT_TYPE in plain_attributes(
-                event.attributes
-            ):
+            if event.name == _SPAN_EVENT_NAME or _EVENT_TYPE in plain_attributes(event.attributes):
                 return True
     return False
 
 
 def count_business_events(span: ReadableSpan) -> int:
     """How many business events ``span`` carries (itself, plus its qualifying span events)."""
-    count = 1 if attr.EVENT_TYPE in plain_attributes(span._attributes) else 0
+    count = 1 if _EVENT_TYPE in plain_attributes(span._attributes) else 0
     for event in span._events or ():
-        if event.name == attr.SPAN_EVENT_NAME or attr.EVENT_TYPE in plain_attributes(
-            event.attributes
-        ):
+        if event.name == _SPAN_EVENT_NAME or _EVENT_TYPE in plain_attributes(event.attributes):
             count += 1
     return count
 

@@ -1,11 +1,11 @@
 """Durable spool: events persisted (sqlite3, WAL) before their first send, removed when settled.
 
 One database file per process in the spool directory, each with a sidecar lock file held with
-``flock`` for the life of the process (see :mod:`._spool_files`). A file whose lock can be
+``flock`` for the life of the process (see :mod:`.spool_files`). A file whose lock can be
 taken belongs to a process that is gone (exited, crashed, SIGKILLed): its events are *adopted*
 — moved, with their insertIds, into the adopting process's spool — and delivered first, at
-start and by live processes every 30 s or so (see :mod:`._spool_adoption`); only files
-written for the same API key and endpoint are adopted (see :mod:`._spool_destination`). The
+start and by live processes every 30 s or so (see :mod:`.spool_adoption`); only files
+written for the same API key and endpoint are adopted (see :mod:`.spool_destination`). The
 API deduplicates by insertId, so an event delivered just before a crash and delivered again
 after it is kept once.
 
@@ -306,11 +306,11 @@ class Spool:
     def adopt_orphans(self) -> int:
         """Take over the events of spool files whose process is gone and that were written
         for this spool's destination; return how many are pending (see
-        :mod:`._spool_adoption`)."""
+        :mod:`.spool_adoption`)."""
         return self._adopter.adopt(self._db, self._lock, self.max_events)
 
     def adopt_orphans_when_due(self) -> int:
-        """One step of the periodic scan (a few batches, see :mod:`._spool_adoption`) while
+        """One step of the periodic scan (a few batches, see :mod:`.spool_adoption`) while
         one is under way or due (else 0, at once); return how many pending events it moved.
         Never raises: a scan that fails is said and tried again at the next one."""
         adopter = self._adopter

@@ -10,7 +10,7 @@ Only what fits under the adopter's bound is moved (nothing it holds is evicted f
 waits in its file for a later scan.
 
 Only files written for this process's API key and endpoint are adopted (see
-:mod:`._spool_destination`); others are reported once and kept for their owner. A whole scan
+:mod:`.spool_destination`); others are reported once and kept for their owner. A whole scan
 runs when the spool opens; then about every 30 s (``ORPHAN_SCAN_SECONDS``, ±20 %) a scan runs
 in steps, one per worker cycle (at most ``STEP_BATCHES`` batches, none started after
 ``STEP_SECONDS``), so live processes take over the files of neighbours that died beside them
@@ -227,7 +227,7 @@ class OrphanAdopter:
 
     def _abandon_in_child(self) -> None:
         """In a forked child: forget the parent's scan (its lock files are closed by
-        :mod:`._spool_files`); its connection is kept, never used or closed."""
+        :mod:`.spool_files`); its connection is kept, never used or closed."""
         self._busy = threading.Lock()
         scan, self._scan = self._scan, None
         if scan is not None and scan.move is not None:

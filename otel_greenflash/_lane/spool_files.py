@@ -31,7 +31,7 @@ WAITING = "waiting"
 final body when it stops waiting, sent as it is by whoever adopts the file after a crash."""
 
 FORMAT_VERSION = 2
-"""2: the file records its destination (see :mod:`._spool_destination`); 1 did not."""
+"""2: the file records its destination (see :mod:`.spool_destination`); 1 did not."""
 READABLE_FORMATS = frozenset((1, 2))
 SPOOL_TABLES = frozenset(("events", "spool_format", "sqlite_sequence", "destination"))
 CREATING = ".creating"

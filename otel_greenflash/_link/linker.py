@@ -94,8 +94,9 @@ class Linker:
 
     def seen_before(self, item: EventSpan) -> bool:
         """True when this event span was already reported by a span processor of this pipeline
-        (the processor's hooks can be on a provider twice: added by :func:`configure` to a
-        provider created later, and by the application by hand). Application thread."""
+        (the processor's hooks can be on a provider twice: added by
+        :func:`otel_greenflash.configure` to a provider created later, and by the application by
+        hand). Application thread."""
         context = item.span._context
         if context is None:
             return False

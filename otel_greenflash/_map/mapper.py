@@ -58,7 +58,7 @@ class EventMapper:
     ) -> list[BusinessEvent]:
         """The events of ``record``; ``cut_short`` says why it stopped waiting. With
         ``report`` (not for drops), invalid events are counted and logged. The record's
-        :class:`MapOutcome`, if any, is told the result (once).
+        :class:`~.._records.MapOutcome`, if any, is told the result (once).
 
         Never raises: a mapping bug must not take the rest of the batch with it.
         """

@@ -77,10 +77,6 @@ class _Invalid(Exception):  # noqa: N818 - internal control flow, never escapes 
         self.allowed = allowed
 
 
-_EVENT_TYPE = attr.EVENT_TYPE
-_SPAN_EVENT_NAME = attr.SPAN_EVENT_NAME
-
-
 def map_span(
     span: ReadableSpan,
     *,

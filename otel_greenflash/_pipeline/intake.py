@@ -1,7 +1,7 @@
 """What every intake shares: its settings, the pipeline it feeds, and its lifecycle.
 
 The public processors and exporters are thin: each turns what the SDK hands it into finished
-records for :class:`~._pipeline.EventPipeline` and inherits the rest from here.
+records for :class:`~.pipeline.EventPipeline` and inherits the rest from here.
 """
 
 from __future__ import annotations
