@@ -607,8 +607,8 @@ def test_otlp_json_quirks_linked_across_three_requests(
     second, the root with the conversation id in a third. Both events: once, linked.
 
     With the log record's ``flags`` omitted (0, as log sources that do not know the trace
-    flags send it), the working tree's new "sampled" rule (``_linker._root_may_still_end``)
-    stops the record from waiting for the root that the gateway does receive."""
+    flags send it), the "sampled" rule (``_root_may_still_end`` in ``_link/linker.py``) stops
+    the record from waiting for the root that the gateway does receive."""
     trace_id = "5B8EFFF798038103D269B633813FC60C" if flags else "0AF7651916CD43DD8448EB211C80319C"
     root_id, child_id = "EEE19B7EC3C1B174", "EEE19B7EC3C1B175"
     prefix = f"quirk{flags or 0}_"

@@ -1,11 +1,11 @@
 """The OpenTelemetry SDK's private fields the library reads, on the SDK installed.
 
 The span processor's hooks run for every span of the application, so they read the SDK's
-own storage instead of its copying properties (``processor.py``, ``_linker.py``,
-``_mapping.py``); ``track()`` checks a live span's event limit and id the same way
+own storage instead of its copying properties (``_link/span_notes.py``, ``_link/linker.py``,
+``_records.py``); ``track()`` checks a live span's event limit and id the same way
 (``_helpers.py``); ``_providers.py`` reaches another provider's processors through a span of
 it; and delivery at exit finds the SDK's batch processors through private fields
-(``_exit_delivery.py``). A rename in a new SDK release would break these reads
+(``_lifecycle/exit_delivery.py``). A rename in a new SDK release would break these reads
 silently or raise into the application: each test here asserts that a field exists and holds
 what the code expects, read at the moment the library reads it. CI runs this file with the
 rest of the suite on the lowest supported SDK and on the newest (see ``.ci/run``).
@@ -327,7 +327,7 @@ class NullLogExporter(LogRecordExporter):
 
 
 def test_exit_delivery_finds_batch_processors_their_exporters_and_queues() -> None:
-    """``_exit_delivery`` walks providers → processors → batch → exporter and queue."""
+    """``_lifecycle/exit_delivery.py`` walks providers → processors → batch → exporter and queue."""
     spans_out = NullSpanExporter()
     span_batch = BatchSpanProcessor(spans_out, schedule_delay_millis=HOUR_MS)
     tracer_provider = TracerProvider(shutdown_on_exit=False)
