@@ -86,6 +86,8 @@ class DurableIntake(PipelineIntake):
         pipeline = self._join(config, on_error=None, on_drop=None, transport=transport)
         assert pipeline is not None  # enabled, checked above
         self._room = SpoolRoom(pipeline.feed)
+        self._renewing_room = threading.Lock()
+        """Two requests after a fork build one room, not one each (see :meth:`_spool_room`)."""
         self._handing_over = threading.Lock()
         """One part of a batch at a time goes to the pipeline's queue (see :meth:`_hand_over`)."""
         pipeline.take_in(config.timeout_seconds)  # the worker opens the spool
@@ -194,9 +196,13 @@ class DurableIntake(PipelineIntake):
     def _spool_room(self) -> SpoolRoom:
         """Room in the pipeline's spool (a forked child's pipeline has a feed of its own)."""
         feed = self._shared.feed
-        if self._room.feed is not feed:
-            self._room = SpoolRoom(feed)
-        return self._room
+        room = self._room
+        if room.feed is feed:
+            return room
+        with self._renewing_room:
+            if self._room.feed is not feed:
+                self._room = SpoolRoom(feed)
+            return self._room
 
     def _usable(self) -> tuple[bool, str]:
         """Whether a batch can be taken at all (cheap: checked for every request)."""
