@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -120,6 +121,41 @@ def on_main_thread() -> bool:
     return bool(_original("_thread", "get_native_id")() == os.getpid())
 
 
+# -- signals meant for the process ---------------------------------------------------------
+
+_PROCESS_SIGNALS = frozenset(
+    getattr(signal, name) for name in ("SIGTERM", "SIGINT") if hasattr(signal, name)
+)
+"""Signals that end or interrupt the process, which Python handles on the main thread only."""
+
+
+def _taking_no_process_signals(target: Callable[[], object]) -> Callable[[], None]:
+    """``target``, run on an OS thread of its own that first blocks SIGTERM and SIGINT.
+
+    A handled signal the kernel gives to one of the library's threads does not wake a main
+    thread waiting in ``time.sleep`` or another blocking call: its Python handler would only
+    run when that wait ends (a script sleeping 60 s would ignore SIGTERM for 60 s). Blocked
+    here, the signal goes to a thread that acts on it at once. Only for OS threads: a green
+    thread shares the main thread's mask. The thread that takes a deferred SIGTERM
+    (``_lifecycle.termination``) keeps them open, on purpose.
+    """
+
+    def run() -> None:
+        if _PROCESS_SIGNALS and hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_BLOCK, _PROCESS_SIGNALS)
+        target()
+
+    return run
+
+
+def library_thread(target: Callable[[], object], name: str) -> threading.Thread:
+    """A daemon ``threading.Thread`` (not started) for the library's own work; as an OS thread
+    (nothing monkey-patched) it never takes SIGTERM or SIGINT."""
+    if patcher() is None:
+        target = _taking_no_process_signals(target)
+    return threading.Thread(target=target, name=name, daemon=True)
+
+
 # -- the delivery loop and its executor ------------------------------------------------------
 
 
@@ -150,8 +186,8 @@ def start_delivery_thread(target: Callable[[], object], name: str) -> Joinable:
     if _delivery_on_os_threads():
         if on_main_thread():
             _hubs.main_loop = sys.modules["gevent"].get_hub().loop
-        return OsThread(target, name)
-    thread = threading.Thread(target=target, name=name, daemon=True)
+        return OsThread(_taking_no_process_signals(target), name)
+    thread = library_thread(target, name)
     thread.start()
     return thread
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, Protocol
 
+from .._green import library_thread
 from .._intake_kind import IntakeKind
 from .._logging import logger
 
@@ -100,7 +100,7 @@ def deliver_before_exit(cause: str, *, only_if_holding: bool = False) -> bool:
 
 def _run_bounded(work: Callable[[], None], seconds: float) -> bool:
     """Run ``work`` on a daemon thread and wait at most ``seconds``; True when it finished."""
-    thread = threading.Thread(target=work, name="otel-greenflash-exit", daemon=True)
+    thread = library_thread(work, "otel-greenflash-exit")
     try:
         thread.start()
     except RuntimeError:  # no new threads now: do it here, bounded by the shutdown timeouts

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from .._green import library_thread
 from .._logging import logger
 
 Item = TypeVar("Item")
@@ -47,7 +48,7 @@ class BackgroundWorker(Generic[Item]):
         self._woken = False
         self._shutdown = False
         self._busy = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread = library_thread(self._run, name)
         self._thread.start()
 
     def __len__(self) -> int:

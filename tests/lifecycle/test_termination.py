@@ -595,3 +595,46 @@ def test_a_later_handler_that_chains_to_ours_still_ends_the_process(
     assert code == -signal.SIGTERM
     assert "theirs" in err
     expect_exactly(receiver, ids("chained", 6))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/task")
+def test_only_the_main_thread_takes_sigterm_while_the_library_runs(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """The kernel gives a process-wide SIGTERM to any thread not blocking it; Python runs the
+    handler on the main thread only, and one taken by another thread does not wake a main thread
+    in ``time.sleep``. So the library's threads (worker, delivery loop, executor) block SIGTERM
+    and SIGINT, and the handler runs at once rather than when the sleep ends."""
+    process = start(
+        tmp_path,
+        """
+        import threading
+        otel_greenflash.configure()
+        emit("masked", 3)
+        otel_greenflash.flush()
+
+        def takes(thread_id, signum):
+            with open(f"/proc/self/task/{thread_id}/status") as status:
+                blocked = next(line for line in status if line.startswith("SigBlk:"))
+            return not (int(blocked.split()[1], 16) >> (signum - 1)) & 1
+
+        for thread in threading.enumerate():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                print("thread", thread.name, signum.name, takes(thread.native_id, signum),
+                      file=sys.stderr)
+        ready()
+        time.sleep(60)
+        """,
+        receiver,
+    )
+    code, _, err = finish(process, signal.SIGTERM)
+    assert code == -signal.SIGTERM, err
+    takers = {tuple(line.split()[1:]) for line in err.splitlines() if line.startswith("thread ")}
+    names = {name for name, _, _ in takers}
+    assert {"MainThread", "otel-greenflash-delivery"} <= names, err
+    assert len(names) >= 4, err  # the worker and the executor's thread too
+    assert {entry for entry in takers if entry[2] == "True"} == {
+        ("MainThread", "SIGTERM", "True"),
+        ("MainThread", "SIGINT", "True"),
+    }, err
+    expect_exactly(receiver, ids("masked", 3))
