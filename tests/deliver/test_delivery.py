@@ -245,7 +245,9 @@ def test_flush_and_shutdown_return_in_time_against_a_hanging_server(
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="otel_greenflash"):
         processor.shutdown(timeout_millis=1000)
-    assert time.monotonic() - started < 2.0  # the timeout, plus scheduling slack
+    # The 1 s timeout, plus slack for a loaded machine: a shutdown that waits for the hanging
+    # request would take its 30 s timeout.
+    assert time.monotonic() - started < 10.0
 
     assert processor.stats()["dropped"] == {"shutdown": N}
     assert f"before delivering {N} business event(s)" in caplog.text
