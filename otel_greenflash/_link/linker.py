@@ -218,6 +218,10 @@ class Linker:
                 continue
             linked = self.ids_for(item)
             decision = self.decide(item, linked, mark=not draining)
+            if decision == "ended":
+                # Its root may have ended since the ids were read (the application's thread
+                # records the root's ids, then its end): read them again, now final.
+                linked = self.ids_for(item)
             if decision != "wait":
                 ready.append((item, linked, None))
             elif draining:

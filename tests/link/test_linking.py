@@ -111,6 +111,36 @@ def test_level_4_root_learns_the_id_after_the_event_span_ended(
     assert processor.stats()["unlinked"] == {}
 
 
+def test_a_root_ending_while_the_worker_links_its_event_gives_the_event_its_id(
+    server: EventsApiServer, processor: GreenflashSpanProcessor, tracer: trace.Tracer
+) -> None:
+    """The worker reads an event's ids, then the application sets the conversation id on the
+    root and ends it, then the worker learns that the root ended: the event goes out with the
+    root's id, not with the ids read before (a work horse under load, tests/lifecycle). The
+    application's steps run at that point of the worker's linking, on its thread."""
+    assert processor._pipeline is not None
+    linker = processor._pipeline.linker
+    read_ids = linker.ids_for
+    root = tracer.start_span("job")
+    root_ends: list[Any] = [root]
+
+    def ids_then_root_ends(item: Any) -> Any:
+        ids = read_ids(item)
+        if root_ends:  # once, right after the first read for the event
+            ending = root_ends.pop()
+            ending.set_attribute("greenflash.conversation.id", CONVERSATION_ID)
+            ending.end()
+        return ids
+
+    linker.ids_for = ids_then_root_ends  # type: ignore[method-assign]
+    with tracer.start_as_current_span("billing", context=trace.set_span_in_context(root)) as span:
+        span.set_attributes(EVENT)
+    assert server.wait_for_events(1, timeout_seconds=5)
+    assert root_ends == []  # the root ended between the worker's read and its decision
+    assert server.events[0]["conversationId"] == CONVERSATION_ID
+    assert processor.stats()["unlinked"] == {}
+
+
 def test_level_4_a_sibling_that_ends_after_the_event_span(
     server: EventsApiServer, processor: GreenflashSpanProcessor, tracer: trace.Tracer
 ) -> None:
