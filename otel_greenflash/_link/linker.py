@@ -218,7 +218,7 @@ class Linker:
                 continue
             linked = self.ids_for(item)
             decision = self.decide(item, linked, mark=not draining)
-            if decision == "ended":
+            if decision == "ended" and not (isinstance(item, EventSpan) and item.is_local_root):
                 # Its root may have ended since the ids were read (the application's thread
                 # records the root's ids, then its end): read them again, now final.
                 linked = self.ids_for(item)
