@@ -73,6 +73,8 @@ class Gateway:
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in __exit__)
         self._final_output = ""
         self.process: subprocess.Popen[bytes] | None = None
+        self._starts = 0
+        self._port_retries = 0
 
     @property
     def url(self) -> str:
@@ -93,6 +95,7 @@ class Gateway:
 
     def start(self) -> Gateway:
         """Start and wait until ``/healthz`` answers (or the process ends: AssertionError)."""
+        self._starts += 1
         env = clean_env(
             GREENFLASH_API_KEY=self.receiver.api_key,
             GREENFLASH_BASE_URL=self.receiver.base_url,
@@ -122,6 +125,8 @@ class Gateway:
         )
         deadline = time.monotonic() + STARTUP_SECONDS
         while time.monotonic() < deadline:
+            if self.process.poll() is not None and self._lost_its_ports():
+                return self.start()
             assert self.process.poll() is None, f"gateway ended at start:\n{self.output()}"
             with contextlib.suppress(httpx.HTTPError):
                 answer = httpx.get(f"{self.url}/healthz", timeout=1, verify=self.verify)
@@ -129,6 +134,21 @@ class Gateway:
                     return self
             time.sleep(0.05)
         raise AssertionError(f"gateway did not answer /healthz:\n{self.output()}")
+
+    def _lost_its_ports(self) -> bool:
+        """A first start that found a port taken: ``free_port`` only probes, and under parallel
+        test workers another process (a client's ephemeral port) can take it before the
+        gateway binds. Draw new ports for a retry; a restart keeps its ports (clients know
+        them), so it fails as before."""
+        if self._starts > 1 or self._port_retries >= 5 or "port is in use" not in self.output():
+            return False
+        self._port_retries += 1
+        self._starts = 0
+        self.http_port = free_port()
+        self.grpc_port = free_port()
+        self._log.seek(0)
+        self._log.truncate()
+        return True
 
     def stats(self) -> dict[str, Any]:
         response = httpx.get(
