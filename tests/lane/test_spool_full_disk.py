@@ -96,6 +96,7 @@ class SmallDiskGateway(Gateway):
     mount through ``/proc/<pid>/root``."""
 
     def start(self) -> SmallDiskGateway:
+        self._starts += 1
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         env = clean_env(
             GREENFLASH_API_KEY=self.receiver.api_key,
@@ -117,6 +118,8 @@ class SmallDiskGateway(Gateway):
         )
         deadline = time.monotonic() + STARTUP_SECONDS
         while time.monotonic() < deadline:
+            if self.process.poll() is not None and self._lost_its_ports():
+                return self.start()
             assert self.process.poll() is None, f"gateway ended at start:\n{self.output()}"
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
