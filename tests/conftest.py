@@ -33,6 +33,7 @@ def pytest_configure(config: pytest.Config) -> None:
 STARTED_FIRST = (
     "tests/stacks/",  # on a fresh machine each stack's virtualenv is built first: minutes
     "tests/deployments/",
+    "tests/collector/",  # a real Collector in front of gateway subprocesses
     "tests/deliver/test_delivery_semantics.py",
     "tests/lifecycle/",
     "tests/link/",

@@ -29,8 +29,8 @@ from google.rpc.status_pb2 import Status as RpcStatus  # type: ignore[import-unt
 from otel_greenflash._config import ConfigurationError
 from otel_greenflash.gateway._grpc_budget import CallBudget, peer_host
 from otel_greenflash.gateway._settings import add_arguments, resolve
-from tests.gateway.test_gateway import WAIT_SECONDS, wait_until
 from tests.gateway.test_gateway_adversarial import event_body
+from tests.support.chat_turns import WAIT_SECONDS, wait_until
 from tests.support.gateway_harness import Gateway
 from tests.support.independent_receiver import Receiver
 
