@@ -97,8 +97,11 @@ class Collector:
         overlay: Mapping[str, Any] | None = None,
         token: str | None = TOKEN,
         environment: Mapping[str, str] | None = None,
+        launcher: Sequence[str] = (),
     ) -> None:
         self.directory = directory
+        self.launcher = list(launcher)
+        """A command the Collector runs under (it must exec it), e.g. one entering namespaces."""
         self.configs = list(configs)
         self.overlay = dict(overlay or {})
         self.token = token
@@ -152,7 +155,7 @@ class Collector:
         self._log.seek(0, os.SEEK_END)
         offset = self._log.tell()
         self.process = subprocess.Popen(
-            [str(collector_binary()), *self._write_configs()],
+            [*self.launcher, str(collector_binary()), *self._write_configs()],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
