@@ -226,8 +226,10 @@ def _success(media_type: str, signal: str, accepted: Accepted) -> web.Response:
                 )
             )
     if media_type == JSON:
-        text = json.dumps(json_format.MessageToDict(response))
-        return web.Response(text=text, content_type=JSON)
+        # Exactly ``application/json``, no charset: the Collector's OTLP/HTTP exporter reads a
+        # partial success only under the bare media type (JSON is UTF-8 anyway).
+        body = json.dumps(json_format.MessageToDict(response)).encode("utf-8")
+        return web.Response(body=body, content_type=JSON)
     return web.Response(body=response.SerializeToString(), content_type=PROTOBUF)
 
 

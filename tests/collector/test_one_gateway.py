@@ -26,7 +26,7 @@ from tests.support.chat_turns import (
     wait_until,
 )
 from tests.support.collector import Collector, documented_config
-from tests.support.gateway_harness import TOKEN, Gateway
+from tests.support.gateway_harness import TOKEN, Gateway, tracing
 from tests.support.independent_receiver import Receiver
 
 
@@ -83,3 +83,28 @@ def test_sdk_apps_through_the_collector_arrive_once_linked(
         assert set(stats["requests"]["http"]["traces"]) == {"ok"}
     assert_delivered_once(receiver, conversations)
     assert TOKEN not in collector.output()
+
+
+@pytest.mark.parametrize("encoding", ["proto", "json"])
+def test_partial_success_reaches_the_collector(
+    receiver: Receiver, tmp_path: Path, encoding: str
+) -> None:
+    """An invalid business event is a partial success the Collector reads and logs, in
+    either of its encodings (``encoding: json`` is a user's choice, set by the overlay)."""
+    overlay = {"exporters": {"otlp_http/greenflash": {"encoding": encoding}}}
+    broken = {
+        "greenflash.event.type": "broken",
+        "greenflash.event.value": "abc",
+        "greenflash.event.value_type": "currency",
+    }
+    with Gateway(receiver, tmp_path / "spool", token=TOKEN) as gateway:
+        with single_gateway(tmp_path / "collector", gateway, overlay) as collector:
+            spans, _ = exporters_to(collector, "http")
+            with tracing(spans) as provider:
+                provider.get_tracer("app").start_span("pay", attributes=broken).end()
+            wait_until(lambda: "Partial success response" in collector.output(), "its warning")
+        assert gateway.stats()["requests"]["http"]["traces"] == {"partial": 1}
+    (warning,) = (line for line in collector.output().splitlines() if "Partial success" in line)
+    assert "1 business event(s) invalid" in warning
+    assert '"dropped_spans": 1' in warning
+    assert receiver.accepted == []
