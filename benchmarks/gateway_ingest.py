@@ -50,7 +50,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from ._common import PRODUCT_ID, fast_receiver, receiver_stats
+from ._common import PRODUCT_ID, fast_receiver, process_cpu_seconds, receiver_stats
 
 API_STATES = ("up", "down", "stalled")
 REFUSED_URL = "http://127.0.0.1:9/api/v1"
@@ -175,14 +175,19 @@ def free_port() -> int:
 
 
 class GatewayProcess:
-    def __init__(self, base_url: str, api_key: str, spool: Path) -> None:
+    def __init__(self, base_url: str, api_key: str, spool: Path, token: str | None = None) -> None:
+        """A gateway at its defaults; ``token``: the bearer token clients must send."""
         self.port = free_port()
+        self.grpc_port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GREENFLASH_", "OTEL_"))}
         env.update(
             GREENFLASH_API_KEY=api_key,
             GREENFLASH_BASE_URL=base_url,
             GREENFLASH_PRODUCT_ID=PRODUCT_ID,
         )
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if token:
+            env["GREENFLASH_GATEWAY_TOKEN"] = token
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -192,7 +197,7 @@ class GatewayProcess:
                 "--http-port",
                 str(self.port),
                 "--grpc-port",
-                str(free_port()),
+                str(self.grpc_port),
                 "--spool-dir",
                 str(spool),
             ],
@@ -206,7 +211,10 @@ class GatewayProcess:
             if self.process.poll() is not None:
                 raise RuntimeError("the gateway did not start")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                if (
+                    httpx.get(f"{self.url}/readyz", headers=self.headers, timeout=1).status_code
+                    == 200
+                ):
                     return
             except httpx.HTTPError:
                 pass
@@ -216,9 +224,7 @@ class GatewayProcess:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the gateway process so far."""
-        with open(f"/proc/{self.process.pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.process.pid)
 
     def rss_mb(self) -> float:
         with open(f"/proc/{self.process.pid}/status") as status:
@@ -228,7 +234,7 @@ class GatewayProcess:
         return float("nan")
 
     def stats(self) -> dict[str, Any]:
-        return dict(httpx.get(f"{self.url}/stats", timeout=10).json())
+        return dict(httpx.get(f"{self.url}/stats", headers=self.headers, timeout=10).json())
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
@@ -239,12 +245,16 @@ class GatewayProcess:
             self.process.wait()
 
 
-async def post_all(url: str, bodies: Sequence[bytes], on_sent: Any = None) -> tuple[float, int]:
+async def post_all(
+    url: str, bodies: Sequence[bytes], on_sent: Any = None, token: str | None = None
+) -> tuple[float, int]:
     """Post every body (CONCURRENCY at a time), retrying 503s after Retry-After; returns the
     seconds taken and how many 503s were seen."""
     queue = list(reversed(bodies))
     refused = 0
     headers = {"Content-Type": "application/x-protobuf"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
 
