@@ -190,12 +190,12 @@ class CollectorProcess:
 @dataclass
 class Setup:
     """One configuration: where the load goes, the processes whose CPU counts (by role), and
-    how many spans its last hop holds so far."""
+    how many spans and requests its last hop took so far (requests: gateways only)."""
 
     label: str
     entry_url: str
     roles: dict[str, list[Callable[[], float]]]
-    spans_at_last_hop: Callable[[], float]
+    last_hop: Callable[[], tuple[float, float]]
     delivers_events: bool
     token: str | None = None
 
@@ -209,6 +209,7 @@ class Result:
     delivered: int
     duplicates: int
     refused: int
+    requests_at_last_hop: float
 
 
 def run_once(setup: Setup, bodies: Sequence[bytes], receiver: FastReceiver) -> Result:
@@ -217,12 +218,12 @@ def run_once(setup: Setup, bodies: Sequence[bytes], receiver: FastReceiver) -> R
     spans = len(bodies) * BATCH
     events = count_events(bodies)
     receiver.reset()
-    spans_before = setup.spans_at_last_hop()
+    spans_before, requests_before = setup.last_hop()
     cpu_before = {role: sum(read() for read in reads) for role, reads in setup.roles.items()}
     started = time.perf_counter()
     acked_seconds, refused = asyncio.run(post_all(setup.entry_url, bodies, token=setup.token))
     deadline = time.monotonic() + WAIT_SECONDS
-    while setup.spans_at_last_hop() - spans_before < spans:
+    while setup.last_hop()[0] - spans_before < spans:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{setup.label}: the last hop did not get every span")
         time.sleep(POLL_SECONDS)
@@ -247,6 +248,7 @@ def run_once(setup: Setup, bodies: Sequence[bytes], receiver: FastReceiver) -> R
         delivered=delivered,
         duplicates=int(stats["duplicates"]) if setup.delivers_events else 0,
         refused=refused,
+        requests_at_last_hop=setup.last_hop()[1] - requests_before,
     )
 
 
@@ -269,8 +271,21 @@ def setups(receiver: FastReceiver) -> Iterator[list[Setup]]:
             stack.callback(started.stop)
             return started
 
-        def received(gateways: Sequence[GatewayProcess]) -> Callable[[], float]:
-            return lambda: sum(g.stats()["received"]["spans"] for g in gateways)
+        def received(gateways: Sequence[GatewayProcess]) -> Callable[[], tuple[float, float]]:
+            def spans_and_requests() -> tuple[float, float]:
+                found = [g.stats() for g in gateways]
+                return (
+                    sum(stats["received"]["spans"] for stats in found),
+                    sum(
+                        count
+                        for stats in found
+                        for signals in stats["requests"].values()
+                        for outcomes in signals.values()
+                        for count in outcomes.values()
+                    ),
+                )
+
+            return spans_and_requests
 
         single = documented_config("single-gateway")
         sink = collector("sink", [json.dumps(NULL_SINK)], {})
@@ -298,7 +313,7 @@ def setups(receiver: FastReceiver) -> Iterator[list[Setup]]:
                 "(a) Collector -> null sink",
                 alone.http_url,
                 {"collector": [alone.cpu_seconds], "sink": [sink.cpu_seconds]},
-                lambda: sink.metric(SINK_SPANS),
+                lambda: (sink.metric(SINK_SPANS), float("nan")),
                 delivers_events=False,
             ),
             Setup(
@@ -342,6 +357,7 @@ def median_result(results: Sequence[Result]) -> Result:
         delivered=sum(r.delivered for r in results),
         duplicates=sum(r.duplicates for r in results),
         refused=sum(r.refused for r in results),
+        requests_at_last_hop=sum(r.requests_at_last_hop for r in results),
     )
 
 
@@ -349,8 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke check)")
     arguments = parser.parse_args(argv)
-    requests = 20 if arguments.quick else 300
-    rounds = 1 if arguments.quick else 5
+    requests = 20 if arguments.quick else 400
+    rounds = 1 if arguments.quick else 7
     binary = collector_binary()
     version = subprocess.run(
         [str(binary), "--version"], capture_output=True, text=True, check=True
@@ -402,7 +418,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label, result in list(medians.items())[1:]:
         print(
             f"  {label}: events delivered {result.delivered}/{result.events}, "
-            f"duplicates {result.duplicates}, 503s seen by the client {result.refused}"
+            f"duplicates {result.duplicates}, 503s seen by the client {result.refused}; "
+            f"{rounds * requests * BATCH / result.requests_at_last_hop:,.0f} spans per request "
+            "reaching the gateways"
         )
     return 0
 
