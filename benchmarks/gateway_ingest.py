@@ -219,6 +219,8 @@ class GatewayProcess:
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
+                self.process.kill()  # nothing else would stop it: the caller gets no object
+                self.process.wait()
                 raise RuntimeError("the gateway is not ready")
             time.sleep(0.05)
 
