@@ -25,6 +25,7 @@ import (
 
 	"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/loadbalancingexporter"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/extension/storage/filestorage"
+	"github.com/open-telemetry/opentelemetry-collector-contrib/processor/transformprocessor"
 )
 
 func components() (otelcol.Factories, error) {
@@ -35,7 +36,7 @@ func components() (otelcol.Factories, error) {
 		return factories, err
 	}
 	if factories.Processors, err = otelcol.MakeFactoryMap[processor.Factory](
-		batchprocessor.NewFactory()); err != nil {
+		batchprocessor.NewFactory(), transformprocessor.NewFactory()); err != nil {
 		return factories, err
 	}
 	if factories.Exporters, err = otelcol.MakeFactoryMap[exporter.Factory](
