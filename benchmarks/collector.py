@@ -4,7 +4,8 @@
   exporter aimed at a null sink (a second Collector from the same binary: ``otlp`` receiver,
   ``nop`` exporter);
 - (b) the same configuration aimed at one gateway;
-- (c) docs/gateway.md's ``load-balancing`` configuration (``routing_key: traceID``, OTLP/gRPC)
+- (c) docs/gateway.md's ``load-balancing`` configuration (the trace id copied into a routing
+  attribute by the ``transform`` processor, OTLP/gRPC to each replica)
   over three gateways (static resolver, loopback);
 - (d) one gateway alone, the load posted straight to it;
 
