@@ -26,7 +26,6 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk._logs.export import LogRecordExporter
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from tests.gateway.test_gateway_typescript import EXAMPLE, needs_node, summary_of
 from tests.support.chat_turns import (
     WAIT_SECONDS,
     Acknowledged,
@@ -38,11 +37,12 @@ from tests.support.chat_turns import (
     settled,
     wait_until,
 )
-from tests.support.collector import Collector, documented_config
+from tests.support.collector import Collector, documented_config, merged
 from tests.support.common import PRODUCT_ID
 from tests.support.gateway_harness import TOKEN, Gateway, logging_to, tracing
 from tests.support.independent_receiver import Fault, Receiver
 from tests.support.processes import clean_env, run
+from tests.support.typescript_example import EXAMPLE, needs_node, summary_of
 
 FAST_RETRIES = {"retry_on_failure": {"initial_interval": "100ms", "max_interval": "1s"}}
 """Retry timings for the tests (the documented 5 s to 30 s would only make them slow)."""
@@ -64,22 +64,12 @@ def single_gateway(
     return Collector(
         directory,
         [documented_config("single-gateway"), *(documented_config(name) for name in layers)],
-        overlay=_merge(aimed, overlay or {}),
+        overlay=merged(aimed, overlay or {}),
     )
 
 
 def fast_retries(**more: Any) -> dict[str, Any]:
     return {"exporters": {"otlp_http/greenflash": FAST_RETRIES}, **more}
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def exporters_to(collector: Collector, protocol: str) -> tuple[SpanExporter, LogRecordExporter]:

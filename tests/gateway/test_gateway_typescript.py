@@ -10,7 +10,6 @@ missing.
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,7 +18,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -27,25 +25,11 @@ import pytest
 from otel_greenflash.testing import EventsApiServer
 from tests.support.common import PRODUCT_ID
 from tests.support.processes import clean_env, command, run
+from tests.support.typescript_example import EXAMPLE, needs_node, summary_of
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "typescript"
 TOKEN = "ts-example-token-" + "7f3a9c"
 STARTUP_SECONDS = 60
 DELIVERY_SECONDS = 60
-
-
-def _missing_toolchain() -> str | None:
-    for tool in ("node", "npm"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    if not (EXAMPLE / "node_modules" / ".bin" / "tsc").exists():
-        return f"the example's packages are not installed (run `npm ci` in {EXAMPLE})"
-    return None
-
-
-needs_node = pytest.mark.skipif(
-    _missing_toolchain() is not None, reason=f"TypeScript example: {_missing_toolchain()}"
-)
 
 
 def free_port() -> int:
@@ -137,13 +121,6 @@ def run_example(
         **extra,
     )
     return run(["npm", "run", "--silent", "start"], env, timeout=300, cwd=EXAMPLE)
-
-
-def summary_of(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    """The JSON line the example prints once both exports succeeded."""
-    assert result.returncode == 0, result.stdout + result.stderr
-    summary: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    return summary
 
 
 @needs_node

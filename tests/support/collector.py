@@ -39,11 +39,13 @@ VERSION = "v0.161.0"
 READY = "Everything is ready"
 STARTUP_SECONDS = 60.0
 BUILD_SECONDS = 1800.0
+GO_HOME_BIN = "/usr/local/go/bin"
+"""Where Go's own installer puts ``go``, which a non-login shell may not have on PATH."""
 
 
 def collector_binary() -> Path:
     """The built Collector; built first when the recipe changed (one build for all workers)."""
-    go = shutil.which("go")
+    go = shutil.which("go") or shutil.which("go", path=GO_HOME_BIN)
     if go is None:
         message = (
             "the Collector tests need Go to build the Collector (tests/collector/distribution)"
@@ -72,6 +74,19 @@ def _fresh() -> bool:
         return False
     built = BINARY.stat().st_mtime
     return all(path.stat().st_mtime < built for path in DISTRIBUTION.iterdir() if path.is_file())
+
+
+def merged(base: Mapping[str, Any], *layers: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with each layer merged over it as the Collector merges ``--config`` files:
+    maps key by key, anything else (lists included) replaced."""
+    result = dict(base)
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+                result[key] = merged(result[key], value)
+            else:
+                result[key] = value
+    return result
 
 
 def documented_config(name: str) -> str:
@@ -147,7 +162,8 @@ class Collector:
         return [argument for path in files for argument in ("--config", f"file:{path}")]
 
     def start(self) -> Collector:
-        """Start and wait for "Everything is ready" (AssertionError if it ends first)."""
+        """Start and wait for "Everything is ready"; a Collector that ends first or is not
+        ready in time is killed and an AssertionError says why."""
         self._starts += 1
         env = clean_env(**self.environment)
         if self.token:
@@ -163,14 +179,20 @@ class Collector:
         )
         deadline = time.monotonic() + STARTUP_SECONDS
         while time.monotonic() < deadline:
-            if READY in self.output()[offset:]:
+            if READY in self._output_since(offset):
                 return self
             if self.process.poll() is not None:
                 if self._lost_its_ports():
                     return self.start()
                 raise AssertionError(f"the Collector ended at start:\n{self.output()}")
             time.sleep(0.05)
+        self.process.kill()
+        self.process.wait()
         raise AssertionError(f"the Collector was not ready:\n{self.output()}")
+
+    def _output_since(self, offset: int) -> str:
+        self._log.seek(offset)
+        return self._log.read().decode(errors="replace")
 
     def _lost_its_ports(self) -> bool:
         """A first start whose probed port another process took first: draw new ports."""
