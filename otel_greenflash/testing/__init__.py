@@ -1,4 +1,4 @@
-"""Testing tools: a local Events API server and pytest fixtures for it.
+"""Testing tools: a local Greenflash API server (events, messages, ratings) and pytest fixtures.
 
 >>> from otel_greenflash.testing import EventsApiServer
 >>> with EventsApiServer() as server:  # doctest: +SKIP
@@ -6,8 +6,15 @@
 """
 
 from ._capture import TEST_PRODUCT_ID, CapturedEvents, MemoryTransport
-from ._contract import validate_event_body
-from ._server import DEFAULT_API_KEY, EventsApiServer, Fault, RecordedRequest
+from ._contract import validate_event_body, validate_messages_body, validate_rating_body
+from ._server import (
+    DEFAULT_API_KEY,
+    EventsApiServer,
+    Fault,
+    RecordedRequest,
+    StoredConversation,
+    StoredMessage,
+)
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -17,5 +24,9 @@ __all__ = [
     "Fault",
     "MemoryTransport",
     "RecordedRequest",
+    "StoredConversation",
+    "StoredMessage",
     "validate_event_body",
+    "validate_messages_body",
+    "validate_rating_body",
 ]
