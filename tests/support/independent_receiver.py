@@ -4,7 +4,9 @@ Stdlib only (asyncio streams, hand-written HTTP/1.1): nothing here imports the l
 or aiohttp, so the receiver cannot share a bug with the client it checks.
 
 * :class:`Receiver` answers ``POST /v1/events`` like the Events API (bearer key, dedup by
-  ``insertId``) and applies a per-request plan of :class:`Fault` s.
+  ``insertId``), ``POST /v1/messages`` and ``POST /v1/ratings`` like the Messages and Ratings
+  APIs (contract checked, messages deduplicated by ``externalMessageId`` within their
+  conversation, ratings never), and applies a per-request plan of :class:`Fault` s.
 * :class:`FaultProxy` sits between a client and any upstream and breaks connections in the
   network rather than in the server.
 
@@ -16,9 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
+import math
 import random
+import re
 import secrets
 import socket
 import struct
@@ -28,9 +33,10 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
 
 __all__ = [
@@ -41,6 +47,8 @@ __all__ = [
     "ProxyFaultKind",
     "Receiver",
     "RequestRecord",
+    "messages_contract_errors",
+    "rating_contract_errors",
 ]
 
 FaultKind = Literal["status", "reset", "hang", "drip", "huge", "lost"]
@@ -60,10 +68,10 @@ _S = TypeVar("_S", bound="_ServerThread")
 
 @dataclass(frozen=True)
 class Fault:
-    """What the receiver does with one ``POST /v1/events`` instead of a plain success.
+    """What the receiver does with one valid POST instead of a plain success.
 
-    Build with the class methods. Only ``lost`` and a 2xx ``status`` record the event as
-    accepted; every other kind leaves it unaccepted.
+    Build with the class methods. Only ``lost`` and a 2xx ``status`` record the event (the
+    messages, the rating) as accepted; every other kind leaves it unaccepted.
     """
 
     kind: FaultKind
@@ -123,6 +131,8 @@ class RequestRecord:
     status: int | None
     """Status code sent (``None`` when no status line was sent: reset, hang, lost)."""
     fault: FaultKind | None
+    errors: tuple[str, ...] = ()
+    """Contract violations of a ``/messages`` or ``/ratings`` body answered 422."""
 
     @property
     def outcome(self) -> int | str:
@@ -232,6 +242,192 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
         parts.append(await reader.readexactly(size))
         if await reader.readexactly(2) != b"\r\n":
             raise _BadRequestError(400, "bad chunk terminator")
+
+
+# --------------------------------------------------------------------------- contracts
+
+_ROLES = frozenset({"user", "assistant", "system"})
+_KINDS = frozenset(
+    {
+        *("user_message", "assistant_message", "system_message", "final_response", "thought"),
+        *("tool_call", "observation", "retrieval", "memory_read", "memory_write"),
+        *("chain_start", "chain_end", "embedding", "tool_error", "callback", "llm"),
+        *("task", "workflow"),
+    }
+)
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+# Field kinds: "text" any string, "name" a non-empty string, "uuid", "object", "unit" a number
+# in [0, 1], "flag" a boolean, "time" an ISO 8601 date-time with a zone, "any" checked apart.
+_BODY_FIELDS = {
+    "externalUserId": "name",
+    "messages": "any",
+    "conversationId": "uuid",
+    "externalConversationId": "name",
+    "productId": "uuid",
+    "externalOrganizationId": "text",
+    "model": "text",
+    "properties": "object",
+    "systemPrompt": "any",
+    "sampleRate": "unit",
+    "forceSample": "flag",
+    "voiceCall": "object",
+}
+_MESSAGE_FIELDS = {
+    "content": "text",
+    "role": "any",
+    "messageType": "any",
+    "toolName": "name",
+    "input": "object",
+    "output": "object",
+    "context": "any",
+    "createdAt": "time",
+    "externalMessageId": "name",
+    "parentMessageId": "uuid",
+    "parentExternalMessageId": "name",
+    "model": "text",
+    "properties": "object",
+    "voice": "object",
+}
+_RATING_FIELDS = {
+    "productId": "uuid",
+    "rating": "number",
+    "ratingMin": "number",
+    "ratingMax": "number",
+    "conversationId": "uuid",
+    "externalConversationId": "name",
+    "messageId": "uuid",
+    "externalMessageId": "name",
+    "feedback": "text",
+    "ratedAt": "time",
+}
+_RATING_TARGETS = ("conversationId", "externalConversationId", "messageId", "externalMessageId")
+
+
+def _fits(kind: str, value: Any) -> bool:
+    if kind == "text":
+        return isinstance(value, str)
+    if kind == "name":
+        return isinstance(value, str) and value.strip() != ""
+    if kind == "uuid":
+        return isinstance(value, str) and _UUID.fullmatch(value) is not None
+    if kind == "object":
+        return isinstance(value, dict)
+    if kind == "flag":
+        return isinstance(value, bool)
+    if kind in ("unit", "number"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        return math.isfinite(value) and (kind == "number" or 0 <= value <= 1)
+    if kind == "time":
+        return _is_zoned_time(value)
+    return True
+
+
+def _is_zoned_time(value: Any) -> bool:
+    if not isinstance(value, str) or "T" not in value:
+        return False
+    try:
+        parsed = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
+    except ValueError:
+        return False
+    return parsed.tzinfo is not None
+
+
+def _field_errors(obj: Mapping[str, Any], kinds: Mapping[str, str], prefix: str) -> list[str]:
+    """Unknown fields, and known ones whose value is not of their kind."""
+    problems: list[str] = []
+    for name, value in obj.items():
+        kind = kinds.get(name)
+        if kind is None:
+            problems.append(f"{prefix}{name}: unknown field")
+        elif not _fits(kind, value):
+            problems.append(f"{prefix}{name}: must be {_KIND_WORDS[kind]}")
+    return problems
+
+
+_KIND_WORDS = {
+    "text": "a string",
+    "name": "a non-empty string",
+    "uuid": "a UUID",
+    "object": "an object",
+    "unit": "a number from 0 to 1",
+    "flag": "a boolean",
+    "number": "a finite number",
+    "time": "an ISO 8601 date-time with a zone",
+}
+
+
+def messages_contract_errors(body: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a ``POST /messages`` body (empty: nothing)."""
+    problems = _field_errors(body, _BODY_FIELDS, "")
+    if "externalUserId" not in body:
+        problems.append("externalUserId: required")
+    if all(key not in body for key in ("conversationId", "externalConversationId", "productId")):
+        problems.append("conversationId, externalConversationId or productId: one is required")
+    prompt = body.get("systemPrompt")
+    if "systemPrompt" in body and not isinstance(prompt, str):
+        if not isinstance(prompt, dict):
+            problems.append("systemPrompt: must be a string or an object")
+        elif not {"content", "components", "promptId", "externalPromptId"} & prompt.keys():
+            problems.append("systemPrompt: needs content, components, promptId or externalPromptId")
+        elif {"content", "components"} <= prompt.keys():
+            problems.append("systemPrompt: content or components, not both")
+    if "messages" not in body:
+        problems.append("messages: required")
+        return problems
+    messages = body["messages"]
+    if not isinstance(messages, list) or not messages:
+        problems.append("messages: must be a non-empty array")
+        return problems
+    for position, message in enumerate(messages):
+        problems.extend(_one_message_errors(message, f"messages[{position}]."))
+    return problems
+
+
+def _one_message_errors(message: Any, prefix: str) -> list[str]:
+    if not isinstance(message, dict):
+        return [f"{prefix[:-1]}: must be an object"]
+    problems = _field_errors(message, _MESSAGE_FIELDS, prefix)
+    if "content" not in message:
+        problems.append(f"{prefix}content: required")
+    has_role, has_type = "role" in message, "messageType" in message
+    if has_role == has_type:
+        problems.append(f"{prefix}role / messageType: exactly one is required")
+    elif has_role and message["role"] not in _ROLES:
+        problems.append(f"{prefix}role: must be user, assistant or system")
+    elif has_type and message["messageType"] not in _KINDS:
+        problems.append(f"{prefix}messageType: not a known message type")
+    elif message.get("messageType") == "tool_call" and "toolName" not in message:
+        problems.append(f"{prefix}toolName: required for a tool_call")
+    if "parentMessageId" in message and "parentExternalMessageId" in message:
+        problems.append(f"{prefix}parentMessageId / parentExternalMessageId: at most one")
+    if message.get("context") is not None and not isinstance(message["context"], str):
+        problems.append(f"{prefix}context: must be a string or null")
+    return problems
+
+
+def rating_contract_errors(body: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a ``POST /ratings`` body (empty: nothing)."""
+    problems = _field_errors(body, _RATING_FIELDS, "")
+    problems.extend(
+        f"{name}: required"
+        for name in ("productId", "rating", "ratingMin", "ratingMax")
+        if name not in body
+    )
+    targets = [name for name in _RATING_TARGETS if name in body]
+    if len(targets) != 1:
+        problems.append(f"{' / '.join(_RATING_TARGETS)}: exactly one is required, got {targets}")
+    scale = {
+        key: value for key, value in body.items() if key in ("ratingMin", "rating", "ratingMax")
+    }
+    scale = {key: value for key, value in scale.items() if _fits("number", value)}
+    if "ratingMin" in scale and "ratingMax" in scale:
+        if not scale["ratingMin"] < scale["ratingMax"]:
+            problems.append("ratingMin: must be below ratingMax")
+        elif "rating" in scale and not scale["ratingMin"] <= scale["rating"] <= scale["ratingMax"]:
+            problems.append("rating: must lie within ratingMin..ratingMax")
+    return problems
 
 
 # --------------------------------------------------------------------------- server thread
@@ -446,17 +642,30 @@ class _ServerThread:
 
 
 class Receiver(_ServerThread):
-    """An Events API look-alike: ``POST /v1/events`` with ``Authorization: Bearer <api_key>``.
+    """A Greenflash API look-alike with ``Authorization: Bearer <api_key>``: ``POST /v1/events``,
+    ``POST /v1/messages`` and ``POST /v1/ratings``.
 
-    Each valid event request follows the plan: the next :meth:`inject` ed fault (FIFO), else a
-    draw from the :meth:`mix`, else success (``ok_status`` with ``{"success": true, "eventId"}``).
-    ``latency_seconds`` is slept after reading each request and before answering it. Events are
-    deduplicated by ``insertId``: a repeat is answered like the first (same ``eventId``) and
-    counted in :attr:`duplicates`. Wrong path or method: 404; missing or wrong key: 401; body
-    not a JSON object: 400. Neither consumes a fault.
+    Each valid request follows the plan: the next :meth:`inject` ed fault for its endpoint
+    (FIFO), else a draw from the :meth:`mix`, else success. Events succeed with ``ok_status``
+    and ``{"success": true, "eventId"}``, and are deduplicated by ``insertId``: a repeat is
+    answered like the first (same ``eventId``) and counted in :attr:`duplicates`. Messages
+    succeed with 200 and the Messages API's answer; a message whose ``externalMessageId`` is
+    already stored in its conversation is not stored again and is answered ``deduplicated``.
+    Ratings succeed with 200 and ``{"success": true}``, and every accepted rating is stored,
+    repeats included. ``latency_seconds`` is slept after reading each request and before
+    answering it. Wrong path or method: 404; missing or wrong key: 401; body not a JSON object:
+    400; a messages or ratings body breaking its contract: 422 listing the problems. None of
+    these consumes a fault.
     """
 
     EVENTS_PATH = "/v1/events"
+    MESSAGES_PATH = "/v1/messages"
+    RATINGS_PATH = "/v1/ratings"
+    _ENDPOINTS: ClassVar[Mapping[str, str]] = {
+        EVENTS_PATH: "events",
+        MESSAGES_PATH: "messages",
+        RATINGS_PATH: "ratings",
+    }
 
     def __init__(
         self,
@@ -476,7 +685,7 @@ class Receiver(_ServerThread):
         self._latency = latency_seconds
         self._ok_status = ok_status
         self._api_key = api_key or "rk-" + secrets.token_urlsafe(24)
-        self._queue: deque[Fault] = deque(faults)
+        self._queue: deque[tuple[str | None, Fault]] = deque((None, f) for f in faults)
         self._mix: list[tuple[Fault, float]] = []
         self._rng = random.Random(seed)
         if mix:
@@ -487,6 +696,11 @@ class Receiver(_ServerThread):
         self._requests: list[RequestRecord] = []
         self._in_flight = 0
         self._max_in_flight = 0
+        self._threads: dict[str, dict[str, Any]] = {}
+        self._thread_keys: dict[tuple[Any, Any], str] = {}
+        self._message_count = 0
+        self._message_repeats = 0
+        self._ratings: list[dict[str, Any]] = []
 
     # -- addresses
 
@@ -507,15 +721,21 @@ class Receiver(_ServerThread):
 
     # -- plan
 
-    def inject(self, fault: Fault, times: int = 1) -> None:
-        """Give the next ``times`` event requests ``fault`` (after faults already queued)."""
+    def inject(self, fault: Fault, times: int = 1, *, endpoint: str | None = None) -> None:
+        """Give the next ``times`` valid requests ``fault`` (after faults already queued).
+
+        ``endpoint`` (``"events"``, ``"messages"``, ``"ratings"``) reserves them for requests
+        to that endpoint; without it, a request to any endpoint takes the next one.
+        """
         if times < 1:
             raise ValueError("times must be >= 1")
+        if endpoint is not None and endpoint not in self._ENDPOINTS.values():
+            raise ValueError(f"unknown endpoint {endpoint!r}")
         with self._lock:
-            self._queue.extend([fault] * times)
+            self._queue.extend([(endpoint, fault)] * times)
 
     def mix(self, weights: Mapping[Fault, float], seed: int) -> None:
-        """Give each event request (not served from the queue) a random fault.
+        """Give each valid request (not served from the queue) a random fault.
 
         ``weights`` are probabilities (summing to at most 1; the rest succeed), drawn from
         ``random.Random(seed)`` once per such request, so the n-th draw is reproducible.
@@ -587,6 +807,56 @@ class Receiver(_ServerThread):
         """Wait until at least ``n`` requests have been read; False on timeout."""
         return self.wait_until(lambda: len(self.requests) >= n, timeout)
 
+    @property
+    def conversations(self) -> list[dict[str, Any]]:
+        """Conversations in creation order: ``conversationId``, ``productId``,
+        ``externalConversationId``, ``externalUserId`` and ``messages``, the stored messages in
+        order (each ``messageId``, ``messageType``, ``content``, ``externalMessageId``,
+        ``parentMessageId``, ``parentExternalMessageId`` and the ``sent`` message)."""
+        with self._lock:
+            return [
+                {**thread, "messages": [dict(m) for m in thread["messages"]]}
+                for thread in self._threads.values()
+            ]
+
+    def messages_of(self, external_conversation_id: str) -> list[dict[str, Any]]:
+        """The stored messages of the only conversation with this external id."""
+        found = [
+            thread
+            for thread in self.conversations
+            if thread["externalConversationId"] == external_conversation_id
+        ]
+        if len(found) != 1:
+            raise LookupError(f"{len(found)} conversations are {external_conversation_id!r}")
+        messages: list[dict[str, Any]] = found[0]["messages"]
+        return messages
+
+    @property
+    def stored_messages(self) -> int:
+        """Messages stored, over all conversations."""
+        with self._lock:
+            return self._message_count
+
+    @property
+    def deduplicated_messages(self) -> int:
+        """Messages not stored because their ``externalMessageId`` was already there."""
+        with self._lock:
+            return self._message_repeats
+
+    @property
+    def ratings(self) -> list[dict[str, Any]]:
+        """Every accepted rating body, in order (repeats included: ratings are not deduped)."""
+        with self._lock:
+            return list(self._ratings)
+
+    def wait_for_messages(self, n: int, timeout: float = 5.0) -> bool:
+        """Wait until at least ``n`` messages are stored; False on timeout."""
+        return self.wait_until(lambda: self.stored_messages >= n, timeout)
+
+    def wait_for_ratings(self, n: int, timeout: float = 5.0) -> bool:
+        """Wait until at least ``n`` ratings are stored; False on timeout."""
+        return self.wait_until(lambda: len(self.ratings) >= n, timeout)
+
     # -- serving
 
     async def _handle(
@@ -656,10 +926,12 @@ class Receiver(_ServerThread):
         expected = f"Bearer {self._api_key}".encode()
         return hmac.compare_digest(header.encode("latin-1", "replace"), expected)
 
-    def _next_fault(self) -> Fault | None:
+    def _next_fault(self, endpoint: str) -> Fault | None:
         with self._lock:
-            if self._queue:
-                return self._queue.popleft()
+            for queued in self._queue:
+                if queued[0] in (None, endpoint):
+                    self._queue.remove(queued)
+                    return queued[1]
             if self._mix:
                 draw, total = self._rng.random(), 0.0
                 for fault, weight in self._mix:
@@ -681,6 +953,89 @@ class Receiver(_ServerThread):
             self._notify()
             return event_id
 
+    def _store_messages(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Store a valid messages body in its conversation; return the API's answer."""
+        with self._lock:
+            thread = self._thread_for(body)
+            stored = thread["messages"]
+            results = []
+            for sent in body["messages"]:
+                external = sent.get("externalMessageId")
+                earlier = next(
+                    (m for m in stored if external and m["externalMessageId"] == external), None
+                )
+                if earlier is None:
+                    kind = sent["role"] + "_message" if "role" in sent else sent["messageType"]
+                    parent = sent.get("parentMessageId")
+                    parent_external = sent.get("parentExternalMessageId")
+                    if parent_external is not None:
+                        parent = next(
+                            (
+                                m["messageId"]
+                                for m in stored
+                                if m["externalMessageId"] == parent_external
+                            ),
+                            None,
+                        )
+                    record = {
+                        "messageId": str(uuid.uuid4()),
+                        "messageType": kind,
+                        "content": sent["content"],
+                        "externalMessageId": external,
+                        "parentMessageId": parent,
+                        "parentExternalMessageId": parent_external,
+                        "sent": sent,
+                    }
+                    stored.append(record)
+                    self._message_count += 1
+                    status = "created"
+                else:
+                    record = earlier
+                    self._message_repeats += 1
+                    status = "deduplicated"
+                results.append(
+                    {
+                        "messageId": record["messageId"],
+                        "messageType": record["messageType"],
+                        "status": status,
+                        "externalMessageId": external,
+                    }
+                )
+            self._notify()
+            return {
+                "success": True,
+                "conversationId": thread["conversationId"],
+                "messages": results,
+                "systemPromptComponentIds": [],
+                "systemPromptPromptId": str(uuid.uuid4()),
+            }
+
+    def _thread_for(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The conversation ``body`` names: by ``conversationId``, else by (``productId``,
+        ``externalConversationId``), else a new one. Call with ``_lock`` held."""
+        key = (body.get("productId"), body.get("externalConversationId"))
+        conversation_id = body.get("conversationId")
+        if conversation_id is None and key[1] is not None:
+            conversation_id = self._thread_keys.get(key)
+        conversation_id = conversation_id or str(uuid.uuid4())
+        if conversation_id not in self._threads:
+            self._threads[conversation_id] = {
+                "conversationId": conversation_id,
+                "productId": key[0],
+                "externalConversationId": key[1],
+                "externalUserId": body["externalUserId"],
+                "messages": [],
+            }
+        if key[1] is not None and key not in self._thread_keys:
+            self._thread_keys[key] = conversation_id
+        return self._threads[conversation_id]
+
+    def _store_rating(self, body: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            self._ratings.append(body)
+            self._notify()
+        return {"success": True}
+
     async def _answer(
         self,
         request: _Request,
@@ -690,10 +1045,12 @@ class Receiver(_ServerThread):
     ) -> bool:
         """Answer one request; True to keep reading from the connection."""
         path = urlsplit(request.target).path
-        event: dict[str, Any] | None = None
+        accept: Callable[[], dict[str, Any]] | None = None
         insert_id: str | None = None
         fault: Fault | None = None
-        if request.method != "POST" or path != self.EVENTS_PATH:
+        problems: list[str] = []
+        endpoint = self._ENDPOINTS.get(path)
+        if request.method != "POST" or endpoint is None:
             status: int | None = 404
         elif not self._authorized(request.headers.get("authorization", "")):
             status = 401
@@ -702,16 +1059,25 @@ class Receiver(_ServerThread):
                 parsed = json.loads(request.body)
             except ValueError:
                 parsed = None
-            if isinstance(parsed, dict):
-                event = parsed
-                raw_id = event.get("insertId")
+            if not isinstance(parsed, dict):
+                status = 400
+            elif endpoint == "messages":
+                problems = messages_contract_errors(parsed)
+                accept = functools.partial(self._store_messages, parsed)
+            elif endpoint == "ratings":
+                problems = rating_contract_errors(parsed)
+                accept = functools.partial(self._store_rating, parsed)
+            else:
+                raw_id = parsed.get("insertId")
                 insert_id = raw_id if isinstance(raw_id, str) else None
-                fault = self._next_fault()
-                status = self._ok_status
+                accept = functools.partial(self._event_answer, parsed, insert_id)
+            if problems:
+                status, accept = 422, None
+            elif accept is not None:
+                fault = self._next_fault(endpoint)
+                status = self._ok_status if endpoint == "events" else 200
                 if fault is not None:
                     status = {"status": fault.code, "drip": fault.code, "huge": 200}.get(fault.kind)
-            else:
-                status = 400
         record = RequestRecord(
             time.monotonic(),
             connection,
@@ -720,6 +1086,7 @@ class Receiver(_ServerThread):
             insert_id,
             status,
             fault.kind if fault else None,
+            tuple(problems),
         )
         with self._lock:
             self._requests.append(record)
@@ -729,27 +1096,31 @@ class Receiver(_ServerThread):
         try:
             if self._latency:
                 await asyncio.sleep(self._latency)
-            return await self._perform(request, reader, writer, event, insert_id, fault, status)
+            return await self._perform(request, reader, writer, accept, fault, status, problems)
         finally:
             with self._lock:
                 self._in_flight -= 1
                 self._notify()
+
+    def _event_answer(self, event: dict[str, Any], insert_id: str | None) -> dict[str, Any]:
+        return {"success": True, "eventId": self._accept(event, insert_id)}
 
     async def _perform(
         self,
         request: _Request,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        event: dict[str, Any] | None,
-        insert_id: str | None,
+        accept: Callable[[], dict[str, Any]] | None,
         fault: Fault | None,
         status: int | None,
+        problems: list[str],
     ) -> bool:
+        """Carry out the plan; ``accept`` stores the request's content and gives the answer."""
         keep = request.keep_alive
         kind = fault.kind if fault else None
         if kind in ("reset", "lost"):
-            if kind == "lost" and event is not None:
-                self._accept(event, insert_id)
+            if kind == "lost" and accept is not None:
+                accept()
             _rst(writer)
             return False
         if kind == "hang":
@@ -770,10 +1141,10 @@ class Receiver(_ServerThread):
             return keep
         # A plain answer: success, an injected status, or a routing/auth/body error.
         code = status or 500
-        if event is not None and 200 <= code <= 299:
-            payload: dict[str, Any] = {"success": True, "eventId": self._accept(event, insert_id)}
+        if accept is not None and 200 <= code <= 299:
+            payload = accept()
         else:
-            payload = {"success": False, "error": _reason(code)}
+            payload = {"success": False, "error": "; ".join(problems) or _reason(code)}
         body = b"" if code in (204, 304) else json.dumps(payload).encode()
         length = None if code in (204, 304) else len(body)
         writer.write(_head(code, length, keep, fault.headers if fault else ()) + body)

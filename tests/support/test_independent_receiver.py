@@ -387,3 +387,182 @@ def post_once_via(proxy: FaultProxy, receiver: Receiver) -> int:
         response = post(conn, event(), receiver.api_key)
         response.read()
         return response.status
+
+
+# --------------------------------------------------------------------------- messages and ratings
+
+PRODUCT = str(uuid.uuid4())
+RATING = {
+    "productId": PRODUCT,
+    "rating": 1,
+    "ratingMin": -1,
+    "ratingMax": 1,
+    "externalConversationId": "chat-1",
+}
+
+
+def chat_body(*messages: dict[str, Any], conversation: str = "chat-1") -> dict[str, Any]:
+    """A valid messages body for ``conversation`` of PRODUCT."""
+    return {
+        "externalUserId": "user-1",
+        "productId": PRODUCT,
+        "externalConversationId": conversation,
+        "messages": list(messages),
+    }
+
+
+def said(content: str, external_id: str | None = None) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "user", "content": content}
+    if external_id is not None:
+        message["externalMessageId"] = external_id
+    return message
+
+
+def send(receiver: Receiver, path: str, body: Any) -> tuple[int, Any]:
+    """POST ``body`` to ``path`` on a fresh connection; status and parsed answer."""
+    status, raw = 0, b""
+    with contextlib.closing(connect(receiver.port)) as conn:
+        response = post(conn, body, receiver.api_key, path=path)
+        status, raw = response.status, response.read()
+    return status, json.loads(raw) if raw else None
+
+
+def without_keys(body: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {key: value for key, value in body.items() if key not in names}
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (without_keys(chat_body(said("a")), "externalUserId"), "externalUserId: required"),
+        (without_keys(chat_body(said("a")), "messages"), "messages: required"),
+        (
+            without_keys(chat_body(said("a")), "productId", "externalConversationId"),
+            "conversationId, externalConversationId or productId",
+        ),
+        (chat_body(), "messages: must be a non-empty array"),
+        (chat_body({"role": "user"}), "messages[0].content: required"),
+        (chat_body({"content": "a"}), "role / messageType"),
+        (chat_body({"content": "a", "role": "bot"}), "messages[0].role"),
+        (chat_body({"content": "a", "messageType": "chat"}), "messages[0].messageType"),
+        (chat_body({"content": "", "messageType": "tool_call"}), "toolName: required"),
+        (chat_body({**said("a"), "input": "text"}), "messages[0].input: must be an object"),
+        (chat_body({**said("a"), "createdAt": "May 1st"}), "messages[0].createdAt"),
+        (chat_body({**said("a"), "externalMessageId": ""}), "externalMessageId"),
+        ({**chat_body(said("a")), "sampleRate": 2}, "sampleRate"),
+        ({**chat_body(said("a")), "forceSample": 1}, "forceSample"),
+        ({**chat_body(said("a")), "systemPrompt": ["x"]}, "systemPrompt"),
+        ({**chat_body(said("a")), "tokens": 3}, "tokens: unknown field"),
+    ],
+)
+def test_messages_breaking_the_contract_get_422_naming_the_field(
+    receiver: Receiver, body: dict[str, Any], named: str
+) -> None:
+    receiver.inject(Fault.status(500))  # a rejected body does not consume it
+    status, answer = send(receiver, Receiver.MESSAGES_PATH, body)
+    assert (status, answer["success"]) == (422, False)
+    assert named in answer["error"]
+    assert receiver.requests[-1].errors
+    assert (receiver.conversations, receiver.pending_faults) == ([], 1)
+
+
+def test_a_resent_history_is_stored_once_in_order(receiver: Receiver) -> None:
+    first = send(receiver, Receiver.MESSAGES_PATH, chat_body(said("a", "m-1")))[1]
+    body = chat_body(
+        said("a", "m-1"),
+        {"role": "assistant", "content": "b", "externalMessageId": "m-2"}
+        | {"parentExternalMessageId": "m-1"},
+        {"messageType": "tool_call", "toolName": "search", "content": "", "input": {"q": "b"}},
+    )
+    status, second = send(receiver, Receiver.MESSAGES_PATH, body)
+    assert status == 200
+    assert second["conversationId"] == first["conversationId"]
+    assert [m["status"] for m in second["messages"]] == ["deduplicated", "created", "created"]
+    assert second["messages"][0]["messageId"] == first["messages"][0]["messageId"]
+    assert [m["messageType"] for m in second["messages"]] == [
+        "user_message",
+        "assistant_message",
+        "tool_call",
+    ]
+    stored = receiver.messages_of("chat-1")
+    assert [m["content"] for m in stored] == ["a", "b", ""]
+    assert stored[1]["parentMessageId"] == stored[0]["messageId"]
+    assert (receiver.stored_messages, receiver.deduplicated_messages) == (3, 1)
+
+
+def test_message_ids_are_deduplicated_per_conversation_only(receiver: Receiver) -> None:
+    one = send(receiver, Receiver.MESSAGES_PATH, chat_body(said("a", "m-1"), conversation="A"))
+    two = send(receiver, Receiver.MESSAGES_PATH, chat_body(said("a", "m-1"), conversation="B"))
+    assert one[1]["conversationId"] != two[1]["conversationId"]
+    assert one[1]["messages"][0]["status"] == two[1]["messages"][0]["status"] == "created"
+    assert [len(c["messages"]) for c in receiver.conversations] == [1, 1]
+    by_id = without_keys(chat_body(said("a", "m-1")), "productId", "externalConversationId")
+    by_id["conversationId"] = one[1]["conversationId"]
+    again = send(receiver, Receiver.MESSAGES_PATH, by_id)[1]
+    assert again["messages"][0]["status"] == "deduplicated"
+    assert receiver.deduplicated_messages == 1
+
+
+def test_ratings_are_checked_and_never_deduplicated(receiver: Receiver) -> None:
+    for broken, named in [
+        (without_keys(RATING, "ratingMax"), "ratingMax: required"),
+        (without_keys(RATING, "externalConversationId"), "exactly one is required"),
+        ({**RATING, "messageId": str(uuid.uuid4())}, "exactly one is required"),
+        ({**RATING, "rating": 2}, "rating: must lie within"),
+        ({**RATING, "ratingMin": 1}, "ratingMin: must be below ratingMax"),
+        ({**RATING, "ratedAt": "2026-05-01T12:00:00"}, "ratedAt"),
+        ({**RATING, "feedback": ["no"]}, "feedback"),
+    ]:
+        status, answer = send(receiver, Receiver.RATINGS_PATH, broken)
+        assert (status, named in answer["error"]) == (422, True), (broken, answer)
+    rated = {**RATING, "feedback": "good", "ratedAt": "2026-05-01T12:00:00Z"}
+    assert [send(receiver, Receiver.RATINGS_PATH, rated) for _ in range(2)] == [
+        (200, {"success": True}),
+        (200, {"success": True}),
+    ]
+    assert receiver.ratings == [rated, rated]
+    assert receiver.wait_for_ratings(2, timeout=5)
+
+
+def test_faults_reach_messages_and_ratings_and_can_target_one(receiver: Receiver) -> None:
+    receiver.inject(Fault.status(503), endpoint="ratings")
+    receiver.inject(Fault.lost(), endpoint="messages")
+    assert send(receiver, "/v1/events", event())[0] == 200  # passes both targeted faults by
+    body = chat_body(said("a", "m-1"))
+    with contextlib.closing(connect(receiver.port)) as conn, pytest.raises(ConnectionError):
+        post(conn, body, receiver.api_key, path=Receiver.MESSAGES_PATH)
+    assert receiver.wait_for_messages(1)
+    status, answer = send(receiver, Receiver.MESSAGES_PATH, body)  # the client's retry
+    assert (status, answer["messages"][0]["status"]) == (200, "deduplicated")
+    assert send(receiver, Receiver.RATINGS_PATH, RATING)[0] == 503
+    assert receiver.ratings == []
+    receiver.inject(Fault.lost())  # untargeted: whichever request comes next
+    with contextlib.closing(connect(receiver.port)) as conn, pytest.raises(ConnectionError):
+        post(conn, RATING, receiver.api_key, path=Receiver.RATINGS_PATH)
+    assert send(receiver, Receiver.RATINGS_PATH, RATING)[0] == 200  # the retry: stored again
+    assert receiver.ratings == [RATING, RATING]
+    assert [r.outcome for r in receiver.requests] == [200, "lost", 200, 503, "lost", 200]
+    with pytest.raises(ValueError, match="endpoint"):
+        receiver.inject(Fault.reset(), endpoint="rating")
+
+
+def test_the_official_client_is_understood(receiver: Receiver) -> None:
+    greenflash = pytest.importorskip("greenflash")
+    client = greenflash.Greenflash(api_key=receiver.api_key, base_url=receiver.base_url)
+    created = client.messages.create(
+        external_user_id="user-1",
+        external_conversation_id="chat-1",
+        product_id=PRODUCT,
+        messages=[{"role": "user", "content": "hi", "external_message_id": "m-1"}],
+        system_prompt={"content": "Be brief"},
+    )
+    assert created.messages[0].status == "created"
+    client.ratings.log(
+        product_id=PRODUCT,
+        rating=5,
+        rating_min=1,
+        rating_max=5,
+        message_id=created.messages[0].message_id,
+    )
+    assert [r.status for r in receiver.requests] == [200, 200]
+    assert len(receiver.ratings) == 1

@@ -7,8 +7,14 @@ from typing import Any
 import httpx
 import pytest
 
-from otel_greenflash.testing import EventsApiServer, Fault
+from otel_greenflash.testing import (
+    EventsApiServer,
+    Fault,
+    validate_messages_body,
+    validate_rating_body,
+)
 from tests.support.common import CONVERSATION_ID, PRODUCT_ID
+from tests.support.independent_receiver import messages_contract_errors, rating_contract_errors
 
 OTHER_PRODUCT_ID = "7c1e2d3f-4a5b-4c6d-8e9f-0a1b2c3d4e5f"
 EVENT = {"eventType": "signup_completed", "productId": PRODUCT_ID, "value": "1"}
@@ -41,7 +47,65 @@ RATING = {
 }
 
 
-def post(server: EventsApiServer, endpoint: str, body: Any, key: str | None = None) -> Any:
+BROKEN_MESSAGES: list[tuple[Any, str]] = [
+    ({"role": "user"}, "messages[0].content is required"),
+    ({"content": "hi"}, "role or messageType is required"),
+    ({"role": "user", "content": 7}, "messages[0].content must be a string"),
+    ({"role": "robot", "content": "hi"}, "role must be one of user, assistant, system"),
+    ({"messageType": "user", "content": "hi"}, "messageType must be one of"),
+    ({"messageType": "tool_call", "content": ""}, "toolName is required"),
+    ({"role": "user", "messageType": "user_message", "content": "hi"}, "both role and"),
+    ({"role": "user", "content": "hi", "input": "x"}, "messages[0].input must be an object"),
+    ({"role": "user", "content": "hi", "output": []}, "messages[0].output must be an object"),
+    ({"role": "user", "content": "hi", "createdAt": "yesterday"}, "createdAt must be an ISO"),
+    ({"role": "user", "content": "hi", "createdAt": "2026-05-01T12:00:00"}, "createdAt"),
+    ({"role": "user", "content": "hi", "externalMessageId": 5}, "externalMessageId"),
+    ({"role": "user", "content": "hi", "externalMessageId": ""}, "externalMessageId"),
+    ({"role": "user", "content": "hi", "parentMessageId": "m-0"}, "parentMessageId must be"),
+    (
+        {"role": "user", "content": "hi", "parentMessageId": CONVERSATION_ID}
+        | {"parentExternalMessageId": "m-0"},
+        "both parentMessageId and parentExternalMessageId",
+    ),
+    ({"role": "user", "content": "hi", "model": 4}, "messages[0].model must be a string"),
+    ({"role": "user", "content": "hi", "properties": "x"}, "messages[0].properties must"),
+    ({"role": "user", "content": "hi", "tokens": 3}, "unknown field 'tokens'"),
+    ("hi", "messages[0] must be an object"),
+]
+BROKEN_BODY_FIELDS: list[tuple[dict[str, Any], str]] = [
+    ({"messages": []}, "messages must not be empty"),
+    ({"messages": {"role": "user"}}, "messages must be an array"),
+    ({"externalUserId": ""}, "externalUserId must be a non-empty string"),
+    ({"externalConversationId": 12}, "externalConversationId must be a non-empty string"),
+    ({"conversationId": "chat-1"}, "conversationId must be a UUID"),
+    ({"productId": "product"}, "productId must be a UUID"),
+    ({"model": ["gpt"]}, "model must be a string"),
+    ({"properties": [1]}, "properties must be an object"),
+    ({"systemPrompt": 3}, "systemPrompt must be a string or an object"),
+    ({"systemPrompt": {"variables": {}}}, "systemPrompt needs content"),
+    ({"systemPrompt": {"content": "a", "components": []}}, "both content and components"),
+    ({"sampleRate": 1.5}, "sampleRate must be a number from 0 to 1"),
+    ({"forceSample": "yes"}, "forceSample must be a boolean"),
+    ({"totalTokens": 3}, "unknown field 'totalTokens'"),
+]
+BROKEN_RATINGS: list[tuple[dict[str, Any], str]] = [
+    ({"externalConversationId": None}, "exactly one of conversationId"),
+    ({"externalMessageId": "m-1"}, "(got externalConversationId, externalMessageId)"),
+    ({"rating": 6}, "rating must be between ratingMin and ratingMax"),
+    ({"rating": 0.5}, "rating must be between"),
+    ({"ratingMin": 5}, "ratingMin must be less than ratingMax"),
+    ({"rating": "4"}, "rating must be a finite number"),
+    ({"ratingMax": True}, "ratingMax must be a finite number"),
+    ({"productId": "shop"}, "productId must be a UUID"),
+    ({"feedback": 5}, "feedback must be a string"),
+    ({"ratedAt": "2026-05-01"}, "ratedAt must be an ISO 8601 date-time"),
+    ({"stars": 4}, "unknown field 'stars'"),
+]
+
+
+def post(
+    server: EventsApiServer, endpoint: str, body: Any, key: str | None = None
+) -> httpx.Response:
     return httpx.post(
         f"{server.base_url}/{endpoint}",
         json=body,
@@ -55,6 +119,12 @@ def assert_rejected(response: httpx.Response, *names: str) -> None:
     assert response.json()["success"] is False
     for name in names:
         assert name in response.json()["error"]
+
+
+def changed(body: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+    """``body`` updated by ``change``; a ``None`` in ``change`` removes that field."""
+    merged = {**body, **change}
+    return {key: value for key, value in merged.items() if value is not None}
 
 
 def without(body: dict[str, Any], *names: str) -> dict[str, Any]:
@@ -134,34 +204,7 @@ def test_a_missing_required_field_is_named(
     assert server.conversations() == []
 
 
-@pytest.mark.parametrize(
-    ("message", "named"),
-    [
-        ({"role": "user"}, "messages[0].content is required"),
-        ({"content": "hi"}, "role or messageType is required"),
-        ({"role": "user", "content": 7}, "messages[0].content must be a string"),
-        ({"role": "robot", "content": "hi"}, "role must be one of user, assistant, system"),
-        ({"messageType": "user", "content": "hi"}, "messageType must be one of"),
-        ({"messageType": "tool_call", "content": ""}, "toolName is required"),
-        ({"role": "user", "messageType": "user_message", "content": "hi"}, "both role and"),
-        ({"role": "user", "content": "hi", "input": "x"}, "messages[0].input must be an object"),
-        ({"role": "user", "content": "hi", "output": []}, "messages[0].output must be an object"),
-        ({"role": "user", "content": "hi", "createdAt": "yesterday"}, "createdAt must be an ISO"),
-        ({"role": "user", "content": "hi", "createdAt": "2026-05-01T12:00:00"}, "createdAt"),
-        ({"role": "user", "content": "hi", "externalMessageId": 5}, "externalMessageId"),
-        ({"role": "user", "content": "hi", "externalMessageId": ""}, "externalMessageId"),
-        ({"role": "user", "content": "hi", "parentMessageId": "m-0"}, "parentMessageId must be"),
-        (
-            {"role": "user", "content": "hi", "parentMessageId": CONVERSATION_ID}
-            | {"parentExternalMessageId": "m-0"},
-            "both parentMessageId and parentExternalMessageId",
-        ),
-        ({"role": "user", "content": "hi", "model": 4}, "messages[0].model must be a string"),
-        ({"role": "user", "content": "hi", "properties": "x"}, "messages[0].properties must"),
-        ({"role": "user", "content": "hi", "tokens": 3}, "unknown field 'tokens'"),
-        ("hi", "messages[0] must be an object"),
-    ],
-)
+@pytest.mark.parametrize(("message", "named"), BROKEN_MESSAGES)
 def test_a_message_breaking_the_contract_is_named(
     server: EventsApiServer, message: Any, named: str
 ) -> None:
@@ -169,25 +212,7 @@ def test_a_message_breaking_the_contract_is_named(
     assert server.stored_message_count == 0
 
 
-@pytest.mark.parametrize(
-    ("extra", "named"),
-    [
-        ({"messages": []}, "messages must not be empty"),
-        ({"messages": {"role": "user"}}, "messages must be an array"),
-        ({"externalUserId": ""}, "externalUserId must be a non-empty string"),
-        ({"externalConversationId": 12}, "externalConversationId must be a non-empty string"),
-        ({"conversationId": "chat-1"}, "conversationId must be a UUID"),
-        ({"productId": "product"}, "productId must be a UUID"),
-        ({"model": ["gpt"]}, "model must be a string"),
-        ({"properties": [1]}, "properties must be an object"),
-        ({"systemPrompt": 3}, "systemPrompt must be a string or an object"),
-        ({"systemPrompt": {"variables": {}}}, "systemPrompt needs content"),
-        ({"systemPrompt": {"content": "a", "components": []}}, "both content and components"),
-        ({"sampleRate": 1.5}, "sampleRate must be a number from 0 to 1"),
-        ({"forceSample": "yes"}, "forceSample must be a boolean"),
-        ({"totalTokens": 3}, "unknown field 'totalTokens'"),
-    ],
-)
+@pytest.mark.parametrize(("extra", "named"), BROKEN_BODY_FIELDS)
 def test_a_body_field_breaking_the_contract_is_named(
     server: EventsApiServer, extra: dict[str, Any], named: str
 ) -> None:
@@ -311,27 +336,11 @@ def test_a_rating_without_a_required_field_is_named(server: EventsApiServer, mis
     assert server.ratings == []
 
 
-@pytest.mark.parametrize(
-    ("change", "named"),
-    [
-        ({"externalConversationId": None}, "exactly one of conversationId"),
-        ({"externalMessageId": "m-1"}, "(got externalConversationId, externalMessageId)"),
-        ({"rating": 6}, "rating must be between ratingMin and ratingMax"),
-        ({"rating": 0.5}, "rating must be between"),
-        ({"ratingMin": 5}, "ratingMin must be less than ratingMax"),
-        ({"rating": "4"}, "rating must be a finite number"),
-        ({"ratingMax": True}, "ratingMax must be a finite number"),
-        ({"productId": "shop"}, "productId must be a UUID"),
-        ({"feedback": 5}, "feedback must be a string"),
-        ({"ratedAt": "2026-05-01"}, "ratedAt must be an ISO 8601 date-time"),
-        ({"stars": 4}, "unknown field 'stars'"),
-    ],
-)
+@pytest.mark.parametrize(("change", "named"), BROKEN_RATINGS)
 def test_a_rating_breaking_the_contract_is_named(
     server: EventsApiServer, change: dict[str, Any], named: str
 ) -> None:
-    body = {**RATING, **change}
-    body = {key: value for key, value in body.items() if value is not None}
+    body = changed(RATING, change)
     assert_rejected(post(server, "ratings", body), named)
     assert server.ratings == []
 
@@ -463,3 +472,27 @@ def test_the_official_client_s_requests_meet_the_contract(server: EventsApiServe
     assert [r.errors for r in server.requests] == [(), (), ()]
     assert len(server.conversation("chat-1").messages) == 2
     assert server.ratings[0]["externalMessageId"] == "m-2"
+
+
+# --------------------------------------------------------------------------- the two checkers
+
+
+def test_the_independent_receiver_judges_every_case_alike() -> None:
+    """Both contract checkers, written apart, reject each broken body and pass the valid ones."""
+    broken = [chat(message) for message, _ in BROKEN_MESSAGES]
+    broken += [chat(**extra) for extra, _ in BROKEN_BODY_FIELDS]
+    broken += [without(chat(), "externalUserId"), without(chat(), "messages")]
+    for body in broken:
+        assert validate_messages_body(body), body
+        assert messages_contract_errors(body), body
+    valid = [chat(), chat(systemPrompt="Be brief"), chat(systemPrompt={"promptId": "p-1"})]
+    valid.append(without(chat(conversationId=CONVERSATION_ID), "productId"))
+    for body in valid:
+        assert (validate_messages_body(body), messages_contract_errors(body)) == ([], []), body
+    for change, _ in BROKEN_RATINGS:
+        body = changed(RATING, change)
+        assert validate_rating_body(body), body
+        assert rating_contract_errors(body), body
+    for target in ("conversationId", "messageId"):
+        body = changed(RATING, {"externalConversationId": None, target: CONVERSATION_ID})
+        assert (validate_rating_body(body), rating_contract_errors(body)) == ([], []), body
