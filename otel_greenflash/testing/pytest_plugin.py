@@ -1,6 +1,7 @@
 """pytest plugin, auto-loaded when otel-greenflash is installed.
 
-- ``greenflash_server``: a running local Events API server (real HTTP on loopback).
+- ``greenflash_server``: a running local Greenflash API server (real HTTP on loopback):
+  events, messages and ratings.
 - ``greenflash_events``: business events captured in memory (no network).
 """
 
@@ -16,7 +17,8 @@ from ._server import EventsApiServer
 
 @pytest.fixture
 def greenflash_server() -> Iterator[EventsApiServer]:
-    """A running local Events API server; ``.base_url``/``.api_key`` configure a processor."""
+    """A running local Greenflash API server (events, messages, ratings); ``.base_url`` and
+    ``.api_key`` configure a processor."""
     with EventsApiServer() as server:
         yield server
 

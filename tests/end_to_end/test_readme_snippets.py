@@ -180,6 +180,12 @@ EXPECTED: list[Expected] = [
         "pytest",
     ),
     Expected(
+        "fixture-conversations",
+        "docs/testing-your-code.md",
+        "def test_history_is_stored_once_and_a_retried_rating_twice(greenflash_server):",
+        "pytest",
+    ),
+    Expected(
         "captured-events",
         "docs/testing-your-code.md",
         "captured = CapturedEvents()",
