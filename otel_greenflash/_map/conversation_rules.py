@@ -394,11 +394,13 @@ def _semconv_message(
     rest (text and tool calls) as one message when it has any."""
     texts: list[str] = []
     calls: list[ToolCall] = []
+    has_text = False
     for part in parts:
         if not isinstance(part, Mapping):
             raise _Invalid(name, "holds a part that is not an object", _ALLOWED_MESSAGES)
         kind = part.get("type")
         if kind in _TEXT_PART_TYPES:
+            has_text = True
             content = part.get("content")
             if content is None:
                 recorded[0] = False
@@ -429,7 +431,7 @@ def _semconv_message(
                 tool_name=tool_name if isinstance(tool_name, str) else None,
             )
         # other parts (reasoning, media, files, server tools) are not sent
-    if texts or calls:
+    if has_text or calls:
         yield ChatMessage(role, "\n".join(texts) if texts else None, tuple(calls))
 
 
