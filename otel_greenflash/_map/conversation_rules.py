@@ -11,26 +11,36 @@ attributes of a ``gen_ai.client.inference.operation.details`` log record, in thr
 - OpenInference: ``llm.input_messages.<i>.message.*`` and ``llm.output_messages.<i>.message.*``.
 - OpenLLMetry's indexed form: ``gen_ai.prompt.<i>.*`` and ``gen_ai.completion.<i>.*``.
 
-A call whose instrumentation recorded no content has no messages: nothing is sent for it.
-A malformed attribute gives an :class:`InvalidAttribute` for the whole call, never an exception.
+A call whose instrumentation recorded no content has no messages: nothing is sent for it. Text
+parts without ``content`` (Pydantic AI with content off) give messages with empty content.
+Reasoning, media and file parts are not sent. A malformed attribute gives an
+:class:`InvalidAttribute` for the whole call (its history comes again with the next call),
+never an exception.
 
-**Message ids** (:func:`message_ids`): chat APIs resend the whole history on every call, so
-each message gets an ``externalMessageId`` that is the same whenever the same message of the
-same conversation is seen again, and the API stores it once. System and developer messages are
-not messages here: their text (with ``gen_ai.system_instructions``) is the ``systemPrompt``,
-and they take no position, so a system prompt that changes between calls moves no id. Every
-other message takes the next position: the input history 0..k-1, then the outputs k.., so the
-answer of call N, resent as history by call N+1, is at the same position both times. One
-message gives one Greenflash message for its text (when it has text, or nothing else) and one
-per tool call; a tool result is its own message. The id is a digest of (the conversation key,
-the position, the kind of message and its index among the message's tool calls, the role, the
-tool name and call id, and the content *as sent*: after redaction and the size limit, empty when
-content is off). Two identical "ok" at different positions get different ids; an edited or
-regenerated message at a position gets a new one. Content as sent, not as recorded, so an id
-never reveals content the body does not carry. Each message's ``parentExternalMessageId`` is
-the id of the message before it. Not stable when the application trims or rewrites the
-history it resends, or sends only the new turn (``previous_response_id``): positions then
-restart, and only a different content keeps two messages apart.
+**Messages** (:func:`messages_body`): system and developer messages and
+``gen_ai.system_instructions`` become the ``systemPrompt``, not messages. Every other message
+gives a ``role`` message (user/assistant) for its text (when it has text, or nothing else),
+then one ``messageType: tool_call`` message per tool call (``toolName``, the arguments as
+``input`` and as JSON ``content``); a tool result is a ``messageType: observation`` message
+(``toolName`` from the result or its call). No convention marks a failed tool result, so
+``tool_error`` is never written.
+
+**Message ids**: chat APIs resend the whole history on every call, so each message gets an
+``externalMessageId`` that is the same whenever the same message of the same conversation is
+seen again, and the API stores it once. Positions: system messages and messages without parts
+take none (so a system prompt that changes between calls moves no id); every other message
+takes the next one, the input history 0..k-1 and then the outputs k.., so the answer of call N,
+resent as history by call N+1, is at the same position both times. The id is a digest of (the
+conversation key — the external conversation id, else Greenflash's —, the position, the kind
+of message and its index among the message's tool calls, the role, the tool name and call id,
+and the content *as sent*: redacted, cut to the size limit, empty when content is off; tool
+arguments as canonical JSON). So two identical "ok" at different positions get different ids,
+an edited or regenerated message gets a new one, the same conversation read through any of
+the conventions gets the same ids, and an id never reveals content the body does not carry.
+Each message's ``parentExternalMessageId`` is the id of the message before it. Ids are not
+stable when the application trims or rewrites the history it resends, or sends only the new
+turn (``previous_response_id``): positions then move, and only a different content keeps two
+messages apart.
 
 **Ratings**: :func:`rating_from_evaluation` for ``gen_ai.evaluation.result`` events and
 :func:`rating_from_feedback` for the user-feedback helper.
@@ -334,7 +344,7 @@ def _read_semconv(attributes: Attributes) -> LlmCall:
     instructions = _semconv_instructions(attributes.get(SYSTEM_INSTRUCTIONS))
     usage: dict[str, int] = {}
     for key, value in attributes.items():
-        if key.startswith(USAGE_PREFIX):
+        if key.startswith(USAGE_PREFIX) and key.endswith("_tokens"):
             usage[key[len(USAGE_PREFIX) :]] = _token_count(key, value)
     return LlmCall(
         SEMCONV,
@@ -490,6 +500,8 @@ def _text(name: str, value: object) -> str | None:
 
 
 def _token_count(name: str, value: object) -> int:
+    """A token count (usage keys ending in ``_tokens``; other usage keys, such as a cost, are
+    not read)."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, float) and value.is_integer():
@@ -542,7 +554,7 @@ def _read_indexed(attributes: Attributes) -> LlmCall:
     grouped: dict[str, dict[int, dict[str, object]]] = {"prompt": {}, "completion": {}}
     usage: dict[str, int] = {}
     for key, value in attributes.items():
-        if key.startswith((USAGE_PREFIX, LLM_USAGE_PREFIX)):
+        if key.startswith((USAGE_PREFIX, LLM_USAGE_PREFIX)) and key.endswith("_tokens"):
             prefix = USAGE_PREFIX if key.startswith(USAGE_PREFIX) else LLM_USAGE_PREFIX
             suffix = key[len(prefix) :]
             usage[_INDEXED_USAGE.get(suffix, suffix)] = _token_count(key, value)
@@ -654,10 +666,10 @@ def _units(call: LlmCall) -> Iterator[_Unit]:
             if role in _TOOL_ROLES or (message.tool_call_id is not None and not message.tool_calls):
                 yield _Unit(position, "observation", 0, "tool", output, message)
             else:
-                if role in _ASSISTANT_ROLES:
-                    role = "assistant"
+                if role in _ASSISTANT_ROLES or (output and role != "user"):
+                    role = "assistant"  # an output without a known role is the model's
                 elif role != "user":
-                    role = "user"  # other roles (a named participant) speak as the user
+                    role = "user"  # other input roles (a named participant) speak as the user
                 if message.content is not None or not message.tool_calls:
                     yield _Unit(position, "text", 0, role, output, message)
                 for index, tool_call in enumerate(message.tool_calls):

@@ -195,6 +195,19 @@ def test_first_call_output_is_the_tool_call(stack: str) -> None:
     ]
 
 
+def test_event_messages_as_tuples_read_alike() -> None:
+    # Decoded OTLP may hand the event's array values over as tuples.
+    def frozen(value: object) -> object:
+        if isinstance(value, list):
+            return tuple(frozen(item) for item in value)
+        if isinstance(value, dict):
+            return {key: frozen(item) for key, item in value.items()}
+        return value
+
+    attributes = {key: frozen(value) for key, value in OTEL_GENAI_EVENTS[2].items()}
+    assert _request(_call(attributes)).body == _request(_call(OTEL_GENAI_EVENTS[2])).body
+
+
 def test_semconv_reads_response_id_and_provider() -> None:
     call = _call(OTEL_GENAI_SPANS[0])
     assert call.response_id == "chatcmpl-0"
@@ -212,6 +225,11 @@ def test_indexed_usage_is_normalized() -> None:
     call = _call({**INDEXED_SPANS[0], "gen_ai.usage.prompt_tokens": 3})
     assert call.usage["total_tokens"] == 18
     assert call.usage["input_tokens"] in (3, 11)
+
+
+def test_usage_other_than_token_counts_is_not_read() -> None:
+    attributes = {**_semconv([_text("user", "hi")]), "gen_ai.usage.cost": 0.0012}
+    assert "cost" not in _call(attributes).usage
 
 
 def test_older_gen_ai_system_names_the_provider() -> None:
@@ -322,6 +340,16 @@ def test_parts_without_content_send_structure_only() -> None:
     assert not call.content_recorded
     messages = _messages(_request(call))
     assert [(m["role"], m["content"]) for m in messages] == [("user", ""), ("assistant", "")]
+
+
+def test_roles_are_mapped() -> None:
+    attributes = _semconv(
+        [_text("developer", "Rules."), _text("model", "hi"), _text("alice", "hello")],
+        [_text("", "answer")],
+    )
+    request = _request(_call(attributes))
+    assert [m["role"] for m in _messages(request)] == ["assistant", "user", "assistant"]
+    assert request.body["systemPrompt"] == "Rules."
 
 
 def test_reasoning_and_media_parts_are_not_sent() -> None:
