@@ -12,6 +12,8 @@ import json
 from collections.abc import Mapping, Sequence
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from otel_greenflash._event import InvalidAttribute
 from otel_greenflash._map.conversation_rules import (
@@ -511,6 +513,45 @@ def test_history_keeps_its_ids_from_call_to_call(stack: str) -> None:
     for before, after in itertools.pairwise(per_call):
         assert after[: len(before)] == before
     assert len(set(per_call[-1])) == 6
+
+
+_TURN_TEXT = st.sampled_from(["ok", "yes", "no", "ok ", "é", ""])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    turns=st.lists(
+        st.tuples(_TURN_TEXT, _TURN_TEXT, st.booleans()),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_any_chat_keeps_its_ids_from_call_to_call(turns: list[tuple[str, str, bool]]) -> None:
+    """A chat of short, often repeated turns, some answered by a tool call and its result:
+    each call's ids begin with the previous call's, and no id repeats within a call."""
+    history: list[dict[str, object]] = [_text("system", "S")]
+    previous: tuple[str, ...] = ()
+    for number, (question, answer, uses_tool) in enumerate(turns):
+        history.append(_text("user", question))
+        if uses_tool:
+            call = {"type": "tool_call", "id": f"c{number}", "name": "f", "arguments": {"n": 1}}
+            tool_turn: dict[str, object] = {"role": "assistant", "parts": [call]}
+            request = _request(_call(_semconv(history, [tool_turn])))
+            assert request.message_ids[: len(previous)] == previous
+            previous = request.message_ids
+            history.append(tool_turn)
+            result: dict[str, object] = {
+                "type": "tool_call_response",
+                "id": f"c{number}",
+                "response": answer,
+            }
+            history.append({"role": "tool", "parts": [result]})
+        output = _text("assistant", answer)
+        request = _request(_call(_semconv(history, [output])))
+        assert request.message_ids[: len(previous)] == previous
+        assert len(set(request.message_ids)) == len(request.message_ids)
+        previous = request.message_ids
+        history.append(output)
 
 
 def test_every_convention_gives_the_same_ids() -> None:
