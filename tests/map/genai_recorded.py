@@ -377,3 +377,54 @@ OPENLLMETRY_SPANS = [
         '"text"}], "finish_reason": "stop"}]',
     },
 ]
+
+# The older indexed OpenLLMetry form, as opentelemetry-instrumentation-ollama 0.62.4's
+# span_utils writes prompts (gen_ai.prompt.<i>.role|content|tool_call_id|tool_calls.<j>.*) and
+# completions (gen_ai.completion.<i>.role|content), with its usage keys; the same conversation.
+_INDEXED_COMMON: dict[str, object] = {
+    "gen_ai.system": "Ollama",
+    "gen_ai.request.model": "llama3",
+    "gen_ai.response.model": "llama3",
+    "llm.request.type": "chat",
+    "gen_ai.usage.input_tokens": 11,
+    "gen_ai.usage.output_tokens": 7,
+    "llm.usage.total_tokens": 18,
+    "gen_ai.prompt.0.role": "system",
+    "gen_ai.prompt.0.content": "You are terse.",
+    "gen_ai.prompt.1.role": "user",
+    "gen_ai.prompt.1.content": "Weather in Paris?",
+}
+_INDEXED_TOOL_TURN: dict[str, object] = {
+    "gen_ai.prompt.2.role": "assistant",
+    "gen_ai.prompt.2.tool_calls.0.id": "call_1",
+    "gen_ai.prompt.2.tool_calls.0.name": "get_weather",
+    "gen_ai.prompt.2.tool_calls.0.arguments": '{"city": "Paris"}',
+    "gen_ai.prompt.3.role": "tool",
+    "gen_ai.prompt.3.content": "sunny",
+    "gen_ai.prompt.3.tool_call_id": "call_1",
+}
+INDEXED_SPANS: list[dict[str, object]] = [
+    {
+        **_INDEXED_COMMON,
+        "gen_ai.completion.0.role": "assistant",
+        "gen_ai.completion.0.tool_calls.0.id": "call_1",
+        "gen_ai.completion.0.tool_calls.0.name": "get_weather",
+        "gen_ai.completion.0.tool_calls.0.arguments": '{"city":"Paris"}',
+    },
+    {
+        **_INDEXED_COMMON,
+        **_INDEXED_TOOL_TURN,
+        "gen_ai.completion.0.role": "assistant",
+        "gen_ai.completion.0.content": "Sunny in Paris.",
+    },
+    {
+        **_INDEXED_COMMON,
+        **_INDEXED_TOOL_TURN,
+        "gen_ai.prompt.4.role": "assistant",
+        "gen_ai.prompt.4.content": "Sunny in Paris.",
+        "gen_ai.prompt.5.role": "user",
+        "gen_ai.prompt.5.content": "ok",
+        "gen_ai.completion.0.role": "assistant",
+        "gen_ai.completion.0.content": "ok",
+    },
+]
