@@ -9,14 +9,11 @@ directories, given to the Collector as a second ``--config``, which it merges ov
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import re
 import shutil
-import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,7 +24,7 @@ import pytest
 import yaml
 
 from tests.support.gateway_harness import TOKEN, free_port
-from tests.support.processes import clean_env
+from tests.support.processes import LoggedProcess, clean_env
 
 ROOT = Path(__file__).resolve().parents[2]
 DISTRIBUTION = ROOT / "tests" / "collector" / "distribution"
@@ -99,7 +96,7 @@ def documented_config(name: str) -> str:
     return found.group(1) + "\n"
 
 
-class Collector:
+class Collector(LoggedProcess):
     """One Collector subprocess: ``configs`` (YAML texts, merged in order) under an overlay
     that puts its OTLP receiver on free loopback ports and turns its own metrics server off
     (several Collectors run side by side)."""
@@ -123,9 +120,7 @@ class Collector:
         self.environment = dict(environment or {})
         self.grpc_port = free_port()
         self.http_port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in __exit__)
-        self._final_output = ""
+        super().__init__()
         self._port_retries = 0
         self._starts = 0
 
@@ -206,29 +201,6 @@ class Collector:
         self.http_port = free_port()
         return True
 
-    def stop(self) -> int | None:
-        """SIGTERM (the Collector drains its in-memory queues) and wait; SIGKILL if stuck."""
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def output(self) -> str:
-        """Everything the Collector logged so far (all its starts)."""
-        if self._log.closed:
-            return self._final_output
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")
-
     def __enter__(self) -> Collector:
         return self.start()
 
@@ -238,7 +210,4 @@ class Collector:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        with contextlib.suppress(OSError):
-            self.stop()
-        self._final_output = self.output()
-        self._log.close()
+        self.close_log()

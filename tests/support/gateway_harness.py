@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -33,7 +31,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 
 from tests.support.common import PRODUCT_ID
 from tests.support.independent_receiver import Receiver
-from tests.support.processes import BIN, clean_env
+from tests.support.processes import BIN, LoggedProcess, clean_env
 
 TOKEN = "gw-test-token-0123456789abcdef"
 STARTUP_SECONDS = 60.0
@@ -45,7 +43,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-class Gateway:
+class Gateway(LoggedProcess):
     """One gateway subprocess (``python -m otel_greenflash.cli gateway``) on free ports.
 
     ``environment`` adds ``GREENFLASH_*`` variables; the receiver's URL and key are set.
@@ -70,9 +68,7 @@ class Gateway:
         self.grpc_port = free_port()
         self._args = list(args)
         self._environment = environment or {}
-        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in __exit__)
-        self._final_output = ""
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__()
         self._starts = 0
         self._port_retries = 0
 
@@ -166,29 +162,6 @@ class Gateway:
         assert self.process is not None
         return self.process.wait(timeout)
 
-    def stop(self) -> None:
-        """SIGTERM and wait; SIGKILL if it does not end."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def output(self) -> str:
-        """Everything the gateway wrote to stdout and stderr so far."""
-        if self._log.closed:
-            return self._final_output
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")
-
     def __enter__(self) -> Gateway:
         return self.start()
 
@@ -198,9 +171,7 @@ class Gateway:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.stop()
-        self._final_output = self.output()
-        self._log.close()
+        self.close_log()
 
 
 @contextlib.contextmanager
