@@ -1,11 +1,17 @@
-"""Value objects passed along the pipeline: a mapped event and an invalid attribute; and the
-one rule for text that leaves the process (JSON bodies, the spool's SQLite columns)."""
+"""Value objects passed along the pipeline: a mapped event, a Messages or Ratings API request,
+and an invalid attribute; and the one rule for text that leaves the process (JSON bodies, the
+spool's SQLite columns)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import Enum
+from typing import Final
 
 REPLACEMENT_CHARACTER = "\ufffd"
 
@@ -44,6 +50,18 @@ def join_surrogate_pairs(text: str) -> str:
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
 
 
+class Endpoint(str, Enum):
+    """The API an item is posted to: ``{base_url}/<value>``. The value is also what the spool
+    stores and the key of its counters in ``stats()``."""
+
+    EVENTS = "events"
+    MESSAGES = "messages"
+    RATINGS = "ratings"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True, slots=True, repr=False)
 class BusinessEvent:
     """One Events API request body, ready to send.
@@ -71,8 +89,97 @@ class BusinessEvent:
         generated = self.insert_id.startswith(("otel-", "track-", "cli-"))
         return self.insert_id if generated else "<custom>"
 
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint.EVENTS
+
+    @property
+    def key(self) -> str:
+        """Its identity in the spool and the delivery ledger: the insertId itself."""
+        return self.insert_id
+
+    @property
+    def origin(self) -> str:
+        return self.span_name
+
     def __repr__(self) -> str:
         return f"BusinessEvent(span_name={self.span_name!r}, insert_id={self.loggable_insert_id!r})"
+
+
+MESSAGES_KEY_PREFIX: Final = "messages:"
+RATINGS_KEY_PREFIX: Final = "ratings:"
+"""Keys of :class:`ApiRequest` items: a prefix, then 64 hex digits of a digest (messages) or 32
+of a random UUID (ratings), so no insertId a person picks meets one by chance."""
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class ApiRequest:
+    """One ``POST /messages`` or ``POST /ratings`` body, ready to send (the sibling of
+    :class:`BusinessEvent` for the other two endpoints).
+
+    ``key`` is its identity in the spool and the delivery ledger, never sent: for messages a
+    digest of the body's ids (the API stores each ``externalMessageId`` of a conversation once,
+    so the same request sent twice is stored once, and the spool keeps one row for it); for
+    ratings a random key of our own (the API has none: two equal ratings are two ratings).
+    Make them with :meth:`messages` and :meth:`rating`. ``repr`` shows no body (it holds
+    conversation content and user feedback).
+    """
+
+    endpoint: Endpoint
+    body: Mapping[str, object]
+    key: str
+    origin: str
+    """What it came from (a span or log record name): logged and stored, kept clean text."""
+
+    def __post_init__(self) -> None:
+        if self.endpoint is Endpoint.EVENTS:
+            raise ValueError("an Events API body is a BusinessEvent")
+        if not is_clean_text(self.origin):
+            object.__setattr__(self, "origin", clean_text(self.origin))
+
+    @classmethod
+    def messages(cls, body: Mapping[str, object], origin: str) -> ApiRequest:
+        """A ``POST /messages`` request keyed by its ids (see :func:`messages_key`)."""
+        return cls(Endpoint.MESSAGES, body, messages_key(body), origin)
+
+    @classmethod
+    def rating(cls, body: Mapping[str, object], origin: str) -> ApiRequest:
+        """A ``POST /ratings`` request under a new random key."""
+        return cls(Endpoint.RATINGS, body, RATINGS_KEY_PREFIX + uuid.uuid4().hex, origin)
+
+    @property
+    def span_name(self) -> str:
+        """The name of the span or record it came from (as :attr:`BusinessEvent.span_name`)."""
+        return self.origin
+
+    def __repr__(self) -> str:
+        return f"ApiRequest(endpoint={self.endpoint.value!r}, origin={self.origin!r})"
+
+
+DeliveryItem = BusinessEvent | ApiRequest
+"""What the lane and deliver stages carry: one request body for one endpoint."""
+
+_CONVERSATION_FIELDS = ("conversationId", "externalConversationId", "productId")
+
+
+def messages_key(body: Mapping[str, object]) -> str:
+    """A stable key for a Messages API body: a digest of its conversation target, its user and
+    the ``externalMessageId`` of each message in order (what makes the request idempotent);
+    of the whole body when a message has no ``externalMessageId``."""
+    messages = body.get("messages")
+    ids: list[object] | None = None
+    if isinstance(messages, list):
+        ids = [m.get("externalMessageId") if isinstance(m, Mapping) else None for m in messages]
+        if not all(isinstance(value, str) for value in ids):
+            ids = None
+    if ids is None:
+        identity: object = body
+    else:
+        target = [body.get(name) for name in _CONVERSATION_FIELDS]
+        identity = [1, target, body.get("externalUserId"), ids]
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return MESSAGES_KEY_PREFIX + digest
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,15 +10,16 @@ from enum import Enum
 from typing import NamedTuple, TypedDict
 
 from ._callbacks import call_safely
-from ._event import BusinessEvent
+from ._event import BusinessEvent, Endpoint
 from ._logging import RateLimitedLog
 
 DropCallback = Callable[[Sequence[BusinessEvent], str], None]
 """``on_drop(events, reason)``: events discarded before sending, and why."""
 
 
-class StatsSnapshot(TypedDict):
-    """Counts since the processor or exporter was created."""
+class _EventCounts(TypedDict):
+    """The counts of business events (``POST /events``): every key of ``stats()`` but the
+    messages and ratings ones."""
 
     queued: int
     """Event spans accepted into the queue."""
@@ -40,6 +41,26 @@ class StatsSnapshot(TypedDict):
     """With a spool: events in it still to deliver, set aside (refused), evicted by its bound."""
 
 
+class EndpointCounts(TypedDict):
+    """What became of the requests to one endpoint other than events."""
+
+    sent: int
+    failed: int
+    retried: int
+    unconfirmed: int
+    dropped: dict[str, int]
+
+
+class StatsSnapshot(_EventCounts, total=False):
+    """Counts since the processor or exporter was created."""
+
+    messages: EndpointCounts
+    """``POST /messages`` requests, once there has been one (the keys above count events only)."""
+    ratings: EndpointCounts
+    """``POST /ratings`` requests, once there has been one; ``unconfirmed``: ratings whose
+    request may or may not have been stored (never retried, see the delivery rule)."""
+
+
 class DeliveryStats:
     """Counters updated by the application thread (drops) and the worker (the rest)."""
 
@@ -52,6 +73,14 @@ class DeliveryStats:
         self._invalid = 0
         self._dropped: Counter[str] = Counter()
         self._unlinked: Counter[str] = Counter()
+        self._others: dict[Endpoint, Counter[str]] = {}
+        """Counters of the messages and ratings endpoints; ``dropped:<reason>`` for drops."""
+
+    def add_for(self, endpoint: Endpoint, outcome: str, count: int = 1) -> None:
+        """Count ``count`` requests to a messages or ratings endpoint as ``outcome`` (``sent``,
+        ``failed``, ``retried``, ``unconfirmed``); events use the methods below."""
+        with self._lock:
+            self._others.setdefault(endpoint, Counter())[outcome] += count
 
     def add_queued(self, count: int = 1) -> None:
         with self._lock:
@@ -73,6 +102,13 @@ class DeliveryStats:
         with self._lock:
             self._invalid += count
 
+    def add_dropped_for(self, endpoint: Endpoint, reason: str, count: int = 1) -> None:
+        """Requests to ``endpoint`` discarded before sending, for ``reason``."""
+        if endpoint is Endpoint.EVENTS:
+            self.add_dropped(reason, count)
+        else:
+            self.add_for(endpoint, f"dropped:{reason}", count)
+
     def add_dropped(self, reason: str, count: int = 1) -> None:
         with self._lock:
             self._dropped[reason] += count
@@ -83,7 +119,7 @@ class DeliveryStats:
 
     def snapshot(self) -> StatsSnapshot:
         with self._lock:
-            return StatsSnapshot(
+            snapshot = StatsSnapshot(
                 queued=self._queued,
                 sent=self._sent,
                 retried=self._retried,
@@ -94,6 +130,24 @@ class DeliveryStats:
                 waiting=0,
                 spool={},
             )
+            for endpoint, counts in self._others.items():
+                dropped = {
+                    name.removeprefix("dropped:"): count
+                    for name, count in counts.items()
+                    if name.startswith("dropped:")
+                }
+                shown = EndpointCounts(
+                    sent=counts["sent"],
+                    failed=counts["failed"],
+                    retried=counts["retried"],
+                    unconfirmed=counts["unconfirmed"],
+                    dropped=dropped,
+                )
+                if endpoint is Endpoint.MESSAGES:
+                    snapshot["messages"] = shown
+                elif endpoint is Endpoint.RATINGS:
+                    snapshot["ratings"] = shown
+            return snapshot
 
 
 class DropReason(str, Enum):

@@ -1,12 +1,19 @@
-"""Delivery: one asyncio loop on a background thread sends each event with a bounded,
-adaptive number of requests in flight (the in-flight limit), retrying within the event's
-retry window.
+"""Delivery: one asyncio loop on a background thread sends each item (a business event, a
+Messages API or a Ratings API request, each to its endpoint) with a bounded, adaptive number of
+requests in flight (the in-flight limit), retrying within the item's retry window.
 
 An event waits for a free in-flight slot without any clock running; its retry window starts
 at its first attempt. A ``429``/``503`` carrying ``Retry-After`` pauses the whole endpoint;
 throttling halves the in-flight limit, and successes grow it back (never above
 ``max_concurrency``).
 Every body is encoded once, so each attempt carries the same bytes and ``insertId``.
+
+Ratings have no idempotency key: a rating sent twice is stored twice. So a rating is retried
+only when the API surely did not store it — the request never reached it (no connection could
+be made), or it declined it (``408``, ``429``, ``503``). After an answer that leaves it unknown
+(a timeout or a connection lost once the request was sent, ``500``, ``502``, ``504``) the rating
+is *unconfirmed*: counted, said in a rate-limited line, and never sent again. Events
+(``insertId``) and messages (``externalMessageId``) are idempotent and retried alike.
 
 Each event is *settled* exactly once, under one lock: sent, failed, rejected or dropped at
 shutdown; only the settling thread touches the counters and callbacks. ``submit`` blocks its
@@ -26,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .._callbacks import call_safely
-from .._event import BusinessEvent
+from .._event import BusinessEvent, DeliveryItem, Endpoint
 from .._exceptions import DeliveryError, EventRejectedError, RetriesExhaustedError
 from .._green import new_event_loop, start_delivery_thread
 from .._logging import RateLimitedLog, logger
@@ -37,14 +44,20 @@ from .http import AsyncTransport, suppress_instrumentation
 from .ledger import Ledger
 from .retry import THROTTLING_STATUSES, RetryPolicy, is_retryable_status, server_retry_delay
 from .throttle import Throttle
-from .transport import SendOutcome, encode_body
+from .transport import UNSUPPORTED_ENDPOINT, SendOutcome, encode_body
 
 ErrorCallback = Callable[[Exception, Sequence[BusinessEvent]], None]
-SettledCallback = Callable[[BusinessEvent, str], bool]
-"""Called once per event with ``"sent"``, ``"rejected"`` (the API refused it for good),
-``"failed"`` (undelivered: the retry window ended, or the key was refused) or ``"dropped"``
-(shutdown). Returning True for ``"failed"`` means the caller keeps the event to try again
+"""``on_error``: business events only (messages and ratings are counted in ``stats()``)."""
+SettledCallback = Callable[[DeliveryItem, str], bool]
+"""Called once per item with ``"sent"``, ``"rejected"`` (the API refused it for good),
+``"failed"`` (undelivered: the retry window ended, or the key was refused), ``"unconfirmed"``
+(a rating that may or may not have been stored: never sent again) or ``"dropped"``
+(shutdown). Returning True for ``"failed"`` means the caller keeps the item to try again
 later (the durable spool), so it is not counted as failed."""
+
+RATING_DECLINED_STATUSES = frozenset({408, 429, 503})
+"""Answers after which a rating surely was not stored, so it may be sent again: the server
+did not get the whole request, or declined to take it now."""
 
 CLOSE_SECONDS = 0.5
 """How long shutdown waits, after its own timeout, for connections to close."""
@@ -55,7 +68,7 @@ _abandoned_after_fork: list[DeliveryEngine] = []
 
 @dataclass(eq=False, slots=True)
 class _Attempt:
-    event: BusinessEvent
+    item: DeliveryItem
     body: bytes
     seq: int
     window_ends: float = math.inf
@@ -67,7 +80,8 @@ class _Attempt:
 
 
 class DeliveryEngine:
-    """Sends events from one asyncio loop; settles each as sent, failed, rejected or dropped."""
+    """Sends items from one asyncio loop; settles each as sent, failed, rejected, unconfirmed
+    (ratings) or dropped."""
 
     def __init__(
         self,
@@ -125,14 +139,14 @@ class DeliveryEngine:
 
     # -- called from other threads -----------------------------------------------------------
 
-    def submit(self, events: Sequence[BusinessEvent]) -> None:
-        """Take events for delivery; blocks while ``max_pending`` are unsettled (backpressure)."""
-        encoded: list[tuple[BusinessEvent, bytes]] = []
+    def submit(self, events: Sequence[DeliveryItem]) -> None:
+        """Take items for delivery; blocks while ``max_pending`` are unsettled (backpressure)."""
+        encoded: list[tuple[DeliveryItem, bytes]] = []
         for event in events:
             try:
                 encoded.append((event, encode_body(event)))
             except (ValueError, TypeError, RecursionError):
-                error = EventRejectedError("the event cannot be encoded as JSON")
+                error = EventRejectedError(f"the {_noun(event)} cannot be encoded as JSON")
                 self._report_failure([event], error)
         taken = 0
         while taken < len(encoded):
@@ -158,7 +172,7 @@ class DeliveryEngine:
         self._ledger.wait_settled(timeout_seconds)
         left = self._ledger.abandon()  # events being settled right now are left to their settler
         if left:
-            self._drop([attempt.event for attempt in left], DropReason.SHUTDOWN)
+            self._drop([attempt.item for attempt in left], DropReason.SHUTDOWN)
         if not self._thread.is_alive():
             return len(left)
         close = self._close()
@@ -256,7 +270,7 @@ class DeliveryEngine:
         remaining = attempt.window_ends - now
         try:
             timeout = max(0.001, min(self._timeout, remaining))
-            outcome = await self._transport.send(attempt.body, timeout)
+            outcome = await self._transport.send(attempt.body, timeout, attempt.item.endpoint)
             self._settle_outcome(attempt, outcome)
         except Exception:  # a bug here must not stop delivery
             logger.exception("otel_greenflash delivery failed")
@@ -274,18 +288,26 @@ class DeliveryEngine:
             self._throttle.succeeded()
             self._sent(attempt)
             return
+        if outcome.error == UNSUPPORTED_ENDPOINT:
+            error = EventRejectedError(f"the transport cannot send to /{attempt.item.endpoint}")
+            self._fail(attempt, error)
+            return
         if status == 401 or status == 403:
             self._fail(attempt, self._auth.refused(status, time.monotonic()))
             return
         if status is not None and not is_retryable_status(status):
             self._log.warning(
                 f"rejected-{status}",
-                "Greenflash rejected a business event from span %r with HTTP %s; not retried",
-                attempt.event.span_name,
+                "Greenflash rejected a %s from span %r with HTTP %s; not retried",
+                _noun(attempt.item),
+                attempt.item.span_name,
                 status,
             )
             error = EventRejectedError(f"HTTP {status}", status=status)
             self._fail(attempt, error)
+            return
+        if attempt.item.endpoint is Endpoint.RATINGS and not _surely_not_stored(outcome):
+            self._unconfirmed(attempt, outcome)
             return
         self._retry_later(attempt, outcome)
 
@@ -299,19 +321,30 @@ class DeliveryEngine:
             self._give_up(attempt, outcome)
             return
         heapq.heappush(self._delayed, (due, attempt.seq, attempt))
-        self._stats.add_retried()
+        self._count(attempt.item.endpoint, "retried")
 
     def _give_up(self, attempt: _Attempt, outcome: SendOutcome | None) -> None:
         cause = _describe(outcome) if outcome is not None else "its retry window ended first"
-        self._log.warning(
-            "gave-up",
-            "business event from span %r (insertId %s) not delivered after %d attempt(s) "
-            "within its retry window: %s",
-            attempt.event.span_name,
-            attempt.event.loggable_insert_id,
-            attempt.tries,
-            cause,
-        )
+        item = attempt.item
+        if isinstance(item, BusinessEvent):
+            self._log.warning(
+                "gave-up",
+                "business event from span %r (insertId %s) not delivered after %d attempt(s) "
+                "within its retry window: %s",
+                item.span_name,
+                item.loggable_insert_id,
+                attempt.tries,
+                cause,
+            )
+        else:
+            self._log.warning(
+                f"gave-up-{item.endpoint}",
+                "%s from %r not delivered after %d attempt(s) within its retry window: %s",
+                _noun(item),
+                item.span_name,
+                attempt.tries,
+                cause,
+            )
         error = RetriesExhaustedError(
             f"not delivered within the retry window: {cause}",
             status=outcome.status if outcome is not None else None,
@@ -326,9 +359,28 @@ class DeliveryEngine:
         if not self._ledger.claim(attempt):
             return
         try:
-            self._stats.add_sent()
+            self._count(attempt.item.endpoint, "sent")
             if self._on_settled is not None:
-                self._on_settled(attempt.event, "sent")
+                self._on_settled(attempt.item, "sent")
+        finally:
+            self._ledger.release(attempt)
+
+    def _unconfirmed(self, attempt: _Attempt, outcome: SendOutcome) -> None:
+        """A rating the API may or may not have stored: never sent again (see the module)."""
+        if not self._ledger.claim(attempt):
+            return
+        try:
+            self._stats.add_for(Endpoint.RATINGS, "unconfirmed")
+            self._log.warning(
+                "rating-unconfirmed",
+                "a rating from %r may or may not have been stored (%s); not sent again, as the "
+                "Ratings API cannot tell a retry from a second rating; see "
+                "stats()['ratings']['unconfirmed']",
+                attempt.item.span_name,
+                _describe(outcome),
+            )
+            if self._on_settled is not None:
+                self._on_settled(attempt.item, "unconfirmed")
         finally:
             self._ledger.release(attempt)
 
@@ -336,32 +388,68 @@ class DeliveryEngine:
         if not self._ledger.claim(attempt):
             return
         try:
-            self._report_failure([attempt.event], error)
+            self._report_failure([attempt.item], error)
         finally:
             self._ledger.release(attempt)
 
-    def _report_failure(self, events: Sequence[BusinessEvent], error: DeliveryError) -> None:
+    def _report_failure(self, items: Sequence[DeliveryItem], error: DeliveryError) -> None:
         if self._on_settled is not None:
             outcome = "rejected" if isinstance(error, EventRejectedError) else "failed"
-            kept = [event for event in events if self._on_settled(event, outcome)]
+            kept = [item for item in items if self._on_settled(item, outcome)]
             if kept:
-                self._stats.add_retried(len(kept))
-                events = [event for event in events if event not in kept]
-                if not events:
+                for item in kept:
+                    self._count(item.endpoint, "retried")
+                items = [item for item in items if item not in kept]
+                if not items:
                     return
+        events = [item for item in items if isinstance(item, BusinessEvent)]
+        for item in items:
+            if not isinstance(item, BusinessEvent):
+                self._stats.add_for(item.endpoint, "failed")
+        if not events:
+            return
         self._lost.record(DropReason.FAILED, len(events))
         if self._on_error is not None:
             call_safely("on_error", self._on_error, error, events)
 
-    def _drop(self, events: Sequence[BusinessEvent], reason: DropReason) -> None:
+    def _drop(self, items: Sequence[DeliveryItem], reason: DropReason) -> None:
         if self._on_settled is not None:
-            for event in events:
-                self._on_settled(event, "dropped")
-        self._lost.record(reason, len(events), events=events)
+            for item in items:
+                self._on_settled(item, "dropped")
+        events = [item for item in items if isinstance(item, BusinessEvent)]
+        for item in items:
+            if not isinstance(item, BusinessEvent):
+                self._stats.add_dropped_for(item.endpoint, reason.value)
+        if events or not items:
+            self._lost.record(reason, len(events), events=events)
+
+    def _count(self, endpoint: Endpoint, outcome: str) -> None:
+        """``sent`` or ``retried``: events under the keys they always had, others by
+        endpoint."""
+        if endpoint is not Endpoint.EVENTS:
+            self._stats.add_for(endpoint, outcome)
+        elif outcome == "sent":
+            self._stats.add_sent()
+        else:
+            self._stats.add_retried()
 
 
-def _new_attempt(encoded: tuple[BusinessEvent, bytes], seq: int) -> _Attempt:
+def _new_attempt(encoded: tuple[DeliveryItem, bytes], seq: int) -> _Attempt:
     return _Attempt(encoded[0], encoded[1], seq)
+
+
+def _surely_not_stored(outcome: SendOutcome) -> bool:
+    """True when the request surely did not store anything: it never reached the API, or the
+    API declined it."""
+    return outcome.unsent or outcome.status in RATING_DECLINED_STATUSES
+
+
+def _noun(item: DeliveryItem) -> str:
+    if item.endpoint is Endpoint.MESSAGES:
+        return "Messages API request"
+    if item.endpoint is Endpoint.RATINGS:
+        return "rating"
+    return "business event"
 
 
 def _describe(outcome: SendOutcome) -> str:

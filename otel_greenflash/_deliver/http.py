@@ -16,13 +16,22 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
+import aiohttp
 import httpx
 import httpx_aiohttp
 from opentelemetry import context as otel_context
 
 from .._config import GreenflashConfig
+from .._event import Endpoint
 from .executor import DaemonExecutor
-from .transport import USER_AGENT, ConsoleTransport, SendOutcome, Transport, proxy_for
+from .transport import (
+    UNSUPPORTED_ENDPOINT,
+    USER_AGENT,
+    ConsoleTransport,
+    SendOutcome,
+    Transport,
+    proxy_for,
+)
 
 MAX_RESPONSE_BYTES = 64 * 1024
 """Response bodies are read up to this much; past it the connection is closed (the status
@@ -70,16 +79,19 @@ def shared_ssl_context() -> ssl.SSLContext:
 
 
 class AsyncTransport(Protocol):
-    """Where the delivery loop sends bodies. ``send`` never raises and never outlives
-    ``timeout_seconds`` (connect, upload and the whole response together)."""
+    """Where the delivery loop sends bodies, each to its endpoint. ``send`` never raises and
+    never outlives ``timeout_seconds`` (connect, upload and the whole response together)."""
 
-    async def send(self, body: bytes, timeout_seconds: float) -> SendOutcome: ...
+    async def send(
+        self, body: bytes, timeout_seconds: float, endpoint: Endpoint = Endpoint.EVENTS
+    ) -> SendOutcome: ...
 
     async def aclose(self) -> None: ...
 
 
 class EventsApiTransport:
-    """Posts event bodies to ``{base_url}/events`` with one total deadline per request."""
+    """Posts each body to ``{base_url}/events``, ``/messages`` or ``/ratings`` with one total
+    deadline per request."""
 
     def __init__(self, config: GreenflashConfig) -> None:
         headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json"}
@@ -87,29 +99,34 @@ class EventsApiTransport:
         if config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"
         self._headers = httpx.Headers(headers)
-        self._url = httpx.URL(config.events_url)
+        base = config.base_url.rstrip("/")
+        self._urls = {endpoint: httpx.URL(f"{base}/{endpoint.value}") for endpoint in Endpoint}
+        self._urls[Endpoint.EVENTS] = httpx.URL(config.events_url)
         proxy_url = proxy_for(config.events_url)
         self._proxy = httpx.Proxy(proxy_url) if proxy_url else None
         self._timeout = config.timeout_seconds
         self._connections = _Connections(config.http_client, config.max_concurrency, self._proxy)
 
-    async def send(self, body: bytes, timeout_seconds: float) -> SendOutcome:
+    async def send(
+        self, body: bytes, timeout_seconds: float, endpoint: Endpoint = Endpoint.EVENTS
+    ) -> SendOutcome:
         """Called in the delivery loop's context, which carries the suppress flag."""
         timeout = min(timeout_seconds, self._timeout)
+        url = self._urls[endpoint]
         try:
             if _timeout_scope is not None:  # Python 3.11+: no extra task per request
                 async with _timeout_scope(timeout):
-                    return await self._post(body, timeout)
-            return await asyncio.wait_for(self._post(body, timeout), timeout)
+                    return await self._post(url, body, timeout)
+            return await asyncio.wait_for(self._post(url, body, timeout), timeout)
         except (asyncio.TimeoutError, TimeoutError):
             return SendOutcome(None, "Timeout")
         except Exception as exc:  # network errors, or the transport closed by shutdown
-            return SendOutcome(None, type(exc).__name__)
+            return SendOutcome(None, type(exc).__name__, unsent=never_sent(exc))
 
-    async def _post(self, body: bytes, timeout: float) -> SendOutcome:
+    async def _post(self, url: httpx.URL, body: bytes, timeout: float) -> SendOutcome:
         phases = {"connect": min(5.0, timeout), "read": timeout, "write": timeout, "pool": timeout}
         request = httpx.Request(
-            "POST", self._url, headers=self._headers, content=body, extensions={"timeout": phases}
+            "POST", url, headers=self._headers, content=body, extensions={"timeout": phases}
         )
         transport, release = self._connections.take()
         try:
@@ -187,17 +204,31 @@ class ThreadedTransport:
         self._transport = transport
         self._executor = DaemonExecutor(threads, "otel-greenflash-transport", prestart=True)
 
-    async def send(self, body: bytes, timeout_seconds: float) -> SendOutcome:
+    async def send(
+        self, body: bytes, timeout_seconds: float, endpoint: Endpoint = Endpoint.EVENTS
+    ) -> SendOutcome:
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, self._send, body, timeout_seconds)
+            return await loop.run_in_executor(
+                self._executor, self._send, body, timeout_seconds, endpoint
+            )
         except Exception as exc:
             return SendOutcome(None, type(exc).__name__)
 
-    def _send(self, body: bytes, timeout_seconds: float) -> SendOutcome:
+    def _send(self, body: bytes, timeout_seconds: float, endpoint: Endpoint) -> SendOutcome:
+        send_to: Callable[[str, bytes, float], object] | None = None
+        if endpoint is not Endpoint.EVENTS:
+            send_to = getattr(self._transport, "send_to", None)
+            if send_to is None:
+                return SendOutcome(None, UNSUPPORTED_ENDPOINT, unsent=True)
         token = otel_context.attach(otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         try:
-            return self._transport.send(body, timeout_seconds)
+            if send_to is None:
+                return self._transport.send(body, timeout_seconds)
+            outcome = send_to(endpoint.value, body, timeout_seconds)
+            if not isinstance(outcome, SendOutcome):
+                raise TypeError("send_to must return a SendOutcome")
+            return outcome
         finally:
             otel_context.detach(token)
 
@@ -209,6 +240,25 @@ class ThreadedTransport:
 
 def _nothing() -> None:
     return None
+
+
+_NEVER_SENT_HTTPX = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+"""httpcore raises these before a byte of the request is written (no connection, or none
+free); DNS and TLS handshake failures are ``ConnectError``."""
+_NEVER_SENT_AIOHTTP = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+"""aiohttp's failures to make a connection (name resolution, TCP connect, TLS handshake, the
+connect phase's timeout). ``httpx_aiohttp`` maps every ``ClientConnectionError`` — a server
+disconnecting after the request was sent too — to ``httpx.ConnectTimeout``, so the aiohttp
+error it was raised from decides."""
+
+
+def never_sent(error: BaseException) -> bool:
+    """True when ``error`` proves the request never reached the server (see
+    :attr:`SendOutcome.unsent`); False when it may have."""
+    cause = error.__cause__
+    if isinstance(cause, aiohttp.ClientError):
+        return isinstance(cause, _NEVER_SENT_AIOHTTP)
+    return isinstance(error, _NEVER_SENT_HTTPX)
 
 
 def transport_for(config: GreenflashConfig, custom: Transport | None = None) -> AsyncTransport:

@@ -12,7 +12,7 @@ from typing import Protocol, TextIO
 
 import httpx
 
-from .._event import BusinessEvent
+from .._event import DeliveryItem
 from .._network import proxy_from_environment
 from .._version import __version__
 
@@ -27,20 +27,32 @@ class SendOutcome:
     error: str | None = None
     hints: Mapping[str, str] | None = None
     """Retry hints from the response (``retry-after``, ``retry-after-ms``), lower-case names."""
+    unsent: bool = False
+    """True when the request surely never reached the server (no connection was made: name
+    resolution, connect or TLS handshake failed, or no connection was free): whatever the
+    endpoint, it was not stored. False when it may have been (or there was an answer)."""
 
     @property
     def ok(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
 
 
-def encode_body(event: BusinessEvent) -> bytes:
-    """Serialise an event body as compact JSON (raises ValueError for NaN/inf)."""
-    return json.dumps(event.body, separators=(",", ":"), allow_nan=False).encode()
+UNSUPPORTED_ENDPOINT = "TransportTakesEventsOnly"
+"""The error of a blocking transport asked to send to an endpoint it has no ``send_to`` for."""
+
+
+def encode_body(item: DeliveryItem) -> bytes:
+    """Serialise a request body as compact JSON (raises ValueError for NaN/inf)."""
+    return json.dumps(item.body, separators=(",", ":"), allow_nan=False).encode()
 
 
 class Transport(Protocol):
     """A blocking destination for event bodies (the dry-run console, ``MemoryTransport``, a
-    user's own). ``send`` never raises; the delivery loop runs it on a small thread pool."""
+    user's own). ``send`` never raises; the delivery loop runs it on a small thread pool.
+
+    Messages and ratings bodies go to an optional ``send_to(endpoint, body, timeout_seconds)``
+    (``endpoint``: ``"messages"`` or ``"ratings"``); a transport without one takes events
+    only (the others are refused, counted as failed)."""
 
     def send(self, body: bytes, timeout_seconds: float | None = None) -> SendOutcome: ...
 
@@ -60,6 +72,12 @@ class ConsoleTransport:
             stream.write(body.decode() + "\n")
             stream.flush()
         return SendOutcome(200)
+
+    def send_to(
+        self, endpoint: str, body: bytes, timeout_seconds: float | None = None
+    ) -> SendOutcome:
+        """Messages and ratings bodies: printed the same way, one JSON line each."""
+        return self.send(body, timeout_seconds)
 
     def close(self) -> None:
         return None

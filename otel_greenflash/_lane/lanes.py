@@ -13,7 +13,7 @@ from .._config import GreenflashConfig
 from .._deliver.engine import DeliveryEngine, ErrorCallback
 from .._deliver.http import transport_for
 from .._deliver.transport import Transport
-from .._event import BusinessEvent
+from .._event import BusinessEvent, DeliveryItem
 from .._logging import RateLimitedLog
 from .._stats import DeliveryStats, DropCallback
 from .spool import Spool
@@ -99,8 +99,9 @@ class Lanes:
         self._open_spool_once()
         self.feed.hold(events)
 
-    def deliver(self, events: Sequence[BusinessEvent]) -> None:
-        """Hand mapped events on: into the spool (which feeds the loop) or to the loop."""
+    def deliver(self, events: Sequence[DeliveryItem]) -> None:
+        """Hand mapped items (events, messages and ratings requests) on: into the spool
+        (which feeds the loop) or to the loop."""
         self._open_spool_once()
         if not self.feed.put(events, self.engine) and events:
             self.engine.submit(events)

@@ -17,8 +17,10 @@ process's user are ever adopted (or deleted): a shared directory may hold anyone
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
+import itertools
 import json
 import math
 import os
@@ -31,7 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._event import BusinessEvent
+from .._event import ApiRequest, BusinessEvent, DeliveryItem, Endpoint
 from .._logging import logger
 from . import spool_destination as _spool_destination
 from .spool_adoption import OrphanAdopter
@@ -58,10 +60,14 @@ CREATE TABLE IF NOT EXISTS events (
     span_name TEXT NOT NULL,
     body BLOB NOT NULL,
     status TEXT NOT NULL DEFAULT 'pending',
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'events'
 );
 CREATE TABLE IF NOT EXISTS spool_format (version INTEGER NOT NULL);
 """
+"""Format 3. Each row is one request: ``kind`` is its endpoint (``events``, ``messages``,
+``ratings``; files of formats 1 and 2 hold events only), ``insert_id`` its key (an event's
+insertId; the key of a messages or ratings request, see :class:`.._event.ApiRequest`)."""
 
 
 _SQLITE_FULL = 13
@@ -119,6 +125,11 @@ class Spool:
         self.evicted = 0
         self.duplicates = 0
         """Events not stored because an event with their insertId is in the spool already."""
+        self.duplicate_requests: collections.Counter[Endpoint] = collections.Counter()
+        """Messages requests not stored because the same request (its key) is in already."""
+        self.evicted_requests: collections.Counter[Endpoint] = collections.Counter()
+        """Unsent messages and ratings requests evicted by the bound (``add`` returns events
+        only); the feed takes and counts them."""
         self._waiting: set[str] = set()
         self._lock = threading.Lock()
         try:
@@ -147,38 +158,51 @@ class Spool:
         if not events:
             return
         now = time.time()
-        rows = [(e.insert_id, e.span_name, _encode(e), WAITING, now) for e in events]
+        rows = [(e.key, e.span_name, _encode(e), WAITING, now, e.endpoint.value) for e in events]
         with self._lock, self._db:
             self._db.executemany(
-                "INSERT OR IGNORE INTO events (insert_id, span_name, body, status, created) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO events (insert_id, span_name, body, status, created, kind) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
                 rows,
             )
-        self._waiting.update(event.insert_id for event in events)
+        self._waiting.update(event.key for event in events)
 
-    def add(self, events: Sequence[BusinessEvent], *, handed_over_up_to: int = 0) -> int:
-        """Persist events (one transaction). Over the bound, rows already handed to the senders
+    def add(self, events: Sequence[DeliveryItem], *, handed_over_up_to: int = 0) -> int:
+        """Persist items (one transaction). Over the bound, rows already handed to the senders
         (``seq <= handed_over_up_to``, still held in memory) are evicted first, then the
-        oldest others; return how many of those others (events now lost) were evicted."""
+        oldest others; return how many of those others that were events (now lost) were
+        evicted (the others are in :attr:`evicted_requests`)."""
         if not events:
             return 0
         now = time.time()
-        rows = [(e.insert_id, e.span_name, _encode(e), now) for e in events]
-        replaced = [(e.insert_id, WAITING) for e in events if e.insert_id in self._waiting]
+        runs = [  # consecutive items of one endpoint: one statement each, rows in order
+            (kind, [(e.key, e.span_name, _encode(e), now, kind.value) for e in run])
+            for kind, run in itertools.groupby(events, key=lambda e: e.endpoint)
+        ]
+        replaced = [(e.key, WAITING) for e in events if e.key in self._waiting]
         with self._lock:
+            inserted: list[int] = []
             with self._db:
                 if replaced:  # done waiting: the final body goes in as a new row, in order
                     self._db.executemany(
                         "DELETE FROM events WHERE insert_id = ? AND status = ?", replaced
                     )
-                inserted = self._db.executemany(
-                    "INSERT OR IGNORE INTO events (insert_id, span_name, body, created) "
-                    "VALUES (?, ?, ?, ?)",
-                    rows,
-                ).rowcount
+                for _, rows in runs:
+                    inserted.append(
+                        self._db.executemany(
+                            "INSERT OR IGNORE INTO events "
+                            "(insert_id, span_name, body, created, kind) VALUES (?, ?, ?, ?, ?)",
+                            rows,
+                        ).rowcount
+                    )
                 lost = self._evict_over_bound(handed_over_up_to)
-            # An insertId the spool already holds is the same event for the API: one row.
-            self.duplicates += len(rows) - max(0, inserted)
+            # A key the spool already holds is the same request for the API: one row.
+            for (kind, rows), count in zip(runs, inserted, strict=True):
+                repeated = len(rows) - max(0, count)
+                if kind is Endpoint.EVENTS:
+                    self.duplicates += repeated
+                elif repeated:
+                    self.duplicate_requests[kind] += repeated
             # Only once committed: a failed batch keeps its waiting rows for a retry.
             self._waiting.difference_update(insert_id for insert_id, _ in replaced)
         return lost
@@ -197,14 +221,20 @@ class Spool:
             (handed_over_up_to, WAITING, excess),
         ).rowcount
         lost = max(0, excess - deleted)
+        lost_events = lost
         if lost:
-            self._db.execute(
-                "DELETE FROM events WHERE seq IN "
-                "(SELECT seq FROM events WHERE status != ? ORDER BY seq LIMIT ?)",
+            oldest = "SELECT seq FROM events WHERE status != ? ORDER BY seq LIMIT ?"
+            for kind, count in self._db.execute(
+                f"SELECT kind, count(*) FROM events WHERE seq IN ({oldest}) GROUP BY kind",  # noqa: S608 - fixed text
                 (WAITING, lost),
-            )
+            ).fetchall():
+                endpoint = _endpoint(kind)
+                if endpoint is not Endpoint.EVENTS:
+                    self.evicted_requests[endpoint] += int(count)
+                    lost_events -= int(count)
+            self._db.execute(f"DELETE FROM events WHERE seq IN ({oldest})", (WAITING, lost))  # noqa: S608 - fixed text
         self.evicted += excess
-        return int(lost)
+        return int(lost_events)
 
     def holds_waiting(self, insert_id: str) -> bool:
         """True when the event is spooled as waiting (its final body not written yet)."""
@@ -249,20 +279,20 @@ class Spool:
         except OSError:
             return False
 
-    def pending_after(self, seq: int, limit: int) -> list[tuple[int, BusinessEvent]]:
-        """Pending events after ``seq``, oldest first, with their numbers. A row that cannot
+    def pending_after(self, seq: int, limit: int) -> list[tuple[int, DeliveryItem]]:
+        """Pending items after ``seq``, oldest first, with their numbers. A row that cannot
         be decoded (e.g. from a damaged adopted file) is set aside, not returned."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, insert_id, span_name, body FROM events "
+                "SELECT seq, insert_id, span_name, body, kind FROM events "
                 "WHERE status = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (PENDING, seq, limit),
             ).fetchall()
-        events: list[tuple[int, BusinessEvent]] = []
+        events: list[tuple[int, DeliveryItem]] = []
         damaged: list[str] = []
-        for number, insert_id, span_name, body in rows:
+        for number, insert_id, span_name, body, kind in rows:
             try:
-                events.append((number, _decode(insert_id, span_name, body)))
+                events.append((number, _decode(insert_id, span_name, body, kind)))
             except (ValueError, TypeError, RecursionError):
                 damaged.append(insert_id)
         if damaged:
@@ -454,9 +484,20 @@ def _counts(db: sqlite3.Connection) -> tuple[int, int]:
     return int(rows.get(PENDING, 0)) + int(rows.get(WAITING, 0)), int(rows.get(REJECTED, 0))
 
 
-def _encode(event: BusinessEvent) -> bytes:
+def _encode(event: DeliveryItem) -> bytes:
     return json.dumps(event.body, separators=(",", ":"), allow_nan=False).encode()
 
 
-def _decode(insert_id: str, span_name: str, body: bytes) -> BusinessEvent:
-    return BusinessEvent(json.loads(body), insert_id, span_name)
+def _endpoint(kind: object) -> Endpoint:
+    """A row's endpoint (raises ValueError for a kind this version does not know)."""
+    return Endpoint(kind)
+
+
+def _decode(key: str, span_name: str, body: bytes, kind: object) -> DeliveryItem:
+    endpoint = _endpoint(kind)
+    decoded = json.loads(body)
+    if not isinstance(decoded, dict):
+        raise ValueError("a spooled body is not a JSON object")
+    if endpoint is Endpoint.EVENTS:
+        return BusinessEvent(decoded, key, span_name)
+    return ApiRequest(endpoint, decoded, key, span_name)

@@ -261,6 +261,7 @@ class OrphanAdopter:
             try:
                 source = sqlite3.connect(path, check_same_thread=False)
                 (vacuum,) = source.execute("PRAGMA auto_vacuum").fetchone()
+                kinds = _has_kinds(source)
                 # Losing the last deletes to a power cut only sends them again (deduplicated).
                 source.execute("PRAGMA synchronous=NORMAL")
             except sqlite3.Error as error:
@@ -271,7 +272,15 @@ class OrphanAdopter:
             close_lock_file(handle)
             raise
         unrecorded = match is Match.UNRECORDED and self.check.destination is not None
-        return _Move(self, path, handle, source, incremental=vacuum == 2, unrecorded=unrecorded)
+        return _Move(
+            self,
+            path,
+            handle,
+            source,
+            incremental=vacuum == 2,
+            unrecorded=unrecorded,
+            kinds=kinds,
+        )
 
     def _match(self, path: Path) -> Match | None:
         """The file's destination compared with ours; None when it is not adopted (kept for
@@ -406,7 +415,8 @@ class OrphanAdopter:
         return foreign
 
 
-_Row = tuple[int, str, str, bytes, str, float]
+_Row = tuple[int, str, str, bytes, str, float, str]
+"""seq, key (insert_id), span_name, body, status, created, kind."""
 
 
 class _Move:
@@ -423,6 +433,7 @@ class _Move:
         *,
         incremental: bool,
         unrecorded: bool,
+        kinds: bool,
     ) -> None:
         self.adopter = adopter
         self.path = path
@@ -430,6 +441,8 @@ class _Move:
         self.source = source
         self.incremental = incremental
         self.unrecorded = unrecorded
+        self.kinds = kinds
+        """Its rows record their endpoint (format 3); those of older files are events."""
         self.pending = 0
         """Pending events moved into our spool so far (new rows only)."""
         self.finished = False
@@ -455,7 +468,7 @@ class _Move:
         room = max_events - int(held)  # rows only leave our spool during the step
         while True:
             try:
-                rows = _next_batch(self.source)
+                rows = _next_batch(self.source, self.kinds)
             except sqlite3.Error as error:
                 self.adopter._report(
                     self.path, "cannot read %s (%s); what is left stays in place", self.path, error
@@ -508,14 +521,14 @@ class _Move:
             return 0
         # Their process is gone: events it held back waiting for a conversation id go as known.
         values = [
-            (insert_id, span_name, body, PENDING if status == WAITING else status, created)
-            for _, insert_id, span_name, body, status, created in rows
+            (insert_id, span_name, body, PENDING if status == WAITING else status, created, kind)
+            for _, insert_id, span_name, body, status, created, kind in rows
         ]
         pending = [value for value in values if value[3] == PENDING]
         others = [value for value in values if value[3] != PENDING]
         sql = (
-            "INSERT OR IGNORE INTO events (insert_id, span_name, body, status, created) "
-            "VALUES (?, ?, ?, ?, ?)"
+            "INSERT OR IGNORE INTO events (insert_id, span_name, body, status, created, kind) "
+            "VALUES (?, ?, ?, ?, ?, ?)"
         )
         with lock:
             with into:
@@ -555,9 +568,18 @@ def after_fork_in_child() -> None:
         adopter._abandon_in_child()
 
 
-def _next_batch(source: sqlite3.Connection) -> list[tuple[int, str, str, bytes, str, float]]:
-    rows = source.execute(
-        "SELECT seq, insert_id, span_name, body, status, created FROM events ORDER BY seq LIMIT ?",
+def _has_kinds(source: sqlite3.Connection) -> bool:
+    """True when the file's rows record their endpoint (format 3 and later)."""
+    columns = source.execute("PRAGMA table_info(events)").fetchall()
+    return any(column[1] == "kind" for column in columns)
+
+
+def _next_batch(source: sqlite3.Connection, kinds: bool) -> list[_Row]:
+    """The next rows of an orphan, oldest first; those of a file before format 3 as events."""
+    kind = "kind" if kinds else "'events'"
+    rows: list[_Row] = source.execute(
+        f"SELECT seq, insert_id, span_name, body, status, created, {kind} FROM events "  # noqa: S608 - fixed text
+        "ORDER BY seq LIMIT ?",
         (BATCH_ROWS,),
     ).fetchall()
     size = 0

@@ -21,10 +21,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from .._config import GreenflashConfig
 from .._deliver.engine import DeliveryEngine
-from .._event import BusinessEvent
+from .._event import BusinessEvent, DeliveryItem
 from .._logging import RateLimitedLog, logger
 from .._stats import DeliveryStats, DropReason, LossWarning, LostEvents
 from .spool import Spool, disk_full
@@ -66,7 +67,7 @@ class SpoolFeed:
         self._setting_aside: set[str] = set()
         """Settled events whose rows are still to be removed or set aside (kept across a full
         disk, applied once SQLite can write again)."""
-        self._backlog: list[BusinessEvent] = []
+        self._backlog: list[DeliveryItem] = []
         """Events spooled as waiting whose final body a full disk kept out: written first on
         the next successful write, or sent from memory when a flush or shutdown wants them
         out (see :meth:`release_backlog`)."""
@@ -113,19 +114,19 @@ class SpoolFeed:
         if self._wanted and full is not None and full.due(time.monotonic()):
             self.open()
 
-    def note_settled(self, event: BusinessEvent, outcome: str) -> bool:
+    def note_settled(self, event: DeliveryItem, outcome: str) -> bool:
         """The loop reports each settled event. True when the spool keeps an event whose
         retry window ended, to try it again later (so it is not counted as failed)."""
         if self.spool is None:
             return False
-        self._notes.append((event.insert_id, outcome))
+        self._notes.append((event.key, outcome))
         if len(self._notes) >= NOTES_BEFORE_WAKE:
             self._wake()
-        insert_id = event.insert_id
+        insert_id = event.key
         kept = insert_id not in self._not_spooled and insert_id not in self._released
         return outcome == "failed" and kept
 
-    def put(self, events: Sequence[BusinessEvent], engine: DeliveryEngine) -> bool:
+    def put(self, events: Sequence[DeliveryItem], engine: DeliveryEngine) -> bool:
         """Spool new events, apply notes, hand spooled events to the loop as it has room.
         False when there is no (longer a) spool: the caller hands events to the loop itself."""
         spool = self.spool
@@ -154,16 +155,15 @@ class SpoolFeed:
                 duplicates_before = spool.duplicates
                 lost, unstorable = self._add(spool, events)
                 duplicates = spool.duplicates - duplicates_before
+                self._count_requests_lost(spool)
         except Exception as error:
             if disk_full(error):
                 self.disk.filled(error)
-                self._keep_out(
-                    spool, [e for e in events if e.insert_id not in self._in_engine], engine
-                )
+                self._keep_out(spool, [e for e in events if e.key not in self._in_engine], engine)
                 self._quietly(spool, engine)
                 return True
             self._switch_off(error)
-            engine.submit([event for event in events if event.insert_id not in self._in_engine])
+            engine.submit([event for event in events if event.key not in self._in_engine])
             return True
         if full is not None:
             self.disk.space_back()
@@ -202,6 +202,26 @@ class SpoolFeed:
             )
         return True
 
+    def _count_requests_lost(self, spool: Spool) -> None:
+        """Messages requests the spool holds already (the same request: not sent twice), and
+        messages and ratings requests its bound evicted, counted under their endpoint."""
+        for counter, reason in (
+            (spool.duplicate_requests, "duplicate_request"),
+            (spool.evicted_requests, DropReason.SPOOL_FULL.value),
+        ):
+            for endpoint, count in counter.items():
+                self._stats.add_dropped_for(endpoint, reason, count)
+                if reason != "duplicate_request":
+                    self._log.warning(
+                        f"spool-full-{endpoint}",
+                        "otel_greenflash spool is full (spool_max_events=%d): %d unsent %s "
+                        "request(s) evicted",
+                        spool.max_events,
+                        count,
+                        endpoint.value,
+                    )
+            counter.clear()
+
     def hold(self, events: Sequence[BusinessEvent]) -> None:
         """Spool events that wait for their conversation id, as known so far (so a crash
         while they wait does not lose them); :meth:`put` later replaces them."""
@@ -236,13 +256,13 @@ class SpoolFeed:
             backlog, self._backlog = self._backlog, []
             if not backlog:
                 return
-            ids = [event.insert_id for event in backlog]
+            ids = [event.key for event in backlog]
             self._released.update(ids)
             self._in_engine.update(ids)
         engine.submit(backlog)
 
     def _keep_out(
-        self, spool: Spool | None, events: Sequence[BusinessEvent], engine: DeliveryEngine
+        self, spool: Spool | None, events: Sequence[DeliveryItem], engine: DeliveryEngine
     ) -> None:
         """The disk is full: events spooled as waiting wait for the next write; the others go
         to the loop from memory (counted, warned about), or are not taken (gateway)."""
@@ -250,14 +270,14 @@ class SpoolFeed:
             return
         self.disk.missed(events)
         if spool is not None:
-            waiting = [event for event in events if spool.holds_waiting(event.insert_id)]
+            waiting = [event for event in events if spool.holds_waiting(event.key)]
             if waiting:
                 self._backlog.extend(waiting)
-                events = [event for event in events if not spool.holds_waiting(event.insert_id)]
+                events = [event for event in events if not spool.holds_waiting(event.key)]
         if not self.disk.memory_fallback or not events:
             return
         self.disk.unspooled += len(events)
-        self._not_spooled.update(event.insert_id for event in events)
+        self._not_spooled.update(event.key for event in events)
         self._log.warning(
             "spool-disk-full",
             "otel_greenflash spool's filesystem is full: %d event(s) sent from memory (not "
@@ -289,21 +309,19 @@ class SpoolFeed:
             error,
         )
 
-    def _add(
-        self, spool: Spool, events: Sequence[BusinessEvent]
-    ) -> tuple[int, list[BusinessEvent]]:
+    def _add(self, spool: Spool, events: Sequence[DeliveryItem]) -> tuple[int, list[DeliveryItem]]:
         """Spool ``events``; return how many unsent ones the bound evicted, and the events
         SQLite refused as data (sent from memory instead, never a reason to stop spooling)."""
         lost = 0
 
-        def add(batch: Sequence[BusinessEvent]) -> None:
+        def add(batch: Sequence[DeliveryItem]) -> None:
             nonlocal lost
             lost += spool.add(batch, handed_over_up_to=self._cursor)
 
         if _storable(add, events):
             return lost, []
         unstorable = [event for event in events if not _storable(add, [event])]
-        self._not_spooled.update(event.insert_id for event in unstorable)
+        self._not_spooled.update(event.key for event in unstorable)
         return lost, unstorable
 
     def last_seq(self) -> int:
@@ -378,14 +396,14 @@ class SpoolFeed:
             self._in_engine.discard(insert_id)
             if insert_id in self._released:  # its row is the waiting one
                 self._released.discard(insert_id)
-                if outcome == "sent":
+                if outcome in _DONE:
                     removing.add(insert_id)
                 elif outcome == "rejected":
                     setting_aside.add(insert_id)
                 # failed: the waiting row stays, for an adopter once this process is gone
             elif insert_id in self._not_spooled:
                 self._not_spooled.discard(insert_id)
-            elif outcome == "sent":
+            elif outcome in _DONE:
                 removing.add(insert_id)
             elif outcome == "rejected":
                 setting_aside.add(insert_id)
@@ -413,23 +431,27 @@ class SpoolFeed:
             batch = [
                 event
                 for _, event in rows
-                if event.insert_id not in self._in_engine
-                and event.insert_id not in self._removing  # settled, row not removed yet
-                and event.insert_id not in self._setting_aside
+                if event.key not in self._in_engine
+                and event.key not in self._removing  # settled, row not removed yet
+                and event.key not in self._setting_aside
             ]
-            self._in_engine.update(event.insert_id for event in batch)
+            self._in_engine.update(event.key for event in batch)
             engine.submit(batch)
             room -= len(batch)
 
+
+_DONE = frozenset(("sent", "unconfirmed"))
+"""Outcomes whose rows go: delivered, or a rating that may have been stored (never resent)."""
 
 _DATA_ERRORS = (sqlite3.DataError, sqlite3.InterfaceError, ValueError, OverflowError)
 """What SQLite raises for one value it cannot store (too big, not encodable), unlike errors of
 the file or the disk, which switch the spool off."""
 
 
-def _storable(
-    write: Callable[[Sequence[BusinessEvent]], None], batch: Sequence[BusinessEvent]
-) -> bool:
+_Item = TypeVar("_Item", BusinessEvent, DeliveryItem)
+
+
+def _storable(write: Callable[[Sequence[_Item]], None], batch: Sequence[_Item]) -> bool:
     try:
         write(batch)
     except _DATA_ERRORS:

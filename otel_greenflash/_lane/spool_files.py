@@ -30,9 +30,12 @@ WAITING = "waiting"
 """Written as known so far while the event waits for its conversation id; replaced by the
 final body when it stops waiting, sent as it is by whoever adopts the file after a crash."""
 
-FORMAT_VERSION = 2
-"""2: the file records its destination (see :mod:`.spool_destination`); 1 did not."""
-READABLE_FORMATS = frozenset((1, 2))
+FORMAT_VERSION = 3
+"""3: each row records its endpoint (``kind``: events, messages or ratings); 2: the file
+records its destination (see :mod:`.spool_destination`); 1 did not. Files of formats 1 and 2
+hold events only, and are adopted as such. A version that reads formats 1 and 2 only leaves a
+format-3 file in place (it would send messages and ratings to the events endpoint)."""
+READABLE_FORMATS = frozenset((1, 2, 3))
 SPOOL_TABLES = frozenset(("events", "spool_format", "sqlite_sequence", "destination"))
 CREATING = ".creating"
 """Suffix of a spool file while it is created (renamed to ``.db`` when ready)."""
@@ -70,7 +73,7 @@ def connect_read_only(path: Path) -> sqlite3.Connection:
     try:
         row = db.execute("SELECT version FROM spool_format").fetchone()
         if row is None or row[0] not in READABLE_FORMATS:
-            raise SpoolError(f"{path.name} is not a spool file of format 1 or {FORMAT_VERSION}")
+            raise SpoolError(f"{path.name} is not a spool file of format 1 to {FORMAT_VERSION}")
     except BaseException:
         db.close()
         raise

@@ -12,7 +12,7 @@ import collections
 import time
 from collections.abc import Sequence
 
-from .._event import BusinessEvent
+from .._event import DeliveryItem
 from .._logging import RateLimitedLog, logger
 
 FULL_RETRY_FIRST_SECONDS = 1.0
@@ -123,10 +123,10 @@ class FullDisk:
                 self.unspooled,
             )
 
-    def missed(self, events: Sequence[BusinessEvent]) -> None:
+    def missed(self, events: Sequence[DeliveryItem]) -> None:
         """``events`` could not be written because the disk is full."""
         self.writes_missed += 1
-        self._misses.append((self.writes_missed, frozenset(e.insert_id for e in events)))
+        self._misses.append((self.writes_missed, frozenset(e.key for e in events)))
 
     def missed_any(self, since: int, insert_ids: frozenset[str]) -> bool:
         """True when a write missed since ``writes_missed`` was ``since`` concerned one of

@@ -12,18 +12,20 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from .._deliver.transport import SendOutcome
 from ..processor import GreenflashSpanProcessor
-from ._contract import validate_event_body
+from ._contract import validate_event_body, validate_messages_body, validate_rating_body
 
 TEST_PRODUCT_ID = "00000000-0000-4000-8000-000000000001"
 """Product id used by :class:`CapturedEvents` when none is configured."""
 
 
 class MemoryTransport:
-    """A transport that keeps each body in memory; bodies breaking the contract get a 422."""
+    """A transport that keeps each body in memory; bodies breaking the contract get a 422.
+    Messages and ratings bodies are kept apart (:attr:`messages`, :attr:`ratings`)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._events: list[dict[str, Any]] = []
+        self._others: dict[str, list[dict[str, Any]]] = {"messages": [], "ratings": []}
         self.errors: list[list[str]] = []
         """Contract violations of rejected bodies (should stay empty)."""
 
@@ -42,9 +44,39 @@ class MemoryTransport:
             self._events.append(event)
         return SendOutcome(200)
 
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """The ``POST /messages`` bodies taken, one per request."""
+        with self._lock:
+            return list(self._others["messages"])
+
+    @property
+    def ratings(self) -> list[dict[str, Any]]:
+        """The ``POST /ratings`` bodies taken."""
+        with self._lock:
+            return list(self._others["ratings"])
+
+    def send_to(
+        self, endpoint: str, body: bytes, timeout_seconds: float | None = None
+    ) -> SendOutcome:
+        """A ``/messages`` or ``/ratings`` body, checked against its contract."""
+        validate = validate_messages_body if endpoint == "messages" else validate_rating_body
+        if endpoint not in self._others:
+            return SendOutcome(404)
+        request = json.loads(body)
+        errors = validate(request)
+        with self._lock:
+            if errors:
+                self.errors.append(errors)
+                return SendOutcome(422)
+            self._others[endpoint].append(request)
+        return SendOutcome(200)
+
     def clear(self) -> None:
         with self._lock:
             self._events.clear()
+            for kept in self._others.values():
+                kept.clear()
             self.errors.clear()
 
     def close(self) -> None:

@@ -979,7 +979,7 @@ def test_the_spool_is_counted_only_when_a_bound_does_not_settle_it(tmp_path: Pat
         assert counted == [0, 10, 12]
         assert intake.accept([LinkingSpan(0xC0FFEE, 99, True, {})], (), 30).events == 0
         assert counted == [0, 10, 12]  # a request without events needs no room
-        delivered = [event.insert_id for _, event in spool.pending_after(0, 7)]
+        delivered = [event.key for _, event in spool.pending_after(0, 7)]
         spool.remove(delivered)  # as delivery does: the bound is loose until the next count
         assert intake.accept(_event_spans(14, 7), (), 30).events == 7
         assert counted == [0, 10, 12, 5]

@@ -505,7 +505,7 @@ def test_files_of_another_user_are_never_adopted_nor_deleted(
 
     adopter = Spool(tmp_path)
     assert adopter.adopt_orphans() == 1
-    assert [event.insert_id for _, event in adopter.pending_after(0, 10)] == ["mine"]
+    assert [event.key for _, event in adopter.pending_after(0, 10)] == ["mine"]
     adopter.close()
     assert path.exists()
     assert owned_by_other.exists()

@@ -142,7 +142,7 @@ def test_spool_files_of_dead_processes_are_adopted_and_live_ones_left_alone(
 
     adopter = Spool(tmp_path)
     assert adopter.adopt_orphans() == 2
-    assert [e.insert_id for _, e in adopter.pending_after(0, 10)] == ["e1", "e2"]
+    assert [e.key for _, e in adopter.pending_after(0, 10)] == ["e1", "e2"]
     assert not dead.path.exists()
     assert live.path.exists()
     live.close()
@@ -164,7 +164,7 @@ def test_corrupt_or_foreign_files_are_reported_and_skipped(
 def test_bound_evicts_oldest_and_counts(tmp_path: Path) -> None:
     spool = Spool(tmp_path, max_events=3)
     assert spool.add([event(f"e{i}") for i in range(5)]) == 2
-    assert [e.insert_id for _, e in spool.pending_after(0, 10)] == ["e2", "e3", "e4"]
+    assert [e.key for _, e in spool.pending_after(0, 10)] == ["e2", "e3", "e4"]
     assert spool.evicted == 2
     spool.close()
 

@@ -87,7 +87,7 @@ def test_adoption_takes_what_fits_under_the_bound_and_leaves_the_rest_in_the_orp
     adopter = Spool(tmp_path, max_events=4)
     adopter.add([event("own")])
     assert adopter.adopt_orphans() == 3
-    assert [e.insert_id for _, e in adopter.pending_after(0, 10)] == ["own", "o0", "o1", "o2"]
+    assert [e.key for _, e in adopter.pending_after(0, 10)] == ["own", "o0", "o1", "o2"]
     assert adopter.evicted == 0  # nothing already held made room for them
     assert dead.path.exists()  # the rest waits in its file
     adopter.remove(["own", "o0", "o1", "o2"])  # delivered
@@ -130,7 +130,7 @@ def test_a_periodic_scan_moves_a_few_batches_per_call_and_the_rest_in_later_ones
     assert sum(moved) == 3000
     assert len(moved) >= 3000 // step
     assert not orphan.exists()
-    ids = [e.insert_id for _, e in adopter.pending_after(0, 5000)]
+    ids = [e.key for _, e in adopter.pending_after(0, 5000)]
     assert ids == [f"o{i}" for i in range(3000)]
     assert adopter.adopt_orphans_when_due() == 0  # the next scan waits for its period
     adopter.close()

@@ -97,7 +97,7 @@ def test_only_the_same_key_and_endpoint_adopt(
     with caplog.at_level(logging.WARNING, logger="otel_greenflash"):
         assert adopter.adopt_orphans() == 1
         assert adopter.adopt_orphans() == 0  # the next scan: nothing new, and not said again
-    assert [e.insert_id for _, e in adopter.pending_after(0, 10)] == ["m1"]
+    assert [e.key for _, e in adopter.pending_after(0, 10)] == ["m1"]
     assert theirs.exists()
     assert not mine.exists()
     kept = [r.getMessage() for r in caplog.records if theirs.name in r.getMessage()]

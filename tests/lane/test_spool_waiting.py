@@ -131,7 +131,7 @@ def test_the_bound_never_evicts_waiting_rows_nor_counts_them_lost(tmp_path: Path
     lost = spool.add([_event(f"e{i}") for i in range(20)])
     assert lost == 10  # the ten oldest linked events, not the waiting ones
     assert spool.add([_event(f"w{i}") for i in range(8)]) == 8  # released: now they count
-    pending = [event.insert_id for _, event in spool.pending_after(0, 100)]
+    pending = [event.key for _, event in spool.pending_after(0, 100)]
     assert pending == [f"e{i}" for i in range(18, 20)] + [f"w{i}" for i in range(8)]
     assert [summary.oldest_age_seconds is not None for summary in inspect(tmp_path)] == [True]
     spool.close()
