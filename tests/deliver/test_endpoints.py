@@ -1,0 +1,378 @@
+"""The delivery loop posts each item to its endpoint (``/events``, ``/messages``, ``/ratings``)
+over real HTTP to the local server, and follows the delivery rule for ratings: sent again only
+when the API surely did not store them (no connection made, or ``408``/``429``/``503``); after
+an ambiguous outcome they are counted as unconfirmed and never sent twice."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from otel_greenflash import GreenflashConfig
+from otel_greenflash._deliver.engine import DeliveryEngine
+from otel_greenflash._deliver.http import ThreadedTransport, transport_for
+from otel_greenflash._deliver.retry import RetryPolicy
+from otel_greenflash._deliver.transport import SendOutcome
+from otel_greenflash._event import (
+    MESSAGES_KEY_PREFIX,
+    RATINGS_KEY_PREFIX,
+    ApiRequest,
+    DeliveryItem,
+    Endpoint,
+    messages_key,
+)
+from otel_greenflash._stats import DeliveryStats
+from otel_greenflash.testing import EventsApiServer, Fault, MemoryTransport
+from tests.support.api_requests import a_messages_request, a_rating, an_event
+from tests.support.common import PRODUCT_ID
+
+CLIENTS = ("aiohttp", "httpx")
+FAST_RETRIES = RetryPolicy(initial_backoff=0.05, max_backoff=0.2, jitter=0.0)
+LONG = 60.0
+"""Generous deadline for anything to happen on a loaded machine."""
+
+
+class Engines:
+    """Delivery engines aimed at a server; each shut down at the end of the test."""
+
+    def __init__(self) -> None:
+        self.started: list[DeliveryEngine] = []
+
+    def start(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        http_client: str = "aiohttp",
+        window: float = LONG,
+        timeout: float = 10.0,
+        on_settled: Callable[[DeliveryItem, str], bool] | None = None,
+    ) -> tuple[DeliveryEngine, DeliveryStats]:
+        config = GreenflashConfig.resolve(
+            {}, api_key=api_key, base_url=base_url, product_id=PRODUCT_ID, http_client=http_client
+        )
+        stats = DeliveryStats()
+        engine = DeliveryEngine(
+            transport_for(config),
+            stats,
+            max_concurrency=4,
+            retry_window_seconds=window,
+            timeout_seconds=timeout,
+            policy=FAST_RETRIES,
+            on_settled=on_settled,
+        )
+        self.started.append(engine)
+        return engine, stats
+
+
+@pytest.fixture
+def engines() -> Iterator[Engines]:
+    made = Engines()
+    yield made
+    for engine in made.started:
+        engine.shutdown(5)
+
+
+@pytest.fixture
+def server() -> Iterator[EventsApiServer]:
+    with EventsApiServer() as running:
+        yield running
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = LONG) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def paths(server: EventsApiServer) -> list[str]:
+    return [request.path.rsplit("/", 1)[-1] for request in server.requests]
+
+
+# --------------------------------------------------------------------------- the items
+
+
+def test_requests_are_keyed_by_their_ids_and_show_no_content() -> None:
+    first, again = a_messages_request(), a_messages_request()
+    assert first.key == again.key
+    assert first.key.startswith(MESSAGES_KEY_PREFIX)
+    assert a_messages_request(turns=3).key != first.key
+    assert a_messages_request("chat-2").key != first.key
+    ratings = [a_rating(), a_rating()]
+    assert ratings[0].key != ratings[1].key  # equal ratings are two ratings
+    assert all(rating.key.startswith(RATINGS_KEY_PREFIX) for rating in ratings)
+    for item in (first, ratings[0]):
+        shown = repr(item)
+        assert "turn 0" not in shown
+        assert "private words" not in shown
+        assert item.endpoint.value in shown
+    event = an_event()
+    assert event.endpoint is Endpoint.EVENTS
+    assert event.key == event.insert_id
+
+
+def test_a_messages_body_without_message_ids_is_keyed_by_its_whole_body() -> None:
+    body = {"externalUserId": "u", "productId": PRODUCT_ID, "messages": [{"content": "hi"}]}
+    other = {**body, "messages": [{"content": "bye"}]}
+    assert messages_key(body) == messages_key(dict(body))
+    assert messages_key(body) != messages_key(other)
+
+
+def test_an_api_request_is_never_an_events_request() -> None:
+    with pytest.raises(ValueError, match="BusinessEvent"):
+        ApiRequest(Endpoint.EVENTS, {}, "k", "span")
+
+
+# --------------------------------------------------------------------------- each to its endpoint
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_each_item_goes_to_its_endpoint_and_is_counted_under_it(
+    client: str, server: EventsApiServer, engines: Engines
+) -> None:
+    engine, stats = engines.start(server.base_url, server.api_key, http_client=client)
+    engine.submit([an_event(), a_messages_request(), a_rating()])
+    assert engine.flush(LONG)
+
+    assert sorted(paths(server)) == ["events", "messages", "ratings"]
+    assert [request.status for request in server.requests] == [200, 200, 200]
+    assert len(server.events) == 1
+    assert len(server.ratings) == 1
+    assert [m.content for m in server.conversation("chat-1").messages] == [
+        "turn 0 of chat-1",
+        "turn 1 of chat-1",
+    ]
+    snapshot = stats.snapshot()
+    assert (snapshot["sent"], snapshot["failed"], snapshot["retried"]) == (1, 0, 0)
+    done = {"sent": 1, "failed": 0, "retried": 0, "unconfirmed": 0, "dropped": {}}
+    assert snapshot.get("messages") == done
+    assert snapshot.get("ratings") == done
+
+
+def test_events_alone_keep_the_stats_keys_they_always_had(
+    server: EventsApiServer, engines: Engines
+) -> None:
+    engine, stats = engines.start(server.base_url, server.api_key)
+    engine.submit([an_event()])
+    assert engine.flush(LONG)
+    assert stats.snapshot() == {
+        "queued": 0,
+        "sent": 1,
+        "retried": 0,
+        "failed": 0,
+        "invalid": 0,
+        "dropped": {},
+        "unlinked": {},
+        "waiting": 0,
+        "spool": {},
+    }
+
+
+def test_a_messages_request_whose_answer_is_lost_is_sent_again_and_stored_once(
+    server: EventsApiServer, engines: Engines
+) -> None:
+    server.inject(Fault(lose_response=True), endpoint="messages")
+    engine, stats = engines.start(server.base_url, server.api_key)
+    engine.submit([a_messages_request(turns=3)])
+    assert engine.flush(LONG)
+
+    assert paths(server) == ["messages", "messages"]
+    assert server.stored_message_count == 3
+    assert server.deduplicated_messages == 3  # the retry: every externalMessageId known
+    assert len(server.conversation("chat-1").messages) == 3
+    counts = stats.snapshot().get("messages")
+    assert counts is not None
+    assert (counts["sent"], counts["retried"]) == (1, 1)
+
+
+def test_a_rejected_messages_request_is_failed_not_retried(
+    server: EventsApiServer, engines: Engines
+) -> None:
+    bad = ApiRequest.messages({"productId": PRODUCT_ID, "messages": []}, "chat")
+    engine, stats = engines.start(server.base_url, server.api_key)
+    engine.submit([bad])
+    assert engine.flush(LONG)
+    assert [request.status for request in server.requests] == [422]
+    counts = stats.snapshot().get("messages")
+    assert counts is not None
+    assert (counts["failed"], counts["retried"]) == (1, 0)
+    assert stats.snapshot()["failed"] == 0  # events' key: events only
+
+
+# --------------------------------------------------------------------------- the ratings rule
+
+
+@pytest.mark.parametrize("status", [429, 503, 408])
+def test_a_rating_the_api_declined_is_sent_again_and_stored_once(
+    status: int, server: EventsApiServer, engines: Engines
+) -> None:
+    server.inject(Fault(status=status), endpoint="ratings")
+    engine, stats = engines.start(server.base_url, server.api_key)
+    engine.submit([a_rating()])
+    assert engine.flush(LONG)
+
+    assert [request.status for request in server.requests] == [status, 200]
+    assert len(server.ratings) == 1
+    counts = stats.snapshot().get("ratings")
+    assert counts is not None
+    assert (counts["sent"], counts["retried"], counts["unconfirmed"]) == (1, 1, 0)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_rating_whose_answer_is_lost_is_never_sent_twice(
+    client: str, server: EventsApiServer, engines: Engines, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.inject(Fault(lose_response=True), endpoint="ratings")
+    engine, stats = engines.start(server.base_url, server.api_key, http_client=client)
+    with caplog.at_level(logging.WARNING, logger="otel_greenflash"):
+        engine.submit([a_rating()])
+        assert engine.flush(LONG)
+
+    assert paths(server) == ["ratings"]  # one request: the server stored it, said nothing
+    assert len(server.ratings) == 1
+    counts = stats.snapshot().get("ratings")
+    assert counts is not None
+    assert (counts["sent"], counts["failed"], counts["unconfirmed"]) == (0, 0, 1)
+    lines = [r.getMessage() for r in caplog.records if "may or may not" in r.getMessage()]
+    assert len(lines) == 1
+    assert "gen_ai.evaluation.result" in lines[0]
+    assert "private words" not in lines[0]
+
+
+@pytest.mark.parametrize(
+    "fault", [Fault(status=500), Fault(status=502), Fault(status=504), Fault(drop=True)]
+)
+def test_a_rating_after_an_ambiguous_answer_is_unconfirmed_and_not_retried(
+    fault: Fault, server: EventsApiServer, engines: Engines
+) -> None:
+    server.inject(fault, endpoint="ratings")
+    engine, stats = engines.start(server.base_url, server.api_key)
+    engine.submit([a_rating()])
+    assert engine.flush(LONG)
+
+    assert paths(server) == ["ratings"]
+    assert server.ratings == []  # this server did not store it; the client cannot know
+    counts = stats.snapshot().get("ratings")
+    assert counts is not None
+    assert (counts["unconfirmed"], counts["retried"]) == (1, 0)
+
+
+def test_a_rating_that_timed_out_after_it_was_sent_is_stored_once(
+    server: EventsApiServer, engines: Engines
+) -> None:
+    server.inject(Fault(delay_seconds=2.0), endpoint="ratings")  # then stores and answers
+    engine, stats = engines.start(server.base_url, server.api_key, timeout=0.5)
+    engine.submit([a_rating()])
+    assert engine.flush(LONG)
+    assert server.wait_for_ratings(1, LONG)
+    time.sleep(2.5)  # past the delay: a retry would have arrived by now
+    assert len(server.ratings) == 1
+    assert paths(server) == ["ratings"]
+    counts = stats.snapshot().get("ratings")
+    assert counts is not None
+    assert counts["unconfirmed"] == 1
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_rating_sent_while_nothing_listens_is_delivered_once_the_api_is_back(
+    client: str, engines: Engines
+) -> None:
+    probe = EventsApiServer()
+    port = probe.port
+    probe.stop()  # the port is free: connections are refused, the request never leaves
+    engine, stats = engines.start(f"http://127.0.0.1:{port}/api/v1", "k", http_client=client)
+    engine.submit([a_rating(5)])
+    assert wait_until(lambda: stats.snapshot().get("ratings", {}).get("retried", 0) >= 2)
+    with EventsApiServer("k", port=port) as server:
+        assert engine.flush(LONG)
+        assert [rating["rating"] for rating in server.ratings] == [5]
+    counts = stats.snapshot().get("ratings")
+    assert counts is not None
+    assert (counts["sent"], counts["unconfirmed"]) == (1, 0)
+
+
+def test_a_rating_that_never_reached_the_api_fails_when_its_window_ends(
+    engines: Engines,
+) -> None:
+    probe = EventsApiServer()
+    port = probe.port
+    probe.stop()
+    engine, stats = engines.start(f"http://127.0.0.1:{port}/api/v1", "k", window=1.0)
+    engine.submit([a_rating()])
+    assert engine.flush(LONG)
+    counts = stats.snapshot().get("ratings")
+    assert counts is not None
+    assert (counts["failed"], counts["unconfirmed"], counts["sent"]) == (1, 0, 0)
+    assert counts["retried"] >= 1
+
+
+def test_the_spool_is_told_a_rating_is_unconfirmed(
+    server: EventsApiServer, engines: Engines
+) -> None:
+    notes: list[tuple[str, str]] = []
+
+    def note(item: DeliveryItem, outcome: str) -> bool:
+        notes.append((item.key, outcome))
+        return False
+
+    server.inject(Fault(lose_response=True), endpoint="ratings")
+    engine, _ = engines.start(server.base_url, server.api_key, on_settled=note)
+    rating = a_rating()
+    engine.submit([rating])
+    assert engine.flush(LONG)
+    assert notes == [(rating.key, "unconfirmed")]
+
+
+# --------------------------------------------------------------------------- blocking transports
+
+
+class _EventsOnly:
+    """A user's own transport from before messages and ratings: ``send`` only."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    def send(self, body: bytes, timeout_seconds: float | None = None) -> SendOutcome:
+        self.bodies.append(body)
+        return SendOutcome(200)
+
+    def close(self) -> None:
+        return None
+
+
+def test_a_transport_for_events_only_fails_messages_and_ratings_without_calling_it() -> None:
+    transport = _EventsOnly()
+    stats = DeliveryStats()
+    engine = DeliveryEngine(ThreadedTransport(transport, 2), stats, policy=FAST_RETRIES)
+    try:
+        engine.submit([an_event(), a_messages_request(), a_rating()])
+        assert engine.flush(LONG)
+    finally:
+        engine.shutdown(5)
+    assert len(transport.bodies) == 1
+    snapshot = stats.snapshot()
+    assert snapshot["sent"] == 1
+    for kind in ("messages", "ratings"):
+        counts = snapshot.get(kind)
+        assert isinstance(counts, dict)
+        assert (counts["failed"], counts["retried"], counts["unconfirmed"]) == (1, 0, 0)
+
+
+def test_the_memory_transport_keeps_messages_and_ratings_apart() -> None:
+    transport = MemoryTransport()
+    engine = DeliveryEngine(ThreadedTransport(transport, 2), DeliveryStats())
+    try:
+        engine.submit([an_event(), a_messages_request(), a_rating(2)])
+        assert engine.flush(LONG)
+    finally:
+        engine.shutdown(5)
+    assert len(transport.events) == 1
+    assert [body["externalConversationId"] for body in transport.messages] == ["chat-1"]
+    assert [body["rating"] for body in transport.ratings] == [2]
+    assert transport.errors == []
