@@ -77,6 +77,8 @@ class _Attempt:
     round: int = -1
     """The throttle's round when the latest attempt started (one halving per round)."""
     settled: bool = False
+    sending: bool = False
+    """A request of it is under way (its answer not in yet)."""
 
 
 class DeliveryEngine:
@@ -166,24 +168,30 @@ class DeliveryEngine:
     def shutdown(self, timeout_seconds: float) -> int:
         """Deliver what fits in the timeout, then drop the rest; return how many were dropped.
 
-        Requests still in flight are dropped too: an answer arriving later is ignored.
+        Requests still in flight are dropped too: an answer arriving later is ignored. A
+        rating whose request is under way is unconfirmed instead (it may be stored: it is
+        neither kept nor sent again).
         """
         self._ledger.close()
         self._ledger.wait_settled(timeout_seconds)
         left = self._ledger.abandon()  # events being settled right now are left to their settler
-        if left:
-            self._drop([attempt.item for attempt in left], DropReason.SHUTDOWN)
+        unsure = [a for a in left if a.sending and a.item.endpoint is Endpoint.RATINGS]
+        for attempt in unsure:
+            self._count_unconfirmed(attempt, "its request was under way at shutdown")
+        dropped = [attempt.item for attempt in left if attempt not in unsure]
+        if dropped:
+            self._drop(dropped, DropReason.SHUTDOWN)
         if not self._thread.is_alive():
-            return len(left)
+            return len(dropped)
         close = self._close()
         try:
             closing = asyncio.run_coroutine_threadsafe(close, self._loop)
         except RuntimeError:  # the loop stopped meanwhile
             close.close()
-            return len(left)
+            return len(dropped)
         with contextlib.suppress(Exception):
             closing.result(CLOSE_SECONDS)
-        return len(left)
+        return len(dropped)
 
     def abandon_after_fork(self) -> None:
         """In a forked child: this engine's thread does not exist here; never touch it again."""
@@ -270,7 +278,11 @@ class DeliveryEngine:
         remaining = attempt.window_ends - now
         try:
             timeout = max(0.001, min(self._timeout, remaining))
-            outcome = await self._transport.send(attempt.body, timeout, attempt.item.endpoint)
+            attempt.sending = True
+            try:
+                outcome = await self._transport.send(attempt.body, timeout, attempt.item.endpoint)
+            finally:
+                attempt.sending = False
             self._settle_outcome(attempt, outcome)
         except Exception:  # a bug here must not stop delivery
             logger.exception("otel_greenflash delivery failed")
@@ -370,19 +382,22 @@ class DeliveryEngine:
         if not self._ledger.claim(attempt):
             return
         try:
-            self._stats.add_for(Endpoint.RATINGS, "unconfirmed")
-            self._log.warning(
-                "rating-unconfirmed",
-                "a rating from %r may or may not have been stored (%s); not sent again, as the "
-                "Ratings API cannot tell a retry from a second rating; see "
-                "stats()['ratings']['unconfirmed']",
-                attempt.item.span_name,
-                _describe(outcome),
-            )
-            if self._on_settled is not None:
-                self._on_settled(attempt.item, "unconfirmed")
+            self._count_unconfirmed(attempt, _describe(outcome))
         finally:
             self._ledger.release(attempt)
+
+    def _count_unconfirmed(self, attempt: _Attempt, cause: str) -> None:
+        self._stats.add_for(Endpoint.RATINGS, "unconfirmed")
+        self._log.warning(
+            "rating-unconfirmed",
+            "a rating from %r may or may not have been stored (%s); not sent again, as the "
+            "Ratings API cannot tell a retry from a second rating; see "
+            "stats()['ratings']['unconfirmed']",
+            attempt.item.span_name,
+            cause,
+        )
+        if self._on_settled is not None:
+            self._on_settled(attempt.item, "unconfirmed")
 
     def _fail(self, attempt: _Attempt, error: DeliveryError) -> None:
         if not self._ledger.claim(attempt):

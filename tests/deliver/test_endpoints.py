@@ -329,6 +329,28 @@ def test_the_spool_is_told_a_rating_is_unconfirmed(
     assert notes == [(rating.key, "unconfirmed")]
 
 
+def test_a_rating_under_way_at_shutdown_is_unconfirmed_not_kept_for_later(
+    server: EventsApiServer,
+) -> None:
+    notes: list[tuple[str, str]] = []
+
+    def note(item: DeliveryItem, outcome: str) -> bool:
+        notes.append((item.endpoint.value, outcome))
+        return False
+
+    server.inject(Fault(delay_seconds=3.0), endpoint="ratings")
+    server.inject(Fault(delay_seconds=3.0), endpoint="messages")
+    engine, stats = Engines().start(server.base_url, server.api_key, on_settled=note)
+    engine.submit([a_rating(), a_messages_request()])
+    assert wait_until(lambda: server.peak_concurrency >= 2)  # both held by the server
+    assert engine.shutdown(0.2) == 1  # the messages request: dropped, the spool keeps it
+    assert sorted(notes) == [("messages", "dropped"), ("ratings", "unconfirmed")]
+    snapshot = stats.snapshot()
+    assert snapshot.get("ratings", {}).get("unconfirmed") == 1
+    assert snapshot.get("ratings", {}).get("dropped") == {}
+    assert snapshot.get("messages", {}).get("dropped") == {"shutdown": 1}
+
+
 # --------------------------------------------------------------------------- blocking transports
 
 
