@@ -38,9 +38,10 @@ from .._logging import logger
 from . import spool_destination as _spool_destination
 from .spool_adoption import OrphanAdopter
 from .spool_destination import Destination, DestinationCheck, shown_endpoint
+from .spool_files import CREATED_FORMAT as _CREATED_FORMAT
 from .spool_files import CREATING as _CREATING
-from .spool_files import FORMAT_VERSION as _FORMAT_VERSION
 from .spool_files import PENDING, REJECTED, WAITING, SpoolError, close_lock_file
+from .spool_files import UPGRADE_SQL as _UPGRADE_SQL
 from .spool_files import connect_read_only as _connect_read_only
 from .spool_files import hold_lock as _hold_lock
 from .spool_files import open_create_exclusive as _open_create_exclusive
@@ -65,9 +66,9 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE TABLE IF NOT EXISTS spool_format (version INTEGER NOT NULL);
 """
-"""Format 3. Each row is one request: ``kind`` is its endpoint (``events``, ``messages``,
-``ratings``; files of formats 1 and 2 hold events only), ``insert_id`` its key (an event's
-insertId; the key of a messages or ratings request, see :class:`.._event.ApiRequest`)."""
+"""Format 3 (a new file says format 2 until it holds a messages or ratings row). Each row
+is one request: ``kind`` is its endpoint (``events``, ``messages``, ``ratings``; files of
+formats 1 and 2 hold events only), ``insert_id`` its key (an event's insertId; the key of a messages or ratings request, see :class:`.._event.ApiRequest`)."""
 
 
 _SQLITE_FULL = 13
@@ -131,6 +132,9 @@ class Spool:
         """Unsent messages and ratings requests evicted by the bound (``add`` returns events
         only); the feed takes and counts them."""
         self._waiting: set[str] = set()
+        self._holds_requests = False
+        """The file is format 3 already (it took a messages or ratings row; an adopted one
+        makes it so too, see :mod:`.spool_adoption`)."""
         self._lock = threading.Lock()
         try:
             # Event bodies hold application data: readable by this user only.
@@ -187,6 +191,8 @@ class Spool:
                     self._db.executemany(
                         "DELETE FROM events WHERE insert_id = ? AND status = ?", replaced
                     )
+                if not self._holds_requests and any(k is not Endpoint.EVENTS for k, _ in runs):
+                    self._db.execute(_UPGRADE_SQL)  # with its first messages or ratings row
                 for _, rows in runs:
                     inserted.append(
                         self._db.executemany(
@@ -196,6 +202,9 @@ class Spool:
                         ).rowcount
                     )
                 lost = self._evict_over_bound(handed_over_up_to)
+            self._holds_requests = self._holds_requests or any(
+                k is not Endpoint.EVENTS for k, _ in runs
+            )
             # A key the spool already holds is the same request for the API: one row.
             for (kind, rows), count in zip(runs, inserted, strict=True):
                 repeated = len(rows) - max(0, count)
@@ -455,7 +464,7 @@ def _create(path: Path, destination: Destination | None) -> sqlite3.Connection:
             db.execute("PRAGMA journal_mode=WAL")  # kept in the file's header
             with db:
                 db.executescript(_SCHEMA + _spool_destination.SCHEMA)
-                db.execute("INSERT INTO spool_format VALUES (?)", (_FORMAT_VERSION,))
+                db.execute("INSERT INTO spool_format VALUES (?)", (_CREATED_FORMAT,))
                 if recorded is not None:
                     _spool_destination.write(db, recorded)
         finally:

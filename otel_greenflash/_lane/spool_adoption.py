@@ -37,6 +37,7 @@ from .spool_destination import DestinationCheck, Match, read, shown_endpoint
 from .spool_files import (
     CREATING,
     PENDING,
+    UPGRADE_SQL,
     WAITING,
     SpoolError,
     abandoned_creation,
@@ -532,6 +533,8 @@ class _Move:
         )
         with lock:
             with into:
+                if any(value[5] != "events" for value in values):
+                    into.execute(UPGRADE_SQL)  # with its first messages or ratings row
                 new_pending = max(0, into.executemany(sql, pending).rowcount) if pending else 0
                 new_others = max(0, into.executemany(sql, others).rowcount) if others else 0
             into.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # the WAL is reused

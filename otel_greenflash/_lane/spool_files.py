@@ -35,6 +35,13 @@ FORMAT_VERSION = 3
 records its destination (see :mod:`.spool_destination`); 1 did not. Files of formats 1 and 2
 hold events only, and are adopted as such. A version that reads formats 1 and 2 only leaves a
 format-3 file in place (it would send messages and ratings to the events endpoint)."""
+CREATED_FORMAT = 2
+"""A new file is written as format 2 (with the ``kind`` column, which a version reading
+formats 1 and 2 ignores: it selects columns by name), so that version still adopts its events
+after a rollback. The file becomes format 3 in the transaction that writes its first messages
+or ratings row (see :data:`UPGRADE_SQL`)."""
+UPGRADE_SQL = "UPDATE spool_format SET version = 3 WHERE version < 3"
+"""Run in the transaction that writes a file's first messages or ratings row."""
 READABLE_FORMATS = frozenset((1, 2, 3))
 SPOOL_TABLES = frozenset(("events", "spool_format", "sqlite_sequence", "destination"))
 CREATING = ".creating"

@@ -225,3 +225,64 @@ def test_a_spool_file_of_the_version_before_still_delivers_its_events(
     own = lanes.feed.spool
     assert own is not None
     assert rows(own.path) == [("events", "format2-5", "rejected")]
+
+
+# --------------------------------------------------------------------------- rolling back
+
+
+def format_of(path: Path) -> int:
+    db = sqlite3.connect(path)
+    try:
+        (version,) = db.execute("SELECT version FROM spool_format").fetchone()
+        return int(version)
+    finally:
+        db.close()
+
+
+def columns_of(path: Path) -> set[str]:
+    db = sqlite3.connect(path)
+    try:
+        return {column[1] for column in db.execute("PRAGMA table_info(events)")}
+    finally:
+        db.close()
+
+
+def test_a_file_holding_events_only_stays_readable_by_the_version_before(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    try:
+        spool.add([an_event("e-1")])
+        spool.hold([an_event("e-2")])
+        assert format_of(spool.path) == 2  # the version before adopts it
+        assert columns_of(spool.path) == columns_of(FORMAT_2_FILE) | {"kind"}
+    finally:
+        spool.close()
+
+
+def test_a_file_becomes_format_3_with_its_first_messages_or_ratings_row(tmp_path: Path) -> None:
+    for first in (a_rating(1), a_messages_request()):
+        spool = Spool(tmp_path / first.endpoint.value)
+        try:
+            spool.add([an_event("e-1")])
+            assert format_of(spool.path) == 2
+            spool.add([an_event("e-2"), first])
+            assert format_of(spool.path) == FORMAT_VERSION == 3
+            spool.add([an_event("e-3")])
+            assert format_of(spool.path) == 3
+        finally:
+            spool.close()
+
+
+def test_adopting_a_rating_makes_the_adopter_file_format_3(tmp_path: Path) -> None:
+    dead = Spool(tmp_path)
+    dead.add([a_rating(1)])
+    dead._db.close()
+    dead._lock_file.close()  # its process is gone
+    adopter = Spool(tmp_path)
+    try:
+        assert format_of(adopter.path) == 2
+        adopter.adopt_orphans()
+        assert not dead.path.exists()
+        assert [kind for kind, _, _ in rows(adopter.path)] == ["ratings"]
+        assert format_of(adopter.path) == 3
+    finally:
+        adopter.close()
