@@ -68,7 +68,8 @@ CREATE TABLE IF NOT EXISTS spool_format (version INTEGER NOT NULL);
 """
 """Format 3 (a new file says format 2 until it holds a messages or ratings row). Each row
 is one request: ``kind`` is its endpoint (``events``, ``messages``, ``ratings``; files of
-formats 1 and 2 hold events only), ``insert_id`` its key (an event's insertId; the key of a messages or ratings request, see :class:`.._event.ApiRequest`)."""
+formats 1 and 2 hold events only), ``insert_id`` its key (an event's insertId; the key of a
+messages or ratings request, see :class:`.._event.ApiRequest`)."""
 
 
 _SQLITE_FULL = 13
