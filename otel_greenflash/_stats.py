@@ -7,7 +7,10 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from enum import Enum
-from typing import NamedTuple, TypedDict
+from typing import NamedTuple
+
+# typing_extensions comes with opentelemetry-api; its TypedDict honours NotRequired on 3.10.
+from typing_extensions import NotRequired, TypedDict
 
 from ._callbacks import call_safely
 from ._event import BusinessEvent, Endpoint
@@ -17,9 +20,18 @@ DropCallback = Callable[[Sequence[BusinessEvent], str], None]
 """``on_drop(events, reason)``: events discarded before sending, and why."""
 
 
-class _EventCounts(TypedDict):
-    """The counts of business events (``POST /events``): every key of ``stats()`` but the
-    messages and ratings ones."""
+class EndpointCounts(TypedDict):
+    """What became of the requests to one endpoint other than events."""
+
+    sent: int
+    failed: int
+    retried: int
+    unconfirmed: int
+    dropped: dict[str, int]
+
+
+class StatsSnapshot(TypedDict):
+    """Counts since the processor or exporter was created."""
 
     queued: int
     """Event spans accepted into the queue."""
@@ -39,24 +51,9 @@ class _EventCounts(TypedDict):
     """Event spans currently waiting for their trace's conversation id."""
     spool: dict[str, int]
     """With a spool: events in it still to deliver, set aside (refused), evicted by its bound."""
-
-
-class EndpointCounts(TypedDict):
-    """What became of the requests to one endpoint other than events."""
-
-    sent: int
-    failed: int
-    retried: int
-    unconfirmed: int
-    dropped: dict[str, int]
-
-
-class StatsSnapshot(_EventCounts, total=False):
-    """Counts since the processor or exporter was created."""
-
-    messages: EndpointCounts
+    messages: NotRequired[EndpointCounts]
     """``POST /messages`` requests, once there has been one (the keys above count events only)."""
-    ratings: EndpointCounts
+    ratings: NotRequired[EndpointCounts]
     """``POST /ratings`` requests, once there has been one; ``unconfirmed``: ratings whose
     request may or may not have been stored (never retried, see the delivery rule)."""
 
