@@ -78,7 +78,8 @@ class _Attempt:
     """The throttle's round when the latest attempt started (one halving per round)."""
     settled: bool = False
     sending: bool = False
-    """A request of it is under way (its answer not in yet)."""
+    """A request of it is under way, or its answer is not settled yet (cleared only before
+    a retry is scheduled)."""
 
 
 class DeliveryEngine:
@@ -278,11 +279,12 @@ class DeliveryEngine:
         remaining = attempt.window_ends - now
         try:
             timeout = max(0.001, min(self._timeout, remaining))
+            # Marked before it is checked, and never cleared until its answer is settled: a
+            # shutdown that abandons it meanwhile sees it under way (a rating: unconfirmed).
             attempt.sending = True
-            try:
-                outcome = await self._transport.send(attempt.body, timeout, attempt.item.endpoint)
-            finally:
-                attempt.sending = False
+            if attempt.settled:  # abandoned by shutdown: never sent
+                return
+            outcome = await self._transport.send(attempt.body, timeout, attempt.item.endpoint)
             self._settle_outcome(attempt, outcome)
         except Exception:  # a bug here must not stop delivery
             logger.exception("otel_greenflash delivery failed")
@@ -324,6 +326,7 @@ class DeliveryEngine:
         self._retry_later(attempt, outcome)
 
     def _retry_later(self, attempt: _Attempt, outcome: SendOutcome) -> None:
+        attempt.sending = False  # surely not stored: a shutdown from now on drops it
         now = time.monotonic()
         hint = server_retry_delay(outcome.hints, time.time()) if outcome.hints else None
         due = now + self._policy.after(attempt.tries, hint)

@@ -6,8 +6,10 @@ an ambiguous outcome they are counted as unconfirmed and never sent twice."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -349,6 +351,42 @@ def test_a_rating_under_way_at_shutdown_is_unconfirmed_not_kept_for_later(
     assert snapshot.get("ratings", {}).get("unconfirmed") == 1
     assert snapshot.get("ratings", {}).get("dropped") == {}
     assert snapshot.get("messages", {}).get("dropped") == {"shutdown": 1}
+
+
+class _SettlesAfterShutdownAbandons(DeliveryEngine):
+    """Holds each answer until shutdown has abandoned its item: the interleaving of an answer
+    that arrives just as shutdown gives up on what is left, made certain."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.answered = threading.Event()
+
+    def _settle_outcome(self, attempt: Any, outcome: SendOutcome) -> None:
+        self.answered.set()
+        assert wait_until(lambda: attempt.settled)  # shutdown's abandon() took it
+        super()._settle_outcome(attempt, outcome)
+
+
+def test_a_rating_answered_as_shutdown_abandons_it_is_unconfirmed_not_dropped(
+    server: EventsApiServer,
+) -> None:
+    notes: list[tuple[str, str]] = []
+
+    def note(item: DeliveryItem, outcome: str) -> bool:
+        notes.append((item.endpoint.value, outcome))
+        return False
+
+    config = GreenflashConfig.resolve(
+        {}, api_key=server.api_key, base_url=server.base_url, product_id=PRODUCT_ID
+    )
+    stats = DeliveryStats()
+    engine = _SettlesAfterShutdownAbandons(transport_for(config), stats, on_settled=note)
+    engine.submit([a_rating()])
+    assert engine.answered.wait(LONG)  # the API stored it; its answer is not settled yet
+    assert engine.shutdown(0.0) == 0  # not dropped: the spool must not send it again
+    assert notes == [("ratings", "unconfirmed")]
+    assert stats.snapshot().get("ratings", {}).get("unconfirmed") == 1
+    assert len(server.ratings) == 1
 
 
 # --------------------------------------------------------------------------- blocking transports
