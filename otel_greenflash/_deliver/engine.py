@@ -10,8 +10,9 @@ Every body is encoded once, so each attempt carries the same bytes and ``insertI
 
 Ratings have no idempotency key: a rating sent twice is stored twice. So a rating is retried
 only when the API surely did not store it — the request never reached it (no connection could
-be made), or it declined it (``408``, ``429``, ``503``). After an answer that leaves it unknown
-(a timeout or a connection lost once the request was sent, ``500``, ``502``, ``504``) the rating
+be made), or it declined it (``408``, ``429``, ``503`` with ``Retry-After``). After an answer
+that leaves it unknown (a timeout or a connection lost once the request was sent, ``500``,
+``502``, ``504``, a bare ``503``, which a proxy may give after forwarding it) the rating
 is *unconfirmed*: counted, said in a rate-limited line, and never sent again. Events
 (``insertId``) and messages (``externalMessageId``) are idempotent and retried alike.
 
@@ -55,9 +56,11 @@ SettledCallback = Callable[[DeliveryItem, str], bool]
 (shutdown). Returning True for ``"failed"`` means the caller keeps the item to try again
 later (the durable spool), so it is not counted as failed."""
 
-RATING_DECLINED_STATUSES = frozenset({408, 429, 503})
+RATING_DECLINED_STATUSES = frozenset({408, 429})
 """Answers after which a rating surely was not stored, so it may be sent again: the server
-did not get the whole request, or declined to take it now."""
+did not get the whole request, or declined to take it now. A ``503`` only with
+``Retry-After`` (the API's own refusal): a bare one may come from a proxy after it forwarded
+the request."""
 
 CLOSE_SECONDS = 0.5
 """How long shutdown waits, after its own timeout, for connections to close."""
@@ -459,7 +462,9 @@ def _new_attempt(encoded: tuple[DeliveryItem, bytes], seq: int) -> _Attempt:
 def _surely_not_stored(outcome: SendOutcome) -> bool:
     """True when the request surely did not store anything: it never reached the API, or the
     API declined it."""
-    return outcome.unsent or outcome.status in RATING_DECLINED_STATUSES
+    if outcome.unsent or outcome.status in RATING_DECLINED_STATUSES:
+        return True
+    return outcome.status == 503 and "retry-after" in (outcome.hints or {})
 
 
 def _noun(item: DeliveryItem) -> str:

@@ -182,7 +182,7 @@ def test_an_unconfirmed_rating_leaves_the_spool_and_is_never_sent_again(
 def test_a_rating_the_api_declined_stays_spooled_until_it_is_stored_once(
     tmp_path: Path, server: EventsApiServer, lane_set: LaneSet
 ) -> None:
-    server.inject(Fault(status=503), times=3, endpoint="ratings")
+    server.inject(Fault(status=503, retry_after="0"), times=3, endpoint="ratings")
     lanes = lane_set.start(server, tmp_path / "spool")
     deliver_all(lanes, [a_rating(5), an_event("e-1")])
     assert [rating["rating"] for rating in server.ratings] == [5]
