@@ -134,12 +134,15 @@ class ApiRequest:
     def __post_init__(self) -> None:
         if self.endpoint is Endpoint.EVENTS:
             raise ValueError("an Events API body is a BusinessEvent")
+        if self.endpoint is Endpoint.MESSAGES:
+            messages_key(self.body)  # raises unless every message has its externalMessageId
         if not is_clean_text(self.origin):
             object.__setattr__(self, "origin", clean_text(self.origin))
 
     @classmethod
     def messages(cls, body: Mapping[str, object], origin: str) -> ApiRequest:
-        """A ``POST /messages`` request keyed by its ids (see :func:`messages_key`)."""
+        """A ``POST /messages`` request keyed by its ids (see :func:`messages_key`); raises
+        ValueError unless every message has an ``externalMessageId``."""
         return cls(Endpoint.MESSAGES, body, messages_key(body), origin)
 
     @classmethod
@@ -164,19 +167,17 @@ _CONVERSATION_FIELDS = ("conversationId", "externalConversationId", "productId")
 
 def messages_key(body: Mapping[str, object]) -> str:
     """A stable key for a Messages API body: a digest of its conversation target, its user and
-    the ``externalMessageId`` of each message in order (what makes the request idempotent);
-    of the whole body when a message has no ``externalMessageId``."""
+    the ``externalMessageId`` of each message in order (what makes the request idempotent).
+    Raises ValueError when a message has none: the API would not deduplicate such a request,
+    so a retry could store it twice."""
     messages = body.get("messages")
-    ids: list[object] | None = None
-    if isinstance(messages, list):
-        ids = [m.get("externalMessageId") if isinstance(m, Mapping) else None for m in messages]
-        if not all(isinstance(value, str) for value in ids):
-            ids = None
-    if ids is None:
-        identity: object = body
-    else:
-        target = [body.get(name) for name in _CONVERSATION_FIELDS]
-        identity = [1, target, body.get("externalUserId"), ids]
+    if not isinstance(messages, list):
+        raise ValueError("a Messages API body needs a list of messages")
+    ids = [m.get("externalMessageId") if isinstance(m, Mapping) else None for m in messages]
+    if not all(isinstance(value, str) and value for value in ids):
+        raise ValueError("every message of a Messages API body needs an externalMessageId")
+    target = [body.get(name) for name in _CONVERSATION_FIELDS]
+    identity = [1, target, body.get("externalUserId"), ids]
     text = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     return MESSAGES_KEY_PREFIX + digest

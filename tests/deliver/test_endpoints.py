@@ -120,11 +120,25 @@ def test_requests_are_keyed_by_their_ids_and_show_no_content() -> None:
     assert event.key == event.insert_id
 
 
-def test_a_messages_body_without_message_ids_is_keyed_by_its_whole_body() -> None:
-    body = {"externalUserId": "u", "productId": PRODUCT_ID, "messages": [{"content": "hi"}]}
-    other = {**body, "messages": [{"content": "bye"}]}
-    assert messages_key(body) == messages_key(dict(body))
-    assert messages_key(body) != messages_key(other)
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"content": "hi"}],
+        [{"externalMessageId": "m-1", "content": "hi"}, {"content": "bye"}],
+        [{"externalMessageId": "", "content": "hi"}],
+        [{"externalMessageId": 7, "content": "hi"}],
+        ["hi"],
+        None,
+    ],
+)
+def test_a_messages_request_needs_the_external_id_of_every_message(messages: object) -> None:
+    body = {"externalUserId": "u", "productId": PRODUCT_ID, "messages": messages}
+    with pytest.raises(ValueError, match="Messages API body"):  # the API would not deduplicate it
+        ApiRequest.messages(body, "chat")
+    with pytest.raises(ValueError, match="Messages API body"):
+        ApiRequest(Endpoint.MESSAGES, body, "k", "chat")  # e.g. a damaged spool row
+    with pytest.raises(ValueError, match="Messages API body"):
+        messages_key(body)
 
 
 def test_an_api_request_is_never_an_events_request() -> None:
