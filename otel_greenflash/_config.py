@@ -44,6 +44,10 @@ ENV_SPOOL_DIR = "GREENFLASH_SPOOL_DIR"
 ENV_SPOOL_MAX_EVENTS = "GREENFLASH_SPOOL_MAX_EVENTS"
 ENV_HANDLE_SIGTERM = "GREENFLASH_HANDLE_SIGTERM"
 ENV_TERMINATION_TIMEOUT = "GREENFLASH_TERMINATION_TIMEOUT"
+ENV_CAPTURE_CONVERSATIONS = "GREENFLASH_CAPTURE_CONVERSATIONS"
+ENV_CAPTURE_MESSAGE_CONTENT = "GREENFLASH_CAPTURE_MESSAGE_CONTENT"
+ENV_MAX_MESSAGE_BYTES = "GREENFLASH_MAX_MESSAGE_BYTES"
+ENV_DEFAULT_EXTERNAL_USER_ID = "GREENFLASH_DEFAULT_EXTERNAL_USER_ID"
 ENV_OTEL_SDK_DISABLED = "OTEL_SDK_DISABLED"
 
 ENVIRONMENT_VARIABLES: Mapping[str, str] = MappingProxyType(
@@ -86,11 +90,24 @@ ENVIRONMENT_VARIABLES: Mapping[str, str] = MappingProxyType(
         "(see Deployments). Default `true`.",
         ENV_TERMINATION_TIMEOUT: "Longest time spent delivering (or spooling) held events when "
         "the process ends by SIGTERM or `os._exit`, ms. Default 5000.",
+        ENV_CAPTURE_CONVERSATIONS: "`true`: LLM calls recorded by GenAI instrumentations become "
+        "`POST /messages` requests and `gen_ai.evaluation.result` events `POST /ratings` "
+        "(see Conversations and ratings). Default `false`.",
+        ENV_CAPTURE_MESSAGE_CONTENT: "`false`: captured messages carry no content (roles, tool "
+        "names, ids, times and usage only). Default `true` (content is sent only where the "
+        "instrumentation recorded it).",
+        ENV_MAX_MESSAGE_BYTES: "Longest captured message content, UTF-8 bytes; longer content is "
+        "cut (counted). Default 32768.",
+        ENV_DEFAULT_EXTERNAL_USER_ID: "`externalUserId` for captured messages whose trace names "
+        "no user (the Messages API requires one). Unset: such calls are not sent (counted).",
     }
 )
 """Every environment variable read by the library, with what it does and its default."""
 
 T = TypeVar("T")
+
+Redactor = Callable[[str, str], "str | None"]
+"""``redact(content, role) -> content``: the text to send instead, or None to send none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +139,12 @@ class GreenflashConfig:
     http_client: str = "aiohttp"
     handle_sigterm: bool = True
     termination_timeout_seconds: float = 5.0
+    capture_conversations: bool = False
+    capture_message_content: bool = True
+    max_message_bytes: int = 32_768
+    default_external_user_id: str | None = None
+    redact_message: Redactor | None = field(default=None, repr=False)
+    """``redact(content, role)``: the text to send instead, or None for none (an argument only)."""
 
     @property
     def events_url(self) -> str:
@@ -297,6 +320,27 @@ class _Resolver:
                 _parse_millis,
                 _seconds(0.0, 600.0),
             ),
+            capture_conversations=self._get(
+                "capture_conversations", ENV_CAPTURE_CONVERSATIONS, False, _parse_bool, _check_bool
+            ),
+            capture_message_content=self._get(
+                "capture_message_content",
+                ENV_CAPTURE_MESSAGE_CONTENT,
+                True,
+                _parse_bool,
+                _check_bool,
+            ),
+            max_message_bytes=self._get(
+                "max_message_bytes", ENV_MAX_MESSAGE_BYTES, 32_768, _parse_int, _count(64, 10**7)
+            ),
+            default_external_user_id=self._get(
+                "default_external_user_id",
+                ENV_DEFAULT_EXTERNAL_USER_ID,
+                None,
+                _as_text,
+                _check_external_user_id,
+            ),
+            redact_message=_check_redactor(self._explicit.get("redact_message")),
         )
         check_transport_security(
             config,
@@ -555,6 +599,26 @@ def _check_aliases(name: str, value: object) -> dict[str, str]:
             )
         aliases[source] = target
     return aliases
+
+
+def _check_external_user_id(name: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > 256:
+        raise ConfigurationError(
+            f"{name} is not usable as an externalUserId; allowed: a non-empty string of at "
+            "most 256 characters"
+        )
+    return value.strip()
+
+
+def _check_redactor(value: object) -> Redactor | None:
+    if value is None or callable(value):
+        return value
+    raise ConfigurationError(
+        f"redact_message has type {type(value).__name__}; allowed: a function "
+        "(content, role) -> str | None"
+    )
 
 
 def _check_uuid(name: str, value: str | None) -> str | None:

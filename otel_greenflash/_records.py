@@ -18,7 +18,18 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.util.types import AttributeValue
 
 from . import attributes as attr
-from ._event import BusinessEvent, InvalidAttribute
+from ._event import BusinessEvent, Endpoint, InvalidAttribute
+
+EVENT = "event"
+"""Record kinds: a business event (the default),"""
+LLM_CALL = "llm_call"
+"""an LLM call a GenAI instrumentation recorded (``gen_ai.client.inference.operation.details``),"""
+EVALUATION = "evaluation"
+"""a ``gen_ai.evaluation.result`` event,"""
+FEEDBACK = "feedback"
+"""a user's rating (``greenflash.rating``, :func:`otel_greenflash.rate`)."""
+OPERATION_DETAILS_EVENT_NAME = attr.GENAI_OPERATION_DETAILS_EVENT
+EVALUATION_EVENT_NAME = attr.GENAI_EVALUATION_EVENT
 
 LOG_EVENT_NAME = attr.SPAN_EVENT_NAME
 """The ``event_name`` that makes a log record a business event (``greenflash.event``)."""
@@ -99,6 +110,8 @@ class EventSpan:
     like ids on what it was slimmed from (the unlinked warning names them)."""
     outcome: MapOutcome | None = None
     """Told what the map stage made of this record, the first time it is mapped."""
+    llm_call: bool = False
+    """The span looks like an LLM call (conversation capture is on): its messages are mapped too."""
 
     @property
     def trace_id(self) -> int:
@@ -145,6 +158,8 @@ class EventLog:
     """As :attr:`EventSpan.id_like_keys`."""
     outcome: MapOutcome | None = None
     """As :attr:`EventSpan.outcome`."""
+    kind: str = EVENT
+    """:data:`EVENT`, :data:`LLM_CALL`, :data:`EVALUATION` or :data:`FEEDBACK`."""
 
     @property
     def time_ns(self) -> int | None:
@@ -172,9 +187,41 @@ def is_log_business_event(event_name: str | None, attributes: Mapping[str, Any] 
     )
 
 
+def log_record_kind(
+    event_name: str | None, attributes: Mapping[str, Any] | None, *, capture: bool
+) -> str | None:
+    """What a log record is for the pipeline, or None when it is nothing to it. ``capture``:
+    conversation capture is on (LLM calls and evaluations are taken too)."""
+    if is_log_business_event(event_name, attributes):
+        return EVENT
+    if event_name == attr.RATING_EVENT_NAME:
+        return FEEDBACK
+    if capture:
+        if event_name == OPERATION_DETAILS_EVENT_NAME:
+            return LLM_CALL
+        if event_name == EVALUATION_EVENT_NAME:
+            return EVALUATION
+    return None
+
+
+def request_endpoint(record: Record | ReadableSpan) -> Endpoint | None:
+    """The endpoint of the request a record makes besides business events (an LLM call's
+    messages, a rating), or None."""
+    if isinstance(record, EventLog):
+        if record.kind == LLM_CALL:
+            return Endpoint.MESSAGES
+        if record.kind in (EVALUATION, FEEDBACK):
+            return Endpoint.RATINGS
+    elif isinstance(record, EventSpan) and record.llm_call:
+        return Endpoint.MESSAGES
+    return None
+
+
 def event_count(record: Record | ReadableSpan) -> int:
     """How many business events ``record`` stands for."""
-    if isinstance(record, (BusinessEvent, EventLog)):
+    if isinstance(record, EventLog):
+        return 1 if record.kind == EVENT else 0
+    if isinstance(record, BusinessEvent):
         return 1
     return count_business_events(record.span if isinstance(record, EventSpan) else record)
 

@@ -29,6 +29,35 @@ EVENT_SAMPLE_RATE: Final = "greenflash.event.sample_rate"
 EVENT_FORCE_SAMPLE: Final = "greenflash.event.force_sample"
 EVENT_AT: Final = "greenflash.event.at"
 
+RATING_EVENT_NAME: Final = "greenflash.rating"
+"""Name of a log record that is a user's rating (what :func:`otel_greenflash.rate` records)."""
+RATING_KIND: Final = "greenflash.rating.kind"
+"""``thumbs`` or ``stars``."""
+RATING_VALUE: Final = "greenflash.rating.value"
+RATING_FEEDBACK: Final = "greenflash.rating.feedback"
+RATING_MESSAGE_EXTERNAL_ID: Final = "greenflash.rating.message.external_id"
+"""The ``externalMessageId`` rated, when the rating is about one message."""
+
+GENAI_OPERATION_DETAILS_EVENT: Final = "gen_ai.client.inference.operation.details"
+"""The GenAI conventions' log event holding one LLM call (read with conversation capture on)."""
+GENAI_EVALUATION_EVENT: Final = "gen_ai.evaluation.result"
+"""The GenAI conventions' log event holding one evaluation (a rating, with capture on)."""
+GENAI_SPAN_MARKERS: Final = frozenset(
+    {
+        "gen_ai.operation.name",
+        "gen_ai.input.messages",
+        "gen_ai.output.messages",
+        "openinference.span.kind",
+        "llm.request.type",
+        "gen_ai.prompt.0.role",
+        "gen_ai.prompt.0.content",
+        "gen_ai.completion.0.role",
+        "gen_ai.completion.0.content",
+    }
+)
+"""Keys one of which every LLM span of the supported conventions carries (OpenTelemetry GenAI,
+OpenInference, OpenLLMetry): with capture on, a span with one is read as an LLM call."""
+
 PRODUCT_ID: Final = "greenflash.product.id"
 CONVERSATION_ID: Final = "greenflash.conversation.id"
 CONVERSATION_EXTERNAL_ID: Final = "greenflash.conversation.external_id"

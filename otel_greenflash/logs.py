@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from ._intake_kind import IntakeKind
 from ._link.linker import Linker
 from ._pipeline.intake import PipelineIntake
-from ._records import EventLog, is_log_business_event, plain_attributes
+from ._records import EVENT, EventLog, log_record_kind, plain_attributes
 from ._stats import DropReason
 
 _BAGGAGE_KEY = baggage_api._BAGGAGE_KEY
@@ -41,14 +41,17 @@ class GreenflashLogRecordProcessor(PipelineIntake, LogRecordProcessor):
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
         record = log_record.log_record
         attributes = plain_attributes(record.attributes)
-        if not is_log_business_event(record.event_name, attributes):
+        kind = log_record_kind(
+            record.event_name, attributes, capture=self._config.capture_conversations
+        )
+        if kind is None:
             return
         pipeline = self._pipeline
         if pipeline is None:
             return
         if self._is_shutdown:
             pipeline.drops.drop(
-                event_log_of(record, attributes, pipeline.linker), DropReason.SHUTDOWN
+                event_log_of(record, attributes, pipeline.linker, kind=kind), DropReason.SHUTDOWN
             )
             return
         context = record.context
@@ -61,6 +64,7 @@ class GreenflashLogRecordProcessor(PipelineIntake, LogRecordProcessor):
                 pipeline.linker,
                 span,
                 baggage if isinstance(baggage, Mapping) else None,
+                kind=kind,
             )
         )
 
@@ -85,11 +89,13 @@ class GreenflashLogRecordExporter(PipelineIntake, LogRecordExporter):
         if self._is_shutdown:
             return LogRecordExportResult.FAILURE
         taken = 0
+        capture = self._config.capture_conversations
         for readable in batch:
             record = readable.log_record
             attributes = plain_attributes(record.attributes)
-            if is_log_business_event(record.event_name, attributes):
-                pipeline.log_emitted(event_log_of(record, attributes, pipeline.linker))
+            kind = log_record_kind(record.event_name, attributes, capture=capture)
+            if kind is not None:
+                pipeline.log_emitted(event_log_of(record, attributes, pipeline.linker, kind=kind))
                 taken += 1
         if not taken:
             return LogRecordExportResult.SUCCESS
@@ -104,6 +110,8 @@ def event_log_of(
     linker: Linker | None,
     span: object = None,
     baggage: Mapping[str, object] | None = None,
+    *,
+    kind: str = EVENT,
 ) -> EventLog:
     """The finished record for the pipeline: a copy of the attributes, the record's ids, and
     the span it was emitted in when that span is at hand (given, or still live here: read
@@ -137,4 +145,5 @@ def event_log_of(
         sampled=bool(record.trace_flags is not None and record.trace_flags & 0x01),
         body=record.body,
         severity=record.severity_text,
+        kind=kind,
     )

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from opentelemetry.sdk.trace import SpanProcessor
 
-from ._config import GreenflashConfig
+from ._config import GreenflashConfig, Redactor
 from ._deliver.engine import ErrorCallback
 from ._deliver.transport import Transport
 from ._intake_kind import IntakeKind
@@ -60,6 +60,11 @@ class GreenflashSpanProcessor(PipelineIntake, SpanNotes, SpanProcessor):
         enabled: bool | None = None,
         handle_sigterm: bool | None = None,
         termination_timeout_seconds: float | None = None,
+        capture_conversations: bool | None = None,
+        capture_message_content: bool | None = None,
+        max_message_bytes: int | None = None,
+        default_external_user_id: str | None = None,
+        redact_message: Redactor | None = None,
         on_error: ErrorCallback | None = None,
         on_drop: DropCallback | None = None,
         config: GreenflashConfig | None = None,
@@ -95,6 +100,11 @@ class GreenflashSpanProcessor(PipelineIntake, SpanNotes, SpanProcessor):
                 enabled=enabled,
                 handle_sigterm=handle_sigterm,
                 termination_timeout_seconds=termination_timeout_seconds,
+                capture_conversations=capture_conversations,
+                capture_message_content=capture_message_content,
+                max_message_bytes=max_message_bytes,
+                default_external_user_id=default_external_user_id,
+                redact_message=redact_message,
             ),
         )
         pipeline = self._join(config, on_error=on_error, on_drop=on_drop, transport=transport)

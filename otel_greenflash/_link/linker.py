@@ -21,6 +21,7 @@ from .._config import GreenflashConfig
 from .._event import BusinessEvent
 from .._logging import RateLimitedLog
 from .._records import (
+    LLM_CALL,
     Ancestor,
     EventLog,
     EventSpan,
@@ -49,6 +50,8 @@ Ready = tuple[Record, Ids, str | None]
 was cut short: ``flush``, ``shutdown``, ``waiting_full``, ``linger_expired``)."""
 
 _EVENT_TYPE = attr.EVENT_TYPE
+_USER_EXTERNAL_ID = attr.USER_EXTERNAL_ID
+_NO_GENAI_MARKER_IN = attr.GENAI_SPAN_MARKERS.isdisjoint
 
 
 class Linker:
@@ -56,8 +59,15 @@ class Linker:
 
     def __init__(self, config: GreenflashConfig, link_keys: LinkKeys) -> None:
         self.link_keys = link_keys
-        self.no_marked_keys_in = (link_keys.all_keys | {_EVENT_TYPE}).isdisjoint
-        """True for attribute keys holding neither an id nor an event type (one C pass)."""
+        self.captures_calls = config.capture_conversations
+        """Conversation capture is on: LLM spans are taken like event spans."""
+        self.user_by_default = config.default_external_user_id is not None
+        marked = link_keys.all_keys | {_EVENT_TYPE}
+        if self.captures_calls:
+            marked |= attr.GENAI_SPAN_MARKERS
+        self.no_marked_keys_in = marked.isdisjoint
+        """True for attribute keys holding neither an id nor an event type (nor, with capture
+        on, a GenAI marker): one C pass."""
         self.live = LiveSpans()
         self.trace_ids = TraceIds(
             link_keys,
@@ -148,14 +158,15 @@ class Linker:
             baggage_ids = self.link_keys.ids_from(start_baggage)
             if baggage_ids:
                 self.trace_ids.record_span_baggage(trace_id, context[1], baggage_ids)
-        if not is_event:
+        llm_call = marked and self.captures_calls and not _NO_GENAI_MARKER_IN(attributes.keys())
+        if not is_event and not llm_call:
             ids = attributes if marked else _NO_IDS
             return None, self.linking_span_ended(trace_id, context[1], root=root, ids=ids)
         # An event span: its ids are recorded by the worker, off this thread.
         if not root:  # a root event span ends its own trace: nothing to wait for
             self.expect_root(trace_id)
         ancestors = self.live.ancestors(span) if with_ancestors else ()
-        item = EventSpan(span, ancestors, start_baggage)
+        item = EventSpan(span, ancestors, start_baggage, llm_call=llm_call)
         return item, root and self._root_ended(trace_id)
 
     def linking_span_ended(
@@ -315,20 +326,33 @@ class Linker:
         if isinstance(item, EventSpan):
             if item.is_local_root:
                 return "ended"  # the event span is the local root: its trace is over
-            if has_conversation(linked) or all(
-                has_conversation(self.link_keys.ids_from(own)) for own in event_attribute_sets(item)
-            ):
+            own_sets = event_attribute_sets(item)
+            if item.llm_call:
+                own_sets.append(plain_attributes(item.span.attributes))
+            if all(self._knows_enough(linked, own, item.llm_call) for own in own_sets):
                 return "linked"
         else:
-            if has_conversation(linked) or has_conversation(
-                self.link_keys.ids_from(item.attributes)
-            ):
+            if self._knows_enough(linked, item.attributes, item.kind == LLM_CALL):
                 return "linked"
             if not self._root_may_still_end(item):
                 return "ended"
         if mark:
             return self.trace_ids.wait(item.trace_id)
         return "wait" if self.trace_ids.is_open(item.trace_id) else "ended"
+
+    def _knows_enough(self, linked: Ids, own: Mapping[str, AttributeValue], messages: bool) -> bool:
+        """The ids found are enough to map the record: a conversation, and for messages a
+        user too (the Messages API requires ``externalUserId``) unless a default is set."""
+        own_ids: Ids | None = None
+        if not has_conversation(linked):
+            own_ids = self.link_keys.ids_from(own)
+            if not has_conversation(own_ids):
+                return False
+        if not messages or self.user_by_default or _USER_EXTERNAL_ID in linked:
+            return True
+        if own_ids is None:
+            own_ids = self.link_keys.ids_from(own)
+        return _USER_EXTERNAL_ID in own_ids
 
     def _root_may_still_end(self, item: EventLog) -> bool:
         """Whether a local root of the record's trace may still end here, so that waiting

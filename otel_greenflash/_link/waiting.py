@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 import weakref
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
@@ -23,6 +24,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 
 from .. import attributes as attr
 from .._records import (
+    EVENT,
     Ancestor,
     EventLog,
     EventSpan,
@@ -35,6 +37,7 @@ from .rules import _INT_ID_LIMIT, MAX_ID_LENGTH, LinkKeys, id_like_keys, is_too_
 _NO_RESOURCE = Resource({})
 _EVENT_PREFIX = attr.EVENT_PREFIX
 _ID_KEYS = frozenset(attr.ID_KEYS)
+_GENAI_PREFIXES = ("gen_ai.", "llm.", "openinference.")
 
 RECORD_OVERHEAD_BYTES = 2048
 """What a slim record costs beyond its values (its objects, the waiting entry, dict slots),
@@ -47,7 +50,17 @@ def slim(item: EventSpan | EventLog, keys: LinkKeys) -> EventSpan | EventLog:
     ancestors = tuple(_linked(ancestor, keys) for ancestor in item.ancestors)
     baggage = None if item.baggage is None else _ids_only(item.baggage, keys)
     if isinstance(item, EventSpan):
-        return EventSpan(_slim_span(item.span, keys), ancestors, baggage, hint, item.outcome)
+        span = _slim_span(item.span, keys, keep_call=item.llm_call)
+        return EventSpan(span, ancestors, baggage, hint, item.outcome, llm_call=item.llm_call)
+    if item.kind != EVENT:  # mapping reads every attribute of an LLM call or a rating
+        return replace(
+            item,
+            span=None if item.span is None else _linked(item.span, keys),
+            ancestors=ancestors,
+            baggage=baggage,
+            id_like_keys=hint,
+            body=None,
+        )
     insert_id = item.insert_id
     if insert_id is None:
         insert_id = log_record_insert_id(
@@ -128,7 +141,7 @@ def attribute_sets(record: EventSpan | EventLog) -> list[Mapping[str, object] | 
     return sets
 
 
-def _slim_span(span: ReadableSpan, keys: LinkKeys) -> ReadableSpan:
+def _slim_span(span: ReadableSpan, keys: LinkKeys, *, keep_call: bool = False) -> ReadableSpan:
     events: list[Event] = []
     for event in span._events or ():
         attributes = plain_attributes(event.attributes)
@@ -141,24 +154,27 @@ def _slim_span(span: ReadableSpan, keys: LinkKeys) -> ReadableSpan:
         context=span.context,
         parent=span.parent,
         resource=_NO_RESOURCE,
-        attributes=_kept(plain_attributes(span._attributes), keys),
+        attributes=_kept(plain_attributes(span._attributes), keys, keep_call=keep_call),
         events=tuple(events),
         start_time=span.start_time,
         end_time=span.end_time,
     )
 
 
-def _kept(attributes: Mapping[str, Any], keys: LinkKeys) -> dict[str, Any]:
+def _kept(
+    attributes: Mapping[str, Any], keys: LinkKeys, *, keep_call: bool = False
+) -> dict[str, Any]:
     """The attributes mapping reads: ``greenflash.event.*`` ones and id keys (aliases included).
 
     An id key's value longer than :data:`MAX_ID_LENGTH` is one mapping rejects (on a
     ``greenflash.*`` key: the event is invalid) or skips (an alias): the first is kept cut to
     one character past the limit, which mapping rejects with the same message; the second is
-    left out, as is an alias value of a type no id has."""
+    left out, as is an alias value of a type no id has. ``keep_call``: the attributes of
+    the GenAI conventions too (an LLM span's call: messages, model, usage)."""
     link_keys = keys.all_keys
     kept: dict[str, Any] = {}
     for key, value in attributes.items():
-        if key.startswith(_EVENT_PREFIX):
+        if key.startswith(_EVENT_PREFIX) or (keep_call and key.startswith(_GENAI_PREFIXES)):
             kept[key] = value
         elif key in _ID_KEYS:
             if is_too_long_id(value):

@@ -30,6 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from .. import attributes as attr
 from .._event import InvalidAttribute
 
 Attributes = Mapping[str, object]
@@ -45,7 +46,7 @@ RESPONSE_ID: Final = "gen_ai.response.id"
 PROVIDER_NAME: Final = "gen_ai.provider.name"
 SYSTEM: Final = "gen_ai.system"
 USAGE_PREFIX: Final = "gen_ai.usage."
-INFERENCE_EVENT_NAME: Final = "gen_ai.client.inference.operation.details"
+INFERENCE_EVENT_NAME: Final = attr.GENAI_OPERATION_DETAILS_EVENT
 
 INFERENCE_OPERATIONS: Final = ("chat", "text_completion", "generate_content")
 """``gen_ai.operation.name`` values of an LLM call (agent, tool and embedding spans are not)."""

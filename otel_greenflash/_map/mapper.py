@@ -16,7 +16,7 @@ from .._link.rules import Ids, LinkKeys, id_like_keys
 from .._link.status import RecentLinks
 from .._link.waiting import attribute_sets
 from .._logging import RateLimitedLog, logger
-from .._records import EventLog, EventSpan, Record, event_count
+from .._records import EventLog, EventSpan, Record, event_count, request_endpoint
 from .._stats import DeliveryStats, DropReason, LossWarning, LostEvents
 from .rules import MappingResult, map_log_record, map_span
 
@@ -64,6 +64,8 @@ class EventMapper:
         """
         if isinstance(record, BusinessEvent):
             return [record]
+        if request_endpoint(record) is not None and not event_count(record):
+            return []  # an LLM call or a rating only (see .conversations)
         outcome = record.outcome
         if outcome is not None:
             record.outcome = None  # told once: a record held while it waits is mapped again

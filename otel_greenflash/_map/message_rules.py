@@ -30,10 +30,11 @@ messages apart.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from .._config import Redactor
 from .._event import clean_text
 from .genai_calls import (
     PROVIDER_NAME,
@@ -76,10 +77,6 @@ class MessagesRequest:
             f"MessagesRequest(messages={len(self.message_ids)}, redacted={self.redacted}, "
             f"truncated={self.truncated})"
         )
-
-
-Redactor = Callable[[str, str], "str | None"]
-"""``redact(content, role) -> content``: the text to send instead, or None to send none."""
 
 
 @dataclass(frozen=True, slots=True)

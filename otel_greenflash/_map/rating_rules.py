@@ -10,11 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from .. import attributes as attr
 from .._event import InvalidAttribute, clean_text
 from .genai_calls import Attributes, BadAttribute, Skipped, problem_with
 from .rules import format_timestamp
 
-EVALUATION_EVENT_NAME: Final = "gen_ai.evaluation.result"
+EVALUATION_EVENT_NAME: Final = attr.GENAI_EVALUATION_EVENT
 EVALUATION_NAME: Final = "gen_ai.evaluation.name"
 EVALUATION_SCORE_VALUE: Final = "gen_ai.evaluation.score.value"
 EVALUATION_SCORE_LABEL: Final = "gen_ai.evaluation.score.label"

@@ -13,7 +13,7 @@ from .._callbacks import callback_running
 from .._event import BusinessEvent
 from .._logging import RateLimitedLog, logger
 from .._map.mapper import EventMapper
-from .._records import EventSpan, Record, event_count
+from .._records import EventSpan, Record, event_count, request_endpoint
 from .._stats import DeliveryStats, DropCallback, DropReason, LossWarning, LostEvents
 
 MAX_DROPS_KEPT = 1000
@@ -31,6 +31,7 @@ class Drops:
         on_drop: DropCallback | None,
         max_queue_size: int,
     ) -> None:
+        self._stats = stats
         self._mapper = mapper
         self._on_drop = on_drop
         self._max_queue_size = max_queue_size
@@ -45,7 +46,16 @@ class Drops:
         """On the caller's thread: count, warn, and keep the record for the worker, which maps
         it and calls ``on_drop`` (for at most ``MAX_DROPS_KEPT`` waiting records; past that
         they are only counted, and the worker says how many ``on_drop`` did not see)."""
+        if self._request_dropped(record, DropReason.QUEUE_FULL):
+            self.log.warning(
+                "queue-full-requests",
+                "otel_greenflash queue is full (max_queue_size=%d): LLM calls or ratings "
+                "dropped; see stats()['messages'|'ratings']['dropped']['queue_full']",
+                self._max_queue_size,
+            )
         count = event_count(record)
+        if not count:
+            return
         self.lost.record(
             DropReason.QUEUE_FULL,
             count,
@@ -75,9 +85,19 @@ class Drops:
     def drop(self, record: Record | ReadableSpan, reason: DropReason) -> int:
         """Record a record that will not be sent as lost (per business event, the events
         mapped for ``on_drop``); return how many events it held."""
+        self._request_dropped(record, reason)
         count = event_count(record)
-        self.lost.record(reason, count, events=self._events_for_on_drop(record))
+        if count:
+            self.lost.record(reason, count, events=self._events_for_on_drop(record))
         return count
+
+    def _request_dropped(self, record: Record | ReadableSpan, reason: DropReason) -> bool:
+        """Count the messages or ratings request a dropped record would have made."""
+        endpoint = request_endpoint(record)
+        if endpoint is None:
+            return False
+        self._stats.add_dropped_for(endpoint, reason.value)
+        return True
 
     def sdk_dropped_span_events(self, span_name: str, dropped: int) -> None:
         """A span carrying business events ended with ``dropped`` span events discarded by

@@ -29,6 +29,7 @@ from .._callbacks import callback_running
 from .._config import ENV_API_KEY, GreenflashConfig
 from .._deliver.engine import DeliveryEngine, ErrorCallback
 from .._deliver.transport import Transport
+from .._event import BusinessEvent, DeliveryItem
 from .._green import Joinable, start_worker_joiner
 from .._intake_kind import IntakeKind
 from .._lane.lanes import Lanes
@@ -37,8 +38,16 @@ from .._link.linker import Linker
 from .._link.rules import LinkKeys
 from .._link.status import StatusWriter
 from .._logging import RateLimitedLog, logger
+from .._map.conversations import ConversationMapper
 from .._map.mapper import EventMapper
-from .._records import LOG_EVENT_NAME, EventLog, MapOutcome, Record, event_count
+from .._records import (
+    LOG_EVENT_NAME,
+    EventLog,
+    MapOutcome,
+    Record,
+    event_count,
+    request_endpoint,
+)
 from .._stats import DeliveryStats, DropCallback, DropReason, StatsSnapshot
 from .drops import Drops
 from .worker import BackgroundWorker
@@ -100,6 +109,7 @@ class EventPipeline:
         self.pid = _getpid()
         self.stats_counters = DeliveryStats()
         self.mapper = EventMapper(self.config, self.link_keys, self.stats_counters)
+        self.conversations = ConversationMapper(self.config, self.link_keys, self.stats_counters)
         self.link_status = StatusWriter(f"{id(self):x}")
         self.drops = Drops(
             self.stats_counters, self.mapper, self.on_drop, self.config.max_queue_size
@@ -274,12 +284,12 @@ class EventPipeline:
             ]
             if held:
                 self.lanes.hold(held)
-        events = [
-            event
-            for item, linked, cut_short in ready
-            for event in self.mapper.events(item, linked, cut_short)
-        ]
-        self.lanes.deliver(events)
+        items: list[DeliveryItem] = []
+        for item, linked, cut_short in ready:
+            items.extend(self.mapper.events(item, linked, cut_short))
+            if not isinstance(item, BusinessEvent) and request_endpoint(item) is not None:
+                items.extend(self.conversations.requests(item, linked))
+        self.lanes.deliver(items)
 
     def _chores(self) -> None:
         """Every worker cycle: ``on_drop`` for a full queue's drops, the counts of rate-
@@ -305,6 +315,7 @@ class EventPipeline:
             self.drops.log,
             mapper.invalid_log,
             mapper.unlinked_log,
+            self.conversations.log,
             *self.lanes.held_warnings(),
         )
 
