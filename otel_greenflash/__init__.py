@@ -16,7 +16,7 @@ from ._exceptions import (
     PermissionDeniedError,
     RetriesExhaustedError,
 )
-from ._helpers import ConversationScope, attach_conversation, conversation, track
+from ._helpers import ConversationScope, attach_conversation, conversation, rate, track
 from ._lifecycle.termination import install_sigterm_handler
 from ._link.rules import DEFAULT_ALIASES
 from ._serverless import flush, flush_after
@@ -54,5 +54,6 @@ __all__ = [
     "flush",
     "flush_after",
     "install_sigterm_handler",
+    "rate",
     "track",
 ]

@@ -19,8 +19,10 @@ from opentelemetry.util.types import AttributeValue
 from . import attributes as attr
 from ._link.rules import is_valid_id
 from ._logging import logger
+from ._pipeline.pipeline import EventPipeline
 from ._pipeline.registry import active_pipelines, span_seen_start
 from ._providers import sdk_span
+from ._records import EVENT, FEEDBACK
 from ._setup import provider_finder
 
 
@@ -281,6 +283,60 @@ def _track_directly(attributes: dict[str, AttributeValue], span: trace.Span) -> 
         )
         return
     attributes.setdefault(attr.EVENT_INSERT_ID, f"track-{uuid.uuid4()}")  # one id, every pipeline
+    _to_pipelines(pipelines, attributes, span, EVENT)
+
+
+def rate(
+    value: bool | int | str,
+    *,
+    kind: str = "thumbs",
+    feedback: str | None = None,
+    external_message_id: str | None = None,
+    conversation_id: str | None = None,
+    external_conversation_id: str | int | None = None,
+    product_id: str | None = None,
+) -> None:
+    """Record a user's rating of the current conversation (or of one message, by its
+    ``externalMessageId``): a ``POST /ratings`` request, linked like :func:`track` (the
+    conversation from the current span, its trace and baggage, unless given here).
+
+    ``kind="thumbs"``: ``value`` True/False, ``"up"``/``"down"`` or 1/0 (rated 1 or 0 of 0-1);
+    ``kind="stars"``: a whole number from 1 to 5 (of 1-5). ``feedback``: the user's words.
+    Sent whether or not conversation capture is on. A bad value is counted under
+    ``stats()["ratings"]["dropped"]["invalid"]`` and said in one rate-limited line. Never raises.
+    """
+    try:
+        attributes: dict[str, AttributeValue] = {attr.RATING_KIND: kind, attr.RATING_VALUE: value}
+        if feedback is not None:
+            attributes[attr.RATING_FEEDBACK] = feedback
+        if external_message_id is not None:
+            attributes[attr.RATING_MESSAGE_EXTERNAL_ID] = external_message_id
+        attributes.update(
+            _ids_argument(
+                conversation_id=conversation_id,
+                external_conversation_id=external_conversation_id,
+                product_id=product_id,
+            )
+        )
+        pipelines = active_pipelines()
+        if not pipelines:
+            logger.warning(
+                "otel_greenflash.rate(): no active GreenflashSpanProcessor (nor other intake) "
+                "exists; the rating was not recorded"
+            )
+            return
+        _to_pipelines(pipelines, attributes, trace.get_current_span(), FEEDBACK)
+    except Exception:  # a helper must never break the application
+        logger.exception("otel_greenflash.rate() failed; the rating was not recorded")
+
+
+def _to_pipelines(
+    pipelines: list[EventPipeline],
+    attributes: dict[str, AttributeValue],
+    span: trace.Span,
+    kind: str,
+) -> None:
+    """A record of ``kind`` (made by a helper) to every pipeline, linked through ``span``."""
     context = span.get_span_context()
     inner = sdk_span(span) if span.is_recording() else None
     current_baggage: Mapping[str, object] = baggage.get_all()
@@ -297,6 +353,7 @@ def _track_directly(attributes: dict[str, AttributeValue], span: trace.Span) -> 
             sampled=context.trace_flags.sampled,
             baggage=current_baggage,
             time_ns=now_ns,
+            kind=kind,
         )
 
 

@@ -253,9 +253,14 @@ class ConversationMapper:
         self._stats.add_dropped_for(endpoint, "invalid")
         self.log.warning(
             f"{endpoint}-invalid {problem.attribute} {problem.problem}",
-            "otel_greenflash did not send a %s request: %s",
+            "otel_greenflash did not send a %s request (%s): %r %s; allowed: %s; see "
+            "stats()[%r]['dropped']['invalid']",
             endpoint,
-            problem.describe(),
+            problem.span_name,
+            problem.attribute,
+            problem.problem,
+            problem.allowed,
+            str(endpoint),
         )
 
 

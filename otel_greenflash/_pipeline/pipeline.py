@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.util.types import AttributeValue
 
 from .. import _record_only
+from .. import attributes as attr
 from .._callbacks import callback_running
 from .._config import ENV_API_KEY, GreenflashConfig
 from .._deliver.engine import DeliveryEngine, ErrorCallback
@@ -41,6 +42,7 @@ from .._logging import RateLimitedLog, logger
 from .._map.conversations import ConversationMapper
 from .._map.mapper import EventMapper
 from .._records import (
+    EVENT,
     LOG_EVENT_NAME,
     EventLog,
     MapOutcome,
@@ -236,14 +238,16 @@ class EventPipeline:
         sampled: bool,
         baggage: Mapping[str, object],
         time_ns: int,
+        kind: str = EVENT,
     ) -> None:
         """One ``track()`` call that did not become a span event (no recording span, a span
-        whose events do not reach us, or a span at the SDK's event limit): a record like a log
-        record's, linked through ``span`` (live), its trace and ``baggage``."""
+        whose events do not reach us, or a span at the SDK's event limit), or one ``rate()``
+        call (``kind`` :data:`FEEDBACK`): a record like a log record's, linked through ``span``
+        (live), its trace and ``baggage``."""
         ancestors = self.linker.live.ancestors(span) if span is not None else ()
         record = EventLog(
             attributes,
-            event_name=LOG_EVENT_NAME,
+            event_name=LOG_EVENT_NAME if kind == EVENT else attr.RATING_EVENT_NAME,
             timestamp=time_ns,
             observed_timestamp=None,
             trace_id=trace_id,
@@ -252,7 +256,8 @@ class EventPipeline:
             ancestors=ancestors,
             baggage=baggage,
             sampled=sampled,
-            source="track()",
+            source="track()" if kind == EVENT else "rate()",
+            kind=kind,
         )
         self.log_emitted(record)
 
