@@ -10,9 +10,17 @@ from typing import Any
 import pytest
 from opentelemetry._logs import LogRecord
 from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from otel_greenflash import GreenflashLogRecordProcessor, GreenflashSpanProcessor, rate
+from otel_greenflash import (
+    GreenflashLogRecordExporter,
+    GreenflashLogRecordProcessor,
+    GreenflashSpanExporter,
+    GreenflashSpanProcessor,
+    rate,
+)
 from otel_greenflash.testing import EventsApiServer
 from tests.map.genai_recorded import OPENINFERENCE_SPANS, OTEL_GENAI_EVENTS, OTEL_GENAI_SPANS
 from tests.map.genai_support import semconv_attributes, text_message
@@ -317,3 +325,38 @@ def test_the_switch_from_the_environment(
         assert server.conversation("chat-1").external_user_id == "guest"
     finally:
         processor.shutdown()
+
+
+def test_the_span_and_log_exporters_capture_too(server: EventsApiServer) -> None:
+    settings = {
+        "api_key": server.api_key,
+        "base_url": server.base_url,
+        "product_id": PRODUCT_ID,
+        **CAPTURE,
+    }
+    exporter = GreenflashSpanExporter(**settings)
+    log_exporter = GreenflashLogRecordExporter(**settings)
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    loggers = LoggerProvider()
+    loggers.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
+    chat(provider, OTEL_GENAI_SPANS, conversation="exported")
+    with provider.get_tracer("app").start_as_current_span("turn") as root:
+        root.set_attribute("greenflash.conversation.external_id", "exported")
+        loggers.get_logger("app").emit(
+            LogRecord(
+                event_name="gen_ai.evaluation.result",
+                attributes={"gen_ai.evaluation.score.value": 4, "gen_ai.evaluation.name": "help"},
+            )
+        )
+    provider.shutdown()
+    loggers.shutdown()
+
+    assert len(server.conversation("exported").messages) >= 5
+    [rating] = server.ratings
+    assert (rating["rating"], rating["ratingMax"], rating["externalConversationId"]) == (
+        4,
+        10,
+        "exported",
+    )
+    assert len(server.events) == 3
