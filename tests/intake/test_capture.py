@@ -328,7 +328,7 @@ def test_the_switch_from_the_environment(
 
 
 def test_the_span_and_log_exporters_capture_too(server: EventsApiServer) -> None:
-    settings = {
+    settings: dict[str, Any] = {
         "api_key": server.api_key,
         "base_url": server.base_url,
         "product_id": PRODUCT_ID,
