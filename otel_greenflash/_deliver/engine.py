@@ -291,7 +291,10 @@ class DeliveryEngine:
             self._settle_outcome(attempt, outcome)
         except Exception:  # a bug here must not stop delivery
             logger.exception("otel_greenflash delivery failed")
-            self._fail(attempt, DeliveryError("internal error"))
+            if attempt.item.endpoint is Endpoint.RATINGS:  # it may have gone out: never again
+                self._unconfirmed(attempt, "internal error")
+            else:
+                self._fail(attempt, DeliveryError("internal error"))
         finally:
             self._in_flight -= 1
             self._pump()
@@ -324,7 +327,7 @@ class DeliveryEngine:
             self._fail(attempt, error)
             return
         if attempt.item.endpoint is Endpoint.RATINGS and not _surely_not_stored(outcome):
-            self._unconfirmed(attempt, outcome)
+            self._unconfirmed(attempt, _describe(outcome))
             return
         self._retry_later(attempt, outcome)
 
@@ -383,12 +386,12 @@ class DeliveryEngine:
         finally:
             self._ledger.release(attempt)
 
-    def _unconfirmed(self, attempt: _Attempt, outcome: SendOutcome) -> None:
+    def _unconfirmed(self, attempt: _Attempt, cause: str) -> None:
         """A rating the API may or may not have stored: never sent again (see the module)."""
         if not self._ledger.claim(attempt):
             return
         try:
-            self._count_unconfirmed(attempt, _describe(outcome))
+            self._count_unconfirmed(attempt, cause)
         finally:
             self._ledger.release(attempt)
 

@@ -62,14 +62,18 @@ CREATE TABLE IF NOT EXISTS events (
     body BLOB NOT NULL,
     status TEXT NOT NULL DEFAULT 'pending',
     created REAL NOT NULL,
-    kind TEXT NOT NULL DEFAULT 'events'
+    kind TEXT NOT NULL DEFAULT 'events',
+    sending INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS spool_format (version INTEGER NOT NULL);
 """
 """Format 3 (a new file says format 2 until it holds a messages or ratings row). Each row
 is one request: ``kind`` is its endpoint (``events``, ``messages``, ``ratings``; files of
 formats 1 and 2 hold events only), ``insert_id`` its key (an event's insertId; the key of a
-messages or ratings request, see :class:`.._event.ApiRequest`)."""
+messages or ratings request, see :class:`.._event.ApiRequest`). ``sending`` is 1 on a
+ratings row from just before its first request until it settles: a process adopting the file
+after a crash counts such a rating unconfirmed and never sends it (it may have been stored).
+Format-3 files written before the column existed are adopted as unmarked."""
 
 
 _SQLITE_FULL = 13
@@ -257,6 +261,19 @@ class Spool:
             with self._lock, self._db:
                 self._db.executemany("DELETE FROM events WHERE insert_id = ?", ids)
             self._waiting.difference_update(insert_id for (insert_id,) in ids)
+
+    def mark_sending(self, keys: Iterable[str], sending: bool = True) -> None:
+        """Persist (committed) that these ratings' requests may go out from now on, or, with
+        ``sending=False``, that they surely were not stored and may be sent again."""
+        rows = [(int(sending), key) for key in keys]
+        if rows:
+            with self._lock, self._db:
+                self._db.executemany("UPDATE events SET sending = ? WHERE insert_id = ?", rows)
+
+    def take_adopted_unconfirmed(self) -> int:
+        """Ratings that adoption found marked as sending (not moved: their process may have
+        sent them) since the last call."""
+        return self._adopter.take_unconfirmed()
 
     def set_aside(self, insert_ids: Iterable[str]) -> None:
         """Keep events the API refused for good, out of the delivery path (counted, inspectable)."""

@@ -150,7 +150,16 @@ class OrphanAdopter:
         self._scan: _Scan | None = None
         self._busy = threading.Lock()
         """Held by a step, and by :meth:`close` (which may come from another thread)."""
+        self.unconfirmed = 0
+        """Pending ratings found marked as sending in orphans (see :meth:`take_unconfirmed`)."""
         _adopters.live.add(self)
+
+    def take_unconfirmed(self) -> int:
+        """Ratings found marked as sending since the last call: their process may have sent
+        them, so they were dropped from the orphan, not moved (never sent again)."""
+        with self._busy:
+            found, self.unconfirmed = self.unconfirmed, 0
+        return found
 
     @property
     def scanning(self) -> bool:
@@ -262,7 +271,8 @@ class OrphanAdopter:
             try:
                 source = sqlite3.connect(path, check_same_thread=False)
                 (vacuum,) = source.execute("PRAGMA auto_vacuum").fetchone()
-                kinds = _has_kinds(source)
+                kinds = _has_column(source, "kind")
+                marks = _has_column(source, "sending")
                 # Losing the last deletes to a power cut only sends them again (deduplicated).
                 source.execute("PRAGMA synchronous=NORMAL")
             except sqlite3.Error as error:
@@ -281,6 +291,7 @@ class OrphanAdopter:
             incremental=vacuum == 2,
             unrecorded=unrecorded,
             kinds=kinds,
+            marks=marks,
         )
 
     def _match(self, path: Path) -> Match | None:
@@ -416,8 +427,8 @@ class OrphanAdopter:
         return foreign
 
 
-_Row = tuple[int, str, str, bytes, str, float, str]
-"""seq, key (insert_id), span_name, body, status, created, kind."""
+_Row = tuple[int, str, str, bytes, str, float, str, int]
+"""seq, key (insert_id), span_name, body, status, created, kind, sending."""
 
 
 class _Move:
@@ -435,6 +446,7 @@ class _Move:
         incremental: bool,
         unrecorded: bool,
         kinds: bool,
+        marks: bool,
     ) -> None:
         self.adopter = adopter
         self.path = path
@@ -444,6 +456,8 @@ class _Move:
         self.unrecorded = unrecorded
         self.kinds = kinds
         """Its rows record their endpoint (format 3); those of older files are events."""
+        self.marks = marks
+        """Its rows have the ``sending`` mark (format-3 files written before it: none)."""
         self.pending = 0
         """Pending events moved into our spool so far (new rows only)."""
         self.finished = False
@@ -451,6 +465,8 @@ class _Move:
         self.emptied = False
         self.stopped = False
         """Our spool is full, or a write into it failed: the scan ends here."""
+        self.marked = 0
+        """Ratings marked as sending in the batch being moved (dropped, not moved)."""
 
     def step(
         self, into: sqlite3.Connection, lock: threading.Lock, max_events: int, budget: _Budget
@@ -469,7 +485,7 @@ class _Move:
         room = max_events - int(held)  # rows only leave our spool during the step
         while True:
             try:
-                rows = _next_batch(self.source, self.kinds)
+                rows = _next_batch(self.source, self.kinds, self.marks)
             except sqlite3.Error as error:
                 self.adopter._report(
                     self.path, "cannot read %s (%s); what is left stays in place", self.path, error
@@ -485,6 +501,7 @@ class _Move:
                 if taken:
                     with self.source:
                         self.source.execute("DELETE FROM events WHERE seq <= ?", (taken[-1][0],))
+                    self.adopter.unconfirmed += self.marked
                 if self.incremental:  # the freed pages go back to the filesystem
                     self.source.executescript("PRAGMA incremental_vacuum;")  # run to its end
                 self.source.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
@@ -521,10 +538,13 @@ class _Move:
         if not rows:
             return 0
         # Their process is gone: events it held back waiting for a conversation id go as known.
+        # A pending rating marked as sending may have been stored: never sent again.
         values = [
             (insert_id, span_name, body, PENDING if status == WAITING else status, created, kind)
-            for _, insert_id, span_name, body, status, created, kind in rows
+            for _, insert_id, span_name, body, status, created, kind, sending in rows
+            if not (sending and status == PENDING)
         ]
+        self.marked = len(rows) - len(values)  # counted once deleted from the orphan
         pending = [value for value in values if value[3] == PENDING]
         others = [value for value in values if value[3] != PENDING]
         sql = (
@@ -571,17 +591,21 @@ def after_fork_in_child() -> None:
         adopter._abandon_in_child()
 
 
-def _has_kinds(source: sqlite3.Connection) -> bool:
-    """True when the file's rows record their endpoint (format 3 and later)."""
+def _has_column(source: sqlite3.Connection, name: str) -> bool:
+    """True when the file's rows have column ``name`` (``kind``: format 3; ``sending``: the
+    mark of ratings under way, in format-3 files written since it exists)."""
     columns = source.execute("PRAGMA table_info(events)").fetchall()
-    return any(column[1] == "kind" for column in columns)
+    return any(column[1] == name for column in columns)
 
 
-def _next_batch(source: sqlite3.Connection, kinds: bool) -> list[_Row]:
-    """The next rows of an orphan, oldest first; those of a file before format 3 as events."""
+def _next_batch(source: sqlite3.Connection, kinds: bool, marks: bool) -> list[_Row]:
+    """The next rows of an orphan, oldest first; those of a file before format 3 as events,
+    those of a file without the ``sending`` column as unmarked."""
     kind = "kind" if kinds else "'events'"
+    sending = "sending" if marks else "0"
     rows: list[_Row] = source.execute(
-        f"SELECT seq, insert_id, span_name, body, status, created, {kind} FROM events "  # noqa: S608 - fixed text
+        f"SELECT seq, insert_id, span_name, body, status, created, {kind}, {sending} "  # noqa: S608 - fixed text
+        "FROM events "
         "ORDER BY seq LIMIT ?",
         (BATCH_ROWS,),
     ).fetchall()
