@@ -129,6 +129,8 @@ class Spool:
         self.directory = Path(directory)
         self.max_events = max_events
         self.evicted = 0
+        """Events evicted by the bound (handed-over ones too); messages and ratings requests
+        are counted in :attr:`evicted_requests` when they were lost."""
         self.duplicates = 0
         """Events not stored because an event with their insertId is in the spool already."""
         self.duplicate_requests: collections.Counter[Endpoint] = collections.Counter()
@@ -229,9 +231,13 @@ class Spool:
         excess = count - self.max_events
         if excess <= 0:
             return 0
+        handed_over = "SELECT seq FROM events WHERE seq <= ? AND status != ? ORDER BY seq LIMIT ?"
+        (handed_over_events,) = self._db.execute(
+            f"SELECT count(*) FROM events WHERE seq IN ({handed_over}) AND kind = ?",  # noqa: S608 - fixed text
+            (handed_over_up_to, WAITING, excess, Endpoint.EVENTS.value),
+        ).fetchone()
         deleted = self._db.execute(
-            "DELETE FROM events WHERE seq IN (SELECT seq FROM events "
-            "WHERE seq <= ? AND status != ? ORDER BY seq LIMIT ?)",
+            f"DELETE FROM events WHERE seq IN ({handed_over})",  # noqa: S608 - fixed text
             (handed_over_up_to, WAITING, excess),
         ).rowcount
         lost = max(0, excess - deleted)
@@ -247,7 +253,7 @@ class Spool:
                     self.evicted_requests[endpoint] += int(count)
                     lost_events -= int(count)
             self._db.execute(f"DELETE FROM events WHERE seq IN ({oldest})", (WAITING, lost))  # noqa: S608 - fixed text
-        self.evicted += excess
+        self.evicted += int(handed_over_events) + int(lost_events)
         return int(lost_events)
 
     def holds_waiting(self, insert_id: str) -> bool:
@@ -355,8 +361,15 @@ class Spool:
             self._lock_file.close()  # drops the child's reference; the parent keeps its lock
 
     def counts(self) -> tuple[int, int]:
+        """Rows of every kind (what the bound counts) not yet delivered (waiting ones
+        included), and refused."""
         with self._lock:
             return _counts(self._db)
+
+    def counts_of(self, kind: Endpoint) -> tuple[int, int]:
+        """Like :meth:`counts`, for the rows of ``kind`` only."""
+        with self._lock:
+            return _counts(self._db, kind)
 
     # -- adoption ----------------------------------------------------------------------------
 
@@ -505,9 +518,15 @@ def _create(path: Path, destination: Destination | None) -> sqlite3.Connection:
     return db
 
 
-def _counts(db: sqlite3.Connection) -> tuple[int, int]:
-    """Not yet delivered (waiting ones included), and refused."""
-    rows = dict(db.execute("SELECT status, count(*) FROM events GROUP BY status").fetchall())
+def _counts(db: sqlite3.Connection, kind: Endpoint | None = None) -> tuple[int, int]:
+    """Not yet delivered (waiting ones included), and refused (rows of ``kind``, or all)."""
+    if kind is None:
+        query = db.execute("SELECT status, count(*) FROM events GROUP BY status")
+    else:
+        query = db.execute(
+            "SELECT status, count(*) FROM events WHERE kind = ? GROUP BY status", (kind.value,)
+        )
+    rows = dict(query.fetchall())
     return int(rows.get(PENDING, 0)) + int(rows.get(WAITING, 0)), int(rows.get(REJECTED, 0))
 
 

@@ -371,12 +371,13 @@ class SpoolFeed:
             return not self._released and spool.first_pending_seq() > seq
 
     def counts(self) -> dict[str, int] | None:
-        """The spool's counts; ``disk_full`` (1 while full) and ``unspooled`` (events sent from
-        memory because of it) too, once the disk has been full."""
+        """The spool's counts of events (``stats()["spool"]``: messages and ratings requests
+        are counted under their own keys); ``disk_full`` (1 while full) and ``unspooled``
+        (events sent from memory because of it) too, once the disk has been full."""
         spool = self.spool
         if spool is None:
             return None
-        pending, rejected = spool.counts()
+        pending, rejected = spool.counts_of(Endpoint.EVENTS)
         counts = {"pending": pending, "rejected": rejected, "evicted": spool.evicted}
         disk = self.disk
         if disk.full is not None or disk.unspooled or disk.writes_missed:

@@ -287,3 +287,41 @@ def test_adopting_a_rating_makes_the_adopter_file_format_3(tmp_path: Path) -> No
         assert format_of(adopter.path) == 3
     finally:
         adopter.close()
+
+
+# --------------------------------------------------------------------------- stats()["spool"]
+
+
+def test_the_spool_stats_count_events_only(
+    tmp_path: Path, server: EventsApiServer, lane_set: LaneSet
+) -> None:
+    # Declined for an hour: the rating stays pending in the spool while the event is sent.
+    server.inject(Fault(status=429, retry_after="3600"), endpoint="ratings")
+    lanes = lane_set.start(server, tmp_path / "spool")
+    lanes.deliver([a_rating(1), an_event("e-1"), a_messages_request()])
+    spool = lanes.feed.spool
+    assert spool is not None
+    deadline = time.monotonic() + LONG
+    while [kind for kind, _, _ in rows(spool.path)] != ["ratings"]:  # the others are sent
+        assert time.monotonic() < deadline, rows(spool.path)
+        lanes.deliver([])  # the worker's round: notes applied
+        time.sleep(0.02)
+
+    assert lanes.spool_counts() == {"pending": 0, "rejected": 0, "evicted": 0}
+    assert spool.counts() == (1, 0)  # the rating, pending
+
+
+def test_evictions_of_messages_and_ratings_are_not_counted_as_evicted_events(
+    tmp_path: Path,
+) -> None:
+    spool = Spool(tmp_path, max_events=1)
+    try:
+        spool.add([a_rating(1), an_event("e-1")])  # the rating is evicted, unsent
+        assert spool.evicted == 0
+        spool.add([a_messages_request()], handed_over_up_to=spool.last_seq())  # the event goes
+        assert spool.evicted == 1
+        assert spool.evicted_requests == {Endpoint.RATINGS: 1}
+        assert spool.counts_of(Endpoint.EVENTS) == (0, 0)
+        assert spool.counts() == (1, 0)  # the bound counts rows of every kind
+    finally:
+        spool.close()
