@@ -374,9 +374,9 @@ class Spool:
     # -- adoption ----------------------------------------------------------------------------
 
     def adopt_orphans(self) -> int:
-        """Take over the events of spool files whose process is gone and that were written
-        for this spool's destination; return how many are pending (see
-        :mod:`.spool_adoption`)."""
+        """Take over the rows of spool files whose process is gone and that were written
+        for this spool's destination; return how many pending events came in (messages and
+        ratings requests are not counted; see :mod:`.spool_adoption`)."""
         return self._adopter.adopt(self._db, self._lock, self.max_events)
 
     def adopt_orphans_when_due(self) -> int:

@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
@@ -179,9 +179,10 @@ class OrphanAdopter:
         batches: int | None = STEP_BATCHES,
         seconds: float | None = STEP_SECONDS,
     ) -> int:
-        """Go on with the scan under way (or start one): move the events of orphaned files
+        """Go on with the scan under way (or start one): move the rows of orphaned files
         written for this destination into ``into`` (guarded by ``lock``), at most ``batches``
-        batches, none started after ``seconds``; return how many pending events were moved.
+        batches, none started after ``seconds``; return how many pending events were moved
+        (messages and ratings requests moved are not counted: ``queued`` counts events).
         Files of other users, or that are not regular files, are skipped, never read or
         deleted; what a crash during a file's creation left is removed. Only what fits under
         ``max_events`` is moved, and a write that fails in ``into`` (e.g. the disk is full)
@@ -320,9 +321,13 @@ class OrphanAdopter:
             match = self.check.match(recorded)
             if match in (Match.SAME, Match.UNRECORDED):
                 return match
-            (left,) = other.execute(
-                "SELECT count(*) FROM events WHERE status != 'rejected'"
-            ).fetchone()
+            kind = "kind" if _has_column(other, "kind") else "'events'"
+            left = dict(
+                other.execute(
+                    f"SELECT {kind}, count(*) FROM events WHERE status != 'rejected' "  # noqa: S608 - fixed text
+                    f"GROUP BY {kind}"
+                ).fetchall()
+            )
         except sqlite3.Error as error:
             self._report(path, "cannot read %s (%s); left in place", path, error)
             return None
@@ -340,10 +345,9 @@ class OrphanAdopter:
             why = f"for {where}"
         self._report(
             path,
-            "%s holds %d undelivered event(s) written %s; not adopted, kept for a process "
-            "with that key and endpoint",
+            "%s holds %s written %s; not adopted, kept for a process with that key and endpoint",
             path.name,
-            left,
+            described(left),
             why,
         )
         return None
@@ -460,6 +464,10 @@ class _Move:
         """Its rows have the ``sending`` mark (format-3 files written before it: none)."""
         self.pending = 0
         """Pending events moved into our spool so far (new rows only)."""
+        self.moved: Counter[str] = Counter()
+        """Pending rows moved into our spool so far (new rows only), by kind."""
+        self.unconfirmed = 0
+        """Pending ratings marked as sending found so far (dropped, not moved)."""
         self.finished = False
         """Nothing more is done with this file in this scan."""
         self.emptied = False
@@ -502,6 +510,7 @@ class _Move:
                     with self.source:
                         self.source.execute("DELETE FROM events WHERE seq <= ?", (taken[-1][0],))
                     self.adopter.unconfirmed += self.marked
+                    self.unconfirmed += self.marked
                 if self.incremental:  # the freed pages go back to the filesystem
                     self.source.executescript("PRAGMA incremental_vacuum;")  # run to its end
                 self.source.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
@@ -545,7 +554,10 @@ class _Move:
             if not (sending and status == PENDING)
         ]
         self.marked = len(rows) - len(values)  # counted once deleted from the orphan
-        pending = [value for value in values if value[3] == PENDING]
+        pending: dict[str, list[tuple[str, str, bytes, str, float, str]]] = {}
+        for value in values:
+            if value[3] == PENDING:
+                pending.setdefault(value[5], []).append(value)
         others = [value for value in values if value[3] != PENDING]
         sql = (
             "INSERT OR IGNORE INTO events (insert_id, span_name, body, status, created, kind) "
@@ -555,11 +567,15 @@ class _Move:
             with into:
                 if any(value[5] != "events" for value in values):
                     into.execute(UPGRADE_SQL)  # with its first messages or ratings row
-                new_pending = max(0, into.executemany(sql, pending).rowcount) if pending else 0
+                new_pending = {
+                    kind: max(0, into.executemany(sql, rows_of_kind).rowcount)
+                    for kind, rows_of_kind in pending.items()
+                }
                 new_others = max(0, into.executemany(sql, others).rowcount) if others else 0
             into.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # the WAL is reused
-        self.pending += new_pending
-        return new_pending + new_others
+        self.moved.update(new_pending)
+        self.pending += new_pending.get("events", 0)
+        return sum(new_pending.values()) + new_others
 
     def close(self) -> None:
         """Let go of the file: its connection (the last: checkpoints and deletes its WAL), the
@@ -570,18 +586,41 @@ class _Move:
                 remove(self.path, self.path.with_suffix(".lock"), *wal_files(self.path))
         finally:
             close_lock_file(self.handle)
-        if not self.pending:
+        if not sum(self.moved.values()) and not self.unconfirmed:
             return
         logger.warning(
-            "otel_greenflash spool: adopted %d undelivered event(s) left by an earlier "
-            "process (%s)%s",
-            self.pending,
+            "otel_greenflash spool: adopted %s left by an earlier process (%s)%s%s",
+            described(self.moved),
             self.path.name,
             ", written by a version that did not record its API key and endpoint: they go "
             "to this process's endpoint"
             if self.unrecorded
             else "",
+            f"; {self.unconfirmed} rating(s) it was sending were not taken, never to be sent "
+            "again (unconfirmed)"
+            if self.unconfirmed
+            else "",
         )
+
+
+_NOUNS = (
+    ("events", "undelivered event(s)"),
+    ("messages", "Messages API request(s)"),
+    ("ratings", "rating(s)"),
+)
+
+
+def described(counts: Mapping[str, int]) -> str:
+    """Undelivered rows by kind, for a log line: ``3 undelivered event(s)`` when they are
+    all events (as always said), else each kind with its count (``0 undelivered event(s), 1
+    Messages API request(s) and 2 rating(s)``); rows of an unknown kind by their kind."""
+    known = dict(_NOUNS)
+    shown = [(kind, noun) for kind, noun in _NOUNS if counts.get(kind) or kind == "events"]
+    shown += [(str(kind), f"{kind} row(s)") for kind in counts if kind not in known]
+    if len(shown) == 1:
+        return f"{counts.get('events', 0)} undelivered event(s)"
+    parts = [f"{counts.get(kind, 0)} {noun}" for kind, noun in shown]
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def after_fork_in_child() -> None:

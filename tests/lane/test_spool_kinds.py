@@ -5,6 +5,7 @@ local server."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sqlite3
 import time
@@ -325,3 +326,51 @@ def test_evictions_of_messages_and_ratings_are_not_counted_as_evicted_events(
         assert spool.counts() == (1, 0)  # the bound counts rows of every kind
     finally:
         spool.close()
+
+
+# --------------------------------------------------------------------------- the adoption log
+
+
+def test_the_adoption_log_names_the_kinds_it_adopted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = Spool(tmp_path)
+    dead.add([an_event("e-1"), a_rating(1), an_event("e-2"), a_messages_request(), a_rating(2)])
+    dead._db.close()
+    dead._lock_file.close()  # its process is gone
+    adopter = Spool(tmp_path)
+    try:
+        with caplog.at_level(logging.WARNING, logger="otel_greenflash"):
+            assert adopter.adopt_orphans() == 2  # events: what stats()["queued"] counts
+        adopted = [r.getMessage() for r in caplog.records if "adopted" in r.getMessage()]
+        assert len(adopted) == 1
+        assert (
+            "adopted 2 undelivered event(s), 1 Messages API request(s) and 2 rating(s) left by "
+            "an earlier process" in adopted[0]
+        )
+    finally:
+        adopter.close()
+
+
+def test_the_adoption_log_says_which_ratings_it_did_not_take(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = Spool(tmp_path)
+    sending, waiting = a_rating(1), a_rating(2)
+    dead.add([sending, waiting])
+    dead.mark_sending([sending.key])  # handed to its loop: it may have been sent
+    dead._db.close()
+    dead._lock_file.close()
+    adopter = Spool(tmp_path)
+    try:
+        with caplog.at_level(logging.WARNING, logger="otel_greenflash"):
+            assert adopter.adopt_orphans() == 0
+        assert adopter.take_adopted_unconfirmed() == 1
+        assert adopter.take_adopted_unconfirmed() == 0  # counted once
+        assert [key for _, key, _ in rows(adopter.path)] == [waiting.key]
+        adopted = [r.getMessage() for r in caplog.records if "adopted" in r.getMessage()]
+        assert len(adopted) == 1
+        assert "adopted 0 undelivered event(s) and 1 rating(s) left by" in adopted[0]
+        assert "1 rating(s) it was sending were not taken" in adopted[0]
+    finally:
+        adopter.close()
