@@ -50,6 +50,10 @@ from .transport import UNSUPPORTED_ENDPOINT, SendOutcome, encode_body
 
 ErrorCallback = Callable[[Exception, Sequence[BusinessEvent]], None]
 """``on_error``: business events only (messages and ratings are counted in ``stats()``)."""
+UNSENT = "unsent"
+"""Not a settlement: a spooled rating surely not stored, waiting for a retry (its ``sending``
+mark may be cleared)."""
+
 SettledCallback = Callable[[DeliveryItem, str], bool]
 """Called once per item with ``"sent"``, ``"rejected"`` (the API refused it for good),
 ``"failed"`` (undelivered: the retry window ended, or the key was refused), ``"unconfirmed"``
@@ -84,6 +88,8 @@ class _Attempt:
     sending: bool = False
     """A request of it is under way, or its answer is not settled yet (cleared only before
     a retry is scheduled)."""
+    needs_mark: bool = False
+    """A spooled rating whose retry waits for its ``sending`` mark to be written again."""
 
 
 class DeliveryEngine:
@@ -103,7 +109,12 @@ class DeliveryEngine:
         on_error: ErrorCallback | None = None,
         on_drop: DropCallback | None = None,
         on_settled: SettledCallback | None = None,
+        ask_mark: Callable[[DeliveryItem], None] | None = None,
     ) -> None:
+        """``ask_mark``: with a spool, a rating retried because it surely was not stored is
+        reported ``"unsent"`` (its ``sending`` mark is cleared, so an adopter sends it), and
+        before its retry goes out the lane is asked to write the mark again and to call
+        :meth:`marked` once it is committed."""
         self._transport = transport
         self._stats = stats
         self._window = retry_window_seconds
@@ -111,6 +122,9 @@ class DeliveryEngine:
         self._policy = policy if policy is not None else RetryPolicy()
         self._on_error = on_error
         self._on_settled = on_settled
+        self._ask_mark = ask_mark
+        self._awaiting_mark: dict[str, _Attempt] = {}
+        """Ratings due for a retry, until their ``sending`` mark is committed (loop thread)."""
         self._log = RateLimitedLog()
         self._lost = LostEvents(stats, self._log, on_drop)
         self._ledger: Ledger[_Attempt] = Ledger(max_pending)
@@ -237,6 +251,10 @@ class DeliveryEngine:
         delayed = self._delayed
         while delayed and delayed[0][0] <= now:
             waited = heapq.heappop(delayed)[2]
+            if waited.needs_mark and self._ask_mark is not None and not waited.settled:
+                self._awaiting_mark[waited.item.key] = waited
+                self._ask_mark(waited.item)  # comes back through marked()
+                continue
             self._due[waited.item.endpoint].append(waited)
         throttle = self._throttle
         open_endpoints = []
@@ -264,6 +282,19 @@ class DeliveryEngine:
             task.add_done_callback(self._tasks.discard)
         if delayed:
             self._wake_at(delayed[0][0], now)
+
+    def marked(self, keys: Sequence[str]) -> None:
+        """Any thread: these ratings' ``sending`` marks are committed; their retries may go."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing left to send
+            self._loop.call_soon_threadsafe(self._release_marked, list(keys))
+
+    def _release_marked(self, keys: list[str]) -> None:
+        for key in keys:
+            attempt = self._awaiting_mark.pop(key, None)
+            if attempt is not None and not attempt.settled:
+                attempt.needs_mark = False
+                self._due[attempt.item.endpoint].append(attempt)
+        self._pump()
 
     def _next_attempt(self, endpoints: list[Endpoint]) -> _Attempt | None:
         """The oldest retry whose wait is over, else the oldest new attempt, of ``endpoints``."""
@@ -355,6 +386,10 @@ class DeliveryEngine:
         if due >= attempt.window_ends:
             self._give_up(attempt, outcome)
             return
+        if attempt.item.endpoint is Endpoint.RATINGS and self._ask_mark is not None:
+            attempt.needs_mark = True
+            if self._on_settled is not None:  # not settled: its mark is cleared meanwhile
+                self._on_settled(attempt.item, UNSENT)
         heapq.heappush(self._delayed, (due, attempt.seq, attempt))
         self._count(attempt.item.endpoint, "retried")
 

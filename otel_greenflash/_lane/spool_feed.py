@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from .._config import GreenflashConfig
-from .._deliver.engine import DeliveryEngine
+from .._deliver.engine import UNSENT, DeliveryEngine
 from .._event import BusinessEvent, DeliveryItem, Endpoint
 from .._logging import RateLimitedLog, logger
 from .._stats import DeliveryStats, DropReason, LossWarning, LostEvents
@@ -70,6 +70,10 @@ class SpoolFeed:
         not stored whose ``sending`` mark is still to be cleared (kept across a full disk,
         applied once SQLite can write again)."""
         self._backlog: list[DeliveryItem] = []
+        self._to_mark: collections.deque[str] = collections.deque()
+        """Ratings whose retry waits for their ``sending`` mark (see :meth:`mark_before_retry`)."""
+        self.on_marked: Callable[[list[str]], None] | None = None
+        """Told the keys whose marks are committed (the engine's ``marked``)."""
         """Events spooled as waiting whose final body a full disk kept out: written first on
         the next successful write, or sent from memory when a flush or shutdown wants them
         out (see :meth:`release_backlog`)."""
@@ -128,6 +132,16 @@ class SpoolFeed:
         insert_id = event.key
         kept = insert_id not in self._not_spooled and insert_id not in self._released
         return outcome == "failed" and kept
+
+    def mark_before_retry(self, rating: DeliveryItem) -> None:
+        """Any thread: write this rating's ``sending`` mark again before its retry goes out
+        (the worker does, then calls :attr:`on_marked`); at once when nothing is spooled."""
+        if self.spool is None or rating.key in self._not_spooled:
+            if self.on_marked is not None:
+                self.on_marked([rating.key])
+            return
+        self._to_mark.append(rating.key)
+        self._wake()
 
     def put(self, events: Sequence[DeliveryItem], engine: DeliveryEngine) -> bool:
         """Spool new events, apply notes, hand spooled events to the loop as it has room.
@@ -413,6 +427,9 @@ class SpoolFeed:
         removing, setting_aside = self._removing, self._setting_aside
         while notes:
             insert_id, outcome, endpoint = notes.popleft()
+            if outcome == UNSENT:  # still in the engine, waiting for its retry
+                self._unmarking.add(insert_id)
+                continue
             self._in_engine.discard(insert_id)
             if endpoint is Endpoint.RATINGS and outcome in _NOT_STORED:
                 self._unmarking.add(insert_id)  # may be sent again, here or by an adopter
@@ -440,6 +457,13 @@ class SpoolFeed:
         if self._unmarking:
             spool.mark_sending(self._unmarking, sending=False)
             self._unmarking.clear()
+        if self._to_mark:  # after the unmarking above: a retry's mark is the latest word
+            keys = list(self._to_mark)
+            spool.mark_sending(keys)
+            for _ in keys:
+                self._to_mark.popleft()
+            if self.on_marked is not None:
+                self.on_marked(keys)
 
     def _feed(self, spool: Spool, engine: DeliveryEngine) -> None:
         room = self._config.max_queue_size - engine.pending

@@ -162,3 +162,32 @@ def test_a_format_3_file_written_before_the_mark_existed_is_still_adopted(
     assert [rating["rating"] for rating in server.ratings] == [5]
     assert [event["insertId"] for event in server.events] == ["old-1"]
     assert not dead.path.exists()
+
+
+def test_a_retried_rating_is_unmarked_while_it_waits_and_marked_again_before_it_goes(
+    tmp_path: Path, server: EventsApiServer, lane_set: LaneSet
+) -> None:
+    spool_dir = tmp_path / "spool"
+    server.inject(Fault(status=429, retry_after="1"), endpoint="ratings")  # surely not stored
+    server.inject(Fault(delay_seconds=3.0), endpoint="ratings")  # the retry, held a while
+    lanes = lane_set.start(server, spool_dir)
+    lanes.deliver([a_rating(4)])
+    wait_until(lambda: lanes.stats.snapshot().get("ratings", {}).get("retried"), "its retry")
+    lanes.deliver([])  # the worker's next cycle applies the loop's notes
+    assert rating_rows(spool_dir) == [("pending", 0)]  # an adopter may send it: not stored
+
+    def retry_marked_and_under_way() -> bool:
+        lanes.deliver([])  # the worker's cycles: the mark is written, then the retry goes
+        return rating_rows(spool_dir) == [("pending", 1)] and server.peak_concurrency >= 1
+
+    wait_until(retry_marked_and_under_way, "the retry, marked, to be under way")
+    assert server.wait_for_ratings(1, LONG)
+
+    def settled() -> bool:
+        lanes.deliver([])
+        return rating_rows(spool_dir) == []
+
+    wait_until(settled, "the sent rating's row to go")
+    assert [rating["rating"] for rating in server.ratings] == [4]
+    ratings = lanes.stats.snapshot().get("ratings", {})
+    assert (ratings.get("sent"), ratings.get("retried"), ratings.get("unconfirmed")) == (1, 1, 0)
