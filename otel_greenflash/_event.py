@@ -130,6 +130,9 @@ class ApiRequest:
     key: str
     origin: str
     """What it came from (a span or log record name): logged and stored, kept clean text."""
+    after: str | None = None
+    """A rating of a message: the key of the Messages API request that carries that message,
+    which the delivery loop settles first (in this process; not kept in the spool)."""
 
     def __post_init__(self) -> None:
         if self.endpoint is Endpoint.EVENTS:
@@ -146,9 +149,12 @@ class ApiRequest:
         return cls(Endpoint.MESSAGES, body, messages_key(body), origin)
 
     @classmethod
-    def rating(cls, body: Mapping[str, object], origin: str) -> ApiRequest:
-        """A ``POST /ratings`` request under a new random key."""
-        return cls(Endpoint.RATINGS, body, RATINGS_KEY_PREFIX + uuid.uuid4().hex, origin)
+    def rating(
+        cls, body: Mapping[str, object], origin: str, *, after: str | None = None
+    ) -> ApiRequest:
+        """A ``POST /ratings`` request under a new random key (``after``: see the field)."""
+        key = RATINGS_KEY_PREFIX + uuid.uuid4().hex
+        return cls(Endpoint.RATINGS, body, key, origin, after)
 
     @property
     def span_name(self) -> str:

@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .._callbacks import call_safely
-from .._event import BusinessEvent, DeliveryItem, Endpoint
+from .._event import ApiRequest, BusinessEvent, DeliveryItem, Endpoint
 from .._exceptions import DeliveryError, EventRejectedError, RetriesExhaustedError
 from .._green import new_event_loop, start_delivery_thread
 from .._logging import RateLimitedLog, logger
@@ -123,6 +123,10 @@ class DeliveryEngine:
         self._on_error = on_error
         self._on_settled = on_settled
         self._ask_mark = ask_mark
+        self._open_messages: dict[str, _Attempt] = {}
+        """Messages requests taken, by key, until they settle (loop thread; see _accept)."""
+        self._held_ratings: dict[str, list[_Attempt]] = {}
+        """Ratings of a message, held until the messages request carrying it settles."""
         self._awaiting_mark: dict[str, _Attempt] = {}
         """Ratings due for a retry, until their ``sending`` mark is committed (loop thread)."""
         self._log = RateLimitedLog()
@@ -241,13 +245,39 @@ class DeliveryEngine:
         self._loop.call_soon(self._loop.stop)
 
     def _accept(self, attempts: list[_Attempt]) -> None:
+        """New attempts queue for their endpoint; a rating of a message whose messages request
+        is still open waits for it (else the API could be asked to rate a message it has not
+        stored yet)."""
         for attempt in attempts:
-            self._ready[attempt.item.endpoint].append(attempt)
+            item = attempt.item
+            if item.endpoint is Endpoint.MESSAGES:
+                self._open_messages[item.key] = attempt
+                if len(self._open_messages) > 2 * self._ledger.capacity:
+                    self._forget_settled_messages()
+            elif isinstance(item, ApiRequest) and item.after is not None:
+                blocker = self._open_messages.get(item.after)
+                if blocker is not None and not blocker.settled:
+                    self._held_ratings.setdefault(item.after, []).append(attempt)
+                    continue
+            self._ready[item.endpoint].append(attempt)
         self._pump()
+
+    def _release_held_ratings(self) -> None:
+        for key in list(self._held_ratings):
+            blocker = self._open_messages.get(key)
+            if blocker is None or blocker.settled:
+                self._ready[Endpoint.RATINGS].extend(self._held_ratings.pop(key))
+
+    def _forget_settled_messages(self) -> None:
+        for key, attempt in list(self._open_messages.items()):
+            if attempt.settled and key not in self._held_ratings:
+                del self._open_messages[key]
 
     def _pump(self) -> None:
         """Start attempts while the in-flight limit has room, of endpoints not paused."""
         now = time.monotonic()
+        if self._held_ratings:
+            self._release_held_ratings()
         delayed = self._delayed
         while delayed and delayed[0][0] <= now:
             waited = heapq.heappop(delayed)[2]
@@ -282,6 +312,11 @@ class DeliveryEngine:
             task.add_done_callback(self._tasks.discard)
         if delayed:
             self._wake_at(delayed[0][0], now)
+        if self._held_ratings and any(
+            key not in self._open_messages or self._open_messages[key].settled
+            for key in self._held_ratings
+        ):  # a messages request settled in this round (its window ended): its ratings go
+            self._loop.call_soon(self._pump)
 
     def marked(self, keys: Sequence[str]) -> None:
         """Any thread: these ratings' ``sending`` marks are committed; their retries may go."""

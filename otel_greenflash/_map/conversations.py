@@ -66,8 +66,9 @@ class ConversationMapper:
         self._stats = stats
         self._max_remembered = config.max_traces
         self.log = RateLimitedLog()
-        self.answers: dict[int, str] = {}
-        """Span id of a recent LLM span → its last output message's ``externalMessageId``."""
+        self.answers: dict[int, tuple[str, str]] = {}
+        """Span id of a recent LLM span → its last output message's ``externalMessageId`` and
+        the key of the Messages API request carrying it."""
 
     def requests(
         self, record: EventSpan | EventLog, linked: Ids | None = None, *, report: bool = True
@@ -114,9 +115,10 @@ class ConversationMapper:
                 span_id=record.span_id,
             )
         if record.kind == EVALUATION:
-            target = self._target(record.attributes, linked, self.answers.get(record.span_id))
+            answer = self.answers.get(record.span_id)
+            target = self._target(record.attributes, linked, answer[0] if answer else None)
             result = rating_from_evaluation(record.attributes, target, rated_at_ns=record.time_ns)
-            return self._rating(result, report)
+            return self._rating(result, report, after=answer[1] if answer else None)
         if record.kind == FEEDBACK:
             attributes = record.attributes
             message = attributes.get(attr.RATING_MESSAGE_EXTERNAL_ID)
@@ -168,9 +170,10 @@ class ConversationMapper:
             return []
         if report:
             self._count_changes(result)
+        request = ApiRequest.messages(result.body, source_name)
         if call.output and span_id:
-            self._remember_answer(span_id, result.message_ids[-1])
-        return [ApiRequest.messages(result.body, source_name)]
+            self._remember_answer(span_id, (result.message_ids[-1], request.key))
+        return [request]
 
     def _ids(self, attributes: Mapping[str, Any], linked: Ids) -> ConversationIds:
         ids = {**linked, **self._link_keys.ids_from(attributes)}
@@ -182,9 +185,9 @@ class ConversationMapper:
             external_organization_id=_text(ids.get(attr.ORGANIZATION_EXTERNAL_ID)),
         )
 
-    def _remember_answer(self, span_id: int, message_id: str) -> None:
+    def _remember_answer(self, span_id: int, answer: tuple[str, str]) -> None:
         answers = self.answers
-        answers[span_id] = message_id
+        answers[span_id] = answer
         if len(answers) > self._max_remembered:
             forget_oldest_share(answers)
 
@@ -219,13 +222,17 @@ class ConversationMapper:
         )
 
     def _rating(
-        self, result: RatingRequest | Skipped | InvalidAttribute, report: bool
+        self,
+        result: RatingRequest | Skipped | InvalidAttribute,
+        report: bool,
+        *,
+        after: str | None = None,
     ) -> list[ApiRequest]:
         if isinstance(result, RatingRequest):
             if not result.body.get("productId"):
                 result = Skipped("no product id")
             else:
-                return [ApiRequest.rating(result.body, "rating")]
+                return [ApiRequest.rating(result.body, "rating", after=after)]
         if report:
             if isinstance(result, Skipped):
                 self._skipped(Endpoint.RATINGS, result, "rating")

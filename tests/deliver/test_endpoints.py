@@ -464,3 +464,25 @@ def test_the_memory_transport_keeps_messages_and_ratings_apart() -> None:
     assert [body["externalConversationId"] for body in transport.messages] == ["chat-1"]
     assert [body["rating"] for body in transport.ratings] == [2]
     assert transport.errors == []
+
+
+def test_a_rating_of_a_message_waits_for_the_messages_request_carrying_it(
+    server: EventsApiServer, engines: Engines
+) -> None:
+    server.inject(Fault(delay_seconds=1.0), endpoint="messages")  # stored only after a while
+    engine, stats = engines.start(server.base_url, server.api_key)
+    messages = a_messages_request("chat-9")
+    rating = ApiRequest.rating(
+        {**a_rating(5).body, "externalConversationId": "chat-9"},
+        "gen_ai.evaluation.result",
+        after=messages.key,
+    )
+    unrelated = a_rating(1, conversation="chat-10")  # rates no held message: goes at once
+    engine.submit([messages, rating, unrelated])
+    assert engine.flush(LONG)
+
+    paths = [request.path.rsplit("/", 1)[-1] for request in server.requests]
+    assert sorted(paths) == ["messages", "ratings", "ratings"]
+    assert paths[-1] == "ratings"  # after the held messages request was answered
+    assert [rating["rating"] for rating in server.ratings] == [1, 5]
+    assert stats.snapshot().get("ratings", {}).get("sent") == 2
