@@ -1,0 +1,593 @@
+"""Conversation capture on real GenAI stacks: multi-turn chats become stored conversations.
+
+The harness of ``tests/stacks/test_stacks.py`` (a venv per stack, the app under uvicorn, the
+OpenAI-compatible server and the independent receiver on loopback), with
+``GREENFLASH_CAPTURE_CONVERSATIONS=true`` and the stack's own switch for recording prompts and
+answers on (``Stack.env``). ``CHATS`` concurrent chats of ``TURNS`` turns each, through the real
+``openai`` package: every turn sends the whole history again, as chat applications do. On its
+last turn each chat's app reports the two business events of ``test_stacks.py`` and emits a
+``gen_ai.evaluation.result`` log event on the LLM span's context (the SDK ``LoggerProvider`` the
+app sets up before ``configure()``; ``tests/stacks/apps/_common.py``).
+
+Checked on the receiver: each chat is one conversation holding its ``2 * TURNS`` messages once,
+in order, user and assistant alternating with the contents sent and answered, each message's
+parent the one before it; no other conversation; the events linked to the same
+``externalConversationId``; each evaluation one rating with its score, aimed at the evaluated
+call's answer (when that call was mapped first) or at its chat's conversation; no request
+breaking the API's contract; and the app's ``stats()`` agreeing. Each run prints one line
+``stack=<name> chats=… messages=… deduplicated=… ratings=… unlinked=…``.
+
+``test_capture_off_sends_only_events``: the same app with capture unset sends events and
+nothing else, though the stack records prompts and its app emits evaluations.
+
+The receiver answers after ``LATENCY`` seconds (0.1 s in ``test_stacks.py``): with 2,200
+requests a run, 0.02 s keeps each stack's run near 30 s on a loaded 2-core machine while
+requests still overlap (up to 64 at once). The OpenAI-compatible server answers at once.
+
+Run: ``.venv/bin/python -m pytest tests/stacks/test_stacks_conversations.py -rA``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.deployments.test_deployments import SERVER_RC, Deployment, free_port, settle
+from tests.support.common import PRODUCT_ID
+from tests.support.independent_receiver import Receiver
+from tests.support.processes import clean_env
+
+from ._openai_server import OpenAIServer, answer_for
+from ._venvs import REPO, StackVenvError, stack_python
+from .test_stacks import START_TIMEOUT, Result, healthy, openai_server
+
+__all__ = ["openai_server"]
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="POSIX signals and /proc")
+
+CHATS = 200
+TURNS = 3
+LATENCY = 0.02
+"""Seconds the receiver waits before answering each request (see the module's docstring)."""
+CHAT_TIMEOUT = 60.0
+DELIVERY_TIMEOUT = 90.0
+"""How long the receiver may take to get everything after the last answer (1 s measured)."""
+DEFAULT_USER = "support-app-user"
+"""``GREENFLASH_DEFAULT_EXTERNAL_USER_ID`` for a stack that records no user id."""
+EVENT_KINDS = ("upgrade", "cancellation")
+EVALUATION_NAME = "relevance"
+
+
+@dataclass(frozen=True)
+class Stack:
+    name: str
+    records_user: bool
+    """The stack puts the chat's user id on its LLM spans; otherwise messages carry
+    :data:`DEFAULT_USER`."""
+    env: tuple[tuple[str, str], ...] = ()
+    """The stack's switch for recording prompts and answers, and what else it needs."""
+
+
+STACKS = [
+    Stack(
+        "otel_genai",
+        records_user=False,
+        env=(
+            ("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "span_only"),
+            ("GREENFLASH_DEFAULT_EXTERNAL_USER_ID", DEFAULT_USER),
+        ),
+    ),
+    Stack("openinference", records_user=True),  # records prompts and answers by default
+    Stack(
+        "openllmetry",
+        records_user=True,
+        env=(("TRACELOOP_TELEMETRY", "false"), ("TRACELOOP_TRACE_CONTENT", "true")),
+    ),
+]
+
+
+# --------------------------------------------------------------------------- traffic
+
+
+@dataclass(frozen=True)
+class Chat:
+    conversation: str
+    user: str
+    stream: bool
+    score: float
+    """The evaluation's score of the last answer (0 to 1, rated on 0-1)."""
+
+    def message(self, turn: int) -> str:
+        return f"Turn {turn + 1}: which plan fits conversation {self.conversation}?"
+
+
+def new_chats(n: int) -> list[Chat]:
+    run = uuid.uuid4().hex[:8]
+    return [
+        Chat(f"conv-{run}-{i}", f"user-{run}-{i}", stream=i % 2 == 1, score=(i % 11) / 10)
+        for i in range(n)
+    ]
+
+
+@dataclass
+class Traffic:
+    histories: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    """Conversation id → every message of the chat, as the client holds it after its turns."""
+    problems: list[str] = field(default_factory=list)
+
+
+async def _converse(port: int, chats: list[Chat]) -> Traffic:
+    """All chats at once, each turn after the answer to the one before."""
+    traffic = Traffic()
+    # A connection per request: uvicorn closes a connection idle for 5 s, and a turn sent on
+    # one just then fails (the chats take longer than that).
+    limits = httpx.Limits(max_connections=len(chats), max_keepalive_connections=0)
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", timeout=CHAT_TIMEOUT, limits=limits, trust_env=False
+    ) as client:
+
+        async def one(chat: Chat) -> None:
+            history: list[dict[str, str]] = []
+            for turn in range(TURNS):
+                last = turn == TURNS - 1
+                message = chat.message(turn)
+                body = {
+                    "conversation": chat.conversation,
+                    "user": chat.user,
+                    "stream": chat.stream,
+                    "history": history,
+                    "message": message,
+                    "report": last,
+                    "score": chat.score if last else None,
+                }
+                try:
+                    response = await client.post("/chat", json=body)
+                except httpx.HTTPError as exc:
+                    traffic.problems.append(f"{chat.conversation} turn {turn + 1}: {exc!r}")
+                    return
+                if response.status_code != 200:
+                    traffic.problems.append(
+                        f"{chat.conversation} turn {turn + 1}: HTTP {response.status_code} "
+                        f"{response.text[:300]}"
+                    )
+                    return
+                answer = str(response.json().get("answer", ""))
+                if answer != answer_for(message):
+                    traffic.problems.append(
+                        f"{chat.conversation} turn {turn + 1}: answer {answer[:200]!r}"
+                    )
+                    return
+                history = [
+                    *history,
+                    {"role": "user", "content": message},
+                    {"role": "assistant", "content": answer},
+                ]
+            traffic.histories[chat.conversation] = history
+
+        await asyncio.gather(*(one(chat) for chat in chats))
+    return traffic
+
+
+def app_stats(port: int) -> dict[str, Any]:
+    """The app's ``stats()``, or an empty dict when it cannot be read."""
+    try:
+        response = httpx.get(f"http://127.0.0.1:{port}/stats", timeout=5, trust_env=False)
+    except httpx.HTTPError:
+        return {}
+    body = response.json() if response.is_success else {}
+    return body if isinstance(body, dict) else {}
+
+
+def delivered(receiver: Receiver, chats: int) -> bool:
+    """Everything the chats make has reached the receiver."""
+    return (
+        receiver.stored_messages >= chats * TURNS * 2
+        and len(receiver.ratings) >= chats
+        and len(receiver.accepted) >= chats * len(EVENT_KINDS)
+    )
+
+
+def stats_settled(stats: dict[str, Any], chats: int) -> bool:
+    """The app counted every request it made as answered."""
+    messages = stats.get("messages") or {}
+    ratings = stats.get("ratings") or {}
+    return bool(
+        messages.get("sent", 0) >= chats * TURNS
+        and ratings.get("sent", 0) >= chats
+        and stats.get("sent", 0) >= chats * len(EVENT_KINDS)
+    )
+
+
+# --------------------------------------------------------------------------- checks
+
+
+@dataclass
+class Run:
+    """What one app run left on the receiver and in the app's counters."""
+
+    stack: Stack
+    chats: list[Chat]
+    histories: dict[str, list[dict[str, str]]]
+    conversations: list[dict[str, Any]]
+    ratings: list[dict[str, Any]]
+    events: Result
+    stored: int
+    deduplicated: int
+    requests: Counter[tuple[str, int | str]]
+    """(path, outcome) → requests."""
+    contract_errors: list[str]
+    stats: dict[str, Any]
+
+    @property
+    def by_conversation(self) -> dict[str, list[dict[str, Any]]]:
+        found: dict[str, list[dict[str, Any]]] = {}
+        for thread in self.conversations:
+            found.setdefault(str(thread["externalConversationId"]), []).append(thread)
+        return found
+
+    def rating_targets(self) -> Counter[str]:
+        return Counter(
+            next((key for key in rating if key.endswith(("MessageId", "ConversationId"))), "none")
+            for rating in self.ratings
+        )
+
+    @property
+    def line(self) -> str:
+        targets = self.rating_targets()
+        events = self.events
+        unlinked = len(events.events) - events.linked
+        return (
+            f"stack={self.stack.name} chats={len(self.chats)} turns={TURNS} "
+            f"llm_calls={len(self.chats) * TURNS} conversations={len(self.conversations)} "
+            f"messages={self.stored}/{len(self.chats) * TURNS * 2} "
+            f"deduplicated={self.deduplicated} ratings={len(self.ratings)}/{len(self.chats)} "
+            f"(message={targets['externalMessageId']} "
+            f"conversation={targets['externalConversationId']}) "
+            f"events={len(events.events)}/{sum(events.expected.values())} unlinked={unlinked} "
+            f"requests={dict(sorted(self.requests.items()))} rc={events.returncode}"
+        )
+
+    def problems(self) -> list[str]:
+        found = self.events.problems()
+        found.extend(self._conversation_problems())
+        found.extend(self._rating_problems())
+        found.extend(self._request_problems())
+        found.extend(self._stats_problems())
+        return found
+
+    def _conversation_problems(self) -> list[str]:
+        found: list[str] = []
+        threads = self.by_conversation
+        expected_user = {c.conversation: c.user for c in self.chats}
+        stray = sorted(set(threads) - set(expected_user))
+        if stray:
+            found.append(f"{len(stray)} conversations of no chat, e.g. {stray[:3]}")
+        wrong: list[str] = []
+        seen_ids: Counter[str] = Counter()
+        for chat in self.chats:
+            stored = threads.get(chat.conversation, [])
+            if len(stored) != 1:
+                wrong.append(f"{chat.conversation}: {len(stored)} conversations")
+                continue
+            thread = stored[0]
+            user = chat.user if self.stack.records_user else DEFAULT_USER
+            if (thread["externalUserId"], thread["productId"]) != (user, PRODUCT_ID):
+                wrong.append(
+                    f"{chat.conversation}: user {thread['externalUserId']!r} product "
+                    f"{thread['productId']!r}, expected {user!r} {PRODUCT_ID!r}"
+                )
+            messages = thread["messages"]
+            seen_ids.update(str(m["externalMessageId"]) for m in messages)
+            got = [(m["messageType"], m["content"]) for m in messages]
+            want = [
+                (m["role"] + "_message", m["content"]) for m in self.histories[chat.conversation]
+            ]
+            if got != want:
+                wrong.append(f"{chat.conversation}: stored {got}, sent {want}")
+                continue
+            for before, message in zip([None, *messages], messages, strict=False):
+                parent = (
+                    (None, None)
+                    if before is None
+                    else (before["externalMessageId"], before["messageId"])
+                )
+                if (message["parentExternalMessageId"], message["parentMessageId"]) != parent:
+                    wrong.append(
+                        f"{chat.conversation}: message {message['content']!r} has parent "
+                        f"{message['parentExternalMessageId']!r}, expected {parent[0]!r}"
+                    )
+                    break
+        if wrong:
+            found.append(f"{len(wrong)} chats not stored as sent, e.g. {wrong[:3]}")
+        repeated = sorted(key for key, count in seen_ids.items() if count > 1)
+        if repeated:
+            found.append(
+                f"{len(repeated)} externalMessageIds stored more than once: {repeated[:3]}"
+            )
+        if self.stored != len(self.chats) * TURNS * 2:
+            found.append(f"{self.stored} messages stored, expected {len(self.chats) * TURNS * 2}")
+        return found
+
+    def _rating_problems(self) -> list[str]:
+        found: list[str] = []
+        last_answer = {
+            key: threads[0]["messages"][-1]["externalMessageId"]
+            for key, threads in self.by_conversation.items()
+            if len(threads) == 1 and threads[0]["messages"]
+        }
+        by_chat: dict[str, list[dict[str, Any]]] = {}
+        for rating in self.ratings:
+            named = str(rating.get("feedback", "")).rpartition(" ")[2]
+            by_chat.setdefault(named, []).append(rating)
+        wrong: list[str] = []
+        for chat in self.chats:
+            ratings = by_chat.pop(chat.conversation, [])
+            if len(ratings) != 1:
+                wrong.append(f"{chat.conversation}: {len(ratings)} ratings")
+                continue
+            rating = ratings[0]
+            label = "relevant" if chat.score >= 0.5 else "not_relevant"
+            feedback = (
+                f"{EVALUATION_NAME} ({label}): the answer is about conversation {chat.conversation}"
+            )
+            expected = {
+                "productId": PRODUCT_ID,
+                "rating": chat.score,
+                "ratingMin": 0,
+                "ratingMax": 1,
+                "feedback": feedback,
+            }
+            got = {key: rating.get(key) for key in expected}
+            if got != expected:
+                wrong.append(f"{chat.conversation}: {got}, expected {expected}")
+            target = {key: value for key, value in rating.items() if key.endswith("Id")}
+            target.pop("productId", None)
+            if target not in (
+                {"externalConversationId": chat.conversation},
+                {"externalMessageId": last_answer.get(chat.conversation)},
+            ):
+                wrong.append(
+                    f"{chat.conversation}: rates {target}, not the conversation nor its last "
+                    f"answer {last_answer.get(chat.conversation)!r}"
+                )
+        if wrong:
+            found.append(f"{len(wrong)} evaluations not rated as emitted, e.g. {wrong[:3]}")
+        if by_chat:
+            found.append(f"ratings of no chat: {sorted(by_chat)[:3]}")
+        return found
+
+    def _request_problems(self) -> list[str]:
+        found: list[str] = []
+        if self.contract_errors:
+            found.append(f"requests answered 422: {self.contract_errors[:3]}")
+        calls = len(self.chats) * TURNS
+        retried = int((self.stats.get("messages") or {}).get("retried", 0))
+        accepted = self.requests[(Receiver.MESSAGES_PATH, 200)]
+        if not calls <= accepted <= calls + retried:
+            found.append(
+                f"{accepted} /messages requests accepted for {calls} LLM calls ({retried} retried)"
+            )
+        if self.requests[(Receiver.RATINGS_PATH, 200)] != len(self.chats):
+            found.append(f"/ratings requests: {dict(self.requests)}")
+        return found
+
+    def _stats_problems(self) -> list[str]:
+        stats = self.stats
+        if not stats:
+            return ["the app's stats() could not be read"]
+        calls = len(self.chats) * TURNS
+        got = {
+            "sent": stats.get("sent"),
+            "failed": stats.get("failed"),
+            "invalid": stats.get("invalid"),
+            "dropped": stats.get("dropped"),
+            "unlinked": stats.get("unlinked"),
+            "messages": _counts(stats.get("messages")),
+            "ratings": _counts(stats.get("ratings")),
+        }
+        expected = {
+            "sent": len(self.chats) * len(EVENT_KINDS),
+            "failed": 0,
+            "invalid": 0,
+            "dropped": {},
+            "unlinked": {},
+            "messages": {"sent": calls, "failed": 0, "unconfirmed": 0, "dropped": {}},
+            "ratings": {"sent": len(self.chats), "failed": 0, "unconfirmed": 0, "dropped": {}},
+        }
+        if got != expected:
+            return [f"stats() {got}, expected {expected}"]
+        return []
+
+
+def _counts(endpoint: object) -> dict[str, Any] | None:
+    if not isinstance(endpoint, dict):
+        return None
+    return {key: endpoint.get(key) for key in ("sent", "failed", "unconfirmed", "dropped")}
+
+
+# --------------------------------------------------------------------------- running an app
+
+
+@dataclass
+class AppRun:
+    """One app run's raw outcome, checked by the tests."""
+
+    traffic: Traffic
+    stats: dict[str, Any]
+    returncode: int
+    output: str
+    timings: str
+
+
+def run_app(
+    stack: Stack,
+    chats: list[Chat],
+    receiver: Receiver,
+    openai_base_url: str,
+    tmp_path: Path,
+    *,
+    capture: bool,
+    ready_when: Callable[[], bool],
+) -> AppRun:
+    """Start the stack's app, run ``chats``, wait for ``ready_when()`` (everything delivered),
+    read its ``stats()``, stop it with SIGTERM and let the receiver settle."""
+    try:
+        python, _ = stack_python(stack.name)
+    except StackVenvError as exc:
+        pytest.skip(f"stack {stack.name}: its virtualenv could not be built: {exc}")
+    started = time.monotonic()
+    port = free_port()
+    ready = tmp_path / "ready"
+    pythonpath = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(REPO)) if p)
+    settings = {"GREENFLASH_CAPTURE_CONVERSATIONS": "true"} if capture else {}
+    env = clean_env(
+        GREENFLASH_API_KEY=receiver.api_key,
+        GREENFLASH_BASE_URL=receiver.base_url,
+        GREENFLASH_PRODUCT_ID=PRODUCT_ID,
+        OTEL_SERVICE_NAME=f"stack-{stack.name}",
+        STACK_OPENAI_BASE_URL=openai_base_url,
+        STACK_READY_FILE=str(ready),
+        PYTHONPATH=pythonpath,
+        PYTHONUNBUFFERED="1",
+        **settings,
+        **dict(stack.env),
+    )
+    args = [
+        str(python),
+        *("-m", "uvicorn", f"tests.stacks.apps.{stack.name}_app:app"),
+        *("--host", "127.0.0.1", "--port", str(port)),
+        *("--no-access-log", "--log-level", "warning"),
+    ]
+    server = Deployment(stack.name, args, env, tmp_path)
+    try:
+        server.wait_for(lambda: ready.exists() and healthy(port), "a serving app", START_TIMEOUT)
+        serving = time.monotonic()
+        traffic = asyncio.run(_converse(port, chats))
+        answered = time.monotonic()
+        if not traffic.problems:
+            receiver.wait_until(ready_when, timeout=DELIVERY_TIMEOUT)
+            stats: dict[str, Any] = {}
+            deadline = time.monotonic() + DELIVERY_TIMEOUT
+            while time.monotonic() < deadline:
+                stats = app_stats(port)
+                if not capture or stats_settled(stats, len(chats)):
+                    break
+                time.sleep(0.2)
+        else:
+            stats = {}
+        delivered_at = time.monotonic()
+        rc = server.stop(signal.SIGTERM)
+        settle(receiver)
+        timings = (
+            f"run={time.monotonic() - started:.1f}s (start={serving - started:.1f}s "
+            f"chats={answered - serving:.1f}s delivery={delivered_at - answered:.1f}s)"
+        )
+        return AppRun(traffic, stats, rc, server.tail(60), timings)
+    finally:
+        server.close()
+
+
+def events_result(stack: Stack, chats: list[Chat], receiver: Receiver, returncode: int) -> Result:
+    """The events' checks of ``test_stacks.py`` (each once, linked to its chat, 149.00)."""
+    return Result(
+        stack.name,
+        Counter({(c.conversation, kind): 1 for c in chats for kind in EVENT_KINDS}),
+        {c.conversation: c.user for c in chats},
+        receiver.accepted,
+        receiver.duplicates,
+        returncode,
+        SERVER_RC["uvicorn SIGTERM"],
+        stack.records_user,
+    )
+
+
+# --------------------------------------------------------------------------- the tests
+
+
+@pytest.mark.parametrize("stack", STACKS, ids=[stack.name for stack in STACKS])
+def test_conversations(stack: Stack, openai_server: OpenAIServer, tmp_path: Path) -> None:
+    chats = new_chats(CHATS)
+    before = openai_server.counts
+    with Receiver(latency_seconds=LATENCY) as receiver:
+        outcome = run_app(
+            stack,
+            chats,
+            receiver,
+            openai_server.base_url,
+            tmp_path,
+            capture=True,
+            ready_when=lambda: delivered(receiver, len(chats)),
+        )
+        assert not outcome.traffic.problems, (
+            f"{len(outcome.traffic.problems)} chats failed: {outcome.traffic.problems[:5]}\n"
+            + outcome.output
+        )
+        requests = receiver.requests
+        run = Run(
+            stack,
+            chats,
+            outcome.traffic.histories,
+            receiver.conversations,
+            receiver.ratings,
+            events_result(stack, chats, receiver, outcome.returncode),
+            receiver.stored_messages,
+            receiver.deduplicated_messages,
+            Counter((r.path, r.outcome) for r in requests),
+            [f"{r.path}: {r.errors}" for r in requests if r.errors],
+            outcome.stats,
+        )
+        errors = receiver.errors
+    print(run.line, outcome.timings)
+    problems = run.problems()
+    calls = openai_server.counts - before
+    if calls["chat"] + calls["chat-stream"] != CHATS * TURNS or calls["chat-stream"] != (
+        CHATS // 2 * TURNS
+    ):
+        problems.append(f"the OpenAI server answered {dict(calls)}, expected {CHATS * TURNS}")
+    if errors or openai_server.errors:
+        problems.append(f"server errors: {errors} {openai_server.errors}")
+    assert not problems, "\n".join([run.line, *problems, json.dumps(outcome.stats), outcome.output])
+
+
+def test_capture_off_sends_only_events(openai_server: OpenAIServer, tmp_path: Path) -> None:
+    """Capture unset: the app (OpenInference records prompts and answers; the app emits its
+    evaluations) sends its events and not one /messages or /ratings request."""
+    stack = STACKS[1]
+    chats = new_chats(CHATS // 4)
+    with Receiver(latency_seconds=LATENCY) as receiver:
+        outcome = run_app(
+            stack,
+            chats,
+            receiver,
+            openai_server.base_url,
+            tmp_path,
+            capture=False,
+            ready_when=lambda: len(receiver.accepted) >= len(chats) * len(EVENT_KINDS),
+        )
+        assert not outcome.traffic.problems, outcome.traffic.problems[:5]
+        events = events_result(stack, chats, receiver, outcome.returncode)
+        paths = Counter(request.path for request in receiver.requests)
+    stats = outcome.stats
+    print(
+        f"stack={stack.name} capture=off chats={len(chats)} turns={TURNS} requests={dict(paths)} "
+        f"{events.line} {outcome.timings}"
+    )
+    problems = events.problems()
+    if set(paths) != {Receiver.EVENTS_PATH}:
+        problems.append(f"requests other than events: {dict(paths)}")
+    if "messages" in stats or "ratings" in stats or stats.get("sent") != len(chats) * 2:
+        problems.append(f"stats() {stats}")
+    assert not problems, "\n".join([*problems, outcome.output])
