@@ -17,12 +17,18 @@ call's answer (when that call was mapped first) or at its chat's conversation; n
 breaking the API's contract; and the app's ``stats()`` agreeing. Each run prints one line
 ``stack=<name> chats=… messages=… deduplicated=… ratings=… unlinked=…``.
 
+Variants: ``otel_genai_events`` has util-genai record each call only in a
+``gen_ai.client.inference.operation.details`` log event (its span carries no content, and is
+not a message request dropped); ``otel_genai_span_and_event`` on both, so each call's messages
+come twice with the same ids; ``openinference_sigterm`` holds everything (schedule delay 30 s)
+until SIGTERM, right after the last answer, and the signal path delivers it.
+
 ``test_capture_off_sends_only_events``: the same app with capture unset sends events and
 nothing else, though the stack records prompts and its app emits evaluations.
 
-The receiver answers after ``LATENCY`` seconds (0.1 s in ``test_stacks.py``): with 2,200
-requests a run, 0.02 s keeps each stack's run near 30 s on a loaded 2-core machine while
-requests still overlap (up to 64 at once). The OpenAI-compatible server answers at once.
+The receiver answers after ``LATENCY`` seconds, 0.02 s (0.1 s in ``test_stacks.py``): a run
+makes 1,200 requests (1,800 with both span and event), up to 64 at once. The OpenAI-compatible
+server answers at once. Measured on 2 loaded cores: 12-20 s a stack, the chats 8-16 s of it.
 
 Run: ``.venv/bin/python -m pytest tests/stacks/test_stacks_conversations.py -rA``.
 """
@@ -65,6 +71,8 @@ LATENCY = 0.02
 CHAT_TIMEOUT = 60.0
 DELIVERY_TIMEOUT = 90.0
 """How long the receiver may take to get everything after the last answer (1 s measured)."""
+HELD_SCHEDULE_DELAY_MS = "30000"
+"""With :attr:`Stack.hold`: longer than the chats take, as in ``test_stacks.py``."""
 DEFAULT_USER = "support-app-user"
 """``GREENFLASH_DEFAULT_EXTERNAL_USER_ID`` for a stack that records no user id."""
 EVENT_KINDS = ("upgrade", "cancellation")
@@ -79,23 +87,44 @@ class Stack:
     :data:`DEFAULT_USER`."""
     env: tuple[tuple[str, str], ...] = ()
     """The stack's switch for recording prompts and answers, and what else it needs."""
+    app: str = ""
+    """The app (``tests/stacks/apps/<app>_app.py``) and venv, when not the stack's name."""
+    copies: int = 1
+    """``POST /messages`` requests per LLM call: 2 when the stack records each call twice (on
+    its span and in a ``gen_ai.client.inference.operation.details`` log event)."""
+    hold: bool = False
+    """Everything is still held in the app (schedule delay 30 s) when SIGTERM comes right after
+    the last answer: the signal path delivers it (``stats()`` is not read)."""
 
+    @property
+    def module(self) -> str:
+        return self.app or self.name
+
+
+def _otel_genai(mode: str) -> tuple[tuple[str, str], ...]:
+    """util-genai's content switch (``span_only``, ``event_only``, ``span_and_event``): the
+    events go to the app's global ``LoggerProvider``. The stack records no user id."""
+    return (
+        ("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", mode),
+        ("GREENFLASH_DEFAULT_EXTERNAL_USER_ID", DEFAULT_USER),
+    )
+
+
+_OPENLLMETRY = (("TRACELOOP_TELEMETRY", "false"), ("TRACELOOP_TRACE_CONTENT", "true"))
 
 STACKS = [
-    Stack(
-        "otel_genai",
-        records_user=False,
-        env=(
-            ("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "span_only"),
-            ("GREENFLASH_DEFAULT_EXTERNAL_USER_ID", DEFAULT_USER),
-        ),
-    ),
+    Stack("otel_genai", records_user=False, env=_otel_genai("span_only")),
     Stack("openinference", records_user=True),  # records prompts and answers by default
+    Stack("openllmetry", records_user=True, env=_OPENLLMETRY),
+    Stack("otel_genai_events", records_user=False, env=_otel_genai("event_only"), app="otel_genai"),
     Stack(
-        "openllmetry",
-        records_user=True,
-        env=(("TRACELOOP_TELEMETRY", "false"), ("TRACELOOP_TRACE_CONTENT", "true")),
+        "otel_genai_span_and_event",
+        records_user=False,
+        env=_otel_genai("span_and_event"),
+        app="otel_genai",
+        copies=2,
     ),
+    Stack("openinference_sigterm", records_user=True, app="openinference", hold=True),
 ]
 
 
@@ -200,12 +229,13 @@ def delivered(receiver: Receiver, chats: int) -> bool:
     )
 
 
-def stats_settled(stats: dict[str, Any], chats: int) -> bool:
-    """The app counted every request it made as answered."""
+def stats_settled(stats: dict[str, Any], chats: int, copies: int) -> bool:
+    """The app counted every request it made as answered (``copies`` messages requests per
+    LLM call)."""
     messages = stats.get("messages") or {}
     ratings = stats.get("ratings") or {}
     return bool(
-        messages.get("sent", 0) >= chats * TURNS
+        messages.get("sent", 0) >= chats * TURNS * copies
         and ratings.get("sent", 0) >= chats
         and stats.get("sent", 0) >= chats * len(EVENT_KINDS)
     )
@@ -374,11 +404,13 @@ class Run:
         if self.contract_errors:
             found.append(f"requests answered 422: {self.contract_errors[:3]}")
         calls = len(self.chats) * TURNS
+        requests = calls * self.stack.copies
         retried = int((self.stats.get("messages") or {}).get("retried", 0))
         accepted = self.requests[(Receiver.MESSAGES_PATH, 200)]
-        if not calls <= accepted <= calls + retried:
+        if not requests <= accepted <= requests + retried:
             found.append(
-                f"{accepted} /messages requests accepted for {calls} LLM calls ({retried} retried)"
+                f"{accepted} /messages requests accepted for {calls} LLM calls recorded "
+                f"{self.stack.copies} time(s) each ({retried} retried)"
             )
         if self.requests[(Receiver.RATINGS_PATH, 200)] != len(self.chats):
             found.append(f"/ratings requests: {dict(self.requests)}")
@@ -386,9 +418,11 @@ class Run:
 
     def _stats_problems(self) -> list[str]:
         stats = self.stats
+        if self.stack.hold:
+            return []  # not read: SIGTERM came at once
         if not stats:
             return ["the app's stats() could not be read"]
-        calls = len(self.chats) * TURNS
+        calls = len(self.chats) * TURNS * self.stack.copies
         got = {
             "sent": stats.get("sent"),
             "failed": stats.get("failed"),
@@ -430,6 +464,8 @@ class AppRun:
     returncode: int
     output: str
     timings: str
+    after_signal: Counter[str]
+    """Requests the receiver read after SIGTERM, by endpoint."""
 
 
 def run_app(
@@ -443,9 +479,10 @@ def run_app(
     ready_when: Callable[[], bool],
 ) -> AppRun:
     """Start the stack's app, run ``chats``, wait for ``ready_when()`` (everything delivered),
-    read its ``stats()``, stop it with SIGTERM and let the receiver settle."""
+    read its ``stats()``, stop it with SIGTERM and let the receiver settle; with
+    :attr:`Stack.hold` SIGTERM comes right after the last answer."""
     try:
-        python, _ = stack_python(stack.name)
+        python, _ = stack_python(stack.module)
     except StackVenvError as exc:
         pytest.skip(f"stack {stack.name}: its virtualenv could not be built: {exc}")
     started = time.monotonic()
@@ -453,6 +490,8 @@ def run_app(
     ready = tmp_path / "ready"
     pythonpath = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(REPO)) if p)
     settings = {"GREENFLASH_CAPTURE_CONVERSATIONS": "true"} if capture else {}
+    if stack.hold:
+        settings["GREENFLASH_BSP_SCHEDULE_DELAY"] = HELD_SCHEDULE_DELAY_MS
     env = clean_env(
         GREENFLASH_API_KEY=receiver.api_key,
         GREENFLASH_BASE_URL=receiver.base_url,
@@ -467,7 +506,7 @@ def run_app(
     )
     args = [
         str(python),
-        *("-m", "uvicorn", f"tests.stacks.apps.{stack.name}_app:app"),
+        *("-m", "uvicorn", f"tests.stacks.apps.{stack.module}_app:app"),
         *("--host", "127.0.0.1", "--port", str(port)),
         *("--no-access-log", "--log-level", "warning"),
     ]
@@ -477,25 +516,28 @@ def run_app(
         serving = time.monotonic()
         traffic = asyncio.run(_converse(port, chats))
         answered = time.monotonic()
-        if not traffic.problems:
+        stats: dict[str, Any] = {}
+        if not traffic.problems and not stack.hold:
             receiver.wait_until(ready_when, timeout=DELIVERY_TIMEOUT)
-            stats: dict[str, Any] = {}
             deadline = time.monotonic() + DELIVERY_TIMEOUT
             while time.monotonic() < deadline:
                 stats = app_stats(port)
-                if not capture or stats_settled(stats, len(chats)):
+                if not capture or stats_settled(stats, len(chats), stack.copies):
                     break
                 time.sleep(0.2)
-        else:
-            stats = {}
-        delivered_at = time.monotonic()
+        signalled = time.monotonic()
         rc = server.stop(signal.SIGTERM)
         settle(receiver)
         timings = (
             f"run={time.monotonic() - started:.1f}s (start={serving - started:.1f}s "
-            f"chats={answered - serving:.1f}s delivery={delivered_at - answered:.1f}s)"
+            f"chats={answered - serving:.1f}s delivery={signalled - answered:.1f}s)"
         )
-        return AppRun(traffic, stats, rc, server.tail(60), timings)
+        after_signal = Counter(
+            request.path.rpartition("/")[2]
+            for request in receiver.requests
+            if request.received_at >= signalled
+        )
+        return AppRun(traffic, stats, rc, server.tail(60), timings, after_signal)
     finally:
         server.close()
 
@@ -550,7 +592,7 @@ def test_conversations(stack: Stack, openai_server: OpenAIServer, tmp_path: Path
             outcome.stats,
         )
         errors = receiver.errors
-    print(run.line, outcome.timings)
+    print(run.line, f"sent_after_sigterm={dict(outcome.after_signal)}", outcome.timings)
     problems = run.problems()
     calls = openai_server.counts - before
     if calls["chat"] + calls["chat-stream"] != CHATS * TURNS or calls["chat-stream"] != (
