@@ -7,13 +7,16 @@ answers on (``Stack.env``). ``CHATS`` concurrent chats of ``TURNS`` turns each, 
 ``openai`` package: every turn sends the whole history again, as chat applications do. On its
 last turn each chat's app reports the two business events of ``test_stacks.py`` and emits a
 ``gen_ai.evaluation.result`` log event on the LLM span's context (the SDK ``LoggerProvider`` the
-app sets up before ``configure()``; ``tests/stacks/apps/_common.py``).
+app sets up before ``configure()``; ``tests/stacks/apps/_common.py``); then the user's thumbs
+come in a request of their own (``POST /feedback``: ``otel_greenflash.rate()`` naming the
+conversation).
 
 Checked on the receiver: each chat is one conversation holding its ``2 * TURNS`` messages once,
 in order, user and assistant alternating with the contents sent and answered, each message's
 parent the one before it; no other conversation; the events linked to the same
 ``externalConversationId``; each evaluation one rating with its score, aimed at the evaluated
-call's answer (when that call was mapped first) or at its chat's conversation; no request
+call's answer (when that call was mapped first) or at its chat's conversation; each thumbs one
+rating of the conversation; no request
 breaking the API's contract; and the app's ``stats()`` agreeing. Each run prints one line
 ``stack=<name> chats=… messages=… deduplicated=… ratings=… unlinked=…``.
 
@@ -27,8 +30,9 @@ until SIGTERM, right after the last answer, and the signal path delivers it.
 nothing else, though the stack records prompts and its app emits evaluations.
 
 The receiver answers after ``LATENCY`` seconds, 0.02 s (0.1 s in ``test_stacks.py``): a run
-makes 1,200 requests (1,800 with both span and event), up to 64 at once. The OpenAI-compatible
-server answers at once. Measured on 2 loaded cores: 12-20 s a stack, the chats 8-16 s of it.
+makes 1,400 requests (2,000 with both span and event), up to 64 at once. The OpenAI-compatible
+server answers at once. Measured on 2 loaded cores: 16-32 s a stack, the chats 11-25 s of it,
+delivery after the last answer under 1 s.
 
 Run: ``.venv/bin/python -m pytest tests/stacks/test_stacks_conversations.py -rA``.
 """
@@ -77,6 +81,8 @@ DEFAULT_USER = "support-app-user"
 """``GREENFLASH_DEFAULT_EXTERNAL_USER_ID`` for a stack that records no user id."""
 EVENT_KINDS = ("upgrade", "cancellation")
 EVALUATION_NAME = "relevance"
+RATINGS_PER_CHAT = 2
+"""The evaluation of the last answer, and the user's thumbs."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,8 @@ class Chat:
     stream: bool
     score: float
     """The evaluation's score of the last answer (0 to 1, rated on 0-1)."""
+    thumbs_up: bool
+    """The user's thumbs after the last turn (``POST /feedback``, ``otel_greenflash.rate()``)."""
 
     def message(self, turn: int) -> str:
         return f"Turn {turn + 1}: which plan fits conversation {self.conversation}?"
@@ -146,7 +154,13 @@ class Chat:
 def new_chats(n: int) -> list[Chat]:
     run = uuid.uuid4().hex[:8]
     return [
-        Chat(f"conv-{run}-{i}", f"user-{run}-{i}", stream=i % 2 == 1, score=(i % 11) / 10)
+        Chat(
+            f"conv-{run}-{i}",
+            f"user-{run}-{i}",
+            stream=i % 2 == 1,
+            score=(i % 11) / 10,
+            thumbs_up=i % 3 != 0,
+        )
         for i in range(n)
     ]
 
@@ -158,8 +172,9 @@ class Traffic:
     problems: list[str] = field(default_factory=list)
 
 
-async def _converse(port: int, chats: list[Chat]) -> Traffic:
-    """All chats at once, each turn after the answer to the one before."""
+async def _converse(port: int, chats: list[Chat], *, feedback: bool) -> Traffic:
+    """All chats at once, each turn after the answer to the one before; with ``feedback`` the
+    user's thumbs after the last."""
     traffic = Traffic()
     # A connection per request: uvicorn closes a connection idle for 5 s, and a turn sent on
     # one just then fails (the chats take longer than that).
@@ -205,6 +220,17 @@ async def _converse(port: int, chats: list[Chat]) -> Traffic:
                     {"role": "assistant", "content": answer},
                 ]
             traffic.histories[chat.conversation] = history
+            if feedback:
+                thumbs = {"conversation": chat.conversation, "up": chat.thumbs_up}
+                try:
+                    response = await client.post("/feedback", json=thumbs)
+                except httpx.HTTPError as exc:
+                    traffic.problems.append(f"{chat.conversation} feedback: {exc!r}")
+                    return
+                if response.status_code != 200:
+                    traffic.problems.append(
+                        f"{chat.conversation} feedback: HTTP {response.status_code}"
+                    )
 
         await asyncio.gather(*(one(chat) for chat in chats))
     return traffic
@@ -224,7 +250,7 @@ def delivered(receiver: Receiver, chats: int) -> bool:
     """Everything the chats make has reached the receiver."""
     return (
         receiver.stored_messages >= chats * TURNS * 2
-        and len(receiver.ratings) >= chats
+        and len(receiver.ratings) >= chats * RATINGS_PER_CHAT
         and len(receiver.accepted) >= chats * len(EVENT_KINDS)
     )
 
@@ -236,7 +262,7 @@ def stats_settled(stats: dict[str, Any], chats: int, copies: int) -> bool:
     ratings = stats.get("ratings") or {}
     return bool(
         messages.get("sent", 0) >= chats * TURNS * copies
-        and ratings.get("sent", 0) >= chats
+        and ratings.get("sent", 0) >= chats * RATINGS_PER_CHAT
         and stats.get("sent", 0) >= chats * len(EVENT_KINDS)
     )
 
@@ -269,23 +295,24 @@ class Run:
         return found
 
     def rating_targets(self) -> Counter[str]:
+        """``<source>-><target field>`` → ratings (source ``evaluation`` or ``thumbs``)."""
         return Counter(
-            next((key for key in rating if key.endswith(("MessageId", "ConversationId"))), "none")
+            f"{_rating_source(rating)}->"
+            + next((key for key in rating if key.endswith(("MessageId", "ConversationId"))), "-")
             for rating in self.ratings
         )
 
     @property
     def line(self) -> str:
-        targets = self.rating_targets()
+        targets = dict(sorted(self.rating_targets().items()))
         events = self.events
         unlinked = len(events.events) - events.linked
         return (
             f"stack={self.stack.name} chats={len(self.chats)} turns={TURNS} "
             f"llm_calls={len(self.chats) * TURNS} conversations={len(self.conversations)} "
             f"messages={self.stored}/{len(self.chats) * TURNS * 2} "
-            f"deduplicated={self.deduplicated} ratings={len(self.ratings)}/{len(self.chats)} "
-            f"(message={targets['externalMessageId']} "
-            f"conversation={targets['externalConversationId']}) "
+            f"deduplicated={self.deduplicated} "
+            f"ratings={len(self.ratings)}/{len(self.chats) * RATINGS_PER_CHAT} {targets} "
             f"events={len(events.events)}/{sum(events.expected.values())} unlinked={unlinked} "
             f"requests={dict(sorted(self.requests.items()))} rc={events.returncode}"
         )
@@ -358,43 +385,53 @@ class Run:
             for key, threads in self.by_conversation.items()
             if len(threads) == 1 and threads[0]["messages"]
         }
-        by_chat: dict[str, list[dict[str, Any]]] = {}
+        by_chat: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for rating in self.ratings:
             named = str(rating.get("feedback", "")).rpartition(" ")[2]
-            by_chat.setdefault(named, []).append(rating)
+            by_chat.setdefault((named, _rating_source(rating)), []).append(rating)
         wrong: list[str] = []
         for chat in self.chats:
-            ratings = by_chat.pop(chat.conversation, [])
-            if len(ratings) != 1:
-                wrong.append(f"{chat.conversation}: {len(ratings)} ratings")
-                continue
-            rating = ratings[0]
-            label = "relevant" if chat.score >= 0.5 else "not_relevant"
-            feedback = (
-                f"{EVALUATION_NAME} ({label}): the answer is about conversation {chat.conversation}"
-            )
-            expected = {
-                "productId": PRODUCT_ID,
-                "rating": chat.score,
-                "ratingMin": 0,
-                "ratingMax": 1,
-                "feedback": feedback,
-            }
-            got = {key: rating.get(key) for key in expected}
-            if got != expected:
-                wrong.append(f"{chat.conversation}: {got}, expected {expected}")
-            target = {key: value for key, value in rating.items() if key.endswith("Id")}
-            target.pop("productId", None)
-            if target not in (
-                {"externalConversationId": chat.conversation},
-                {"externalMessageId": last_answer.get(chat.conversation)},
-            ):
+            conversation = chat.conversation
+            evaluations = by_chat.pop((conversation, "evaluation"), [])
+            thumbs = by_chat.pop((conversation, "thumbs"), [])
+            if len(evaluations) != 1 or len(thumbs) != 1:
                 wrong.append(
-                    f"{chat.conversation}: rates {target}, not the conversation nor its last "
-                    f"answer {last_answer.get(chat.conversation)!r}"
+                    f"{conversation}: {len(evaluations)} evaluations, {len(thumbs)} thumbs"
                 )
+                continue
+            label = "relevant" if chat.score >= 0.5 else "not_relevant"
+            on_conversation = {"externalConversationId": conversation}
+            on_answer = {"externalMessageId": last_answer.get(conversation)}
+            for rating, score, feedback, targets in (
+                (
+                    evaluations[0],
+                    chat.score,
+                    f"{EVALUATION_NAME} ({label}): the answer is about conversation {conversation}",
+                    (on_conversation, on_answer),
+                ),
+                (
+                    thumbs[0],
+                    int(chat.thumbs_up),
+                    f"thumbs from the user of conversation {conversation}",
+                    (on_conversation,),
+                ),
+            ):
+                expected = {
+                    "productId": PRODUCT_ID,
+                    "rating": score,
+                    "ratingMin": 0,
+                    "ratingMax": 1,
+                    "feedback": feedback,
+                }
+                got = {key: rating.get(key) for key in expected}
+                if got != expected:
+                    wrong.append(f"{conversation}: {got}, expected {expected}")
+                target = {key: value for key, value in rating.items() if key.endswith("Id")}
+                target.pop("productId", None)
+                if target not in targets:
+                    wrong.append(f"{conversation}: {feedback!r} rates {target}, not {targets}")
         if wrong:
-            found.append(f"{len(wrong)} evaluations not rated as emitted, e.g. {wrong[:3]}")
+            found.append(f"{len(wrong)} ratings not as emitted, e.g. {wrong[:3]}")
         if by_chat:
             found.append(f"ratings of no chat: {sorted(by_chat)[:3]}")
         return found
@@ -412,7 +449,7 @@ class Run:
                 f"{accepted} /messages requests accepted for {calls} LLM calls recorded "
                 f"{self.stack.copies} time(s) each ({retried} retried)"
             )
-        if self.requests[(Receiver.RATINGS_PATH, 200)] != len(self.chats):
+        if self.requests[(Receiver.RATINGS_PATH, 200)] != len(self.chats) * RATINGS_PER_CHAT:
             found.append(f"/ratings requests: {dict(self.requests)}")
         return found
 
@@ -439,11 +476,21 @@ class Run:
             "dropped": {},
             "unlinked": {},
             "messages": {"sent": calls, "failed": 0, "unconfirmed": 0, "dropped": {}},
-            "ratings": {"sent": len(self.chats), "failed": 0, "unconfirmed": 0, "dropped": {}},
+            "ratings": {
+                "sent": len(self.chats) * RATINGS_PER_CHAT,
+                "failed": 0,
+                "unconfirmed": 0,
+                "dropped": {},
+            },
         }
         if got != expected:
             return [f"stats() {got}, expected {expected}"]
         return []
+
+
+def _rating_source(rating: dict[str, Any]) -> str:
+    """``thumbs`` (the user's, through ``rate()``) or ``evaluation``."""
+    return "thumbs" if str(rating.get("feedback", "")).startswith("thumbs") else "evaluation"
 
 
 def _counts(endpoint: object) -> dict[str, Any] | None:
@@ -514,7 +561,7 @@ def run_app(
     try:
         server.wait_for(lambda: ready.exists() and healthy(port), "a serving app", START_TIMEOUT)
         serving = time.monotonic()
-        traffic = asyncio.run(_converse(port, chats))
+        traffic = asyncio.run(_converse(port, chats, feedback=capture))
         answered = time.monotonic()
         stats: dict[str, Any] = {}
         if not traffic.problems and not stack.hold:
@@ -606,7 +653,8 @@ def test_conversations(stack: Stack, openai_server: OpenAIServer, tmp_path: Path
 
 def test_capture_off_sends_only_events(openai_server: OpenAIServer, tmp_path: Path) -> None:
     """Capture unset: the app (OpenInference records prompts and answers; the app emits its
-    evaluations) sends its events and not one /messages or /ratings request."""
+    evaluations) sends its events and not one /messages or /ratings request. No thumbs: what
+    ``rate()`` records is sent whether capture is on or not."""
     stack = STACKS[1]
     chats = new_chats(CHATS // 4)
     with Receiver(latency_seconds=LATENCY) as receiver:

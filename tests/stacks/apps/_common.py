@@ -1,5 +1,6 @@
 """What every stack app shares: the chat model, the OpenAI call, the two business events, the
-evaluation of an answer (a ``gen_ai.evaluation.result`` log event) and ``GET /stats``.
+evaluation of an answer (a ``gen_ai.evaluation.result`` log event), the user's thumbs
+(``POST /feedback``, ``otel_greenflash.rate()``) and ``GET /stats``.
 
 The apps run under uvicorn inside the stack's own virtualenv (``.venv-stacks/<stack>``), so this
 module imports only what every stack venv has: the OpenTelemetry API and SDK, FastAPI, the real
@@ -62,6 +63,13 @@ class Chat(BaseModel):
     message: str | None = None
     report: bool = True
     score: float | None = None
+
+
+class Feedback(BaseModel):
+    """``POST /feedback`` body: the user's thumbs up or down on a chat, sent after its turns."""
+
+    conversation: str
+    up: bool
 
 
 class Answer(BaseModel):
@@ -221,6 +229,11 @@ def explanation_for(chat: Chat) -> str:
     return f"the answer is about conversation {chat.conversation}"
 
 
+def user_feedback_for(conversation: str) -> str:
+    """What the user wrote with the thumbs (the test finds the chat by the last word)."""
+    return f"thumbs from the user of conversation {conversation}"
+
+
 # --------------------------------------------------------------------------- span dump
 
 
@@ -280,8 +293,9 @@ def dump_spans() -> None:
 
 
 def make_app(title: str, processor: Any = None) -> FastAPI:
-    """A FastAPI app with ``GET /health`` and, given the processor ``configure()`` returned,
-    ``GET /stats`` (its ``stats()``); the stack module adds ``POST /chat``."""
+    """A FastAPI app with ``GET /health``, ``POST /feedback`` and, given the processor
+    ``configure()`` returned, ``GET /stats`` (its ``stats()``); the stack module adds
+    ``POST /chat``."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -294,6 +308,16 @@ def make_app(title: str, processor: Any = None) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict[str, int]:
+        return {"pid": os.getpid()}
+
+    @app.post("/feedback")
+    async def feedback(body: Feedback) -> dict[str, int]:
+        # A request of its own, as a chat UI sends it: the conversation is named explicitly.
+        otel_greenflash.rate(
+            body.up,
+            feedback=user_feedback_for(body.conversation),
+            external_conversation_id=body.conversation,
+        )
         return {"pid": os.getpid()}
 
     if processor is not None:
