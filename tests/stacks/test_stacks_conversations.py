@@ -24,7 +24,9 @@ Variants: ``otel_genai_events`` has util-genai record each call only in a
 ``gen_ai.client.inference.operation.details`` log event (its span carries no content, and is
 not a message request dropped); ``otel_genai_span_and_event`` on both, so each call's messages
 come twice with the same ids; ``openinference_sigterm`` holds everything (schedule delay 30 s)
-until SIGTERM, right after the last answer, and the signal path delivers it.
+until SIGTERM, right after the last answer, and the signal path delivers it;
+``openllmetry_no_content`` sends no content (``GREENFLASH_CAPTURE_MESSAGE_CONTENT=false``): the
+messages are stored once each, empty, in order.
 
 ``test_capture_off_sends_only_events``: the same app with capture unset sends events and
 nothing else, though the stack records prompts and its app emits evaluations.
@@ -101,6 +103,8 @@ class Stack:
     hold: bool = False
     """Everything is still held in the app (schedule delay 30 s) when SIGTERM comes right after
     the last answer: the signal path delivers it (``stats()`` is not read)."""
+    content: bool = True
+    """False: ``GREENFLASH_CAPTURE_MESSAGE_CONTENT=false``, messages are stored empty."""
 
     @property
     def module(self) -> str:
@@ -131,6 +135,13 @@ STACKS = [
         copies=2,
     ),
     Stack("openinference_sigterm", records_user=True, app="openinference", hold=True),
+    Stack(
+        "openllmetry_no_content",
+        records_user=True,
+        env=(*_OPENLLMETRY, ("GREENFLASH_CAPTURE_MESSAGE_CONTENT", "false")),
+        app="openllmetry",
+        content=False,
+    ),
 ]
 
 
@@ -350,7 +361,8 @@ class Run:
             seen_ids.update(str(m["externalMessageId"]) for m in messages)
             got = [(m["messageType"], m["content"]) for m in messages]
             want = [
-                (m["role"] + "_message", m["content"]) for m in self.histories[chat.conversation]
+                (m["role"] + "_message", m["content"] if self.stack.content else "")
+                for m in self.histories[chat.conversation]
             ]
             if got != want:
                 wrong.append(f"{chat.conversation}: stored {got}, sent {want}")
