@@ -165,7 +165,10 @@ class ConversationMapper:
             end_time_ns=end_ns,
         )
         if isinstance(result, Skipped):
-            if report:
+            # A span without content whose call came whole in its log event (util-genai emits
+            # it before ending the span) lost nothing.
+            sent = result.reason == "no messages recorded" and span_id in self.answers
+            if report and not sent:
                 self._skipped(Endpoint.MESSAGES, result, source_name)
             return []
         if report:

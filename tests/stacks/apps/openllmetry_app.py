@@ -8,7 +8,8 @@ Conversation id: ``Traceloop.set_association_properties({"session_id": …, "use
 inside a ``@workflow``, as OpenLLMetry's documentation shows. It attaches the properties to the
 OpenTelemetry context, and Traceloop's span processor writes them on every span started in that
 context, as ``traceloop.association.properties.session_id`` / ``.user_id`` (the workflow span
-also gets them at once). No Greenflash-specific conversation setup.
+also gets them at once). No Greenflash-specific conversation setup. Prompts and answers are
+recorded unless ``TRACELOOP_TRACE_CONTENT=false``.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ import otel_greenflash
 from ._common import (
     Answer,
     Chat,
-    ask,
+    answer_chat,
     dump_spans,
     make_app,
     openai_base_url,
     report_cancellation,
     report_upgrade,
+    set_up_logs,
 )
 
 
@@ -54,18 +56,20 @@ Traceloop.init(
     disable_batch=True,
     telemetry_enabled=False,
 )
-otel_greenflash.configure()
+set_up_logs()
+processor = otel_greenflash.configure()
 dump_spans()
 
 client = AsyncOpenAI(base_url=openai_base_url(), api_key="sk-test", max_retries=0)
-app = make_app("openllmetry")
+app = make_app("openllmetry", processor)
 
 
 @workflow(name="support_chat")  # type: ignore[untyped-decorator,unused-ignore]
 async def support_chat(body: Chat) -> str:
     Traceloop.set_association_properties({"session_id": body.conversation, "user_id": body.user})
-    answer = await ask(client, body)
-    report_upgrade(body)
+    answer = await answer_chat(client, body)
+    if body.report:
+        report_upgrade(body)
     return answer
 
 
@@ -73,5 +77,6 @@ async def support_chat(body: Chat) -> str:
 async def chat(body: Chat) -> Answer:
     # Inside FastAPI's own server span ("POST /chat").
     answer = await support_chat(body)
-    report_cancellation(body)
+    if body.report:
+        report_cancellation(body)
     return Answer(answer=answer, pid=os.getpid())
