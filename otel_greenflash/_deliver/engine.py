@@ -113,8 +113,8 @@ class DeliveryEngine:
     ) -> None:
         """``ask_mark``: with a spool, a rating retried because it surely was not stored is
         reported ``"unsent"`` (its ``sending`` mark is cleared, so an adopter sends it), and
-        before its retry goes out the lane is asked to write the mark again and to call
-        :meth:`marked` once it is committed."""
+        before its retry goes out ``ask_mark(rating)`` writes the mark again (on this loop's
+        thread: ratings are few, the write is one small transaction)."""
         self._transport = transport
         self._stats = stats
         self._window = retry_window_seconds
@@ -127,8 +127,6 @@ class DeliveryEngine:
         """Messages requests taken, by key, until they settle (loop thread; see _accept)."""
         self._held_ratings: dict[str, list[_Attempt]] = {}
         """Ratings of a message, held until the messages request carrying it settles."""
-        self._awaiting_mark: dict[str, _Attempt] = {}
-        """Ratings due for a retry, until their ``sending`` mark is committed (loop thread)."""
         self._log = RateLimitedLog()
         self._lost = LostEvents(stats, self._log, on_drop)
         self._ledger: Ledger[_Attempt] = Ledger(max_pending)
@@ -282,9 +280,11 @@ class DeliveryEngine:
         while delayed and delayed[0][0] <= now:
             waited = heapq.heappop(delayed)[2]
             if waited.needs_mark and self._ask_mark is not None and not waited.settled:
-                self._awaiting_mark[waited.item.key] = waited
-                self._ask_mark(waited.item)  # comes back through marked()
-                continue
+                waited.needs_mark = False
+                try:
+                    self._ask_mark(waited.item)
+                except Exception:  # sent unmarked: only a crash during it could double it
+                    logger.exception("otel_greenflash could not mark a rating as being sent")
             self._due[waited.item.endpoint].append(waited)
         throttle = self._throttle
         open_endpoints = []
@@ -317,19 +317,6 @@ class DeliveryEngine:
             for key in self._held_ratings
         ):  # a messages request settled in this round (its window ended): its ratings go
             self._loop.call_soon(self._pump)
-
-    def marked(self, keys: Sequence[str]) -> None:
-        """Any thread: these ratings' ``sending`` marks are committed; their retries may go."""
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing left to send
-            self._loop.call_soon_threadsafe(self._release_marked, list(keys))
-
-    def _release_marked(self, keys: list[str]) -> None:
-        for key in keys:
-            attempt = self._awaiting_mark.pop(key, None)
-            if attempt is not None and not attempt.settled:
-                attempt.needs_mark = False
-                self._due[attempt.item.endpoint].append(attempt)
-        self._pump()
 
     def _next_attempt(self, endpoints: list[Endpoint]) -> _Attempt | None:
         """The oldest retry whose wait is over, else the oldest new attempt, of ``endpoints``."""

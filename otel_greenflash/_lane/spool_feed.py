@@ -70,10 +70,6 @@ class SpoolFeed:
         not stored whose ``sending`` mark is still to be cleared (kept across a full disk,
         applied once SQLite can write again)."""
         self._backlog: list[DeliveryItem] = []
-        self._to_mark: collections.deque[str] = collections.deque()
-        """Ratings whose retry waits for their ``sending`` mark (see :meth:`mark_before_retry`)."""
-        self.on_marked: Callable[[list[str]], None] | None = None
-        """Told the keys whose marks are committed (the engine's ``marked``)."""
         """Events spooled as waiting whose final body a full disk kept out: written first on
         the next successful write, or sent from memory when a flush or shutdown wants them
         out (see :meth:`release_backlog`)."""
@@ -134,14 +130,14 @@ class SpoolFeed:
         return outcome == "failed" and kept
 
     def mark_before_retry(self, rating: DeliveryItem) -> None:
-        """Any thread: write this rating's ``sending`` mark again before its retry goes out
-        (the worker does, then calls :attr:`on_marked`); at once when nothing is spooled."""
-        if self.spool is None or rating.key in self._not_spooled:
-            if self.on_marked is not None:
-                self.on_marked([rating.key])
-            return
-        self._to_mark.append(rating.key)
-        self._wake()
+        """The delivery loop's thread: write this rating's ``sending`` mark again (committed)
+        before its retry goes out, after the notes that cleared it."""
+        with self._lock:
+            spool = self.spool
+            if spool is None or rating.key in self._not_spooled:
+                return
+            self._apply_notes(spool)
+            spool.mark_sending([rating.key])
 
     def put(self, events: Sequence[DeliveryItem], engine: DeliveryEngine) -> bool:
         """Spool new events, apply notes, hand spooled events to the loop as it has room.
@@ -457,13 +453,6 @@ class SpoolFeed:
         if self._unmarking:
             spool.mark_sending(self._unmarking, sending=False)
             self._unmarking.clear()
-        if self._to_mark:  # after the unmarking above: a retry's mark is the latest word
-            keys = list(self._to_mark)
-            spool.mark_sending(keys)
-            for _ in keys:
-                self._to_mark.popleft()
-            if self.on_marked is not None:
-                self.on_marked(keys)
 
     def _feed(self, spool: Spool, engine: DeliveryEngine) -> None:
         room = self._config.max_queue_size - engine.pending
