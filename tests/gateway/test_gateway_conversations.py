@@ -139,8 +139,10 @@ def test_captured_conversations_through_the_gateway(
 ) -> None:
     conversations = [f"{protocol}-support-1", f"{protocol}-support-2"]
     with Gateway(receiver, tmp_path / "spool", environment=CAPTURE) as gateway:
-        exporters = http_exporters(gateway) if protocol == "http" else grpc_exporters(gateway)
-        spans, logs = send_chats(*exporters, conversations)
+        span_exporter, log_exporter = (
+            http_exporters(gateway) if protocol == "http" else grpc_exporters(gateway)
+        )
+        spans, logs = send_chats(span_exporter, log_exporter, conversations)
         assert_acknowledged(spans, logs)
         wait_until(settled(gateway, 2 * len(conversations)), "the business events sent")
         wait_until(
