@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk._logs import LoggerProvider
@@ -150,6 +151,13 @@ def test_captured_conversations_through_the_gateway(
         )
         wait_until(lambda: len(receiver.ratings) >= len(conversations), "every rating stored")
         stats: Any = gateway.stats()
+        metrics = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+    for sample in (
+        f'api_requests_total{{endpoint="messages",outcome="sent"}} {2 * len(conversations)}',
+        f'api_requests_total{{endpoint="ratings",outcome="sent"}} {len(conversations)}',
+        'api_requests_total{endpoint="ratings",outcome="unconfirmed"} 0',
+    ):
+        assert f"\ngreenflash_gateway_{sample}\n" in metrics, sample
     # What a client sees: every request answered in full, about business events only.
     assert stats["requests"][protocol]["traces"] == {"ok": 6 * len(conversations)}
     assert stats["requests"][protocol]["logs"] == {"ok": len(conversations)}
@@ -202,6 +210,7 @@ def test_capture_off_sends_events_only(receiver: Receiver, tmp_path: Path) -> No
         pipeline: Any = gateway.stats()["pipeline"]
         assert "messages" not in pipeline
         assert "ratings" not in pipeline
+        assert "api_requests" not in httpx.get(f"{gateway.url}/metrics", timeout=10).text
 
         span_exporter, log_exporter = http_exporters(gateway)
         logs = AcknowledgedLogs(log_exporter)
