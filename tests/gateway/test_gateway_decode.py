@@ -975,6 +975,11 @@ class _Unavailable:
     def send(self, body: bytes, timeout_seconds: float | None = None) -> SendOutcome:
         return SendOutcome(503)
 
+    def send_to(
+        self, endpoint: str, body: bytes, timeout_seconds: float | None = None
+    ) -> SendOutcome:
+        return SendOutcome(503)  # messages stay in the spool too
+
     def close(self) -> None:
         return None
 
@@ -1035,6 +1040,54 @@ def test_the_spool_is_counted_only_when_a_bound_does_not_settle_it(tmp_path: Pat
         assert intake.accept(_event_spans(14, 7), (), 30).events == 7
         assert counted == [0, 10, 12, 5]
         assert real_counts()[0] == 12
+    finally:
+        intake.shutdown(0)
+
+
+def _llm_spans(first: int, count: int) -> list[ReadableSpan | LinkingSpan]:
+    """LLM calls (OpenTelemetry GenAI form), each the root of its trace and naming its
+    conversation and user: mapped at once to one Messages API request each."""
+    turn = [{"role": "user", "parts": [{"type": "text", "content": "hello"}]}]
+    answer = [{"role": "assistant", "parts": [{"type": "text", "content": "hi"}]}]
+    return [
+        ReadableSpan(
+            name="chat gpt-4o-mini",
+            context=SpanContext(0xCA11, number, False),
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.input.messages": json.dumps(turn),
+                "gen_ai.output.messages": json.dumps(answer),
+                "greenflash.conversation.external_id": f"chat-{number}",
+                "greenflash.user.external_id": "user-1",
+            },
+            start_time=1,
+            end_time=2,
+        )
+        for number in range(first, first + count)
+    ]
+
+
+def test_room_is_reserved_for_the_messages_an_llm_call_makes(tmp_path: Path) -> None:
+    """Capture on: each LLM span may add a spool row (its Messages API request), so a batch
+    reserves room for those too, and acknowledged events are never evicted to make room for
+    messages; the answer still counts business events only. Capture off: LLM spans need none."""
+    intake = _intake(tmp_path / "on", spool_max_events=6, capture_conversations=True)
+    try:
+        assert intake.accept(_event_spans(1, 2) + _llm_spans(1, 2), (), 30).events == 2
+        assert intake.stats()["spool"]["pending"] == 4  # 2 events, 2 messages requests
+        with pytest.raises(NotAccepted, match=r"the spool is full \(4 of 6 events waiting\)"):
+            intake.accept(_event_spans(3, 1) + _llm_spans(3, 2), (), 30)  # 3 rows: 7 > 6
+        assert intake.accept(_event_spans(3, 1) + _llm_spans(3, 1), (), 30).events == 1
+        stats = intake.stats()
+        assert stats["spool"] == {"pending": 6, "rejected": 0, "evicted": 0}
+        assert stats["dropped"] == {}
+    finally:
+        intake.shutdown(0)
+    intake = _intake(tmp_path / "off", spool_max_events=6)
+    try:
+        assert intake.accept(_event_spans(1, 2) + _llm_spans(1, 4), (), 30).events == 2
+        assert intake.stats()["spool"]["pending"] == 2
+        assert "messages" not in intake.stats()
     finally:
         intake.shutdown(0)
 
