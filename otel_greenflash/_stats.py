@@ -28,6 +28,12 @@ class EndpointCounts(TypedDict):
     retried: int
     unconfirmed: int
     dropped: dict[str, int]
+    truncated: NotRequired[int]
+    """Messages: contents cut to ``max_message_bytes``."""
+    redacted: NotRequired[int]
+    """Messages: contents the ``redact_message`` hook changed or removed."""
+    redaction_failed: NotRequired[int]
+    """Messages: sent without content because the hook raised."""
 
 
 class StatsSnapshot(TypedDict):
@@ -141,6 +147,9 @@ class DeliveryStats:
                     dropped=dropped,
                 )
                 if endpoint is Endpoint.MESSAGES:
+                    shown["truncated"] = counts["truncated"]
+                    shown["redacted"] = counts["redacted"]
+                    shown["redaction_failed"] = counts["redaction_failed"]
                     snapshot["messages"] = shown
                 elif endpoint is Endpoint.RATINGS:
                     snapshot["ratings"] = shown

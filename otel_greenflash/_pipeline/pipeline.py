@@ -415,18 +415,24 @@ class EventPipeline:
         for log in self._logs():
             log.flush()  # every count the rate limits still hold
         self.link_status.remove()
+        seen = self.stats_counters.snapshot()
+        others = "messages" in seen or "ratings" in seen  # then the counts include their requests
+        what = "request(s) (business events, messages, ratings)" if others else "business event(s)"
         if undelivered:
             logger.warning(
-                "otel_greenflash shut down before delivering %d business event(s); "
-                "see stats()['dropped']['shutdown']%s",
+                "otel_greenflash shut down before delivering %d %s; "
+                "see stats()['dropped']['shutdown']%s%s",
                 undelivered,
+                what,
+                " and stats()['messages'|'ratings']['dropped']" if others else "",
                 f"; {kept} kept in the spool for the next start" if kept else "",
             )
         elif kept:
             logger.warning(
-                "otel_greenflash shut down with %d business event(s) not yet delivered, kept in "
+                "otel_greenflash shut down with %d %s not yet delivered, kept in "
                 "the spool for the next start",
                 kept,
+                what,
             )
 
     def holds_events(self) -> bool:
