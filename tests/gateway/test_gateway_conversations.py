@@ -247,3 +247,41 @@ def test_business_events_as_before_with_capture_on(receiver: Receiver, tmp_path:
     assert_delivered_once(receiver, conversations)
     assert endpoint_requests(receiver, "messages") == 0
     assert endpoint_requests(receiver, "ratings") == 0
+
+
+def test_inference_log_events_through_the_gateway(receiver: Receiver, tmp_path: Path) -> None:
+    """An LLM call recorded as a ``gen_ai.client.inference.operation.details`` log event (the
+    messages as lists of maps), over OTLP/gRPC, waits for its root like a span and is stored
+    in the root's conversation."""
+    with Gateway(receiver, tmp_path / "spool", environment=CAPTURE) as gateway:
+        span_exporter, log_exporter = grpc_exporters(gateway)
+        spans, logs = Acknowledged(span_exporter), AcknowledgedLogs(log_exporter)
+        with tracing(spans) as provider, logging_to(logs) as log_provider:
+            tracer = provider.get_tracer("chat-app")
+            with tracer.start_as_current_span("chat.turn") as root:
+                log_provider.get_logger("genai").emit(
+                    event_name="gen_ai.client.inference.operation.details",
+                    attributes={
+                        "gen_ai.operation.name": "chat",
+                        "gen_ai.request.model": "gpt-4o-mini",
+                        "gen_ai.input.messages": [_text("user", "hi there")],
+                        "gen_ai.output.messages": [
+                            {**_text("assistant", "hello"), "finish_reason": "stop"}
+                        ],
+                    },
+                )
+                root.set_attribute("greenflash.conversation.external_id", "events-1")
+                root.set_attribute("greenflash.user.external_id", USER)
+        assert_acknowledged(spans, logs)
+        wait_until(lambda: receiver.stored_messages >= 2, "both messages stored")
+        wait_until(
+            lambda: gateway.stats()["pipeline"].get("messages", {}).get("sent") == 1,
+            "the request counted as sent",
+        )
+    stored = receiver.messages_of("events-1")
+    assert [(m["messageType"], m["content"]) for m in stored] == [
+        ("user_message", "hi there"),
+        ("assistant_message", "hello"),
+    ]
+    assert endpoint_requests(receiver, "messages") == 1
+    assert receiver.accepted == []
