@@ -140,6 +140,13 @@ class DurableIntake(PipelineIntake):
                     raise _Refused("the batch was not written to the spool in time")
                 if pipeline.is_shutdown:
                     raise _Refused("the gateway is shutting down")
+                if requests and pipeline.feed.disk.writes_missed != reservation.misses_before:
+                    # Its messages or ratings rows may be among the writes a full disk refused
+                    # (they carry no id the map stage reports, as events do): not kept, so refused.
+                    raise NoRoom(
+                        "the spool's filesystem was full while the batch was written",
+                        room.retry_after(),
+                    )
                 room.confirm(reservation, outcome.insert_ids)
             except BaseException as error:
                 handed_over = not isinstance(error, _Refused) or error.handed_over
