@@ -186,8 +186,8 @@ def decode_spans(
     """
     keys = frozenset(linking_keys)
     needles = _needles(keys)
-    call_needles = _distinct_needles(llm_call_keys)
-    call_prefixes = _by_prefix(call_needles)
+    call_needles = _distinct_needles(llm_call_keys) if llm_call_keys else ()
+    call_prefixes = _by_prefix(call_needles) if call_needles else ()
     count = 0
     items: list[ReadableSpan | LinkingSpan] = []
     append = items.append
