@@ -1,7 +1,9 @@
-"""401/403: one error line, then no requests for a while, then one probe. Pure state, no I/O."""
+"""401/403: one error line, then no requests for a while, then one probe. Pure state, no I/O.
+One gate per endpoint: a plan may allow one API and not another."""
 
 from __future__ import annotations
 
+from .._event import Endpoint
 from .._exceptions import AuthenticationError, DeliveryError, PermissionDeniedError
 from .._logging import logger
 
@@ -10,10 +12,14 @@ AUTH_PAUSE_SECONDS = 300.0
 
 
 class AuthGate:
-    """Decides whether an event may be sent while the API key is refused."""
+    """Decides whether a request to one endpoint may be sent while the API key is refused
+    there."""
 
-    def __init__(self, pause_seconds: float = AUTH_PAUSE_SECONDS) -> None:
+    def __init__(
+        self, pause_seconds: float = AUTH_PAUSE_SECONDS, endpoint: Endpoint = Endpoint.EVENTS
+    ) -> None:
         self._pause_seconds = pause_seconds
+        self._endpoint = endpoint
         self.error: DeliveryError | None = None
         self._paused_until = 0.0
         self._probing = False
@@ -38,7 +44,7 @@ class AuthGate:
         elif status not in (401, 403):
             self._probing = False
             self.error = None
-            logger.warning("Greenflash accepts the API key again; sending resumes")
+            logger.warning("Greenflash accepts the API key again; sending resumes%s", self._where)
 
     def refused(self, status: int, now: float) -> DeliveryError:
         """The API answered 401 or 403: pause, say so once, return the events' error."""
@@ -46,19 +52,42 @@ class AuthGate:
         if status == 401:
             error = AuthenticationError("the API key was rejected (HTTP 401)", status=401)
             cause = "the API key was rejected; check GREENFLASH_API_KEY"
-        else:
+        elif self._endpoint is Endpoint.EVENTS:
             error = PermissionDeniedError("the API key may not send events (HTTP 403)", status=403)
             cause = "the API key's plan does not allow the Events API"
+        else:
+            api = _API_NAMES[self._endpoint]
+            error = PermissionDeniedError(
+                f"the API key may not use the {api} (HTTP 403)", status=403
+            )
+            cause = f"the API key's plan does not allow the {api}"
         first = self.error is None
         self.error = error
         self._paused_until = now + self._pause_seconds
         self._probing = False
         if first:
             logger.error(
-                "Greenflash answered HTTP %s: %s. Business events fail without being sent "
-                "for the next %d s, then one request checks again.",
+                "Greenflash answered HTTP %s: %s. %s fail without being sent for the next "
+                "%d s, then one request checks again.",
                 status,
                 cause,
+                _FAILING[self._endpoint],
                 self._pause_seconds,
             )
         return error
+
+    @property
+    def _where(self) -> str:
+        return "" if self._endpoint is Endpoint.EVENTS else f" to /{self._endpoint}"
+
+
+_API_NAMES = {
+    Endpoint.EVENTS: "Events API",
+    Endpoint.MESSAGES: "Messages API",
+    Endpoint.RATINGS: "Ratings API",
+}
+_FAILING = {
+    Endpoint.EVENTS: "Business events",
+    Endpoint.MESSAGES: "Messages API requests",
+    Endpoint.RATINGS: "Ratings",
+}

@@ -3,9 +3,10 @@ Messages API or a Ratings API request, each to its endpoint) with a bounded, ada
 requests in flight (the in-flight limit), retrying within the item's retry window.
 
 An event waits for a free in-flight slot without any clock running; its retry window starts
-at its first attempt. A ``429``/``503`` carrying ``Retry-After`` pauses the whole endpoint;
-throttling halves the in-flight limit, and successes grow it back (never above
-``max_concurrency``).
+at its first attempt. A ``429``/``503`` carrying ``Retry-After`` pauses the whole endpoint
+(that one only: the others go on), as a ``401``/``403`` does (see :mod:`.auth`); throttling
+halves the in-flight limit (shared by the endpoints), and successes grow it back (never
+above ``max_concurrency``).
 Every body is encoded once, so each attempt carries the same bytes and ``insertId``.
 
 Ratings have no idempotency key: a rating sent twice is stored twice. So a rating is retried
@@ -49,6 +50,10 @@ from .transport import UNSUPPORTED_ENDPOINT, SendOutcome, encode_body
 
 ErrorCallback = Callable[[Exception, Sequence[BusinessEvent]], None]
 """``on_error``: business events only (messages and ratings are counted in ``stats()``)."""
+UNSENT = "unsent"
+"""Not a settlement: a spooled rating surely not stored, waiting for a retry (its ``sending``
+mark may be cleared)."""
+
 SettledCallback = Callable[[DeliveryItem, str], bool]
 """Called once per item with ``"sent"``, ``"rejected"`` (the API refused it for good),
 ``"failed"`` (undelivered: the retry window ended, or the key was refused), ``"unconfirmed"``
@@ -83,6 +88,8 @@ class _Attempt:
     sending: bool = False
     """A request of it is under way, or its answer is not settled yet (cleared only before
     a retry is scheduled)."""
+    needs_mark: bool = False
+    """A spooled rating whose retry waits for its ``sending`` mark to be written again."""
 
 
 class DeliveryEngine:
@@ -102,7 +109,12 @@ class DeliveryEngine:
         on_error: ErrorCallback | None = None,
         on_drop: DropCallback | None = None,
         on_settled: SettledCallback | None = None,
+        ask_mark: Callable[[DeliveryItem], None] | None = None,
     ) -> None:
+        """``ask_mark``: with a spool, a rating retried because it surely was not stored is
+        reported ``"unsent"`` (its ``sending`` mark is cleared, so an adopter sends it), and
+        before its retry goes out the lane is asked to write the mark again and to call
+        :meth:`marked` once it is committed."""
         self._transport = transport
         self._stats = stats
         self._window = retry_window_seconds
@@ -110,18 +122,22 @@ class DeliveryEngine:
         self._policy = policy if policy is not None else RetryPolicy()
         self._on_error = on_error
         self._on_settled = on_settled
+        self._ask_mark = ask_mark
+        self._awaiting_mark: dict[str, _Attempt] = {}
+        """Ratings due for a retry, until their ``sending`` mark is committed (loop thread)."""
         self._log = RateLimitedLog()
         self._lost = LostEvents(stats, self._log, on_drop)
         self._ledger: Ledger[_Attempt] = Ledger(max_pending)
         # Owned by the loop thread.
-        self._ready: collections.deque[_Attempt] = collections.deque()
-        self._due: collections.deque[_Attempt] = collections.deque()
-        """Retries whose wait is over: they go before new events (their window is running)."""
+        self._ready: dict[Endpoint, collections.deque[_Attempt]] = _queues()
+        self._due: dict[Endpoint, collections.deque[_Attempt]] = _queues()
+        """Retries whose wait is over: they go before new events (their window is running).
+        One queue of each per endpoint: a paused endpoint holds up only its own."""
         self._delayed: list[tuple[float, int, _Attempt]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight = 0
         self._throttle = Throttle(max_concurrency)
-        self._auth = AuthGate()
+        self._auth = {endpoint: AuthGate(endpoint=endpoint) for endpoint in Endpoint}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self._context = contextvars.Context()
@@ -225,32 +241,38 @@ class DeliveryEngine:
         self._loop.call_soon(self._loop.stop)
 
     def _accept(self, attempts: list[_Attempt]) -> None:
-        self._ready.extend(attempts)
+        for attempt in attempts:
+            self._ready[attempt.item.endpoint].append(attempt)
         self._pump()
 
     def _pump(self) -> None:
-        """Start attempts while the in-flight limit has room and the endpoint is not paused."""
+        """Start attempts while the in-flight limit has room, of endpoints not paused."""
         now = time.monotonic()
         delayed = self._delayed
         while delayed and delayed[0][0] <= now:
-            self._due.append(heapq.heappop(delayed)[2])
+            waited = heapq.heappop(delayed)[2]
+            if waited.needs_mark and self._ask_mark is not None and not waited.settled:
+                self._awaiting_mark[waited.item.key] = waited
+                self._ask_mark(waited.item)  # comes back through marked()
+                continue
+            self._due[waited.item.endpoint].append(waited)
         throttle = self._throttle
-        if throttle.paused(now):
-            self._wake_at(throttle.paused_until, now)
-            return
+        open_endpoints = []
+        for endpoint in Endpoint:
+            if not throttle.paused(now, endpoint):
+                open_endpoints.append(endpoint)
+            elif self._ready[endpoint] or self._due[endpoint]:
+                self._wake_at(throttle.paused_until(endpoint), now)
         while throttle.has_room(self._in_flight):
-            if self._due:
-                attempt = self._due.popleft()
-            elif self._ready:
-                attempt = self._ready.popleft()
-            else:
+            attempt = self._next_attempt(open_endpoints)
+            if attempt is None:
                 break
             if attempt.settled:
                 continue
             if now >= attempt.window_ends:  # its window ended while the endpoint was paused
                 self._give_up(attempt, None)
                 continue
-            refusal = self._auth.refusal(now)
+            refusal = self._auth[attempt.item.endpoint].refusal(now)
             if refusal is not None:
                 self._fail(attempt, refusal)
                 continue
@@ -260,6 +282,27 @@ class DeliveryEngine:
             task.add_done_callback(self._tasks.discard)
         if delayed:
             self._wake_at(delayed[0][0], now)
+
+    def marked(self, keys: Sequence[str]) -> None:
+        """Any thread: these ratings' ``sending`` marks are committed; their retries may go."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing left to send
+            self._loop.call_soon_threadsafe(self._release_marked, list(keys))
+
+    def _release_marked(self, keys: list[str]) -> None:
+        for key in keys:
+            attempt = self._awaiting_mark.pop(key, None)
+            if attempt is not None and not attempt.settled:
+                attempt.needs_mark = False
+                self._due[attempt.item.endpoint].append(attempt)
+        self._pump()
+
+    def _next_attempt(self, endpoints: list[Endpoint]) -> _Attempt | None:
+        """The oldest retry whose wait is over, else the oldest new attempt, of ``endpoints``."""
+        for queues in (self._due, self._ready):
+            heads = [queues[endpoint] for endpoint in endpoints if queues[endpoint]]
+            if heads:
+                return min(heads, key=lambda queue: queue[0].seq).popleft()
+        return None
 
     def _wake_at(self, when: float, now: float) -> None:
         if self._timer is not None:
@@ -291,14 +334,18 @@ class DeliveryEngine:
             self._settle_outcome(attempt, outcome)
         except Exception:  # a bug here must not stop delivery
             logger.exception("otel_greenflash delivery failed")
-            self._fail(attempt, DeliveryError("internal error"))
+            if attempt.item.endpoint is Endpoint.RATINGS:  # it may have gone out: never again
+                self._unconfirmed(attempt, "internal error")
+            else:
+                self._fail(attempt, DeliveryError("internal error"))
         finally:
             self._in_flight -= 1
             self._pump()
 
     def _settle_outcome(self, attempt: _Attempt, outcome: SendOutcome) -> None:
         status = outcome.status
-        self._auth.answered(status)
+        auth = self._auth[attempt.item.endpoint]
+        auth.answered(status)
         if attempt.settled:  # dropped by shutdown while in flight: its answer is ignored
             return
         if outcome.ok:
@@ -310,7 +357,7 @@ class DeliveryEngine:
             self._fail(attempt, error)
             return
         if status == 401 or status == 403:
-            self._fail(attempt, self._auth.refused(status, time.monotonic()))
+            self._fail(attempt, auth.refused(status, time.monotonic()))
             return
         if status is not None and not is_retryable_status(status):
             self._log.warning(
@@ -324,7 +371,7 @@ class DeliveryEngine:
             self._fail(attempt, error)
             return
         if attempt.item.endpoint is Endpoint.RATINGS and not _surely_not_stored(outcome):
-            self._unconfirmed(attempt, outcome)
+            self._unconfirmed(attempt, _describe(outcome))
             return
         self._retry_later(attempt, outcome)
 
@@ -334,10 +381,15 @@ class DeliveryEngine:
         hint = server_retry_delay(outcome.hints, time.time()) if outcome.hints else None
         due = now + self._policy.after(attempt.tries, hint)
         if outcome.status in THROTTLING_STATUSES:  # with a hint, the whole endpoint waits
-            self._throttle.throttled(attempt.round, due if hint is not None and hint > 0 else None)
+            pause_until = due if hint is not None and hint > 0 else None
+            self._throttle.throttled(attempt.round, pause_until, attempt.item.endpoint)
         if due >= attempt.window_ends:
             self._give_up(attempt, outcome)
             return
+        if attempt.item.endpoint is Endpoint.RATINGS and self._ask_mark is not None:
+            attempt.needs_mark = True
+            if self._on_settled is not None:  # not settled: its mark is cleared meanwhile
+                self._on_settled(attempt.item, UNSENT)
         heapq.heappush(self._delayed, (due, attempt.seq, attempt))
         self._count(attempt.item.endpoint, "retried")
 
@@ -383,12 +435,12 @@ class DeliveryEngine:
         finally:
             self._ledger.release(attempt)
 
-    def _unconfirmed(self, attempt: _Attempt, outcome: SendOutcome) -> None:
+    def _unconfirmed(self, attempt: _Attempt, cause: str) -> None:
         """A rating the API may or may not have stored: never sent again (see the module)."""
         if not self._ledger.claim(attempt):
             return
         try:
-            self._count_unconfirmed(attempt, _describe(outcome))
+            self._count_unconfirmed(attempt, cause)
         finally:
             self._ledger.release(attempt)
 
@@ -453,6 +505,10 @@ class DeliveryEngine:
             self._stats.add_sent()
         else:
             self._stats.add_retried()
+
+
+def _queues() -> dict[Endpoint, collections.deque[_Attempt]]:
+    return {endpoint: collections.deque() for endpoint in Endpoint}
 
 
 def _new_attempt(encoded: tuple[DeliveryItem, bytes], seq: int) -> _Attempt:

@@ -60,24 +60,30 @@ class Transport(Protocol):
 
 
 class ConsoleTransport:
-    """Dry-run: prints each body as one JSON line on stdout and reports success."""
+    """Dry-run: prints each body as one JSON line on stdout and reports success. An event's
+    line is its body, as always; a messages or ratings request's line names its endpoint:
+    ``{"endpoint":"ratings","body":{...}}``."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream
         self._lock = threading.Lock()
 
     def send(self, body: bytes, timeout_seconds: float | None = None) -> SendOutcome:
-        stream = self._stream or sys.stdout
-        with self._lock:
-            stream.write(body.decode() + "\n")
-            stream.flush()
-        return SendOutcome(200)
+        return self._print(body.decode())
 
     def send_to(
         self, endpoint: str, body: bytes, timeout_seconds: float | None = None
     ) -> SendOutcome:
-        """Messages and ratings bodies: printed the same way, one JSON line each."""
-        return self.send(body, timeout_seconds)
+        """Messages and ratings bodies: one JSON line each, naming the endpoint (the body as
+        it would be sent; the transport never holds the API key)."""
+        return self._print(f'{{"endpoint":{json.dumps(str(endpoint))},"body":{body.decode()}}}')
+
+    def _print(self, line: str) -> SendOutcome:
+        stream = self._stream or sys.stdout
+        with self._lock:
+            stream.write(line + "\n")
+            stream.flush()
+        return SendOutcome(200)
 
     def close(self) -> None:
         return None

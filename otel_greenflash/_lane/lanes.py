@@ -67,7 +67,9 @@ class Lanes:
             on_error=self.on_error,
             on_drop=self.on_drop,
             on_settled=self.feed.note_settled if self._spool_wanted else None,
+            ask_mark=self.feed.mark_before_retry if self._spool_wanted else None,
         )
+        self.feed.on_marked = self.engine.marked
 
     def restart_after_fork(self, stats: DeliveryStats) -> None:
         """Give a forked child its own loop, connections and counters.

@@ -62,14 +62,18 @@ CREATE TABLE IF NOT EXISTS events (
     body BLOB NOT NULL,
     status TEXT NOT NULL DEFAULT 'pending',
     created REAL NOT NULL,
-    kind TEXT NOT NULL DEFAULT 'events'
+    kind TEXT NOT NULL DEFAULT 'events',
+    sending INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS spool_format (version INTEGER NOT NULL);
 """
 """Format 3 (a new file says format 2 until it holds a messages or ratings row). Each row
 is one request: ``kind`` is its endpoint (``events``, ``messages``, ``ratings``; files of
 formats 1 and 2 hold events only), ``insert_id`` its key (an event's insertId; the key of a
-messages or ratings request, see :class:`.._event.ApiRequest`)."""
+messages or ratings request, see :class:`.._event.ApiRequest`). ``sending`` is 1 on a
+ratings row from just before its first request until it settles: a process adopting the file
+after a crash counts such a rating unconfirmed and never sends it (it may have been stored).
+Format-3 files written before the column existed are adopted as unmarked."""
 
 
 _SQLITE_FULL = 13
@@ -125,6 +129,8 @@ class Spool:
         self.directory = Path(directory)
         self.max_events = max_events
         self.evicted = 0
+        """Events evicted by the bound (handed-over ones too); messages and ratings requests
+        are counted in :attr:`evicted_requests` when they were lost."""
         self.duplicates = 0
         """Events not stored because an event with their insertId is in the spool already."""
         self.duplicate_requests: collections.Counter[Endpoint] = collections.Counter()
@@ -225,9 +231,13 @@ class Spool:
         excess = count - self.max_events
         if excess <= 0:
             return 0
+        handed_over = "SELECT seq FROM events WHERE seq <= ? AND status != ? ORDER BY seq LIMIT ?"
+        (handed_over_events,) = self._db.execute(
+            f"SELECT count(*) FROM events WHERE seq IN ({handed_over}) AND kind = ?",  # noqa: S608 - fixed text
+            (handed_over_up_to, WAITING, excess, Endpoint.EVENTS.value),
+        ).fetchone()
         deleted = self._db.execute(
-            "DELETE FROM events WHERE seq IN (SELECT seq FROM events "
-            "WHERE seq <= ? AND status != ? ORDER BY seq LIMIT ?)",
+            f"DELETE FROM events WHERE seq IN ({handed_over})",  # noqa: S608 - fixed text
             (handed_over_up_to, WAITING, excess),
         ).rowcount
         lost = max(0, excess - deleted)
@@ -243,7 +253,7 @@ class Spool:
                     self.evicted_requests[endpoint] += int(count)
                     lost_events -= int(count)
             self._db.execute(f"DELETE FROM events WHERE seq IN ({oldest})", (WAITING, lost))  # noqa: S608 - fixed text
-        self.evicted += excess
+        self.evicted += int(handed_over_events) + int(lost_events)
         return int(lost_events)
 
     def holds_waiting(self, insert_id: str) -> bool:
@@ -257,6 +267,19 @@ class Spool:
             with self._lock, self._db:
                 self._db.executemany("DELETE FROM events WHERE insert_id = ?", ids)
             self._waiting.difference_update(insert_id for (insert_id,) in ids)
+
+    def mark_sending(self, keys: Iterable[str], sending: bool = True) -> None:
+        """Persist (committed) that these ratings' requests may go out from now on, or, with
+        ``sending=False``, that they surely were not stored and may be sent again."""
+        rows = [(int(sending), key) for key in keys]
+        if rows:
+            with self._lock, self._db:
+                self._db.executemany("UPDATE events SET sending = ? WHERE insert_id = ?", rows)
+
+    def take_adopted_unconfirmed(self) -> int:
+        """Ratings that adoption found marked as sending (not moved: their process may have
+        sent them) since the last call."""
+        return self._adopter.take_unconfirmed()
 
     def set_aside(self, insert_ids: Iterable[str]) -> None:
         """Keep events the API refused for good, out of the delivery path (counted, inspectable)."""
@@ -338,15 +361,22 @@ class Spool:
             self._lock_file.close()  # drops the child's reference; the parent keeps its lock
 
     def counts(self) -> tuple[int, int]:
+        """Rows of every kind (what the bound counts) not yet delivered (waiting ones
+        included), and refused."""
         with self._lock:
             return _counts(self._db)
+
+    def counts_of(self, kind: Endpoint) -> tuple[int, int]:
+        """Like :meth:`counts`, for the rows of ``kind`` only."""
+        with self._lock:
+            return _counts(self._db, kind)
 
     # -- adoption ----------------------------------------------------------------------------
 
     def adopt_orphans(self) -> int:
-        """Take over the events of spool files whose process is gone and that were written
-        for this spool's destination; return how many are pending (see
-        :mod:`.spool_adoption`)."""
+        """Take over the rows of spool files whose process is gone and that were written
+        for this spool's destination; return how many pending events came in (messages and
+        ratings requests are not counted; see :mod:`.spool_adoption`)."""
         return self._adopter.adopt(self._db, self._lock, self.max_events)
 
     def adopt_orphans_when_due(self) -> int:
@@ -488,9 +518,15 @@ def _create(path: Path, destination: Destination | None) -> sqlite3.Connection:
     return db
 
 
-def _counts(db: sqlite3.Connection) -> tuple[int, int]:
-    """Not yet delivered (waiting ones included), and refused."""
-    rows = dict(db.execute("SELECT status, count(*) FROM events GROUP BY status").fetchall())
+def _counts(db: sqlite3.Connection, kind: Endpoint | None = None) -> tuple[int, int]:
+    """Not yet delivered (waiting ones included), and refused (rows of ``kind``, or all)."""
+    if kind is None:
+        query = db.execute("SELECT status, count(*) FROM events GROUP BY status")
+    else:
+        query = db.execute(
+            "SELECT status, count(*) FROM events WHERE kind = ? GROUP BY status", (kind.value,)
+        )
+    rows = dict(query.fetchall())
     return int(rows.get(PENDING, 0)) + int(rows.get(WAITING, 0)), int(rows.get(REJECTED, 0))
 
 

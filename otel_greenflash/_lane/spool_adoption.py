@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
@@ -150,7 +150,16 @@ class OrphanAdopter:
         self._scan: _Scan | None = None
         self._busy = threading.Lock()
         """Held by a step, and by :meth:`close` (which may come from another thread)."""
+        self.unconfirmed = 0
+        """Pending ratings found marked as sending in orphans (see :meth:`take_unconfirmed`)."""
         _adopters.live.add(self)
+
+    def take_unconfirmed(self) -> int:
+        """Ratings found marked as sending since the last call: their process may have sent
+        them, so they were dropped from the orphan, not moved (never sent again)."""
+        with self._busy:
+            found, self.unconfirmed = self.unconfirmed, 0
+        return found
 
     @property
     def scanning(self) -> bool:
@@ -170,9 +179,10 @@ class OrphanAdopter:
         batches: int | None = STEP_BATCHES,
         seconds: float | None = STEP_SECONDS,
     ) -> int:
-        """Go on with the scan under way (or start one): move the events of orphaned files
+        """Go on with the scan under way (or start one): move the rows of orphaned files
         written for this destination into ``into`` (guarded by ``lock``), at most ``batches``
-        batches, none started after ``seconds``; return how many pending events were moved.
+        batches, none started after ``seconds``; return how many pending events were moved
+        (messages and ratings requests moved are not counted: ``queued`` counts events).
         Files of other users, or that are not regular files, are skipped, never read or
         deleted; what a crash during a file's creation left is removed. Only what fits under
         ``max_events`` is moved, and a write that fails in ``into`` (e.g. the disk is full)
@@ -262,7 +272,8 @@ class OrphanAdopter:
             try:
                 source = sqlite3.connect(path, check_same_thread=False)
                 (vacuum,) = source.execute("PRAGMA auto_vacuum").fetchone()
-                kinds = _has_kinds(source)
+                kinds = _has_column(source, "kind")
+                marks = _has_column(source, "sending")
                 # Losing the last deletes to a power cut only sends them again (deduplicated).
                 source.execute("PRAGMA synchronous=NORMAL")
             except sqlite3.Error as error:
@@ -281,6 +292,7 @@ class OrphanAdopter:
             incremental=vacuum == 2,
             unrecorded=unrecorded,
             kinds=kinds,
+            marks=marks,
         )
 
     def _match(self, path: Path) -> Match | None:
@@ -309,9 +321,13 @@ class OrphanAdopter:
             match = self.check.match(recorded)
             if match in (Match.SAME, Match.UNRECORDED):
                 return match
-            (left,) = other.execute(
-                "SELECT count(*) FROM events WHERE status != 'rejected'"
-            ).fetchone()
+            kind = "kind" if _has_column(other, "kind") else "'events'"
+            left = dict(
+                other.execute(
+                    f"SELECT {kind}, count(*) FROM events WHERE status != 'rejected' "  # noqa: S608 - fixed text
+                    f"GROUP BY {kind}"
+                ).fetchall()
+            )
         except sqlite3.Error as error:
             self._report(path, "cannot read %s (%s); left in place", path, error)
             return None
@@ -329,10 +345,9 @@ class OrphanAdopter:
             why = f"for {where}"
         self._report(
             path,
-            "%s holds %d undelivered event(s) written %s; not adopted, kept for a process "
-            "with that key and endpoint",
+            "%s holds %s written %s; not adopted, kept for a process with that key and endpoint",
             path.name,
-            left,
+            described(left),
             why,
         )
         return None
@@ -416,8 +431,8 @@ class OrphanAdopter:
         return foreign
 
 
-_Row = tuple[int, str, str, bytes, str, float, str]
-"""seq, key (insert_id), span_name, body, status, created, kind."""
+_Row = tuple[int, str, str, bytes, str, float, str, int]
+"""seq, key (insert_id), span_name, body, status, created, kind, sending."""
 
 
 class _Move:
@@ -435,6 +450,7 @@ class _Move:
         incremental: bool,
         unrecorded: bool,
         kinds: bool,
+        marks: bool,
     ) -> None:
         self.adopter = adopter
         self.path = path
@@ -444,13 +460,21 @@ class _Move:
         self.unrecorded = unrecorded
         self.kinds = kinds
         """Its rows record their endpoint (format 3); those of older files are events."""
+        self.marks = marks
+        """Its rows have the ``sending`` mark (format-3 files written before it: none)."""
         self.pending = 0
         """Pending events moved into our spool so far (new rows only)."""
+        self.moved: Counter[str] = Counter()
+        """Pending rows moved into our spool so far (new rows only), by kind."""
+        self.unconfirmed = 0
+        """Pending ratings marked as sending found so far (dropped, not moved)."""
         self.finished = False
         """Nothing more is done with this file in this scan."""
         self.emptied = False
         self.stopped = False
         """Our spool is full, or a write into it failed: the scan ends here."""
+        self.marked = 0
+        """Ratings marked as sending in the batch being moved (dropped, not moved)."""
 
     def step(
         self, into: sqlite3.Connection, lock: threading.Lock, max_events: int, budget: _Budget
@@ -469,7 +493,7 @@ class _Move:
         room = max_events - int(held)  # rows only leave our spool during the step
         while True:
             try:
-                rows = _next_batch(self.source, self.kinds)
+                rows = _next_batch(self.source, self.kinds, self.marks)
             except sqlite3.Error as error:
                 self.adopter._report(
                     self.path, "cannot read %s (%s); what is left stays in place", self.path, error
@@ -485,6 +509,8 @@ class _Move:
                 if taken:
                     with self.source:
                         self.source.execute("DELETE FROM events WHERE seq <= ?", (taken[-1][0],))
+                    self.adopter.unconfirmed += self.marked
+                    self.unconfirmed += self.marked
                 if self.incremental:  # the freed pages go back to the filesystem
                     self.source.executescript("PRAGMA incremental_vacuum;")  # run to its end
                 self.source.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
@@ -521,11 +547,17 @@ class _Move:
         if not rows:
             return 0
         # Their process is gone: events it held back waiting for a conversation id go as known.
+        # A pending rating marked as sending may have been stored: never sent again.
         values = [
             (insert_id, span_name, body, PENDING if status == WAITING else status, created, kind)
-            for _, insert_id, span_name, body, status, created, kind in rows
+            for _, insert_id, span_name, body, status, created, kind, sending in rows
+            if not (sending and status == PENDING)
         ]
-        pending = [value for value in values if value[3] == PENDING]
+        self.marked = len(rows) - len(values)  # counted once deleted from the orphan
+        pending: dict[str, list[tuple[str, str, bytes, str, float, str]]] = {}
+        for value in values:
+            if value[3] == PENDING:
+                pending.setdefault(value[5], []).append(value)
         others = [value for value in values if value[3] != PENDING]
         sql = (
             "INSERT OR IGNORE INTO events (insert_id, span_name, body, status, created, kind) "
@@ -535,11 +567,15 @@ class _Move:
             with into:
                 if any(value[5] != "events" for value in values):
                     into.execute(UPGRADE_SQL)  # with its first messages or ratings row
-                new_pending = max(0, into.executemany(sql, pending).rowcount) if pending else 0
+                new_pending = {
+                    kind: max(0, into.executemany(sql, rows_of_kind).rowcount)
+                    for kind, rows_of_kind in pending.items()
+                }
                 new_others = max(0, into.executemany(sql, others).rowcount) if others else 0
             into.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # the WAL is reused
-        self.pending += new_pending
-        return new_pending + new_others
+        self.moved.update(new_pending)
+        self.pending += new_pending.get("events", 0)
+        return sum(new_pending.values()) + new_others
 
     def close(self) -> None:
         """Let go of the file: its connection (the last: checkpoints and deletes its WAL), the
@@ -550,18 +586,41 @@ class _Move:
                 remove(self.path, self.path.with_suffix(".lock"), *wal_files(self.path))
         finally:
             close_lock_file(self.handle)
-        if not self.pending:
+        if not sum(self.moved.values()) and not self.unconfirmed:
             return
         logger.warning(
-            "otel_greenflash spool: adopted %d undelivered event(s) left by an earlier "
-            "process (%s)%s",
-            self.pending,
+            "otel_greenflash spool: adopted %s left by an earlier process (%s)%s%s",
+            described(self.moved),
             self.path.name,
             ", written by a version that did not record its API key and endpoint: they go "
             "to this process's endpoint"
             if self.unrecorded
             else "",
+            f"; {self.unconfirmed} rating(s) it was sending were not taken, never to be sent "
+            "again (unconfirmed)"
+            if self.unconfirmed
+            else "",
         )
+
+
+_NOUNS = (
+    ("events", "undelivered event(s)"),
+    ("messages", "Messages API request(s)"),
+    ("ratings", "rating(s)"),
+)
+
+
+def described(counts: Mapping[str, int]) -> str:
+    """Undelivered rows by kind, for a log line: ``3 undelivered event(s)`` when they are
+    all events (as always said), else each kind with its count (``0 undelivered event(s), 1
+    Messages API request(s) and 2 rating(s)``); rows of an unknown kind by their kind."""
+    known = dict(_NOUNS)
+    shown = [(kind, noun) for kind, noun in _NOUNS if counts.get(kind) or kind == "events"]
+    shown += [(str(kind), f"{kind} row(s)") for kind in counts if kind not in known]
+    if len(shown) == 1:
+        return f"{counts.get('events', 0)} undelivered event(s)"
+    parts = [f"{counts.get(kind, 0)} {noun}" for kind, noun in shown]
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def after_fork_in_child() -> None:
@@ -571,17 +630,21 @@ def after_fork_in_child() -> None:
         adopter._abandon_in_child()
 
 
-def _has_kinds(source: sqlite3.Connection) -> bool:
-    """True when the file's rows record their endpoint (format 3 and later)."""
+def _has_column(source: sqlite3.Connection, name: str) -> bool:
+    """True when the file's rows have column ``name`` (``kind``: format 3; ``sending``: the
+    mark of ratings under way, in format-3 files written since it exists)."""
     columns = source.execute("PRAGMA table_info(events)").fetchall()
-    return any(column[1] == "kind" for column in columns)
+    return any(column[1] == name for column in columns)
 
 
-def _next_batch(source: sqlite3.Connection, kinds: bool) -> list[_Row]:
-    """The next rows of an orphan, oldest first; those of a file before format 3 as events."""
+def _next_batch(source: sqlite3.Connection, kinds: bool, marks: bool) -> list[_Row]:
+    """The next rows of an orphan, oldest first; those of a file before format 3 as events,
+    those of a file without the ``sending`` column as unmarked."""
     kind = "kind" if kinds else "'events'"
+    sending = "sending" if marks else "0"
     rows: list[_Row] = source.execute(
-        f"SELECT seq, insert_id, span_name, body, status, created, {kind} FROM events "  # noqa: S608 - fixed text
+        f"SELECT seq, insert_id, span_name, body, status, created, {kind}, {sending} "  # noqa: S608 - fixed text
+        "FROM events "
         "ORDER BY seq LIMIT ?",
         (BATCH_ROWS,),
     ).fetchall()

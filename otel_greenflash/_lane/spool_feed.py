@@ -24,8 +24,8 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from .._config import GreenflashConfig
-from .._deliver.engine import DeliveryEngine
-from .._event import BusinessEvent, DeliveryItem
+from .._deliver.engine import UNSENT, DeliveryEngine
+from .._event import BusinessEvent, DeliveryItem, Endpoint
 from .._logging import RateLimitedLog, logger
 from .._stats import DeliveryStats, DropReason, LossWarning, LostEvents
 from .spool import Spool, disk_full
@@ -50,7 +50,7 @@ class SpoolFeed:
         self._lost = LostEvents(stats, self._log)  # spool drops are not handed to on_drop
         self.spool: Spool | None = None
         self._lock = threading.Lock()
-        self._notes: collections.deque[tuple[str, str]] = collections.deque()
+        self._notes: collections.deque[tuple[str, str, Endpoint]] = collections.deque()
         self._cursor = 0
         """Highest spool sequence number handed to the loop."""
         self._in_engine: set[str] = set()
@@ -65,9 +65,15 @@ class SpoolFeed:
         """Why the spool was switched off for good (None while it works or was never wanted)."""
         self._removing: set[str] = set()
         self._setting_aside: set[str] = set()
-        """Settled events whose rows are still to be removed or set aside (kept across a full
-        disk, applied once SQLite can write again)."""
+        self._unmarking: set[str] = set()
+        """Settled events whose rows are still to be removed or set aside, and ratings surely
+        not stored whose ``sending`` mark is still to be cleared (kept across a full disk,
+        applied once SQLite can write again)."""
         self._backlog: list[DeliveryItem] = []
+        self._to_mark: collections.deque[str] = collections.deque()
+        """Ratings whose retry waits for their ``sending`` mark (see :meth:`mark_before_retry`)."""
+        self.on_marked: Callable[[list[str]], None] | None = None
+        """Told the keys whose marks are committed (the engine's ``marked``)."""
         """Events spooled as waiting whose final body a full disk kept out: written first on
         the next successful write, or sent from memory when a flush or shutdown wants them
         out (see :meth:`release_backlog`)."""
@@ -104,6 +110,7 @@ class SpoolFeed:
             return
         if adopted:
             self._stats.add_queued(adopted)
+        self._count_adopted_unconfirmed(spool)
         self.spool = spool
         if self.disk.full is not None:
             self.disk.space_back()
@@ -119,12 +126,22 @@ class SpoolFeed:
         retry window ended, to try it again later (so it is not counted as failed)."""
         if self.spool is None:
             return False
-        self._notes.append((event.key, outcome))
+        self._notes.append((event.key, outcome, event.endpoint))
         if len(self._notes) >= NOTES_BEFORE_WAKE:
             self._wake()
         insert_id = event.key
         kept = insert_id not in self._not_spooled and insert_id not in self._released
         return outcome == "failed" and kept
+
+    def mark_before_retry(self, rating: DeliveryItem) -> None:
+        """Any thread: write this rating's ``sending`` mark again before its retry goes out
+        (the worker does, then calls :attr:`on_marked`); at once when nothing is spooled."""
+        if self.spool is None or rating.key in self._not_spooled:
+            if self.on_marked is not None:
+                self.on_marked([rating.key])
+            return
+        self._to_mark.append(rating.key)
+        self._wake()
 
     def put(self, events: Sequence[DeliveryItem], engine: DeliveryEngine) -> bool:
         """Spool new events, apply notes, hand spooled events to the loop as it has room.
@@ -156,6 +173,7 @@ class SpoolFeed:
                 lost, unstorable = self._add(spool, events)
                 duplicates = spool.duplicates - duplicates_before
                 self._count_requests_lost(spool)
+                self._count_adopted_unconfirmed(spool)
         except Exception as error:
             if disk_full(error):
                 self.disk.filled(error)
@@ -221,6 +239,21 @@ class SpoolFeed:
                         endpoint.value,
                     )
             counter.clear()
+
+    def _count_adopted_unconfirmed(self, spool: Spool) -> None:
+        """Ratings an earlier process had marked as sending when it ended (adopted files):
+        they may have been stored, so they are counted unconfirmed and never sent."""
+        found = spool.take_adopted_unconfirmed()
+        if found:
+            self._stats.add_for(Endpoint.RATINGS, "unconfirmed", found)
+            self._log.warning(
+                "spool-rating-unconfirmed",
+                "otel_greenflash spool: %d rating(s) left by an earlier process were being "
+                "sent when it ended; they may or may not have been stored, so they are not sent "
+                "again; see stats()['ratings']['unconfirmed']",
+                found,
+                count=found,
+            )
 
     def hold(self, events: Sequence[BusinessEvent]) -> None:
         """Spool events that wait for their conversation id, as known so far (so a crash
@@ -352,12 +385,13 @@ class SpoolFeed:
             return not self._released and spool.first_pending_seq() > seq
 
     def counts(self) -> dict[str, int] | None:
-        """The spool's counts; ``disk_full`` (1 while full) and ``unspooled`` (events sent from
-        memory because of it) too, once the disk has been full."""
+        """The spool's counts of events (``stats()["spool"]``: messages and ratings requests
+        are counted under their own keys); ``disk_full`` (1 while full) and ``unspooled``
+        (events sent from memory because of it) too, once the disk has been full."""
         spool = self.spool
         if spool is None:
             return None
-        pending, rejected = spool.counts()
+        pending, rejected = spool.counts_of(Endpoint.EVENTS)
         counts = {"pending": pending, "rejected": rejected, "evicted": spool.evicted}
         disk = self.disk
         if disk.full is not None or disk.unspooled or disk.writes_missed:
@@ -392,8 +426,13 @@ class SpoolFeed:
         notes = self._notes
         removing, setting_aside = self._removing, self._setting_aside
         while notes:
-            insert_id, outcome = notes.popleft()
+            insert_id, outcome, endpoint = notes.popleft()
+            if outcome == UNSENT:  # still in the engine, waiting for its retry
+                self._unmarking.add(insert_id)
+                continue
             self._in_engine.discard(insert_id)
+            if endpoint is Endpoint.RATINGS and outcome in _NOT_STORED:
+                self._unmarking.add(insert_id)  # may be sent again, here or by an adopter
             if insert_id in self._released:  # its row is the waiting one
                 self._released.discard(insert_id)
                 if outcome in _DONE:
@@ -415,6 +454,16 @@ class SpoolFeed:
         if setting_aside:
             spool.set_aside(setting_aside)
             setting_aside.clear()
+        if self._unmarking:
+            spool.mark_sending(self._unmarking, sending=False)
+            self._unmarking.clear()
+        if self._to_mark:  # after the unmarking above: a retry's mark is the latest word
+            keys = list(self._to_mark)
+            spool.mark_sending(keys)
+            for _ in keys:
+                self._to_mark.popleft()
+            if self.on_marked is not None:
+                self.on_marked(keys)
 
     def _feed(self, spool: Spool, engine: DeliveryEngine) -> None:
         room = self._config.max_queue_size - engine.pending
@@ -427,18 +476,38 @@ class SpoolFeed:
             rows = spool.pending_after(self._cursor, min(room, 512))
             if not rows:
                 return
-            self._cursor = rows[-1][0]
             batch = [
-                event
-                for _, event in rows
+                (seq, event)
+                for seq, event in rows
                 if event.key not in self._in_engine
                 and event.key not in self._removing  # settled, row not removed yet
                 and event.key not in self._setting_aside
+                and event.key not in self._unmarking  # its mark goes first
             ]
-            self._in_engine.update(event.key for event in batch)
-            engine.submit(batch)
-            room -= len(batch)
+            ratings = [event.key for _, event in batch if event.endpoint is Endpoint.RATINGS]
+            try:
+                # Committed before the loop may send them: an adopter never sends them again.
+                spool.mark_sending(ratings)
+            except Exception as error:
+                if not disk_full(error):
+                    raise
+                # The disk is full: what comes before the first rating goes; it waits.
+                first = next(seq for seq, event in batch if event.endpoint is Endpoint.RATINGS)
+                self._hand_over(engine, [event for seq, event in batch if seq < first])
+                self._cursor = first - 1
+                return
+            self._cursor = rows[-1][0]
+            room -= self._hand_over(engine, [event for _, event in batch])
 
+    def _hand_over(self, engine: DeliveryEngine, batch: list[DeliveryItem]) -> int:
+        self._in_engine.update(event.key for event in batch)
+        engine.submit(batch)
+        return len(batch)
+
+
+_NOT_STORED = frozenset(("failed", "dropped"))
+"""Outcomes of a rating that surely was not stored: no answer left it unsure (that settles it
+unconfirmed), so its ``sending`` mark is cleared."""
 
 _DONE = frozenset(("sent", "unconfirmed"))
 """Outcomes whose rows go: delivered, or a rating that may have been stored (never resent)."""

@@ -168,7 +168,8 @@ def test_each_item_goes_to_its_endpoint_and_is_counted_under_it(
     snapshot = stats.snapshot()
     assert (snapshot["sent"], snapshot["failed"], snapshot["retried"]) == (1, 0, 0)
     done = {"sent": 1, "failed": 0, "retried": 0, "unconfirmed": 0, "dropped": {}}
-    assert snapshot.get("messages") == done
+    message_contents = {"truncated": 0, "redacted": 0, "redaction_failed": 0}
+    assert snapshot.get("messages") == {**done, **message_contents}
     assert snapshot.get("ratings") == done
 
 

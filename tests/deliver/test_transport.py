@@ -43,3 +43,37 @@ def test_every_transport_shares_one_tls_context() -> None:
     finally:
         for processor in processors:
             processor.shutdown(1000)
+
+
+def test_the_dry_run_names_the_endpoint_of_messages_and_ratings_on_each_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from otel_greenflash import GreenflashConfig
+    from otel_greenflash._deliver.engine import DeliveryEngine
+    from otel_greenflash._deliver.http import transport_for
+    from otel_greenflash._stats import DeliveryStats
+    from tests.support.api_requests import a_messages_request, a_rating, an_event
+    from tests.support.common import PRODUCT_ID
+
+    config = GreenflashConfig.resolve(
+        {}, api_key="gf-secret-key", dry_run=True, product_id=PRODUCT_ID
+    )
+    engine = DeliveryEngine(transport_for(config), DeliveryStats())
+    event, messages, rating = an_event("e-1"), a_messages_request(), a_rating(4)
+    try:
+        engine.submit([event, messages, rating])
+        assert engine.flush(60.0)
+    finally:
+        engine.shutdown(5)
+
+    out = capsys.readouterr().out
+    lines = sorted((json.loads(line) for line in out.splitlines()), key=json.dumps)
+    assert lines == sorted(
+        [
+            event.body,  # an event's line is its body, as it always was
+            {"endpoint": "messages", "body": messages.body},
+            {"endpoint": "ratings", "body": rating.body},
+        ],
+        key=json.dumps,
+    )
+    assert "gf-secret-key" not in out

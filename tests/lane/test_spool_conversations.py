@@ -60,6 +60,11 @@ for chat in range(chats):
                 span.set_attribute("greenflash.conversation.external_id", f"chat-{{chat}}")
                 otel_greenflash.rate("up", feedback=f"chat {{chat}}")
 assert processor._shared.take_in(60)  # everything linked, mapped and in the spool
+deadline = time.monotonic() + 60  # each rating refused once, waiting for its retry
+while processor.stats().get("ratings", {{}}).get("retried", 0) < chats:
+    assert time.monotonic() < deadline, processor.stats()
+    time.sleep(0.02)
+assert processor._shared.take_in(60)  # and the worker has cleared their sending marks
 print("ready", json.dumps(processor.stats()), flush=True)
 time.sleep(3600)   # SIGKILLed by the test while the API is still down
 """

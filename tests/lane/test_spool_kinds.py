@@ -5,6 +5,7 @@ local server."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sqlite3
 import time
@@ -253,7 +254,8 @@ def test_a_file_holding_events_only_stays_readable_by_the_version_before(tmp_pat
         spool.add([an_event("e-1")])
         spool.hold([an_event("e-2")])
         assert format_of(spool.path) == 2  # the version before adopts it
-        assert columns_of(spool.path) == columns_of(FORMAT_2_FILE) | {"kind"}
+        # Extra columns only (the version before selects columns by name).
+        assert columns_of(spool.path) == columns_of(FORMAT_2_FILE) | {"kind", "sending"}
     finally:
         spool.close()
 
@@ -284,5 +286,91 @@ def test_adopting_a_rating_makes_the_adopter_file_format_3(tmp_path: Path) -> No
         assert not dead.path.exists()
         assert [kind for kind, _, _ in rows(adopter.path)] == ["ratings"]
         assert format_of(adopter.path) == 3
+    finally:
+        adopter.close()
+
+
+# --------------------------------------------------------------------------- stats()["spool"]
+
+
+def test_the_spool_stats_count_events_only(
+    tmp_path: Path, server: EventsApiServer, lane_set: LaneSet
+) -> None:
+    # Declined for an hour: the rating stays pending in the spool while the event is sent.
+    server.inject(Fault(status=429, retry_after="3600"), endpoint="ratings")
+    lanes = lane_set.start(server, tmp_path / "spool")
+    lanes.deliver([a_rating(1), an_event("e-1"), a_messages_request()])
+    spool = lanes.feed.spool
+    assert spool is not None
+    deadline = time.monotonic() + LONG
+    while [kind for kind, _, _ in rows(spool.path)] != ["ratings"]:  # the others are sent
+        assert time.monotonic() < deadline, rows(spool.path)
+        lanes.deliver([])  # the worker's round: notes applied
+        time.sleep(0.02)
+
+    assert lanes.spool_counts() == {"pending": 0, "rejected": 0, "evicted": 0}
+    assert spool.counts() == (1, 0)  # the rating, pending
+
+
+def test_evictions_of_messages_and_ratings_are_not_counted_as_evicted_events(
+    tmp_path: Path,
+) -> None:
+    spool = Spool(tmp_path, max_events=1)
+    try:
+        spool.add([a_rating(1), an_event("e-1")])  # the rating is evicted, unsent
+        assert spool.evicted == 0
+        spool.add([a_messages_request()], handed_over_up_to=spool.last_seq())  # the event goes
+        assert spool.evicted == 1
+        assert spool.evicted_requests == {Endpoint.RATINGS: 1}
+        assert spool.counts_of(Endpoint.EVENTS) == (0, 0)
+        assert spool.counts() == (1, 0)  # the bound counts rows of every kind
+    finally:
+        spool.close()
+
+
+# --------------------------------------------------------------------------- the adoption log
+
+
+def test_the_adoption_log_names_the_kinds_it_adopted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = Spool(tmp_path)
+    dead.add([an_event("e-1"), a_rating(1), an_event("e-2"), a_messages_request(), a_rating(2)])
+    dead._db.close()
+    dead._lock_file.close()  # its process is gone
+    adopter = Spool(tmp_path)
+    try:
+        with caplog.at_level(logging.WARNING, logger="otel_greenflash"):
+            assert adopter.adopt_orphans() == 2  # events: what stats()["queued"] counts
+        adopted = [r.getMessage() for r in caplog.records if "adopted" in r.getMessage()]
+        assert len(adopted) == 1
+        assert (
+            "adopted 2 undelivered event(s), 1 Messages API request(s) and 2 rating(s) left by "
+            "an earlier process" in adopted[0]
+        )
+    finally:
+        adopter.close()
+
+
+def test_the_adoption_log_says_which_ratings_it_did_not_take(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = Spool(tmp_path)
+    sending, waiting = a_rating(1), a_rating(2)
+    dead.add([sending, waiting])
+    dead.mark_sending([sending.key])  # handed to its loop: it may have been sent
+    dead._db.close()
+    dead._lock_file.close()
+    adopter = Spool(tmp_path)
+    try:
+        with caplog.at_level(logging.WARNING, logger="otel_greenflash"):
+            assert adopter.adopt_orphans() == 0
+        assert adopter.take_adopted_unconfirmed() == 1
+        assert adopter.take_adopted_unconfirmed() == 0  # counted once
+        assert [key for _, key, _ in rows(adopter.path)] == [waiting.key]
+        adopted = [r.getMessage() for r in caplog.records if "adopted" in r.getMessage()]
+        assert len(adopted) == 1
+        assert "adopted 0 undelivered event(s) and 1 rating(s) left by" in adopted[0]
+        assert "1 rating(s) it was sending were not taken" in adopted[0]
     finally:
         adopter.close()
