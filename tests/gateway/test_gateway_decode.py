@@ -38,6 +38,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from otel_greenflash import GreenflashConfig
 from otel_greenflash._deliver.transport import SendOutcome
+from otel_greenflash._event import Endpoint
 from otel_greenflash._link.linker import Linker
 from otel_greenflash._link.rules import LinkKeys
 from otel_greenflash._records import LinkingSpan, count_business_events
@@ -1073,20 +1074,27 @@ def test_room_is_reserved_for_the_messages_an_llm_call_makes(tmp_path: Path) -> 
     messages; the answer still counts business events only. Capture off: LLM spans need none."""
     intake = _intake(tmp_path / "on", spool_max_events=6, capture_conversations=True)
     try:
+        spool = intake.pipeline.feed.spool
+        assert spool is not None
         assert intake.accept(_event_spans(1, 2) + _llm_spans(1, 2), (), 30).events == 2
-        assert intake.stats()["spool"]["pending"] == 4  # 2 events, 2 messages requests
+        assert spool.counts_of(Endpoint.EVENTS)[0] == 2
+        assert spool.counts_of(Endpoint.MESSAGES)[0] == 2  # one request per LLM call
         with pytest.raises(NotAccepted, match=r"the spool is full \(4 of 6 events waiting\)"):
             intake.accept(_event_spans(3, 1) + _llm_spans(3, 2), (), 30)  # 3 rows: 7 > 6
         assert intake.accept(_event_spans(3, 1) + _llm_spans(3, 1), (), 30).events == 1
+        assert spool.counts()[0] == 6  # every row the bound counts, nothing evicted
         stats = intake.stats()
-        assert stats["spool"] == {"pending": 6, "rejected": 0, "evicted": 0}
+        assert stats["spool"] == {"pending": 3, "rejected": 0, "evicted": 0}
         assert stats["dropped"] == {}
+        assert stats["messages"]["dropped"] == {}
     finally:
         intake.shutdown(0)
     intake = _intake(tmp_path / "off", spool_max_events=6)
     try:
+        spool = intake.pipeline.feed.spool
+        assert spool is not None
         assert intake.accept(_event_spans(1, 2) + _llm_spans(1, 4), (), 30).events == 2
-        assert intake.stats()["spool"]["pending"] == 2
+        assert spool.counts()[0] == 2
         assert "messages" not in intake.stats()
     finally:
         intake.shutdown(0)
