@@ -2,8 +2,10 @@
 
 Every span and log record received goes through the library's pipeline, as in a process that
 runs the processor: span attributes, span events and log-based business events become Events
-API calls; other spans serve linking only and are never forwarded. A request is acknowledged
-only once its business events are in the durable spool.
+API calls; other spans serve linking only and are never forwarded. With conversation capture
+on (``GREENFLASH_CAPTURE_CONVERSATIONS``), LLM calls and evaluations become Messages and
+Ratings API calls too. A request is acknowledged only once its business events are in the
+durable spool.
 
 Needs the ``gateway`` extra (``pip install 'otel-greenflash[gateway]'``); importing this package
 does not, so the CLI can say so.

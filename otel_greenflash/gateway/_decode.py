@@ -14,7 +14,8 @@ The gateway decodes with :func:`decode_spans`: only a span that may carry a busi
 encoded form mentions ``greenflash.event``) becomes a ``ReadableSpan``; every other span is
 reduced to what the link stage reads of it (:class:`~otel_greenflash._records.LinkingSpan`),
 and a span that is neither a trace root nor carries an id key is validated and then dropped
-(linking does nothing with it).
+(linking does nothing with it). With conversation capture on, a span that mentions one of the
+GenAI marker keys (an LLM call) is decoded in full too.
 """
 
 from __future__ import annotations
@@ -164,7 +165,10 @@ class DecodedSpans:
 
 
 def decode_spans(
-    request: ExportTraceServiceRequest, *, linking_keys: Collection[str]
+    request: ExportTraceServiceRequest,
+    *,
+    linking_keys: Collection[str],
+    llm_call_keys: Collection[str] = (),
 ) -> DecodedSpans:
     """Decode a traces request for the pipeline, doing per span only what the pipeline reads.
 
@@ -175,9 +179,15 @@ def decode_spans(
     :class:`LinkingSpan` (attributes read only when the encoded form mentions one of the keys),
     or nothing when it is not a root and has none of them. Ids are checked for every span, with
     the same errors as :func:`spans_from_request`.
+
+    ``llm_call_keys`` (the GenAI marker keys, given only with conversation capture on): a span
+    whose encoded form mentions one of them may be an LLM call, and is decoded in full as well.
+    Without them the search is exactly the one above.
     """
     keys = frozenset(linking_keys)
     needles = _needles(keys)
+    call_needles = _distinct_needles(llm_call_keys) if llm_call_keys else ()
+    call_prefixes = _by_prefix(call_needles) if call_needles else ()
     count = 0
     items: list[ReadableSpan | LinkingSpan] = []
     append = items.append
@@ -189,7 +199,7 @@ def decode_spans(
                 continue
             count += len(spans)
             scope: Scope | None = None
-            marked = _marked_spans(scope_spans, len(spans), needles)
+            marked = _marked_spans(scope_spans, len(spans), needles, call_prefixes)
             for index, span in enumerate(spans):
                 trace_raw = span.trace_id
                 span_raw = span.span_id
@@ -210,12 +220,14 @@ def decode_spans(
                         raise MalformedRequestError(f"{where}: {error}") from None
                 if marked is None:  # one span at a time
                     encoded = span.SerializeToString()
-                    event = _EVENT_NEEDLE in encoded
-                    mentions_ids = not event and _mentions(encoded, needles)
+                    full = _EVENT_NEEDLE in encoded
+                    if call_needles and not full:
+                        full = _mentions(encoded, call_needles)
+                    mentions_ids = not full and _mentions(encoded, needles)
                 else:
-                    event = index in marked[0]
+                    full = index in marked[0]
                     mentions_ids = index in marked[1]
-                if event:
+                if full:
                     if resource is None:
                         resource = _resource(resource_spans.resource, resource_spans.schema_url)
                     if scope is None:
@@ -416,19 +428,38 @@ def _log_record(record: Any, resource: Resource, scope: Scope) -> ReadableLogRec
 
 def _needles(linking_keys: Collection[str]) -> tuple[bytes, ...]:
     """Byte strings of which an encoded span must contain one to matter beyond its ids: keys
-    are encoded verbatim (UTF-8), so a span without them has no id or event attribute. A key
-    that contains another one (``enduser.id``, ``user.id``) needs no search of its own."""
-    others = sorted({key.encode() for key in linking_keys if not key.startswith(_GREENFLASH)})
-    kept = [key for key in others if not any(o != key and o in key for o in others)]
-    return (_GREENFLASH.encode(), *kept)
+    are encoded verbatim (UTF-8), so a span without them has no id or event attribute."""
+    others = [key for key in linking_keys if not key.startswith(_GREENFLASH)]
+    return (_GREENFLASH.encode(), *_distinct_needles(others))
+
+
+def _distinct_needles(keys: Collection[str]) -> tuple[bytes, ...]:
+    """``keys`` encoded, without those that contain another one (``enduser.id``, ``user.id``):
+    a span that mentions the longer one mentions the shorter one too."""
+    encoded = sorted({key.encode() for key in keys})
+    return tuple(key for key in encoded if not any(o != key and o in key for o in encoded))
+
+
+def _by_prefix(keys: tuple[bytes, ...]) -> tuple[tuple[bytes, tuple[bytes, ...]], ...]:
+    """``keys`` grouped by their first dotted segment (``gen_ai.``): one search of the prefix,
+    then a comparison per key where it is found, instead of one search per key."""
+    groups: dict[bytes, list[bytes]] = {}
+    for key in keys:
+        head, dot, _ = key.partition(b".")
+        groups.setdefault(head + dot, []).append(key)
+    return tuple((prefix, tuple(group)) for prefix, group in groups.items())
 
 
 def _marked_spans(
-    scope_spans: ScopeSpans, count: int, needles: tuple[bytes, ...]
+    scope_spans: ScopeSpans,
+    count: int,
+    needles: tuple[bytes, ...],
+    call_prefixes: tuple[tuple[bytes, tuple[bytes, ...]], ...] = (),
 ) -> tuple[set[int], set[int]] | None:
-    """The indexes of the spans of ``scope_spans`` whose encoded form mentions
-    ``greenflash.event``, and of the others that mention one of ``needles``; None when the
-    encoding cannot be walked (then each span is looked at on its own).
+    """The indexes of the spans of ``scope_spans`` to decode in full (their encoded form
+    mentions ``greenflash.event``, or one of the keys of ``call_prefixes``: a prefix and the
+    keys that start with it), and of the others that mention one of ``needles``; None when
+    the encoding cannot be walked (then each span is looked at on its own).
 
     One encoding of the whole ``ScopeSpans`` is searched for each needle, and each position
     found is mapped to the span whose bytes hold it. Every mention inside a span's bytes is
@@ -439,17 +470,25 @@ def _marked_spans(
     starts = _field_starts(encoded, _SPANS_FIELD)
     if starts is None or len(starts) != count:
         return None
-    events: set[int] = set()
+    full: set[int] = set()
     ids: set[int] = set()
     for needle in needles:
         at = encoded.find(needle)
         while at >= 0:
             index = bisect.bisect_right(starts, at) - 1
             if index >= 0:
-                (events if encoded.startswith(_EVENT_NEEDLE, at) else ids).add(index)
+                (full if encoded.startswith(_EVENT_NEEDLE, at) else ids).add(index)
             at = encoded.find(needle, at + 1)
-    ids -= events
-    return events, ids
+    for prefix, keys in call_prefixes:  # none unless conversation capture is on
+        at = encoded.find(prefix)
+        while at >= 0:
+            if encoded.startswith(keys, at):
+                index = bisect.bisect_right(starts, at) - 1
+                if index >= 0:
+                    full.add(index)
+            at = encoded.find(prefix, at + 1)
+    ids -= full
+    return full, ids
 
 
 def _field_starts(encoded: bytes, tag: int) -> list[int] | None:

@@ -97,9 +97,13 @@ class Ingest:
         workers: int,
         timeout_seconds: float,
         linking_keys: Collection[str],
+        llm_call_keys: Collection[str] = (),
     ) -> None:
         self._intake = intake
         self._linking_keys = frozenset(linking_keys)
+        self._llm_call_keys = frozenset(llm_call_keys)
+        """The GenAI marker keys with conversation capture on (spans with one are decoded in
+        full); empty otherwise."""
         self.metrics = metrics
         self.timeout_seconds = timeout_seconds
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="greenflash-gateway")
@@ -157,7 +161,9 @@ class Ingest:
 
         def work() -> Accepted:
             with self._decoding:
-                decoded = decode_spans(parse(), linking_keys=self._linking_keys)
+                decoded = decode_spans(
+                    parse(), linking_keys=self._linking_keys, llm_call_keys=self._llm_call_keys
+                )
             accepted = self._intake.accept(decoded.items, (), _seconds_until(deadline))
             return _accepted(decoded.count, accepted)
 

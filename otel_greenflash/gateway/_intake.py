@@ -18,6 +18,12 @@ Requests are taken concurrently (one thread each). Two things keep that safe:
   hands a batch over in parts no larger than the queue's free room (one part at a time) and
   waits for the worker between parts, so a batch larger than the queue is taken whole and no
   batch's records are dropped because of another one.
+
+With conversation capture on (``GREENFLASH_CAPTURE_CONVERSATIONS``), LLM spans and the GenAI
+log events go through the same way and become Messages and Ratings API requests; a
+``greenflash.rating`` log record becomes a rating whatever the setting. The answer to the
+sender stays about business events (accepted, invalid, partial success); room is reserved for
+the spool row each such record may add, so they never push acknowledged events out.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from opentelemetry._logs import LogRecord
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.trace import ReadableSpan
 
+from .. import attributes as attr
 from .._config import ConfigurationError, GreenflashConfig
 from .._deliver.transport import Transport
 from .._intake_kind import IntakeKind
@@ -39,10 +46,11 @@ from .._lane.spool_room import RETRY_AFTER_SECONDS, NoRoom, SpoolRoom
 from .._pipeline.intake import PipelineIntake
 from .._pipeline.pipeline import EventPipeline
 from .._records import (
+    EVENT,
     LinkingSpan,
     MapOutcome,
     count_business_events,
-    is_log_business_event,
+    log_record_kind,
     plain_attributes,
 )
 from .._stats import StatsSnapshot
@@ -85,6 +93,11 @@ class DurableIntake(PipelineIntake):
             raise ConfigurationError("the gateway cannot run with GREENFLASH_ENABLED=false")
         pipeline = self._join(config, on_error=None, on_drop=None, transport=transport)
         assert pipeline is not None  # enabled, checked above
+        self.captures_conversations = config.capture_conversations
+        """LLM calls and GenAI evaluations are taken too (conversation capture is on)."""
+        self.llm_call_keys = attr.GENAI_SPAN_MARKERS if self.captures_conversations else frozenset()
+        """Keys of which an LLM span carries one (none with capture off): the decoder decodes
+        a span that mentions one in full."""
         self._room = SpoolRoom(pipeline.feed)
         self._renewing_room = threading.Lock()
         """Two requests after a fork build one room, not one each (see :meth:`_spool_room`)."""
@@ -98,11 +111,13 @@ class DurableIntake(PipelineIntake):
         log_records: Sequence[ReadableLogRecord],
         timeout_seconds: float,
     ) -> Acceptance:
-        """Take a batch; return once its business events are durable. Blocking: call it
-        from a thread. Raises :class:`NotAccepted` when the batch cannot be kept now.
+        """Take a batch; return once its business events are durable (and the messages and
+        ratings requests it makes now are in the spool too). Blocking: call it from a thread.
+        Raises :class:`NotAccepted` when the batch cannot be kept now.
 
         ``spans`` in the order they ended; a :class:`LinkingSpan` stands for a span without
-        business events (linked exactly as the same span given in full would be)."""
+        business events or an LLM call (linked exactly as the same span given in full would
+        be)."""
         deadline = time.monotonic() + timeout_seconds
         received_ns = time.time_ns()
         pipeline = self._shared
@@ -112,17 +127,26 @@ class DurableIntake(PipelineIntake):
         usable, reason = self._usable()
         if not usable:
             raise NotAccepted(reason, room.retry_after())
-        event_logs = _business_event_logs(log_records)
-        events = _business_event_count(spans) + len(event_logs)
+        taken_logs = _taken_logs(log_records, capture=self.captures_conversations)
+        event_logs = sum(1 for *_, kind in taken_logs if kind == EVENT)
+        events = _business_event_count(spans) + event_logs
+        requests = _llm_call_count(spans, self.llm_call_keys) + len(taken_logs) - event_logs
         try:
-            reservation = room.reserve(events)
+            reservation = room.reserve(events + requests)
             outcome = MapOutcome()
             try:
-                self._hand_over(pipeline, spans, event_logs, outcome, received_ns, deadline)
+                self._hand_over(pipeline, spans, taken_logs, outcome, received_ns, deadline)
                 if not pipeline.take_in(max(0.0, deadline - time.monotonic())):
                     raise _Refused("the batch was not written to the spool in time")
                 if pipeline.is_shutdown:
                     raise _Refused("the gateway is shutting down")
+                if requests and pipeline.feed.disk.writes_missed != reservation.misses_before:
+                    # Its messages or ratings rows may be among the writes a full disk refused
+                    # (they carry no id the map stage reports, as events do): not kept, so refused.
+                    raise NoRoom(
+                        "the spool's filesystem was full while the batch was written",
+                        room.retry_after(),
+                    )
                 room.confirm(reservation, outcome.insert_ids)
             except BaseException as error:
                 handed_over = not isinstance(error, _Refused) or error.handed_over
@@ -139,7 +163,7 @@ class DurableIntake(PipelineIntake):
         self,
         pipeline: EventPipeline,
         spans: Sequence[ReadableSpan | LinkingSpan],
-        event_logs: Sequence[tuple[LogRecord, Mapping[str, Any]]],
+        taken_logs: Sequence[tuple[LogRecord, Mapping[str, Any], str]],
         outcome: MapOutcome,
         received_ns: int,
         deadline: float,
@@ -148,12 +172,12 @@ class DurableIntake(PipelineIntake):
         waiting for the worker between parts; each record tells ``outcome`` how it mapped.
         Raises :class:`_Refused` when the queue does not free up before ``deadline``.
 
-        A full span queues at most one record, a business-event log record one, a
+        A full span queues at most one record, a log record taken (of any kind) one, a
         :class:`LinkingSpan` none. One part is handed over at a time (of any batch), so the
         room counted is there for the whole part: only the worker takes from the queue."""
         span_ended = pipeline.span_ended
         linking_span_ended = pipeline.linking_span_ended
-        span_count, log_count = len(spans), len(event_logs)
+        span_count, log_count = len(spans), len(taken_logs)
         next_span = next_log = 0
         pipeline.check_pid()
         while True:
@@ -172,8 +196,8 @@ class DurableIntake(PipelineIntake):
                         break
                     next_span += 1
                 while next_span == span_count and next_log < log_count and room > 0:
-                    record, attributes = event_logs[next_log]
-                    event_log = event_log_of(record, attributes, None)  # no live spans here
+                    record, attributes, kind = taken_logs[next_log]
+                    event_log = event_log_of(record, attributes, None, kind=kind)  # no live spans
                     if not event_log.timestamp and not event_log.observed_timestamp:
                         event_log.received_timestamp = received_ns  # eventAt, not insertId
                     event_log.outcome = outcome
@@ -251,17 +275,34 @@ class _Refused(NotAccepted):
         self.handed_over = handed_over
 
 
-def _business_event_logs(
-    log_records: Sequence[ReadableLogRecord],
-) -> list[tuple[LogRecord, Mapping[str, Any]]]:
-    """The log records that are business events, with their plain attributes."""
-    found: list[tuple[LogRecord, Mapping[str, Any]]] = []
+def _taken_logs(
+    log_records: Sequence[ReadableLogRecord], *, capture: bool
+) -> list[tuple[LogRecord, Mapping[str, Any], str]]:
+    """The log records the pipeline takes (business events, users' ratings, and with
+    ``capture`` LLM calls and evaluations), with their plain attributes and kind."""
+    found: list[tuple[LogRecord, Mapping[str, Any], str]] = []
     for readable in log_records:
         record = readable.log_record
         attributes = plain_attributes(record.attributes)
-        if is_log_business_event(record.event_name, attributes):
-            found.append((record, attributes))
+        kind = log_record_kind(record.event_name, attributes, capture=capture)
+        if kind is not None:
+            found.append((record, attributes, kind))
     return found
+
+
+def _llm_call_count(
+    spans: Sequence[ReadableSpan | LinkingSpan], llm_call_keys: frozenset[str]
+) -> int:
+    """How many of the spans the link stage takes as LLM calls (each makes at most one
+    Messages API request): those carrying one of ``llm_call_keys`` (none with capture off)."""
+    if not llm_call_keys:
+        return 0
+    disjoint = llm_call_keys.isdisjoint
+    return sum(
+        1
+        for span in spans
+        if not isinstance(span, LinkingSpan) and not disjoint(plain_attributes(span._attributes))
+    )
 
 
 def _business_event_count(spans: Sequence[ReadableSpan | LinkingSpan]) -> int:

@@ -165,6 +165,31 @@ def _lines(
         "Business events evicted from a full spool.",
         spool.get("evicted"),
     )
+    yield from _request_lines(prefix, pipeline)
+
+
+def _request_lines(prefix: str, pipeline: Mapping[str, Any]) -> Iterator[str]:
+    """Messages and ratings requests (conversation capture; ratings from ``greenflash.rating``
+    records too), by endpoint: none until the pipeline made one of either."""
+    endpoints = [
+        (name, dict(pipeline[name])) for name in ("messages", "ratings") if name in pipeline
+    ]
+    if not endpoints:
+        return
+    name = f"{prefix}api_requests_total"
+    yield f"# HELP {name} Messages and ratings requests by endpoint and outcome.\n"
+    yield f"# TYPE {name} counter\n"
+    for endpoint, counts in endpoints:
+        for outcome in ("sent", "failed", "retried", "unconfirmed"):
+            labels = f'endpoint="{endpoint}",outcome="{outcome}"'
+            yield f"{name}{{{labels}}} {_number(counts.get(outcome))}\n"
+    name = f"{prefix}api_requests_dropped_total"
+    yield f"# HELP {name} Messages and ratings requests not sent, by endpoint and reason.\n"
+    yield f"# TYPE {name} counter\n"
+    for endpoint, counts in endpoints:
+        for reason, count in sorted(dict(counts.get("dropped") or {}).items()):
+            labels = f'endpoint="{endpoint}",reason="{_label(reason)}"'
+            yield f"{name}{{{labels}}} {_number(count)}\n"
 
 
 def _number(value: object) -> int | float:

@@ -64,6 +64,7 @@ async def serve(
         workers=WORKERS,
         timeout_seconds=settings.request_timeout_seconds,
         linking_keys=linking_keys,
+        llm_call_keys=intake.llm_call_keys,
     )
     app = build_app(
         ingest,

@@ -182,7 +182,9 @@ def test_typescript_example_through_the_collector_arrives_once_linked(
             summary = summary_of(started)
             assert summary["endpoint"] == collector.http_url
             wait_until(settled(gateway, 2), "both events sent")
-        assert gateway.stats()["received"] == {"spans": 2, "log_records": 1}
+        # the root, its LLM call (linking only: capture is off) and billing.upgrade
+        assert gateway.stats()["received"] == {"spans": 3, "log_records": 1}
+    assert {request.path for request in receiver.requests} == {Receiver.EVENTS_PATH}
     assert receiver.duplicates == 0
     events = {event["eventType"]: event for event in receiver.accepted}
     assert len(receiver.accepted) == 2

@@ -11,7 +11,7 @@ import base64
 import json
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,9 +38,11 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from otel_greenflash import GreenflashConfig
 from otel_greenflash._deliver.transport import SendOutcome
+from otel_greenflash._event import Endpoint
 from otel_greenflash._link.linker import Linker
 from otel_greenflash._link.rules import LinkKeys
 from otel_greenflash._records import LinkingSpan, count_business_events
+from otel_greenflash.attributes import GENAI_SPAN_MARKERS
 from otel_greenflash.gateway._decode import (
     JSON,
     PROTOBUF,
@@ -586,8 +588,25 @@ _ID_ATTRIBUTES: list[tuple[str, Any]] = [
 ]
 
 
-def _random_span(rng: random.Random, trace_id: bytes, root_id: bytes, index: int) -> Span:
+_GENAI_ATTRIBUTES: list[tuple[str, Any]] = [
+    ("gen_ai.operation.name", "chat"),
+    ("gen_ai.input.messages", '[{"role":"user","parts":[{"type":"text","content":"hi"}]}]'),
+    ("gen_ai.output.messages", "[]"),
+    ("openinference.span.kind", "LLM"),
+    ("llm.request.type", "chat"),
+    ("gen_ai.prompt.0.content", "hi"),
+    ("gen_ai.completion.0.role", "assistant"),
+    ("gen_ai.request.model", "gpt-4o-mini"),  # a GenAI key that marks no LLM call
+    ("note", "a value that names gen_ai.operation.name"),  # a marker in a value only
+]
+
+
+def _random_span(
+    rng: random.Random, trace_id: bytes, root_id: bytes, index: int, *, genai: bool = False
+) -> Span:
     attributes = [_kv(k, v) for k, v in rng.sample(_PLAIN_ATTRIBUTES, rng.randint(0, 4))]
+    if genai and rng.random() < 0.3:  # drawn only for GenAI requests: the others stay as they were
+        attributes += [_kv(k, v) for k, v in rng.sample(_GENAI_ATTRIBUTES, rng.randint(1, 2))]
     if rng.random() < 0.3:
         attributes += [_kv(k, v) for k, v in rng.sample(_ID_ATTRIBUTES, rng.randint(1, 3))]
     if rng.random() < 0.1:  # a repeated key: the last value wins, as in a full decode
@@ -627,8 +646,11 @@ def _random_span(rng: random.Random, trace_id: bytes, root_id: bytes, index: int
     return span
 
 
-def _random_request(rng: random.Random, *, group: bool = False) -> ExportTraceServiceRequest:
-    """Several resources and scopes, traces of 1-8 spans, children before roots."""
+def _random_request(
+    rng: random.Random, *, group: bool = False, genai: bool = False
+) -> ExportTraceServiceRequest:
+    """Several resources and scopes, traces of 1-8 spans, children before roots; with
+    ``genai``, some spans carry GenAI keys (LLM-call markers or not)."""
     request = ExportTraceServiceRequest()
     for _ in range(rng.randint(1, 3)):
         resource_spans = request.resource_spans.add()
@@ -637,7 +659,10 @@ def _random_request(rng: random.Random, *, group: bool = False) -> ExportTraceSe
             spans: list[Span] = []
             for _ in range(rng.randint(0, 6)):
                 trace_id, root_id = rng.randbytes(15) + b"\x01", rng.randbytes(7) + b"\x01"
-                trace = [_random_span(rng, trace_id, root_id, i) for i in range(rng.randint(1, 8))]
+                trace = [
+                    _random_span(rng, trace_id, root_id, i, genai=genai)
+                    for i in range(rng.randint(1, 8))
+                ]
                 spans += reversed(trace)
             scope_spans = ScopeSpans(spans=spans)
             scope_spans.scope.name = "scope"
@@ -664,13 +689,16 @@ def _same_span(decoded: ReadableSpan, full: ReadableSpan) -> None:
     assert decoded.instrumentation_scope == full.instrumentation_scope
 
 
-def _check_decode_spans(request: ExportTraceServiceRequest) -> tuple[int, int, int]:
+def _check_decode_spans(
+    request: ExportTraceServiceRequest, llm_call_keys: Collection[str] = ()
+) -> tuple[int, int, int]:
     """decode_spans against the full decode: a span with a business event (or any span whose
-    encoding mentions ``greenflash.event``) comes in full; every other span that is a root or
-    carries an id key comes as its linking facts; the rest not at all; in request order.
-    Returns how many spans came in full, as facts, and not at all."""
+    encoding mentions ``greenflash.event``, or one of ``llm_call_keys``) comes in full; every
+    other span that is a root or carries an id key comes as its linking facts; the rest not at
+    all; in request order. Returns how many spans came in full, as facts, and not at all."""
     full = spans_from_request(request)
-    decoded = decode_spans(request, linking_keys=LINK_KEYS)
+    decoded = decode_spans(request, linking_keys=LINK_KEYS, llm_call_keys=llm_call_keys)
+    full_needles = [b"greenflash.event", *(key.encode() for key in llm_call_keys)]
     assert decoded.count == len(full)
     encodings = [
         span.SerializeToString()
@@ -685,7 +713,7 @@ def _check_decode_spans(request: ExportTraceServiceRequest) -> tuple[int, int, i
         assert span.context is not None
         root = span.parent is None
         ids = {k: v for k, v in (span.attributes or {}).items() if k in LINK_KEYS}
-        if b"greenflash.event" in encoded:
+        if any(needle in encoded for needle in full_needles):
             assert isinstance(item, ReadableSpan)
             _same_span(item, span)
             counts[0] += 1
@@ -734,6 +762,30 @@ def test_decode_spans_without_the_walk_over_the_encoding(seed: int) -> None:
         encoded = scope_spans[0].SerializeToString()
         assert _field_starts(encoded, 0x12) is None
     _check_decode_spans(request)
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("group", [False, True])
+def test_decode_spans_with_capture_decodes_llm_spans_in_full(seed: int, group: bool) -> None:
+    """With the GenAI marker keys (conversation capture on), a span that mentions one comes in
+    full, whether the scope's encoding is walked or each span is looked at on its own."""
+    request = _random_request(random.Random(seed), group=group, genai=True)
+    _check_decode_spans(request, GENAI_SPAN_MARKERS)
+
+
+def test_decode_spans_without_capture_takes_llm_spans_for_linking_only() -> None:
+    """Capture off: the same spans come as before, LLM spans as linking facts or not at all."""
+    totals = [0, 0, 0]
+    for seed in range(8):
+        request = _random_request(random.Random(seed), genai=True)
+        for index, count in enumerate(_check_decode_spans(request)):
+            totals[index] += count
+    with_capture = [0, 0, 0]
+    for seed in range(8):
+        request = _random_request(random.Random(seed), genai=True)
+        for index, count in enumerate(_check_decode_spans(request, GENAI_SPAN_MARKERS)):
+            with_capture[index] += count
+    assert with_capture[0] > totals[0]  # the LLM spans, in full only with capture on
 
 
 def test_decode_spans_from_the_sdk_and_otlp_json(sdk_spans: list[ReadableSpan]) -> None:
@@ -924,6 +976,11 @@ class _Unavailable:
     def send(self, body: bytes, timeout_seconds: float | None = None) -> SendOutcome:
         return SendOutcome(503)
 
+    def send_to(
+        self, endpoint: str, body: bytes, timeout_seconds: float | None = None
+    ) -> SendOutcome:
+        return SendOutcome(503)  # messages stay in the spool too
+
     def close(self) -> None:
         return None
 
@@ -984,6 +1041,61 @@ def test_the_spool_is_counted_only_when_a_bound_does_not_settle_it(tmp_path: Pat
         assert intake.accept(_event_spans(14, 7), (), 30).events == 7
         assert counted == [0, 10, 12, 5]
         assert real_counts()[0] == 12
+    finally:
+        intake.shutdown(0)
+
+
+def _llm_spans(first: int, count: int) -> list[ReadableSpan | LinkingSpan]:
+    """LLM calls (OpenTelemetry GenAI form), each the root of its trace and naming its
+    conversation and user: mapped at once to one Messages API request each."""
+    turn = [{"role": "user", "parts": [{"type": "text", "content": "hello"}]}]
+    answer = [{"role": "assistant", "parts": [{"type": "text", "content": "hi"}]}]
+    return [
+        ReadableSpan(
+            name="chat gpt-4o-mini",
+            context=SpanContext(0xCA11, number, False),
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.input.messages": json.dumps(turn),
+                "gen_ai.output.messages": json.dumps(answer),
+                "greenflash.conversation.external_id": f"chat-{number}",
+                "greenflash.user.external_id": "user-1",
+            },
+            start_time=1,
+            end_time=2,
+        )
+        for number in range(first, first + count)
+    ]
+
+
+def test_room_is_reserved_for_the_messages_an_llm_call_makes(tmp_path: Path) -> None:
+    """Capture on: each LLM span may add a spool row (its Messages API request), so a batch
+    reserves room for those too, and acknowledged events are never evicted to make room for
+    messages; the answer still counts business events only. Capture off: LLM spans need none."""
+    intake = _intake(tmp_path / "on", spool_max_events=6, capture_conversations=True)
+    try:
+        spool = intake.pipeline.feed.spool
+        assert spool is not None
+        assert intake.accept(_event_spans(1, 2) + _llm_spans(1, 2), (), 30).events == 2
+        assert spool.counts_of(Endpoint.EVENTS)[0] == 2
+        assert spool.counts_of(Endpoint.MESSAGES)[0] == 2  # one request per LLM call
+        with pytest.raises(NotAccepted, match=r"the spool is full \(4 of 6 events waiting\)"):
+            intake.accept(_event_spans(3, 1) + _llm_spans(3, 2), (), 30)  # 3 rows: 7 > 6
+        assert intake.accept(_event_spans(3, 1) + _llm_spans(3, 1), (), 30).events == 1
+        assert spool.counts()[0] == 6  # every row the bound counts, nothing evicted
+        stats = intake.stats()
+        assert stats["spool"] == {"pending": 3, "rejected": 0, "evicted": 0}
+        assert stats["dropped"] == {}
+        assert stats["messages"]["dropped"] == {}
+    finally:
+        intake.shutdown(0)
+    intake = _intake(tmp_path / "off", spool_max_events=6)
+    try:
+        spool = intake.pipeline.feed.spool
+        assert spool is not None
+        assert intake.accept(_event_spans(1, 2) + _llm_spans(1, 4), (), 30).events == 2
+        assert spool.counts()[0] == 2
+        assert "messages" not in intake.stats()
     finally:
         intake.shutdown(0)
 

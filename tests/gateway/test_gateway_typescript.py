@@ -81,12 +81,23 @@ def wait_until_healthy(gateway: Gateway) -> None:
 @pytest.fixture
 def gateway(server: EventsApiServer, tmp_path: Path) -> Iterator[Gateway]:
     """``otel-greenflash gateway`` on loopback with a token, delivering to the local server."""
+    yield from _gateway(server, tmp_path)
+
+
+@pytest.fixture
+def capturing_gateway(server: EventsApiServer, tmp_path: Path) -> Iterator[Gateway]:
+    """The same, with conversation capture on."""
+    yield from _gateway(server, tmp_path, GREENFLASH_CAPTURE_CONVERSATIONS="true")
+
+
+def _gateway(server: EventsApiServer, tmp_path: Path, **extra: str) -> Iterator[Gateway]:
     log = tmp_path / "gateway.log"
     env = clean_env(
         GREENFLASH_API_KEY=server.api_key,
         GREENFLASH_BASE_URL=server.base_url,
         GREENFLASH_PRODUCT_ID=PRODUCT_ID,
         GREENFLASH_GATEWAY_TOKEN=TOKEN,
+        **extra,
     )
     http_port = free_port()
     args = [
@@ -167,6 +178,39 @@ def test_typescript_service_events_arrive_once_linked_to_the_conversation(
         assert event["externalConversationId"] == conversation_id
         assert event["externalUserId"] == "user-ts-42"
         assert event["productId"] == PRODUCT_ID
+    # Capture is off: the LLM span served linking only.
+    assert server.messages == []
+    assert server.ratings == []
+
+
+@needs_node
+def test_typescript_llm_call_becomes_messages_with_capture_on(
+    server: EventsApiServer, capturing_gateway: Gateway
+) -> None:
+    """The example's LLM span (OpenTelemetry GenAI JSON form) through a gateway with
+    conversation capture on: its two messages stored once, in the root span's conversation."""
+    conversation_id = f"chat-ts-{uuid.uuid4().hex[:12]}"
+    summary_of(
+        run_example(
+            capturing_gateway,
+            conversation_id,
+            OTEL_EXPORTER_OTLP_HEADERS=f"Authorization=Bearer%20{TOKEN}",
+        )
+    )
+    output = capturing_gateway.output
+    assert server.wait_for_events(2, timeout_seconds=DELIVERY_SECONDS), output()
+    assert server.wait_for_messages(2, timeout_seconds=DELIVERY_SECONDS), output()
+    assert capturing_gateway.stop() in (0, -signal.SIGTERM), output()
+
+    conversation = server.conversation(conversation_id, PRODUCT_ID)
+    assert conversation.external_user_id == "user-ts-42"
+    assert [(m.message_type, m.content) for m in conversation.messages] == [
+        ("user_message", "Can I add seats to my plan?"),
+        ("assistant_message", "Yes: upgrade to Pro, then add seats."),
+    ]
+    assert len(server.messages) == 1  # one request for the one LLM call
+    assert server.ratings == []
+    assert {event["externalConversationId"] for event in server.events} == {conversation_id}
 
 
 @needs_node

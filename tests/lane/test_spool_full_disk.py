@@ -103,6 +103,7 @@ class SmallDiskGateway(Gateway):
             GREENFLASH_BASE_URL=self.receiver.base_url,
             GREENFLASH_PRODUCT_ID=PRODUCT_ID,
             GREENFLASH_BSP_SCHEDULE_DELAY="20",
+            **self._environment,
         )
         gateway = [
             str(BIN / "python"), "-m", "otel_greenflash.cli", "gateway",
@@ -239,6 +240,82 @@ def test_gateway_refuses_while_full_and_resumes_when_space_returns(tmp_path: Pat
     assert receiver.duplicates == 0
     assert "is full" in gateway.output()
     print(f"refused while full: {len(refused)}, delivered: {len(delivered)}, stats: {stats}")
+
+
+def trace_with_llm_call(conversation: str) -> bytes:
+    """One root span that is an LLM call (OpenTelemetry GenAI form) naming its conversation and
+    user: one Messages API request of two messages, and no business event (OTLP protobuf)."""
+
+    def text(key: str, value: str) -> KeyValue:
+        return KeyValue(key=key, value=AnyValue(string_value=value))
+
+    question = [{"role": "user", "parts": [{"type": "text", "content": f"{conversation}?"}]}]
+    answer = [{"role": "assistant", "parts": [{"type": "text", "content": "p" * 2000}]}]
+    span = Span(
+        trace_id=uuid.uuid4().bytes,
+        span_id=os.urandom(8),
+        name="chat gpt-4o-mini",
+        start_time_unix_nano=1_700_000_000_000_000_000,
+        end_time_unix_nano=1_700_000_000_100_000_000,
+        attributes=[
+            text("gen_ai.operation.name", "chat"),
+            text("gen_ai.input.messages", json.dumps(question)),
+            text("gen_ai.output.messages", json.dumps(answer)),  # fills the disk sooner
+            text("greenflash.conversation.external_id", conversation),
+            text("greenflash.user.external_id", "user-1"),
+        ],
+    )
+    request = ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=[span])])]
+    )
+    return bytes(request.SerializeToString())
+
+
+def test_gateway_acknowledges_llm_calls_only_once_spooled(tmp_path: Path) -> None:
+    """Conversation capture on, a batch with LLM calls and no business event: the batch whose
+    messages request the full disk kept out of the spool is refused (503), not acknowledged and
+    lost; every acknowledged call's messages arrive once space is back."""
+    acknowledged: list[str] = []
+    capture = {"GREENFLASH_CAPTURE_CONVERSATIONS": "true"}
+    with (
+        Receiver() as receiver,
+        SmallDiskGateway(receiver, tmp_path / "spool", environment=capture) as gateway,
+    ):
+        receiver.mix({API_DOWN: 1.0}, seed=0)  # requests stay in the spool
+
+        def post_call(conversation: str) -> httpx.Response:
+            return httpx.post(
+                f"{gateway.url}/v1/traces",
+                content=trace_with_llm_call(conversation),
+                headers={"Content-Type": "application/x-protobuf"},
+                timeout=30,
+            )
+
+        for number in range(3):
+            assert post_call(f"before-{number}").status_code == 200
+            acknowledged.append(f"before-{number}")
+        filler = gateway.mounted / "filler"
+        assert fill(filler) > 0
+        for number in range(500):
+            answer = post_call(f"filling-{number}")
+            if answer.status_code != 200:
+                break
+            acknowledged.append(f"filling-{number}")
+        assert answer.status_code == 503, gateway.output()
+        filler.unlink()
+        wait_until(
+            lambda: httpx.get(f"{gateway.url}/readyz", timeout=10).status_code == 200,
+            "readyz to answer 200 again",
+        )
+        receiver.clear_faults()
+        wait_until(
+            lambda: receiver.stored_messages >= 2 * len(acknowledged), "every message stored"
+        )
+        wait_until(lambda: gateway.stats()["spool"]["depth"] == 0, "the spool emptied")
+    stored = sorted(thread["externalConversationId"] for thread in receiver.conversations)
+    assert stored == sorted(acknowledged), gateway.output()
+    assert receiver.stored_messages == 2 * len(acknowledged)
+    assert receiver.accepted == []
 
 
 def test_gateway_healthz_fails_when_its_spool_file_is_removed(tmp_path: Path) -> None:

@@ -6,6 +6,9 @@
  * each event to its conversation and calls the Greenflash Events API.
  *
  *  - the root span `support.chat` carries the conversation id;
+ *  - the child span `chat gpt-4o-mini` is an LLM call as the OpenTelemetry GenAI conventions
+ *    record it (what a GenAI instrumentation writes): with conversation capture on, the gateway
+ *    sends its messages to the Messages API; otherwise it is only used for linking;
  *  - the child span `billing.upgrade` is a business event through its attributes;
  *  - a log record emitted while that child span is active is a second business event,
  *    placed in the trace by the span context the logs SDK copies onto it.
@@ -57,11 +60,40 @@ sdk.start();
 const tracer = trace.getTracer("greenflash-typescript-example");
 const logger = logs.getLogger("greenflash-typescript-example");
 
-function handleChat(): { traceId: string; rootSpanId: string; upgradeSpanId: string } {
+function handleChat(): {
+  traceId: string;
+  rootSpanId: string;
+  llmSpanId: string;
+  upgradeSpanId: string;
+} {
   return tracer.startActiveSpan("support.chat", (chat) => {
     // The conversation id lives on the root span only; the gateway links both events to it.
     chat.setAttribute("greenflash.conversation.external_id", conversationId);
     chat.setAttribute("greenflash.user.external_id", "user-ts-42");
+
+    const llmSpanId = tracer.startActiveSpan("chat gpt-4o-mini", (llm) => {
+      // An LLM call, messages in the conventions' JSON form (the model is not called here).
+      llm.setAttributes({
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.input.messages": JSON.stringify([
+          { role: "user", parts: [{ type: "text", content: "Can I add seats to my plan?" }] },
+        ]),
+        "gen_ai.output.messages": JSON.stringify([
+          {
+            role: "assistant",
+            parts: [{ type: "text", content: "Yes: upgrade to Pro, then add seats." }],
+            finish_reason: "stop",
+          },
+        ]),
+        "gen_ai.usage.input_tokens": 12,
+        "gen_ai.usage.output_tokens": 9,
+      });
+      const spanId = llm.spanContext().spanId;
+      llm.end();
+      return spanId;
+    });
 
     const upgradeSpanId = tracer.startActiveSpan("billing.upgrade", (upgrade) => {
       // Business event 1: attributes on a span.
@@ -97,7 +129,7 @@ function handleChat(): { traceId: string; rootSpanId: string; upgradeSpanId: str
 
     const { traceId, spanId } = chat.spanContext();
     chat.end();
-    return { traceId, rootSpanId: spanId, upgradeSpanId };
+    return { traceId, rootSpanId: spanId, llmSpanId, upgradeSpanId };
   });
 }
 
