@@ -1,6 +1,6 @@
 """Run every benchmark scenario and print ours / baseline / ratio, measured in the same run.
 
-python -m benchmarks                 # full run (about 12 minutes)
+python -m benchmarks                 # full run (about 15 minutes)
 python -m benchmarks --quick         # smaller counts, for a smoke check
 python -m benchmarks --only faults   # one scenario
 

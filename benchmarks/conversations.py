@@ -3,21 +3,23 @@
 - **App thread.** An LLM span with OTel GenAI attributes in their JSON form (a few KB of
   ``gen_ai.input.messages`` history, the output, model, usage) timed on a bare
   ``TracerProvider``, on a processor at default settings (capture off) and on one with capture
-  on, in interleaved rounds (the order rotated each round); a plain span timed the same way is
-  today's reference. Each span is the child of its own open root naming the conversation and
-  the user (started before the clocks, ended after them). Throughout, a second application
-  thread emits business events to both processors (300 a second each), so both pipelines are
-  delivering to the fast receiver (20 ms) while the main thread is timed. Clocks: the main
-  thread's own CPU (``time.thread_time``, and the part of it in garbage collections) and the
-  wall clock around the loop. An "extra" is the median over rounds of the difference to the
-  bare provider's loop of the same round (paired: the machine's drift cancels).
-- **Worker.** Chat turns (a root naming the user, an LLM span under it) on a processor with
-  capture on, delivered to the receiver, which answers ``/messages`` and counts the messages in
-  each body. The worker thread's CPU clock (``pthread_getcpuclockid``, read from the main
-  thread) over the run, divided by the messages the receiver accepted; the baseline is the
-  same run with a business event span instead of the LLM span (CPU per delivered event). The
-  process's CPU minus the application thread's (worker, delivery loop and the rest) is shown
-  too.
+  on, in interleaved rounds (the order rotated each round). References timed the same way: a
+  plain span (with capture off, an LLM span takes the plain span's path: none of its keys is
+  marked) and a business event span (taken and queued the way a captured call is). Each span
+  is the child of its own open root naming the conversation and the user (started before the
+  clocks, ended after them). Throughout, a second application thread emits business events to
+  both processors (300 a second each), so both pipelines are delivering to the fast receiver
+  (20 ms) while the main thread is timed. Clocks: the main thread's own CPU
+  (``time.thread_time``, and the part of it in garbage collections) and the wall clock around
+  the loop. An "extra" is the median over rounds of the difference to the bare provider's loop
+  of the same round (paired: the machine's drift cancels).
+- **Worker.** Chat turns (a root naming the user, an LLM span under it naming its conversation
+  in ``gen_ai.conversation.id``: six messages each) on a processor with capture on, delivered
+  to the receiver, which answers ``/messages`` and counts the messages in each body. The
+  worker thread's CPU clock (``pthread_getcpuclockid``, read from the main thread) over the
+  run, divided by the messages the receiver accepted; the baseline is the same run with a
+  business event span instead of the LLM span (CPU per delivered event). The process's CPU
+  minus the application thread's (worker, delivery loop and the rest) is shown too.
 - **Memory.** Conversations whose LLM call ended while their root is open and names neither
   conversation nor user yet: each call waits (slimmed to what linking and mapping read). The
   bytes held are measured with ``tracemalloc`` (capture on minus the same spans with capture
@@ -25,7 +27,9 @@
   ``waiting_bytes`` estimate the bound uses. Then more calls than the bounds allow
   (``MAX_WAITING_BYTES`` with 256 KB prompts, ``max_waiting`` with 2 KB ones): the oldest are
   released unlinked, skipped and counted (``stats()["messages"]["dropped"]``), and what is held
-  stays under the bound.
+  stays under the bound. Calls are emitted 32 at a time, each batch taken by the worker before
+  the next: the span queue before the worker is bounded in spans (``max_queue_size``), not
+  bytes, so it is kept out of the figure.
 
 Each part runs in a fresh interpreter: ``python -m benchmarks.conversations app|worker|memory
 BASE_URL API_KEY ...`` prints one JSON line.
@@ -443,7 +447,6 @@ def worker_main(base_url: str, api_key: str, kind: str, count: int) -> None:
             "worker_us_per_item": worker_cpu / delivered * 1e6,
             "worker_us_per_request": worker_cpu / requests * 1e6,
             "others_us_per_item": (process_cpu - app_cpu) / delivered * 1e6,
-            "app_us_per_request": app_cpu / requests * 1e6,
             "items_per_request": delivered / requests,
             "seconds": wall,
         }
@@ -648,14 +651,6 @@ def worker_rows(llm: dict[str, float], event: dict[str, float], turns: int) -> l
             llm["others_us_per_item"],
             "per business event",
             event["others_us_per_item"],
-            "(info)",
-        ),
-        Row(
-            f"{name}: app thread per turn",
-            "CPU µs",
-            llm["app_us_per_request"],
-            "turn with an event span",
-            event["app_us_per_request"],
             "(info)",
         ),
     ]
