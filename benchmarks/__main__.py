@@ -1,12 +1,14 @@
 """Run every benchmark scenario and print ours / baseline / ratio, measured in the same run.
 
-python -m benchmarks                 # full run (about 12 minutes)
+python -m benchmarks                 # full run (about 15 minutes)
 python -m benchmarks --quick         # smaller counts, for a smoke check
 python -m benchmarks --only faults   # one scenario
 
 Delivery scenarios (2, 7) use the library at its defaults (only api_key, base_url and
 product_id are passed) against ``benchmarks._receiver`` in its own process; CPU is the whole
-emitting process's, per delivered event.
+emitting process's, per delivered event. Scenario 8 (conversations) measures conversation
+capture: app-thread cost of an LLM span with the switch off and on, the worker's CPU per captured
+message, and the memory of LLM calls waiting for their ids (see ``benchmarks/conversations.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import platform
 import statistics
 from collections.abc import Callable
 
-from . import linking, overhead
+from . import conversations, linking, overhead
 from ._common import FastReceiver, Row, fast_receiver, print_header, print_rows, run_child
 
 SDK_THREADS = 16
@@ -332,7 +334,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
         "--only",
-        choices=["overhead", "throughput", "outage", "shutdown", "linking", "spool", "faults"],
+        choices=[
+            "overhead",
+            "throughput",
+            "outage",
+            "shutdown",
+            "linking",
+            "spool",
+            "faults",
+            "conversations",
+        ],
     )
     arguments = parser.parse_args()
     print(
@@ -347,6 +358,7 @@ def main() -> None:
         "linking": lambda: linking.run(arguments.quick),
         "spool": lambda: spool_rows(arguments.quick),
         "faults": lambda: fault_rows(arguments.quick),
+        "conversations": lambda: conversations.run(arguments.quick),
     }
     print_header()
     for name, scenario in scenarios.items():

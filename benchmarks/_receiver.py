@@ -14,13 +14,17 @@ Endpoints:
   <key>``. The ``insertId`` is read from the body with a regex (the body is not otherwise parsed
   or validated); a repeated ``insertId`` is counted as a duplicate and answered with the first
   ``eventId``. A request without ``insertId`` always counts as accepted.
+- ``POST …/messages`` and ``POST …/ratings``: the same latency, faults and key check, then 200
+  ``{"success":true}``; counted apart (``messages_requests``, ``messages``: the
+  ``externalMessageId`` keys in accepted bodies, ``ratings``), never as events.
 - ``GET /stats`` (any path ending in ``/stats``): ``{"accepted", "duplicates", "requests",
   "peak_concurrency"}`` plus ``unauthorized``, ``faults`` (per kind), ``in_flight``,
-  ``connections`` and ``cpu_seconds`` (user + system CPU of this process).
+  ``connections``, ``cpu_seconds`` (user + system CPU of this process), ``messages_requests``,
+  ``messages`` and ``ratings``.
 - ``POST /reset`` (any path ending in ``/reset``): zeroes the counters, forgets the insertIds and
   re-seeds the fault draw, so every run after a reset sees the same fault sequence.
 
-Faults (``--fault-mix reset=0.06,hang=0.06,drip=0.06,429=0.06,503=0.06``: shares of event
+Faults (``--fault-mix reset=0.06,hang=0.06,drip=0.06,429=0.06,503=0.06``: shares of POST
 requests, drawn per request in arrival order from ``random.Random(seed)``): ``429`` answers with
 ``Retry-After: 1``; ``503`` answers 503; ``hang`` never answers and keeps the socket; ``drip``
 sends 503 headers announcing a 64-byte body, then one byte every 0.5 s (32 s in all: a per-read
@@ -81,6 +85,9 @@ _RATE_LIMITED = _response(
 _UNAVAILABLE = _response("503 Service Unavailable", b'{"success":false,"error":"unavailable"}')
 _NOT_FOUND = _response("404 Not Found", b'{"success":false,"error":"not found"}')
 _RESET_DONE = _response("200 OK", b'{"success":true}')
+_OTHER_OK = _RESET_DONE
+_MESSAGE_ID_KEY = b'"externalMessageId"'
+_OTHER_ENDPOINTS = (b"/messages", b"/ratings")
 _BAD_REQUEST = _response("400 Bad Request", b'{"success":false,"error":"bad request"}', close=True)
 _NOT_IMPLEMENTED = _response(
     "501 Not Implemented", b'{"success":false,"error":"no chunked bodies"}', close=True
@@ -139,11 +146,15 @@ class Receiver:
         self.fault_counts = dict.fromkeys(FAULT_KINDS, 0)
         self.in_flight = 0
         self.peak_concurrency = 0
+        self.messages_requests = 0
+        self.messages = 0
+        self.ratings = 0
 
     def reset(self) -> None:
         self._random = random.Random(self.seed)
         self._event_numbers.clear()
         self.accepted = self.duplicates = self.requests = self.unauthorized = 0
+        self.messages_requests = self.messages = self.ratings = 0
         self.fault_counts = dict.fromkeys(FAULT_KINDS, 0)
         self.peak_concurrency = self.in_flight
 
@@ -175,6 +186,15 @@ class Receiver:
                 self.duplicates += 1
         return _OK % number
 
+    def accept_other(self, endpoint: bytes, messages: int) -> bytes:
+        """Counts one accepted ``/messages`` (with its ``messages``) or ``/ratings`` request."""
+        if endpoint == b"/messages":
+            self.messages_requests += 1
+            self.messages += messages
+        else:
+            self.ratings += 1
+        return _OTHER_OK
+
     def stats(self) -> bytes:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         body = json.dumps(
@@ -188,6 +208,9 @@ class Receiver:
                 "in_flight": self.in_flight,
                 "connections": len(self.connections),
                 "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                "messages_requests": self.messages_requests,
+                "messages": self.messages,
+                "ratings": self.ratings,
             }
         ).encode()
         return _response("200 OK", body)
@@ -196,7 +219,7 @@ class Receiver:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection: parses requests from its buffer, one at a time."""
 
-    __slots__ = ("_buffer", "_busy", "_closed", "_in_flight", "_receiver", "_transport")
+    __slots__ = ("_buffer", "_busy", "_closed", "_in_flight", "_other", "_receiver", "_transport")
 
     def __init__(self, receiver: Receiver) -> None:
         self._receiver = receiver
@@ -205,6 +228,9 @@ class _Connection(asyncio.Protocol):
         self._busy = False  # a request is waiting for its answer: parse nothing further
         self._closed = False
         self._in_flight = False  # this connection's request counts in receiver.in_flight
+        self._other: tuple[bytes, int] | None = None
+        """A ``/messages`` or ``/ratings`` request is being answered: its endpoint's path
+        suffix and message count; None for an event request."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -272,8 +298,13 @@ class _Connection(asyncio.Protocol):
             body = buffer[end + 4 : body_end]
             position = body_end
 
-            if method == b"POST" and target.endswith(b"/events"):
-                receiver.requests += 1
+            other = target.endswith(_OTHER_ENDPOINTS)
+            if method == b"POST" and (other or target.endswith(b"/events")):
+                if other:
+                    self._other = (target[target.rfind(b"/") :], body.count(_MESSAGE_ID_KEY))
+                else:
+                    self._other = None
+                    receiver.requests += 1
                 fault = receiver.draw_fault()
                 if fault is None:
                     at = lower.find(_AUTHORIZATION)
@@ -283,7 +314,7 @@ class _Connection(asyncio.Protocol):
                     else:
                         given = b""
                     fault = _ACCEPT if given == receiver.expected_authorization else _REJECT
-                found = _INSERT_ID.search(body)
+                found = None if other else _INSERT_ID.search(body)
                 insert_id = found.group(1) if found else None
                 receiver.in_flight += 1
                 self._in_flight = True
@@ -335,6 +366,8 @@ class _Connection(asyncio.Protocol):
     def _finish(self, outcome: str, insert_id: bytes | None) -> bytes:
         self._leave()
         if outcome == _ACCEPT:
+            if self._other is not None:
+                return self._receiver.accept_other(*self._other)
             return self._receiver.accept(insert_id)
         self._receiver.unauthorized += 1
         return _UNAUTHORIZED
