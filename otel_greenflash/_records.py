@@ -98,9 +98,10 @@ class MapOutcome:
             self.first_problem = "an event could not be mapped (see the gateway's log)"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class EventSpan:
-    """An ended span carrying business events, plus what its end captured for linking."""
+    """An ended span carrying business events (or an LLM call), plus what its end captured for
+    linking. ``repr`` shows no attribute: they may hold prompts."""
 
     span: ReadableSpan
     ancestors: tuple[Ancestor, ...]
@@ -118,15 +119,19 @@ class EventSpan:
         context = self.span.context
         return context.trace_id if context is not None else 0
 
+    def __repr__(self) -> str:
+        return f"EventSpan(name={self.span.name!r}, llm_call={self.llm_call})"
+
     @property
     def is_local_root(self) -> bool:
         parent = self.span.parent
         return parent is None or parent.is_remote
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class EventLog:
-    """A log record that is a business event, and what its emission captured for linking.
+    """A log record that is a business event (or an LLM call, an evaluation, a rating), and
+    what its emission captured for linking. ``repr`` shows no attribute or body.
 
     ``span`` is the span the record was emitted in when that span was at hand (a log record
     processor reads it from the emit context); exporters see ids only.
@@ -160,6 +165,9 @@ class EventLog:
     """As :attr:`EventSpan.outcome`."""
     kind: str = EVENT
     """:data:`EVENT`, :data:`LLM_CALL`, :data:`EVALUATION` or :data:`FEEDBACK`."""
+
+    def __repr__(self) -> str:
+        return f"EventLog(event_name={self.event_name!r}, kind={self.kind!r})"
 
     @property
     def time_ns(self) -> int | None:

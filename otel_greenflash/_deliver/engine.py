@@ -50,10 +50,6 @@ from .transport import UNSUPPORTED_ENDPOINT, SendOutcome, encode_body
 
 ErrorCallback = Callable[[Exception, Sequence[BusinessEvent]], None]
 """``on_error``: business events only (messages and ratings are counted in ``stats()``)."""
-UNSENT = "unsent"
-"""Not a settlement: a spooled rating surely not stored, waiting for a retry (its ``sending``
-mark may be cleared)."""
-
 SettledCallback = Callable[[DeliveryItem, str], bool]
 """Called once per item with ``"sent"``, ``"rejected"`` (the API refused it for good),
 ``"failed"`` (undelivered: the retry window ended, or the key was refused), ``"unconfirmed"``
@@ -88,8 +84,6 @@ class _Attempt:
     sending: bool = False
     """A request of it is under way, or its answer is not settled yet (cleared only before
     a retry is scheduled)."""
-    needs_mark: bool = False
-    """A spooled rating whose retry waits for its ``sending`` mark to be written again."""
 
 
 class DeliveryEngine:
@@ -109,12 +103,12 @@ class DeliveryEngine:
         on_error: ErrorCallback | None = None,
         on_drop: DropCallback | None = None,
         on_settled: SettledCallback | None = None,
-        ask_mark: Callable[[DeliveryItem], None] | None = None,
+        mark_sending: Callable[[DeliveryItem, bool], None] | None = None,
     ) -> None:
-        """``ask_mark``: with a spool, a rating retried because it surely was not stored is
-        reported ``"unsent"`` (its ``sending`` mark is cleared, so an adopter sends it), and
-        before its retry goes out ``ask_mark(rating)`` writes the mark again (on this loop's
-        thread: ratings are few, the write is one small transaction)."""
+        """``mark_sending(rating, True)`` (with a spool) persists, right before each request
+        of a rating, that it may reach the API; ``False`` when a retry is scheduled because it
+        surely did not. A process adopting the spool never sends a marked rating (on this
+        loop's thread: ratings are few, each write is one small transaction)."""
         self._transport = transport
         self._stats = stats
         self._window = retry_window_seconds
@@ -122,9 +116,9 @@ class DeliveryEngine:
         self._policy = policy if policy is not None else RetryPolicy()
         self._on_error = on_error
         self._on_settled = on_settled
-        self._ask_mark = ask_mark
-        self._open_messages: dict[str, _Attempt] = {}
-        """Messages requests taken, by key, until they settle (loop thread; see _accept)."""
+        self._mark_sending = mark_sending
+        self._open_messages: set[str] = set()
+        """Keys of the messages requests taken and not settled yet (see _accept)."""
         self._held_ratings: dict[str, list[_Attempt]] = {}
         """Ratings of a message, held until the messages request carrying it settles."""
         self._log = RateLimitedLog()
@@ -249,27 +243,23 @@ class DeliveryEngine:
         for attempt in attempts:
             item = attempt.item
             if item.endpoint is Endpoint.MESSAGES:
-                self._open_messages[item.key] = attempt
-                if len(self._open_messages) > 2 * self._ledger.capacity:
-                    self._forget_settled_messages()
-            elif isinstance(item, ApiRequest) and item.after is not None:
-                blocker = self._open_messages.get(item.after)
-                if blocker is not None and not blocker.settled:
-                    self._held_ratings.setdefault(item.after, []).append(attempt)
-                    continue
+                self._open_messages.add(item.key)
+            elif isinstance(item, ApiRequest) and item.after in self._open_messages:
+                self._held_ratings.setdefault(item.after, []).append(attempt)
+                continue
             self._ready[item.endpoint].append(attempt)
         self._pump()
 
     def _release_held_ratings(self) -> None:
         for key in list(self._held_ratings):
-            blocker = self._open_messages.get(key)
-            if blocker is None or blocker.settled:
+            if key not in self._open_messages:
                 self._ready[Endpoint.RATINGS].extend(self._held_ratings.pop(key))
 
-    def _forget_settled_messages(self) -> None:
-        for key, attempt in list(self._open_messages.items()):
-            if attempt.settled and key not in self._held_ratings:
-                del self._open_messages[key]
+    def _released(self, attempt: _Attempt) -> None:
+        """``attempt`` is settled and counted: the ledger lets it go, ratings held for it go."""
+        self._ledger.release(attempt)
+        if attempt.item.endpoint is Endpoint.MESSAGES:
+            self._open_messages.discard(attempt.item.key)
 
     def _pump(self) -> None:
         """Start attempts while the in-flight limit has room, of endpoints not paused."""
@@ -279,12 +269,6 @@ class DeliveryEngine:
         delayed = self._delayed
         while delayed and delayed[0][0] <= now:
             waited = heapq.heappop(delayed)[2]
-            if waited.needs_mark and self._ask_mark is not None and not waited.settled:
-                waited.needs_mark = False
-                try:
-                    self._ask_mark(waited.item)
-                except Exception:  # sent unmarked: only a crash during it could double it
-                    logger.exception("otel_greenflash could not mark a rating as being sent")
             self._due[waited.item.endpoint].append(waited)
         throttle = self._throttle
         open_endpoints = []
@@ -306,17 +290,30 @@ class DeliveryEngine:
             if refusal is not None:
                 self._fail(attempt, refusal)
                 continue
+            if attempt.item.endpoint is Endpoint.RATINGS:
+                self._mark(attempt.item, True)  # committed before its request can go
             self._in_flight += 1
             task = self._loop.create_task(self._attempt(attempt, now))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         if delayed:
             self._wake_at(delayed[0][0], now)
-        if self._held_ratings and any(
-            key not in self._open_messages or self._open_messages[key].settled
-            for key in self._held_ratings
-        ):  # a messages request settled in this round (its window ended): its ratings go
-            self._loop.call_soon(self._pump)
+        if self._held_ratings and not self._open_messages.issuperset(self._held_ratings):
+            self._loop.call_soon(self._pump)  # settled in this round (window ended): they go
+
+    def _mark(self, rating: DeliveryItem, sending: bool) -> None:
+        mark = self._mark_sending
+        if mark is None:
+            return
+        try:
+            mark(rating, sending)
+        except Exception as error:  # a full disk: the rating goes unmarked, said once a while
+            self._log.warning(
+                "rating-mark",
+                "otel_greenflash could not record in the spool that a rating is being sent "
+                "(%s); a crash during its request could send it twice",
+                type(error).__name__,
+            )
 
     def _next_attempt(self, endpoints: list[Endpoint]) -> _Attempt | None:
         """The oldest retry whose wait is over, else the oldest new attempt, of ``endpoints``."""
@@ -408,10 +405,8 @@ class DeliveryEngine:
         if due >= attempt.window_ends:
             self._give_up(attempt, outcome)
             return
-        if attempt.item.endpoint is Endpoint.RATINGS and self._ask_mark is not None:
-            attempt.needs_mark = True
-            if self._on_settled is not None:  # not settled: its mark is cleared meanwhile
-                self._on_settled(attempt.item, UNSENT)
+        if attempt.item.endpoint is Endpoint.RATINGS:
+            self._mark(attempt.item, False)  # surely not stored: an adopter may send it
         heapq.heappush(self._delayed, (due, attempt.seq, attempt))
         self._count(attempt.item.endpoint, "retried")
 
@@ -455,7 +450,7 @@ class DeliveryEngine:
             if self._on_settled is not None:
                 self._on_settled(attempt.item, "sent")
         finally:
-            self._ledger.release(attempt)
+            self._released(attempt)
 
     def _unconfirmed(self, attempt: _Attempt, cause: str) -> None:
         """A rating the API may or may not have stored: never sent again (see the module)."""
@@ -464,7 +459,7 @@ class DeliveryEngine:
         try:
             self._count_unconfirmed(attempt, cause)
         finally:
-            self._ledger.release(attempt)
+            self._released(attempt)
 
     def _count_unconfirmed(self, attempt: _Attempt, cause: str) -> None:
         self._stats.add_for(Endpoint.RATINGS, "unconfirmed")
@@ -485,7 +480,7 @@ class DeliveryEngine:
         try:
             self._report_failure([attempt.item], error)
         finally:
-            self._ledger.release(attempt)
+            self._released(attempt)
 
     def _report_failure(self, items: Sequence[DeliveryItem], error: DeliveryError) -> None:
         if self._on_settled is not None:

@@ -37,10 +37,6 @@ class Ledger(Generic[E]):
     def __len__(self) -> int:
         return len(self._unsettled)
 
-    @property
-    def capacity(self) -> int:
-        return self._capacity
-
     def admit(self, items: Sequence[T], make: Callable[[T, int], E]) -> list[E]:
         """Register entries made from the first items that fit (``make(item, seq)``, numbered
         in order), waiting while the ledger is full; an empty list once it is closed."""

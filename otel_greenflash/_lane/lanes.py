@@ -67,7 +67,7 @@ class Lanes:
             on_error=self.on_error,
             on_drop=self.on_drop,
             on_settled=self.feed.note_settled if self._spool_wanted else None,
-            ask_mark=self.feed.mark_before_retry if self._spool_wanted else None,
+            mark_sending=self.feed.mark_sending if self._spool_wanted else None,
         )
 
     def restart_after_fork(self, stats: DeliveryStats) -> None:

@@ -21,11 +21,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TypeVar
 
 from .._config import GreenflashConfig
-from .._deliver.engine import UNSENT, DeliveryEngine
-from .._event import BusinessEvent, DeliveryItem, Endpoint
+from .._deliver.engine import DeliveryEngine
+from .._event import ApiRequest, BusinessEvent, DeliveryItem, Endpoint
 from .._logging import RateLimitedLog, logger
 from .._stats import DeliveryStats, DropReason, LossWarning, LostEvents
 from .spool import Spool, disk_full
@@ -70,6 +71,9 @@ class SpoolFeed:
         not stored whose ``sending`` mark is still to be cleared (kept across a full disk,
         applied once SQLite can write again)."""
         self._backlog: list[DeliveryItem] = []
+        self._after: dict[str, str] = {}
+        """Rating key → the messages request it follows (:attr:`ApiRequest.after`), for the
+        ratings this process spooled and has not handed to the loop yet."""
         """Events spooled as waiting whose final body a full disk kept out: written first on
         the next successful write, or sent from memory when a flush or shutdown wants them
         out (see :meth:`release_backlog`)."""
@@ -129,15 +133,13 @@ class SpoolFeed:
         kept = insert_id not in self._not_spooled and insert_id not in self._released
         return outcome == "failed" and kept
 
-    def mark_before_retry(self, rating: DeliveryItem) -> None:
-        """The delivery loop's thread: write this rating's ``sending`` mark again (committed)
-        before its retry goes out, after the notes that cleared it."""
+    def mark_sending(self, rating: DeliveryItem, sending: bool) -> None:
+        """The delivery loop's thread: record (committed) that a spooled rating's request may
+        reach the API now, or, ``sending=False``, that it surely did not (see the engine)."""
         with self._lock:
             spool = self.spool
-            if spool is None or rating.key in self._not_spooled:
-                return
-            self._apply_notes(spool)
-            spool.mark_sending([rating.key])
+            if spool is not None and rating.key not in self._not_spooled:
+                spool.mark_sending([rating.key], sending)
 
     def put(self, events: Sequence[DeliveryItem], engine: DeliveryEngine) -> bool:
         """Spool new events, apply notes, hand spooled events to the loop as it has room.
@@ -166,6 +168,7 @@ class SpoolFeed:
                 if self._backlog:
                     events, self._backlog = [*self._backlog, *events], []
                 duplicates_before = spool.duplicates
+                self._remember_order(events)
                 lost, unstorable = self._add(spool, events)
                 duplicates = spool.duplicates - duplicates_before
                 self._count_requests_lost(spool)
@@ -423,9 +426,6 @@ class SpoolFeed:
         removing, setting_aside = self._removing, self._setting_aside
         while notes:
             insert_id, outcome, endpoint = notes.popleft()
-            if outcome == UNSENT:  # still in the engine, waiting for its retry
-                self._unmarking.add(insert_id)
-                continue
             self._in_engine.discard(insert_id)
             if endpoint is Endpoint.RATINGS and outcome in _NOT_STORED:
                 self._unmarking.add(insert_id)  # may be sent again, here or by an adopter
@@ -473,20 +473,23 @@ class SpoolFeed:
                 and event.key not in self._setting_aside
                 and event.key not in self._unmarking  # its mark goes first
             ]
-            ratings = [event.key for _, event in batch if event.endpoint is Endpoint.RATINGS]
-            try:
-                # Committed before the loop may send them: an adopter never sends them again.
-                spool.mark_sending(ratings)
-            except Exception as error:
-                if not disk_full(error):
-                    raise
-                # The disk is full: what comes before the first rating goes; it waits.
-                first = next(seq for seq, event in batch if event.endpoint is Endpoint.RATINGS)
-                self._hand_over(engine, [event for seq, event in batch if seq < first])
-                self._cursor = first - 1
-                return
             self._cursor = rows[-1][0]
-            room -= self._hand_over(engine, [event for _, event in batch])
+            room -= self._hand_over(engine, [self._with_order(event) for _, event in batch])
+
+    def _with_order(self, item: DeliveryItem) -> DeliveryItem:
+        """A rating read back from the spool, with the messages request it follows (kept in
+        memory by the process that wrote it; the row does not hold it)."""
+        after = self._after.pop(item.key, None) if self._after else None
+        if after is None or not isinstance(item, ApiRequest):
+            return item
+        return replace(item, after=after)
+
+    def _remember_order(self, items: Sequence[DeliveryItem]) -> None:
+        for item in items:
+            if isinstance(item, ApiRequest) and item.after is not None:
+                if len(self._after) >= self._config.max_queue_size:
+                    self._after.clear()  # rows evicted unsent: only their order is forgotten
+                self._after[item.key] = item.after
 
     def _hand_over(self, engine: DeliveryEngine, batch: list[DeliveryItem]) -> int:
         self._in_engine.update(event.key for event in batch)

@@ -20,10 +20,13 @@ from opentelemetry import context as context_api
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span
 
-from .._records import has_business_events
+from .. import attributes as attr
+from .._records import EventSpan, has_business_events
 from .._stats import DropReason
 from .linker import Linker
 from .rules import forget_oldest_share
+
+_NO_GENAI_MARKER_IN = attr.GENAI_SPAN_MARKERS.isdisjoint
 
 # The API's baggage key: reading it directly avoids baggage.get_all()'s copy on every span start.
 _BAGGAGE_KEY = baggage_api._BAGGAGE_KEY
@@ -50,7 +53,7 @@ class SpanNotes:
         self,
         linker: Linker,
         span_ended: SpanEnded,
-        drop: Callable[[ReadableSpan, DropReason], object],
+        drop: Callable[[ReadableSpan | EventSpan, DropReason], object],
     ) -> None:
         """Note the spans of ``linker``'s pipeline: ended spans that concern linking go to
         ``span_ended``; event spans ending after ``_closed`` is set go to ``drop`` (which
@@ -148,7 +151,14 @@ class SpanNotes:
         ):
             return
         if self._closed:
-            if has_business_events(span):
+            llm_call = (
+                self._linker.captures_calls
+                and bool(attributes)
+                and not _NO_GENAI_MARKER_IN(attributes)  # type: ignore[arg-type]
+            )
+            if llm_call:  # its messages request is counted lost too
+                self._drop(EventSpan(span, (), None, llm_call=True), DropReason.SHUTDOWN)
+            elif has_business_events(span):
                 self._drop(span, DropReason.SHUTDOWN)
             return
         self._span_ended(span, start_baggage, live=True)

@@ -138,16 +138,17 @@ def rating_from_feedback(
     *,
     feedback: str | None = None,
     rated_at_ns: int | None = None,
-) -> RatingRequest | InvalidAttribute:
+) -> RatingRequest | Skipped | InvalidAttribute:
     """A user's feedback as a rating: ``thumbs`` (True/False, "up"/"down" in any case, 1/0) is
-    1 or 0 of 0-1; ``stars`` (a whole number 1-5) is rated on 1-5. A bad kind, value or target
-    gives an :class:`InvalidAttribute` (source ``feedback``) naming the argument."""
+    1 or 0 of 0-1; ``stars`` (a whole number 1-5) is rated on 1-5. A bad kind or value gives
+    an :class:`InvalidAttribute` (source ``feedback``) naming the argument; no conversation or
+    message to rate is :class:`Skipped` (as for an evaluation)."""
 
     def invalid(argument: str, problem: str, allowed: str) -> InvalidAttribute:
         return InvalidAttribute(f"feedback {kind!r}", argument, problem, allowed, "feedback")
 
     if target.fields() is None:
-        return invalid("target", "has no conversation or message id", "a conversation or message")
+        return Skipped("no conversation or message to rate")
     if kind == "thumbs":
         if isinstance(value, str):
             rating = _THUMBS.get(value.strip().lower())

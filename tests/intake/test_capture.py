@@ -21,6 +21,7 @@ from otel_greenflash import (
     GreenflashSpanProcessor,
     rate,
 )
+from otel_greenflash._records import LLM_CALL, EventLog
 from otel_greenflash.testing import EventsApiServer
 from tests.map.genai_recorded import OPENINFERENCE_SPANS, OTEL_GENAI_EVENTS, OTEL_GENAI_SPANS
 from tests.map.genai_support import semconv_attributes, text_message
@@ -360,3 +361,24 @@ def test_the_span_and_log_exporters_capture_too(server: EventsApiServer) -> None
         "exported",
     )
     assert len(server.events) == 3
+
+
+def test_an_llm_span_ending_after_shutdown_is_counted(
+    server: EventsApiServer, make_processor: MakeProcessor
+) -> None:
+    processor = make_processor(**CAPTURE)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("app")
+    with tracer.start_as_current_span("turn"):
+        llm = tracer.start_span("chat gpt-4o-mini")
+        llm.set_attributes(OTEL_GENAI_SPANS[0])  # type: ignore[arg-type]
+        processor.shutdown()
+        llm.end()
+    assert processor.stats()["messages"]["dropped"] == {"shutdown": 1}
+    assert server.stored_message_count == 0
+
+
+def test_records_show_no_content_in_their_repr() -> None:
+    record = EventLog({"gen_ai.input.messages": "my secret"}, "x", None, None, 1, 2, kind=LLM_CALL)
+    assert "secret" not in repr(record)

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from otel_greenflash._event import ApiRequest
 from otel_greenflash._lane.spool import Spool
 from otel_greenflash.testing import EventsApiServer, Fault
 from tests.lane.test_spool_kinds import LaneSet, deliver_all
-from tests.support.api_requests import a_rating, an_event
+from tests.support.api_requests import a_messages_request, a_rating, an_event
 from tests.support.processes import clean_env
 
 LONG = 60.0
@@ -191,3 +192,31 @@ def test_a_retried_rating_is_unmarked_while_it_waits_and_marked_again_before_it_
     assert [rating["rating"] for rating in server.ratings] == [4]
     ratings = lanes.stats.snapshot().get("ratings", {})
     assert (ratings.get("sent"), ratings.get("retried"), ratings.get("unconfirmed")) == (1, 1, 0)
+
+
+def test_a_rating_queued_behind_a_paused_endpoint_is_not_marked(
+    tmp_path: Path, server: EventsApiServer, lane_set: LaneSet
+) -> None:
+    spool_dir = tmp_path / "spool"
+    server.inject(Fault(status=429, retry_after="3600"), endpoint="ratings")  # /ratings paused
+    lanes = lane_set.start(server, spool_dir)
+    lanes.deliver([a_rating(1)])
+    wait_until(lambda: lanes.stats.snapshot().get("ratings", {}).get("retried"), "the pause")
+    lanes.deliver([a_rating(2)])  # waits behind the pause, never sent
+    lanes.deliver([])
+    # Neither may have reached the API: a crash now leaves both to an adopter to send.
+    assert rating_rows(spool_dir) == [("pending", 0), ("pending", 0)]
+    assert [r.status for r in server.requests if r.path.endswith("/ratings")] == [429]
+
+
+def test_a_spooled_rating_of_a_message_waits_for_the_messages_request(
+    tmp_path: Path, server: EventsApiServer, lane_set: LaneSet
+) -> None:
+    server.inject(Fault(status=503, retry_after="0"), times=3, endpoint="messages")
+    lanes = lane_set.start(server, tmp_path / "spool")
+    messages = a_messages_request("chat-3")
+    rating = ApiRequest.rating(a_rating(5, conversation="chat-3").body, "eval", after=messages.key)
+    deliver_all(lanes, [messages, rating])
+    paths = [r.path.rsplit("/", 1)[-1] for r in server.requests]
+    assert paths == ["messages"] * 4 + ["ratings"]  # the rating after the stored messages
+    assert [r["rating"] for r in server.ratings] == [5]

@@ -199,6 +199,6 @@ def test_feedback_invalid(kind: str, value: object, argument: str, problem: str)
     assert invalid.allowed
 
 
-def test_feedback_without_target_is_invalid() -> None:
-    invalid = as_invalid(rating_from_feedback("thumbs", True, RatingTarget(PRODUCT_ID)))
-    assert invalid.attribute == "target"
+def test_feedback_without_target_is_skipped_as_an_evaluation_is() -> None:
+    result = rating_from_feedback("thumbs", True, RatingTarget(PRODUCT_ID))
+    assert result == Skipped("no conversation or message to rate")
