@@ -68,9 +68,28 @@ class Expected:
     kind: Literal["script", "pytest", "lambda"]
     events: list[dict[str, Any]] = field(default_factory=list)
     """Fields each event must have, one dict per event the snippet sends (any order)."""
+    ratings: list[dict[str, Any]] = field(default_factory=list)
+    """The same for the ratings it sends (``POST /ratings``)."""
 
 
 EXPECTED: list[Expected] = [
+    # Conversations and ratings: switching capture on; rate() in and outside a scope.
+    Expected(
+        "conversations-switch",
+        "docs/conversations.md",
+        "otel_greenflash.configure(capture_conversations=True)",
+        "script",
+    ),
+    Expected(
+        "rate",
+        "docs/conversations.md",
+        'otel_greenflash.rate("up", feedback="solved it")',
+        "script",
+        ratings=[
+            {"rating": 1, "ratingMax": 1, "externalConversationId": "chat-8812"},
+            {"rating": 4, "ratingMax": 5, "externalConversationId": "chat-8812"},
+        ],
+    ),
     # README: the first way to use it, configure() and a conversation scope.
     Expected(
         "readme-configure",
@@ -289,7 +308,8 @@ def assert_events(server: EventsApiServer, expected: list[dict[str, Any]]) -> No
         ]
         assert len(matching) == 1, f"expected one event with {wanted}, got {events}"
     assert all(event["productId"] == PRODUCT_ID for event in events), events
-    assert [request.status for request in server.requests] == [200] * len(events)
+    statuses = [r.status for r in server.requests if r.path.endswith("/events")]
+    assert statuses == [200] * len(events)
     assert server.duplicates == 0
 
 
@@ -300,6 +320,17 @@ def check_script(snippet: Snippet, expected: Expected, tmp_path: Path) -> None:
         assert result.stderr == "", result.stderr
         assert result.stdout == "", result.stdout
         assert_events(server, expected.events)
+        assert_ratings(server, expected.ratings)
+
+
+def assert_ratings(server: EventsApiServer, expected: list[dict[str, Any]]) -> None:
+    """Exactly the expected ratings arrived (by their ``rating``), every request accepted."""
+    got = sorted(server.ratings, key=lambda rating: rating["rating"])
+    assert len(got) == len(expected), got
+    want = sorted(expected, key=lambda rating: rating["rating"])
+    assert [{key: got[i].get(key) for key in want[i]} for i in range(len(want))] == want
+    statuses = [r.status for r in server.requests if r.path.endswith("/ratings")]
+    assert statuses == [200] * len(got)
 
 
 def check_pytest(snippet: Snippet, tmp_path: Path) -> None:
