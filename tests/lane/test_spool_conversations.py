@@ -1,6 +1,7 @@
 """Conversation capture with the durable spool: an application SIGKILLed during an API outage,
-with LLM calls, business events and ratings spooled, loses none of them and doubles none once
-the next process adopts its spool."""
+with LLM calls, business events and ratings spooled: once the next process adopts its spool,
+every event and message arrives once, and every rating once unless its request was under way
+at the kill (then it is counted unconfirmed, never sent twice)."""
 
 from __future__ import annotations
 
@@ -111,6 +112,9 @@ def test_sigkill_during_an_outage_loses_and_doubles_nothing(tmp_path: Path) -> N
         )
         assert processor.force_flush(60_000)
         processor.shutdown(10_000)
+        # A rating whose request was under way at the kill (marked sending: its connection
+        # attempt not yet refused) may have been stored: the adopter never sends it again.
+        unconfirmed = processor.stats().get("ratings", {}).get("unconfirmed", 0)
 
         events = server.events
         assert sorted(event["value"] for event in events) == sorted(
@@ -125,12 +129,14 @@ def test_sigkill_during_an_outage_loses_and_doubles_nothing(tmp_path: Path) -> N
                 for kind in ("question", "answer")
             ]
         assert server.stored_message_count == CHATS * TURNS * 2
-        feedback = sorted(str(rating.get("feedback")) for rating in server.ratings)
-        assert feedback == sorted(f"chat {chat}" for chat in range(CHATS))
+        feedback = [str(rating.get("feedback")) for rating in server.ratings]
+        assert len(set(feedback)) == len(feedback)  # no rating stored twice
+        assert set(feedback) <= {f"chat {chat}" for chat in range(CHATS)}
+        assert len(feedback) + unconfirmed == CHATS  # each stored once, or counted unconfirmed
         print(
             f"sigkill-outage: events {len(events)}/{CHATS * TURNS}, messages "
             f"{server.stored_message_count}/{CHATS * TURNS * 2} "
             f"(deduplicated {server.deduplicated_messages}), ratings "
-            f"{len(server.ratings)}/{CHATS}"
+            f"{len(server.ratings)}/{CHATS} (unconfirmed {unconfirmed})"
         )
     assert [summary.pending for summary in inspect(spool)] in ([], [0])
