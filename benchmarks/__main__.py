@@ -9,6 +9,9 @@ product_id are passed) against ``benchmarks._receiver`` in its own process; CPU 
 emitting process's, per delivered event. Scenario 8 (conversations) measures conversation
 capture: app-thread cost of an LLM span with the switch off and on, the worker's CPU per captured
 message, and the memory of LLM calls waiting for their ids (see ``benchmarks/conversations.py``).
+Scenario 9 (late_ids) holds 1k, 10k and 100k conversations open whose events wait for a
+conversation id set last on the root: the share linked, the memory held per waiting event, and
+the worker's CPU per event against the 1k run (see ``benchmarks/late_ids.py``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import platform
 import statistics
 from collections.abc import Callable
 
-from . import conversations, linking, overhead
+from . import conversations, late_ids, linking, overhead
 from ._common import FastReceiver, Row, fast_receiver, print_header, print_rows, run_child
 
 SDK_THREADS = 16
@@ -343,6 +346,7 @@ def main() -> None:
             "spool",
             "faults",
             "conversations",
+            "late_ids",
         ],
     )
     arguments = parser.parse_args()
@@ -359,6 +363,7 @@ def main() -> None:
         "spool": lambda: spool_rows(arguments.quick),
         "faults": lambda: fault_rows(arguments.quick),
         "conversations": lambda: conversations.run(arguments.quick),
+        "late_ids": lambda: late_ids.run(arguments.quick),
     }
     print_header()
     for name, scenario in scenarios.items():

@@ -74,7 +74,8 @@ ENVIRONMENT_VARIABLES: Mapping[str, str] = MappingProxyType(
         "async transport, one connection per request in flight).",
         ENV_LINK_LINGER: "Longest wait for a trace's local root span before an event is sent "
         "without a conversation id, ms. Default 300000 (5 minutes: long LLM turns).",
-        ENV_LINK_MAX_WAITING: "Event spans that may wait for their conversation id. Default 2048.",
+        ENV_LINK_MAX_WAITING: "Event spans that may wait for their conversation id. Default "
+        "100000 (64 MiB together bound them first).",
         ENV_LINK_MAX_TRACES: "Traces whose ids are remembered for linking. Default 4096.",
         ENV_LINK_ALIASES: "Comma-separated `attribute=greenflash.key` pairs replacing the default "
         "aliases; empty: none.",
@@ -297,7 +298,7 @@ class _Resolver:
                 "linger_seconds", ENV_LINK_LINGER, 300.0, _parse_millis, _seconds(0.0, 3600.0)
             ),
             max_waiting=self._get(
-                "max_waiting", ENV_LINK_MAX_WAITING, 2048, _parse_int, _count(0, 10**7)
+                "max_waiting", ENV_LINK_MAX_WAITING, 100_000, _parse_int, _count(0, 10**7)
             ),
             max_traces=self._get(
                 "max_traces", ENV_LINK_MAX_TRACES, 4096, _parse_int, _count(1, 10**7)

@@ -241,18 +241,29 @@ class Linker:
                 kept = slim(item, self.link_keys)  # only what linking and mapping read
                 parked.append((kept, linked, None))
                 pushed_out = self.waiting.park(kept, now, waiting_bytes(kept))
-                ready.extend(self._released(out, "waiting_full") for out in pushed_out)
+                ready.extend(self._stopped_waiting(pushed_out, "waiting_full"))
         self.report_long_ids(flush=draining)
         if draining:
-            ready.extend(self._released(item, cut_short_by) for item in self.waiting.release_all())
+            ready.extend(self._stopped_waiting(self.waiting.release_all(), cut_short_by))
         else:
             while self.ended_waiting:
-                released = self.waiting.release_trace(self.ended_waiting.pop())
+                trace_id = self.ended_waiting.pop()
+                released = self.waiting.release_trace(trace_id)
                 ready.extend(self._released(item, None) for item in released)
+                self.trace_ids.done_waiting(trace_id)  # after its ids were read
             expired = self.waiting.release_expired(now)
-            ready.extend(self._released(item, "linger_expired") for item in expired)
+            ready.extend(self._stopped_waiting(expired, "linger_expired"))
             self.trace_ids.purge(now)
         return ready, parked
+
+    def _stopped_waiting(self, items: list[EventSpan | EventLog], cut_short: str) -> list[Ready]:
+        """Records let go before their root ended; a trace none of whose records waits any
+        more is no longer kept for them past the trace store's bound."""
+        ready = [self._released(item, cut_short) for item in items]
+        for trace_id in {item.trace_id for item in items}:
+            if not self.waiting.waits_on(trace_id):
+                self.trace_ids.done_waiting(trace_id)
+        return ready
 
     def report_long_ids(self, *, flush: bool = False) -> None:
         """Warn (rate-limited per attribute) about id values the trace store did not keep

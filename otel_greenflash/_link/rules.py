@@ -271,6 +271,11 @@ class TraceIds:
     then aliases of the root, of other spans. Values longer than :data:`MAX_ID_LENGTH` are not
     recorded (counted in ``too_long`` by attribute), so a trace holds at most one value per id
     key for its root and one for its other spans, plus :data:`MAX_SPAN_BYTES_PER_TRACE`.
+
+    A trace that events wait on (:meth:`wait`) is not forgotten when the LRU bound pushes it
+    out: it moves aside (``_waited``) until its root ends or its events stop waiting
+    (:meth:`done_waiting`), so the root's end still finds them. Those traces are bounded by the
+    waiting store (``max_waiting``, ``MAX_WAITING_BYTES``), not by ``max_traces``.
     """
 
     def __init__(
@@ -281,6 +286,8 @@ class TraceIds:
         self._retain_seconds = retain_seconds
         self._lock = threading.Lock()
         self._traces: collections.OrderedDict[int, _TraceRecord] = collections.OrderedDict()
+        self._waited: dict[int, _TraceRecord] = {}
+        """Traces pushed out of ``_traces`` by its bound while events wait on them."""
         self._ended: collections.deque[tuple[float, int, _TraceRecord]] = collections.deque()
         """Roots' ends in the order they happened, so ``purge`` looks only at what expired."""
         self.too_long: collections.Counter[str] = collections.Counter()
@@ -294,6 +301,7 @@ class TraceIds:
         """Forget everything, with a new lock (after a fork, the old one may be held)."""
         self._lock = threading.Lock()
         self._traces.clear()
+        self._waited.clear()
         self._ended.clear()
         self.too_long.clear()
 
@@ -342,7 +350,7 @@ class TraceIds:
         """The id attributes recorded for one ended span of the trace, or None when none were
         recorded one by one (unknown span, or the trace's entries were full)."""
         with self._lock:
-            record = self._traces.get(trace_id)
+            record = self._find(trace_id)
             if record is None:
                 return None
             own = record.spans.get(span_id)
@@ -351,7 +359,7 @@ class TraceIds:
     def span_ids(self, trace_id: int, span_id: int) -> Ids:
         """The ids of one ended span of the trace (empty when unknown)."""
         with self._lock:
-            record = self._traces.get(trace_id)
+            record = self._find(trace_id)
             raw = dict(record.spans.get(span_id, {})) if record is not None else {}
         return self._link_keys.ids_from(raw)
 
@@ -368,7 +376,7 @@ class TraceIds:
     def span_baggage_ids(self, trace_id: int, span_id: int) -> Ids:
         """The ids of one ended span's start baggage (empty when unknown)."""
         with self._lock:
-            record = self._traces.get(trace_id)
+            record = self._find(trace_id)
             return dict(record.span_baggage.get(span_id, {})) if record is not None else {}
 
     def attach(self, trace_id: int, ids: Mapping[str, AttributeValue]) -> None:
@@ -388,10 +396,19 @@ class TraceIds:
             record.waited_on = True
             return "wait"
 
+    def done_waiting(self, trace_id: int) -> None:
+        """No event waits on this trace any more (released at its root's end, pushed out by
+        the waiting store's bounds, or its linger passed): it need not be kept past the LRU
+        bound."""
+        with self._lock:
+            record = self._waited.pop(trace_id, None) or self._traces.get(trace_id)
+            if record is not None:
+                record.waited_on = False
+
     def is_open(self, trace_id: int) -> bool:
         """True while the trace's local root has not been seen ending."""
         with self._lock:
-            record = self._traces.get(trace_id)
+            record = self._find(trace_id)
             return record is None or record.ended_at is None
 
     def root_ended(self, trace_id: int) -> bool:
@@ -408,12 +425,11 @@ class TraceIds:
                     ]
                     self._ended.clear()
                     self._ended.extend(live)
-            waited_on, record.waited_on = record.waited_on, False
-            return waited_on
+            return record.waited_on  # kept until the worker let them go (done_waiting)
 
     def ids(self, trace_id: int) -> Ids:
         with self._lock:
-            record = self._traces.get(trace_id)
+            record = self._find(trace_id)
             if record is None:
                 return {}
             attached, root, other = dict(record.attached), dict(record.root), dict(record.other)
@@ -436,14 +452,24 @@ class TraceIds:
                 else:
                     del self._traces[trace_id]
 
-    def _record(self, trace_id: int) -> _TraceRecord:
+    def _find(self, trace_id: int) -> _TraceRecord | None:
         record = self._traces.get(trace_id)
+        if record is None and self._waited:
+            return self._waited.get(trace_id)
+        return record
+
+    def _record(self, trace_id: int) -> _TraceRecord:
+        traces = self._traces
+        record = traces.get(trace_id)
         if record is None:
-            record = self._traces[trace_id] = _TraceRecord()
-            if len(self._traces) > self._max_traces:
-                self._traces.popitem(last=False)
+            record = self._waited.pop(trace_id, None) if self._waited else None
+            traces[trace_id] = record = record if record is not None else _TraceRecord()
+            if len(traces) > self._max_traces:
+                evicted_id, evicted = traces.popitem(last=False)
+                if evicted.waited_on:  # its events still wait for its root: keep it aside
+                    self._waited[evicted_id] = evicted
         else:
-            self._traces.move_to_end(trace_id)
+            traces.move_to_end(trace_id)
         return record
 
 
@@ -470,7 +496,7 @@ class WaitingEvents(Generic[Waiter]):
 
     def __init__(
         self,
-        max_waiting: int = 2048,
+        max_waiting: int = 100_000,
         linger_seconds: float = 300.0,
         max_bytes: int = MAX_WAITING_BYTES,
     ) -> None:
@@ -485,6 +511,10 @@ class WaitingEvents(Generic[Waiter]):
 
     def __len__(self) -> int:
         return len(self._order)
+
+    def waits_on(self, trace_id: int) -> bool:
+        """True while some entry of ``trace_id`` waits."""
+        return trace_id in self._by_trace
 
     def park(self, item: Waiter, now: float, size: int = 0) -> list[Waiter]:
         """Make ``item`` (of ``size`` bytes) wait; return the items pushed out by the bounds,
