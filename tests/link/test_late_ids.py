@@ -131,7 +131,7 @@ tracer = provider.get_tracer("chat")
 roots = []
 gc.collect()
 tracemalloc.start()
-for index in range(2048):  # the max_waiting bound: roots open, their events waiting
+for index in range(2048):  # max_waiting's former default: roots open, their events waiting
     root = tracer.start_span("chat turn", attributes={"user.id": f"u{index}"})
     roots.append(root)
     with tracer.start_as_current_span("purchase", context=trace.set_span_in_context(root)) as s:
