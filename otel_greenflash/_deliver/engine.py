@@ -24,7 +24,6 @@ caller (the processor's worker, never the application) while too many events are
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import contextvars
@@ -33,6 +32,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .._callbacks import call_safely
 from .._event import ApiRequest, BusinessEvent, DeliveryItem, Endpoint
@@ -47,6 +47,9 @@ from .ledger import Ledger
 from .retry import THROTTLING_STATUSES, RetryPolicy, is_retryable_status, server_retry_delay
 from .throttle import Throttle
 from .transport import UNSUPPORTED_ENDPOINT, SendOutcome, encode_body
+
+if TYPE_CHECKING:
+    import asyncio
 
 ErrorCallback = Callable[[Exception, Sequence[BusinessEvent]], None]
 """``on_error``: business events only (messages and ratings are counted in ``stats()``)."""
@@ -199,6 +202,8 @@ class DeliveryEngine:
             self._drop(dropped, DropReason.SHUTDOWN)
         if not self._thread.is_alive():
             return len(dropped)
+        import asyncio  # loaded by __init__ (new_event_loop): no import runs at exit
+
         close = self._close()
         try:
             closing = asyncio.run_coroutine_threadsafe(close, self._loop)
@@ -216,6 +221,8 @@ class DeliveryEngine:
     # -- the loop thread ---------------------------------------------------------------------
 
     def _run_loop(self) -> None:
+        import asyncio  # loaded by __init__ (new_event_loop), before this thread started
+
         asyncio.set_event_loop(self._loop)
         # Name resolution must work in the SDK's atexit shutdown too (see _executor).
         self._loop.set_default_executor(
@@ -228,6 +235,8 @@ class DeliveryEngine:
                 self._loop.close()
 
     async def _close(self) -> None:
+        import asyncio  # loaded by __init__ (new_event_loop)
+
         if self._timer is not None:
             self._timer.cancel()
         for task in list(self._tasks):
