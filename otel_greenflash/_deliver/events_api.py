@@ -1,7 +1,7 @@
 """The Events API transport: one POST per item through httpx's transport interface.
 
-The default transport is ``httpx_aiohttp.AiohttpTransport`` (aiohttp's connection pool under
-httpx's request and response types), measured fastest and cheapest here; the pure-httpx
+The default transport is :class:`.aiohttp_transport.AiohttpTransport` (aiohttp's connection
+pool under httpx's request and response types), measured fastest and cheapest here; the pure-httpx
 fallback gives each request in flight its own ``httpx.AsyncHTTPTransport`` with one
 keep-alive connection, reused by later requests (one shared httpcore pool costs CPU growing
 with the square of the requests in flight).
@@ -17,10 +17,10 @@ from collections.abc import Callable
 
 import aiohttp
 import httpx
-import httpx_aiohttp
 
 from .._config import GreenflashConfig
 from .._event import Endpoint
+from .aiohttp_transport import AiohttpTransport
 from .http import shared_ssl_context
 from .transport import SendOutcome, proxy_for, user_agent
 
@@ -43,13 +43,19 @@ class EventsApiTransport:
         headers.update(config.custom_headers)
         if config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"
-        self._headers = httpx.Headers(headers)
         base = config.base_url.rstrip("/")
         self._urls = {endpoint: httpx.URL(f"{base}/{endpoint.value}") for endpoint in Endpoint}
         self._urls[Endpoint.EVENTS] = httpx.URL(config.events_url)
+        common = httpx.Headers(headers).raw
+        self._headers = {
+            endpoint: [(b"Host", url.netloc), *common] for endpoint, url in self._urls.items()
+        }
+        """Each endpoint's headers but ``Content-Length``, encoded once (httpx's request takes
+        them as they are: no parsing per request)."""
         proxy_url = proxy_for(config.events_url)
         self._proxy = httpx.Proxy(proxy_url) if proxy_url else None
         self._timeout = config.timeout_seconds
+        self._extensions = _extensions(self._timeout)
         self._connections = _Connections(config.http_client, config.max_concurrency, self._proxy)
 
     async def send(
@@ -57,21 +63,24 @@ class EventsApiTransport:
     ) -> SendOutcome:
         """Called in the delivery loop's context, which carries the suppress flag."""
         timeout = min(timeout_seconds, self._timeout)
-        url = self._urls[endpoint]
         try:
             if _timeout_scope is not None:  # Python 3.11+: no extra task per request
                 async with _timeout_scope(timeout):
-                    return await self._post(url, body, timeout)
-            return await asyncio.wait_for(self._post(url, body, timeout), timeout)
+                    return await self._post(endpoint, body, timeout)
+            return await asyncio.wait_for(self._post(endpoint, body, timeout), timeout)
         except (asyncio.TimeoutError, TimeoutError):
             return SendOutcome(None, "Timeout")
         except Exception as exc:  # network errors, or the transport closed by shutdown
             return SendOutcome(None, type(exc).__name__, unsent=never_sent(exc))
 
-    async def _post(self, url: httpx.URL, body: bytes, timeout: float) -> SendOutcome:
-        phases = {"connect": min(5.0, timeout), "read": timeout, "write": timeout, "pool": timeout}
+    async def _post(self, endpoint: Endpoint, body: bytes, timeout: float) -> SendOutcome:
+        # A stream and complete headers: httpx adds and checks nothing (Host, Content-Length).
         request = httpx.Request(
-            "POST", url, headers=self._headers, content=body, extensions={"timeout": phases}
+            "POST",
+            self._urls[endpoint],
+            headers=[*self._headers[endpoint], (b"Content-Length", b"%d" % len(body))],
+            stream=httpx.ByteStream(body),
+            extensions=self._extensions if timeout == self._timeout else _extensions(timeout),
         )
         transport, release = self._connections.take()
         try:
@@ -110,13 +119,7 @@ class _Connections:
         self._all: list[httpx.AsyncBaseTransport] = []
         self._shared: httpx.AsyncBaseTransport | None = None
         if client == "aiohttp":
-            self._shared = httpx_aiohttp.AiohttpTransport(
-                verify=self._ssl_context,
-                limits=httpx.Limits(
-                    max_connections=concurrency, max_keepalive_connections=concurrency
-                ),
-                proxy=proxy,
-            )
+            self._shared = AiohttpTransport(self._ssl_context, concurrency, proxy)
             self._all.append(self._shared)
 
     def take(self) -> tuple[httpx.AsyncBaseTransport, Callable[[], None]]:
@@ -141,6 +144,12 @@ class _Connections:
                 await transport.aclose()
 
 
+def _extensions(timeout: float) -> dict[str, dict[str, float]]:
+    """httpx's ``timeout`` extension for a request with ``timeout`` seconds in all."""
+    phases = {"connect": min(5.0, timeout), "read": timeout, "write": timeout, "pool": timeout}
+    return {"timeout": phases}
+
+
 def _nothing() -> None:
     return None
 
@@ -152,7 +161,7 @@ _NEVER_SENT_AIOHTTP = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutEr
 """aiohttp's failures to make a connection (name resolution, TCP connect, TLS handshake, the
 connect phase's timeout). ``httpx_aiohttp`` maps every ``ClientConnectionError`` — a server
 disconnecting after the request was sent too — to ``httpx.ConnectTimeout``, so the aiohttp
-error it was raised from decides."""
+error it was raised from decides (so does ours, :mod:`.aiohttp_transport`)."""
 
 
 def never_sent(error: BaseException) -> bool:
