@@ -50,13 +50,17 @@ class _ResponseStream(httpx.AsyncByteStream):
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        content = self._response.content
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self  # no async generator: asyncio tracks each one it starts
+
+    async def __anext__(self) -> bytes:
         try:
-            while chunk := await content.readany():
-                yield chunk
+            chunk = await self._response.content.readany()
         except aiohttp.ClientError as error:
             raise _translated(error) from error
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
 
     async def aclose(self) -> None:
         try:
@@ -102,8 +106,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         session = self._session or self._client()
         try:
             data = request.content
-        except httpx.RequestNotRead:
-            data = await request.aread()
+        except httpx.RequestNotRead:  # a stream: a ByteStream is read without an async generator
+            stream = request.stream
+            data = (
+                request.read()
+                if isinstance(stream, httpx.SyncByteStream)
+                else await request.aread()
+            )
         extensions = request.extensions
         try:
             response = await session.request(
