@@ -89,7 +89,7 @@ def delivery_rows(quick: bool) -> list[Row]:
                 ours["cpu_us_per_event"],
                 f"SDK {SDK_THREADS} threads",
                 pool["cpu_us_per_event"],
-                "≤ 0.5×",
+                "≤ 0.25×",
             ),
             Row(
                 f"{name}: accepted {counted(ours, n_ours)}, SDK {counted(pool, n_pool)}",

@@ -281,7 +281,7 @@ class DeliveryEngine:
             self._due[waited.item.endpoint].append(waited)
         throttle = self._throttle
         open_endpoints = []
-        for endpoint in Endpoint:
+        for endpoint in _ENDPOINTS:
             if not throttle.paused(now, endpoint):
                 open_endpoints.append(endpoint)
             elif self._ready[endpoint] or self._due[endpoint]:
@@ -327,9 +327,13 @@ class DeliveryEngine:
     def _next_attempt(self, endpoints: list[Endpoint]) -> _Attempt | None:
         """The oldest retry whose wait is over, else the oldest new attempt, of ``endpoints``."""
         for queues in (self._due, self._ready):
-            heads = [queues[endpoint] for endpoint in endpoints if queues[endpoint]]
-            if heads:
-                return min(heads, key=lambda queue: queue[0].seq).popleft()
+            oldest: collections.deque[_Attempt] | None = None
+            for endpoint in endpoints:
+                queue = queues[endpoint]
+                if queue and (oldest is None or queue[0].seq < oldest[0].seq):
+                    oldest = queue
+            if oldest is not None:
+                return oldest.popleft()
         return None
 
     def _wake_at(self, when: float, now: float) -> None:
@@ -531,6 +535,10 @@ class DeliveryEngine:
             self._stats.add_sent()
         else:
             self._stats.add_retried()
+
+
+_ENDPOINTS = tuple(Endpoint)
+"""Iterated on every pump: a tuple, not the enum class (whose iteration builds a generator)."""
 
 
 def _queues() -> dict[Endpoint, collections.deque[_Attempt]]:
