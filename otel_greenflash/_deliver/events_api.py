@@ -144,9 +144,12 @@ class _Connections:
                 await transport.aclose()
 
 
-def _extensions(timeout: float) -> dict[str, dict[str, float]]:
-    """httpx's ``timeout`` extension for a request with ``timeout`` seconds in all."""
-    phases = {"connect": min(5.0, timeout), "read": timeout, "write": timeout, "pool": timeout}
+def _extensions(timeout: float) -> dict[str, dict[str, float | None]]:
+    """httpx's ``timeout`` extension for a request with ``timeout`` seconds in all: only the
+    connect phase has its own (shorter) limit; reading, writing and waiting for a connection
+    are bounded by the one ``asyncio.timeout`` around the request (a timer per phase would
+    only repeat it, each costing the loop a timer per request)."""
+    phases = {"connect": min(5.0, timeout), "read": None, "write": None, "pool": None}
     return {"timeout": phases}
 
 
