@@ -12,8 +12,6 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import httpx
-
 from . import attributes as attr
 from ._config import (
     ENV_API_KEY,
@@ -25,7 +23,7 @@ from ._config import (
 )
 from ._deliver.engine import DeliveryEngine
 from ._deliver.http import transport_for
-from ._deliver.transport import USER_AGENT
+from ._deliver.transport import user_agent
 from ._event import BusinessEvent
 from ._link.status import read_statuses, status_dir
 from ._map.mapper import UNLINKED_REASONS
@@ -174,7 +172,9 @@ def _row(name: str, value: str) -> None:
 def _probe(config: GreenflashConfig, timeout: float) -> tuple[bool, str]:
     """POST an empty object: the API rejects it without creating anything, but its status
     tells whether the URL answers and whether the key is accepted."""
-    headers = {"User-Agent": USER_AGENT, **config.custom_headers}
+    import httpx  # only for the probe: the other commands start without it
+
+    headers = {"User-Agent": user_agent(), **config.custom_headers}
     if config.api_key:
         headers["Authorization"] = f"Bearer {config.api_key}"
     try:

@@ -24,7 +24,6 @@ caller (the processor's worker, never the application) while too many events are
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import contextvars
@@ -33,6 +32,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .._callbacks import call_safely
 from .._event import ApiRequest, BusinessEvent, DeliveryItem, Endpoint
@@ -47,6 +47,9 @@ from .ledger import Ledger
 from .retry import THROTTLING_STATUSES, RetryPolicy, is_retryable_status, server_retry_delay
 from .throttle import Throttle
 from .transport import UNSUPPORTED_ENDPOINT, SendOutcome, encode_body
+
+if TYPE_CHECKING:
+    import asyncio
 
 ErrorCallback = Callable[[Exception, Sequence[BusinessEvent]], None]
 """``on_error``: business events only (messages and ratings are counted in ``stats()``)."""
@@ -199,6 +202,8 @@ class DeliveryEngine:
             self._drop(dropped, DropReason.SHUTDOWN)
         if not self._thread.is_alive():
             return len(dropped)
+        import asyncio  # loaded by __init__ (new_event_loop): no import runs at exit
+
         close = self._close()
         try:
             closing = asyncio.run_coroutine_threadsafe(close, self._loop)
@@ -216,6 +221,8 @@ class DeliveryEngine:
     # -- the loop thread ---------------------------------------------------------------------
 
     def _run_loop(self) -> None:
+        import asyncio  # loaded by __init__ (new_event_loop), before this thread started
+
         asyncio.set_event_loop(self._loop)
         # Name resolution must work in the SDK's atexit shutdown too (see _executor).
         self._loop.set_default_executor(
@@ -228,6 +235,8 @@ class DeliveryEngine:
                 self._loop.close()
 
     async def _close(self) -> None:
+        import asyncio  # loaded by __init__ (new_event_loop)
+
         if self._timer is not None:
             self._timer.cancel()
         for task in list(self._tasks):
@@ -272,7 +281,7 @@ class DeliveryEngine:
             self._due[waited.item.endpoint].append(waited)
         throttle = self._throttle
         open_endpoints = []
-        for endpoint in Endpoint:
+        for endpoint in _ENDPOINTS:
             if not throttle.paused(now, endpoint):
                 open_endpoints.append(endpoint)
             elif self._ready[endpoint] or self._due[endpoint]:
@@ -318,9 +327,13 @@ class DeliveryEngine:
     def _next_attempt(self, endpoints: list[Endpoint]) -> _Attempt | None:
         """The oldest retry whose wait is over, else the oldest new attempt, of ``endpoints``."""
         for queues in (self._due, self._ready):
-            heads = [queues[endpoint] for endpoint in endpoints if queues[endpoint]]
-            if heads:
-                return min(heads, key=lambda queue: queue[0].seq).popleft()
+            oldest: collections.deque[_Attempt] | None = None
+            for endpoint in endpoints:
+                queue = queues[endpoint]
+                if queue and (oldest is None or queue[0].seq < oldest[0].seq):
+                    oldest = queue
+            if oldest is not None:
+                return oldest.popleft()
         return None
 
     def _wake_at(self, when: float, now: float) -> None:
@@ -522,6 +535,10 @@ class DeliveryEngine:
             self._stats.add_sent()
         else:
             self._stats.add_retried()
+
+
+_ENDPOINTS = tuple(Endpoint)
+"""Iterated on every pump: a tuple, not the enum class (whose iteration builds a generator)."""
 
 
 def _queues() -> dict[Endpoint, collections.deque[_Attempt]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -10,13 +11,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol, TextIO
 
-import httpx
-
 from .._event import DeliveryItem
 from .._network import proxy_from_environment
 from .._version import __version__
 
-USER_AGENT = f"otel-greenflash/{__version__} (python; httpx/{httpx.__version__})"
+
+@functools.cache
+def user_agent() -> str:
+    """The ``User-Agent`` of our requests; imports httpx (only where requests are made)."""
+    import httpx  # not at package import (see .http)
+
+    return f"otel-greenflash/{__version__} (python; httpx/{httpx.__version__})"
 
 
 @dataclass(frozen=True, slots=True)
