@@ -9,6 +9,9 @@ product_id are passed) against ``benchmarks._receiver`` in its own process; CPU 
 emitting process's, per delivered event. Scenario 8 (conversations) measures conversation
 capture: app-thread cost of an LLM span with the switch off and on, the worker's CPU per captured
 message, and the memory of LLM calls waiting for their ids (see ``benchmarks/conversations.py``).
+Scenario 9 (latency) measures the queue before the worker: an isolated event's latency, idle CPU
+and a burst of 10,000 events (see ``benchmarks/latency.py``; ``--base PATH`` adds the package at
+PATH, e.g. a worktree of the previous commit, as a before figure in the same run).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import statistics
 from collections.abc import Callable
 
 from . import conversations, linking, overhead
+from . import latency as queue_latency
 from ._common import FastReceiver, Row, fast_receiver, print_header, print_rows, run_child
 
 SDK_THREADS = 16
@@ -343,7 +347,14 @@ def main() -> None:
             "spool",
             "faults",
             "conversations",
+            "latency",
         ],
+    )
+    parser.add_argument(
+        "--base",
+        metavar="PATH",
+        help="also measure the otel_greenflash package at PATH (a checkout of an earlier "
+        "commit) where a scenario supports it (latency), as 'base commit (before)'",
     )
     arguments = parser.parse_args()
     print(
@@ -359,6 +370,7 @@ def main() -> None:
         "spool": lambda: spool_rows(arguments.quick),
         "faults": lambda: fault_rows(arguments.quick),
         "conversations": lambda: conversations.run(arguments.quick),
+        "latency": lambda: queue_latency.run(arguments.quick, arguments.base),
     }
     print_header()
     for name, scenario in scenarios.items():
