@@ -64,7 +64,8 @@ ENVIRONMENT_VARIABLES: Mapping[str, str] = MappingProxyType(
         ENV_ALLOW_INSECURE_HTTP: "`true` allows sending the key over plain `http://` to a "
         "non-loopback host. Default `false`.",
         ENV_TIMEOUT: "Per-request timeout, milliseconds. Default 10000.",
-        ENV_SCHEDULE_DELAY: "Longest wait before queued events are sent, ms. Default 1000.",
+        ENV_SCHEDULE_DELAY: "How often the worker runs with nothing queued (expired waits, "
+        "warnings), ms; a queued event goes within about 5 ms. Default 1000.",
         ENV_MAX_QUEUE_SIZE: "Event spans the queue holds (then new ones are dropped). "
         "Default 16384.",
         ENV_MAX_QUEUE_BYTES: "Bytes the queued records may hold together, as estimated when "
