@@ -29,6 +29,7 @@ ENV_DRY_RUN = "GREENFLASH_DRY_RUN"
 ENV_ALLOW_INSECURE_HTTP = "GREENFLASH_ALLOW_INSECURE_HTTP"
 ENV_TIMEOUT = "GREENFLASH_TIMEOUT"
 ENV_SCHEDULE_DELAY = "GREENFLASH_BSP_SCHEDULE_DELAY"
+ENV_SEND_DELAY = "GREENFLASH_BSP_SEND_DELAY"
 ENV_MAX_QUEUE_SIZE = "GREENFLASH_BSP_MAX_QUEUE_SIZE"
 ENV_MAX_QUEUE_BYTES = "GREENFLASH_BSP_MAX_QUEUE_BYTES"
 ENV_MAX_EXPORT_BATCH_SIZE = "GREENFLASH_BSP_MAX_EXPORT_BATCH_SIZE"
@@ -65,7 +66,9 @@ ENVIRONMENT_VARIABLES: Mapping[str, str] = MappingProxyType(
         "non-loopback host. Default `false`.",
         ENV_TIMEOUT: "Per-request timeout, milliseconds. Default 10000.",
         ENV_SCHEDULE_DELAY: "How often the worker runs with nothing queued (expired waits, "
-        "warnings), ms; a queued event goes within about 5 ms. Default 1000.",
+        "warnings), ms; also the longest a queued event waits for it. Default 1000.",
+        ENV_SEND_DELAY: "How long the worker, woken by a queued event, lets more gather before "
+        "taking them, ms (at most the schedule delay). Default 5.",
         ENV_MAX_QUEUE_SIZE: "Event spans the queue holds (then new ones are dropped). "
         "Default 16384.",
         ENV_MAX_QUEUE_BYTES: "Bytes the queued records may hold together, as estimated when "
@@ -158,6 +161,7 @@ class GreenflashConfig:
     max_message_bytes: int = 32_768
     default_external_user_id: str | None = None
     max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES
+    send_delay_seconds: float = 0.005
     redact_message: Redactor | None = field(default=None, repr=False)
     """``redact(content, role)``: the text to send instead, or None for none (an argument only)."""
 
@@ -307,6 +311,13 @@ class _Resolver:
                 1.0,
                 _parse_millis,
                 _seconds(0.001, 3600.0),
+            ),
+            send_delay_seconds=self._get(
+                "send_delay_seconds",
+                ENV_SEND_DELAY,
+                0.005,
+                _parse_millis,
+                _seconds(0.0, 3600.0),
             ),
             max_queue_size=queue,
             max_queue_bytes=self._get(

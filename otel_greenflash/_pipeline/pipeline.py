@@ -131,6 +131,7 @@ class EventPipeline:
             max_queue_bytes=config.max_queue_bytes,
             max_batch_size=config.max_export_batch_size,
             schedule_delay_seconds=config.schedule_delay_seconds,
+            gather_seconds=config.send_delay_seconds,
         )
 
     # -- intakes ------------------------------------------------------------------------------

@@ -18,8 +18,9 @@ BatchHandler = Callable[[list[Item], bool], None]
 shutdown asks for everything held back to go out now."""
 
 GATHER_SECONDS = 0.005
-"""How long the worker, woken by a first item, lets more arrive before it takes them: a burst
-still forms batches, and an isolated item waits no longer than this (not the schedule delay)."""
+"""How long the worker, woken by a first item, lets more arrive before it takes them by default
+(``send_delay_seconds``): a burst still forms batches, and an isolated item waits no longer than
+this (not the schedule delay)."""
 
 _BUSY = 0
 """The worker is not waiting: what is queued now is taken in its next cycle."""
@@ -36,8 +37,8 @@ class BackgroundWorker(Generic[Item]):
     full (``max_queue_size`` items, or ``max_queue_bytes`` as the callers' sizes add up) the
     *new* item is refused (returns False) so the caller can count the drop. An item reaching
     an idle worker wakes it (one notify per worker cycle at most); the worker lets items gather
-    for :data:`GATHER_SECONDS`, then takes up to ``max_batch_size`` of them. The handler also
-    runs at least every ``schedule_delay_seconds`` so it can release held items.
+    for ``gather_seconds`` (at most the schedule delay), then takes up to ``max_batch_size``.
+    The handler also runs at least every ``schedule_delay_seconds`` so it can release held items.
     """
 
     def __init__(
@@ -57,7 +58,7 @@ class BackgroundWorker(Generic[Item]):
         self._max_queue_bytes = max_queue_bytes
         self._max_batch_size = max_batch_size
         self._schedule_delay = schedule_delay_seconds
-        self._gather = min(gather_seconds, schedule_delay_seconds)
+        self._gather = gather_seconds  # the schedule delay ends a gathering too
         self._queue: collections.deque[Item] = collections.deque()
         self._sizes: collections.deque[int] = collections.deque()
         """The size given with each queued item, in the same order."""
@@ -182,7 +183,7 @@ class BackgroundWorker(Generic[Item]):
 
     def _wait_for_work(self) -> None:
         """Under the lock: return when a batch is due — a full batch, a flush, a wake-up or
-        shutdown; queued items that gathered for ``GATHER_SECONDS``; or the schedule delay
+        shutdown; queued items that gathered for ``gather_seconds``; or the schedule delay
         passed (the handler's periodic run, even with nothing queued)."""
         tick = time.monotonic() + self._schedule_delay
         gathered_by = 0.0
