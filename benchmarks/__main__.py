@@ -3,7 +3,7 @@
 python -m benchmarks                 # full run (about 15 minutes)
 python -m benchmarks --quick         # smaller counts, for a smoke check
 python -m benchmarks --only faults   # one scenario
-python -m benchmarks --only import --base-tree ../base   # import time, also against a checkout
+python -m benchmarks --only import --base ../base   # import time, also against a checkout
 
 Delivery scenarios (2, 7) use the library at its defaults (only api_key, base_url and
 product_id are passed) against ``benchmarks._receiver`` in its own process; CPU is the whole
@@ -13,6 +13,10 @@ message, and the memory of LLM calls waiting for their ids (see ``benchmarks/con
 Scenario 9 (late_ids) holds 1k, 10k and 100k conversations open whose events wait for a
 conversation id set last on the root: the share linked, the memory held per waiting event, and
 the worker's CPU per event against the 1k run (see ``benchmarks/late_ids.py``).
+Scenario 10 (latency) measures the queue before the worker: an isolated event's latency, idle CPU
+and a burst of 10,000 events (see ``benchmarks/latency.py``; ``--base PATH`` adds the package at
+PATH, e.g. a worktree of the previous commit, as a before figure in the same run; the import
+scenario reads it too).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import statistics
 from collections.abc import Callable
 
 from . import conversations, import_time, late_ids, linking, overhead
+from . import latency as queue_latency
 from ._common import FastReceiver, Row, fast_receiver, print_header, print_rows, run_child
 
 SDK_THREADS = 16
@@ -334,13 +339,13 @@ def spool_rows(quick: bool) -> list[Row]:
 
 
 def import_rows(quick: bool, base_tree: str | None) -> list[Row]:
-    """Scenario 9: ``import otel_greenflash`` after the OTel SDK, fresh interpreters, medians
-    of interleaved rounds (against ``--base-tree`` too, when given)."""
+    """Scenario 11: ``import otel_greenflash`` after the OTel SDK, fresh interpreters, medians
+    of interleaved rounds (against ``--base`` too, when given)."""
     medians = import_time.measure(3 if quick else 9, base_tree)
     ours = medians["ours"]
     rows = [
         Row(
-            "9 import otel_greenflash after the SDK",
+            "11 import otel_greenflash after the SDK",
             "ms",
             ours["ours_ms"],
             "bound",
@@ -348,7 +353,7 @@ def import_rows(quick: bool, base_tree: str | None) -> list[Row]:
             "≤ 1.0",
         ),
         Row(
-            "9 import otel_greenflash after the SDK",
+            "11 import otel_greenflash after the SDK",
             "ms",
             ours["ours_ms"],
             "import opentelemetry.sdk.trace",
@@ -356,7 +361,7 @@ def import_rows(quick: bool, base_tree: str | None) -> list[Row]:
             "(info)",
         ),
         Row(
-            "9 import otel_greenflash after the SDK",
+            "11 import otel_greenflash after the SDK",
             "CPU ms",
             ours["ours_cpu_ms"],
             "import opentelemetry.sdk.trace",
@@ -364,7 +369,7 @@ def import_rows(quick: bool, base_tree: str | None) -> list[Row]:
             "(info)",
         ),
         Row(
-            "9 import: HTTP modules loaded",
+            "11 import: HTTP modules loaded",
             "modules",
             ours["network_modules"],
             "(none until delivering)",
@@ -376,18 +381,18 @@ def import_rows(quick: bool, base_tree: str | None) -> list[Row]:
         base = medians["base"]
         rows += [
             Row(
-                "9 import otel_greenflash after the SDK",
+                "11 import otel_greenflash after the SDK",
                 "ms",
                 ours["ours_ms"],
-                "--base-tree",
+                "--base commit (before)",
                 base["ours_ms"],
                 "(info)",
             ),
             Row(
-                "9 import otel_greenflash after the SDK",
+                "11 import otel_greenflash after the SDK",
                 "CPU ms",
                 ours["ours_cpu_ms"],
-                "--base-tree",
+                "--base commit (before)",
                 base["ours_cpu_ms"],
                 "(info)",
             ),
@@ -411,12 +416,14 @@ def main() -> None:
             "conversations",
             "late_ids",
             "import",
+            "latency",
         ],
     )
     parser.add_argument(
-        "--base-tree",
-        default=None,
-        help="import scenario: also time the package of this checkout (e.g. the base commit)",
+        "--base",
+        metavar="PATH",
+        help="also measure the otel_greenflash package at PATH (a checkout of an earlier "
+        "commit) where a scenario supports it (latency, import), as 'base commit (before)'",
     )
     arguments = parser.parse_args()
     print(
@@ -433,7 +440,8 @@ def main() -> None:
         "faults": lambda: fault_rows(arguments.quick),
         "conversations": lambda: conversations.run(arguments.quick),
         "late_ids": lambda: late_ids.run(arguments.quick),
-        "import": lambda: import_rows(arguments.quick, arguments.base_tree),
+        "import": lambda: import_rows(arguments.quick, arguments.base),
+        "latency": lambda: queue_latency.run(arguments.quick, arguments.base),
     }
     print_header()
     for name, scenario in scenarios.items():

@@ -20,7 +20,8 @@ Endpoints:
 - ``GET /stats`` (any path ending in ``/stats``): ``{"accepted", "duplicates", "requests",
   "peak_concurrency"}`` plus ``unauthorized``, ``faults`` (per kind), ``in_flight``,
   ``connections``, ``cpu_seconds`` (user + system CPU of this process), ``messages_requests``,
-  ``messages`` and ``ratings``.
+  ``messages``, ``ratings`` and ``last_received`` (``time.monotonic()``, system-wide on Linux,
+  when the last event request was read: latency benchmarks compare it with the sender's).
 - ``POST /reset`` (any path ending in ``/reset``): zeroes the counters, forgets the insertIds and
   re-seeds the fault draw, so every run after a reset sees the same fault sequence.
 
@@ -50,6 +51,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 from contextlib import suppress
 from typing import Final
 
@@ -149,6 +151,8 @@ class Receiver:
         self.messages_requests = 0
         self.messages = 0
         self.ratings = 0
+        self.last_received = 0.0
+        """``time.monotonic()`` (system-wide on Linux) when the last event request was read."""
 
     def reset(self) -> None:
         self._random = random.Random(self.seed)
@@ -211,6 +215,7 @@ class Receiver:
                 "messages_requests": self.messages_requests,
                 "messages": self.messages,
                 "ratings": self.ratings,
+                "last_received": self.last_received,
             }
         ).encode()
         return _response("200 OK", body)
@@ -305,6 +310,7 @@ class _Connection(asyncio.Protocol):
                 else:
                     self._other = None
                     receiver.requests += 1
+                    receiver.last_received = time.monotonic()
                 fault = receiver.draw_fault()
                 if fault is None:
                     at = lower.find(_AUTHORIZATION)

@@ -1,4 +1,4 @@
-"""Scenario 9: what ``import otel_greenflash`` adds to an app that already imports the OTel SDK.
+"""Scenario 11: what ``import otel_greenflash`` adds to an app that already imports the OTel SDK.
 
 One measurement per fresh interpreter, which imports ``opentelemetry.sdk.trace`` (timed: the
 baseline), then ``otel_greenflash`` (timed: ours)::
@@ -7,7 +7,7 @@ baseline), then ``otel_greenflash`` (timed: ours)::
 
 Modules come from bytecode caches as in a deployed app (the caches go to a temporary
 ``PYTHONPYCACHEPREFIX``, filled by one unmeasured run first). Rounds alternate between this
-tree and, when given, another checkout (``--base-tree``: e.g. the commit before a change, put
+tree and, when given, another checkout (``--base``: e.g. the commit before a change, put
 first on ``PYTHONPATH``); medians are reported.
 """
 

@@ -29,7 +29,9 @@ ENV_DRY_RUN = "GREENFLASH_DRY_RUN"
 ENV_ALLOW_INSECURE_HTTP = "GREENFLASH_ALLOW_INSECURE_HTTP"
 ENV_TIMEOUT = "GREENFLASH_TIMEOUT"
 ENV_SCHEDULE_DELAY = "GREENFLASH_BSP_SCHEDULE_DELAY"
+ENV_SEND_DELAY = "GREENFLASH_BSP_SEND_DELAY"
 ENV_MAX_QUEUE_SIZE = "GREENFLASH_BSP_MAX_QUEUE_SIZE"
+ENV_MAX_QUEUE_BYTES = "GREENFLASH_BSP_MAX_QUEUE_BYTES"
 ENV_MAX_EXPORT_BATCH_SIZE = "GREENFLASH_BSP_MAX_EXPORT_BATCH_SIZE"
 ENV_EXPORT_TIMEOUT = "GREENFLASH_BSP_EXPORT_TIMEOUT"
 ENV_MAX_CONCURRENCY = "GREENFLASH_BSP_MAX_CONCURRENCY"
@@ -63,9 +65,14 @@ ENVIRONMENT_VARIABLES: Mapping[str, str] = MappingProxyType(
         ENV_ALLOW_INSECURE_HTTP: "`true` allows sending the key over plain `http://` to a "
         "non-loopback host. Default `false`.",
         ENV_TIMEOUT: "Per-request timeout, milliseconds. Default 10000.",
-        ENV_SCHEDULE_DELAY: "Longest wait before queued events are sent, ms. Default 1000.",
+        ENV_SCHEDULE_DELAY: "How often the worker runs with nothing queued (expired waits, "
+        "warnings), ms; also the longest a queued event waits for it. Default 1000.",
+        ENV_SEND_DELAY: "How long the worker, woken by a queued event, lets more gather before "
+        "taking them, ms (at most the schedule delay). Default 5.",
         ENV_MAX_QUEUE_SIZE: "Event spans the queue holds (then new ones are dropped). "
-        "Default 2048.",
+        "Default 16384.",
+        ENV_MAX_QUEUE_BYTES: "Bytes the queued records may hold together, as estimated when "
+        "each is queued (then new ones are dropped). Default 67108864 (64 MiB).",
         ENV_MAX_EXPORT_BATCH_SIZE: "Event spans handled per worker wake-up. Default 512.",
         ENV_EXPORT_TIMEOUT: "Retry window per event, from its first attempt, ms. Default 300000.",
         ENV_MAX_CONCURRENCY: "Most requests in flight (keep-alive connections); fewer while the "
@@ -107,6 +114,16 @@ ENVIRONMENT_VARIABLES: Mapping[str, str] = MappingProxyType(
 
 T = TypeVar("T")
 
+DEFAULT_MAX_QUEUE_SIZE = 16_384
+"""Records the queue in front of the worker holds by default: a burst of 10,000 events fits."""
+DEFAULT_MAX_QUEUE_BYTES = 64 * 1024 * 1024
+"""Bytes the queued records hold together at most by default, as estimated on the application
+thread (:func:`._records.queue_bytes`). A typical event span is estimated at about 2.7 KB (it
+holds about 2.9 KB, measured), so 16,384 of them fit in about 45 MB and the count binds first;
+records with large values (LLM calls with 256 KB prompts) meet this bound first, at about 250."""
+MAX_PENDING_DELIVERIES = 2048
+"""Events the delivery loop holds unsettled at most (see :attr:`GreenflashConfig.max_pending`)."""
+
 Redactor = Callable[[str, str], "str | None"]
 """``redact(content, role) -> content``: the text to send instead, or None to send none."""
 
@@ -144,8 +161,16 @@ class GreenflashConfig:
     capture_message_content: bool = True
     max_message_bytes: int = 32_768
     default_external_user_id: str | None = None
+    max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES
+    send_delay_seconds: float = 0.005
     redact_message: Redactor | None = field(default=None, repr=False)
     """``redact(content, role)``: the text to send instead, or None for none (an argument only)."""
+
+    @property
+    def max_pending(self) -> int:
+        """Events the delivery loop holds unsettled at most (the worker waits past it): the
+        queue size, up to :data:`MAX_PENDING_DELIVERIES`."""
+        return min(self.max_queue_size, MAX_PENDING_DELIVERIES)
 
     @property
     def events_url(self) -> str:
@@ -249,7 +274,13 @@ class _Resolver:
         allow_insecure = self._get(
             "allow_insecure_http", ENV_ALLOW_INSECURE_HTTP, False, _parse_bool, _check_bool
         )
-        queue = self._get("max_queue_size", ENV_MAX_QUEUE_SIZE, 2048, _parse_int, _count(1, 10**7))
+        queue = self._get(
+            "max_queue_size",
+            ENV_MAX_QUEUE_SIZE,
+            DEFAULT_MAX_QUEUE_SIZE,
+            _parse_int,
+            _count(1, 10**7),
+        )
         batch = self._get(
             "max_export_batch_size", ENV_MAX_EXPORT_BATCH_SIZE, 512, _parse_int, _count(1, 10**7)
         )
@@ -282,7 +313,21 @@ class _Resolver:
                 _parse_millis,
                 _seconds(0.001, 3600.0),
             ),
+            send_delay_seconds=self._get(
+                "send_delay_seconds",
+                ENV_SEND_DELAY,
+                0.005,
+                _parse_millis,
+                _seconds(0.0, 3600.0),
+            ),
             max_queue_size=queue,
+            max_queue_bytes=self._get(
+                "max_queue_bytes",
+                ENV_MAX_QUEUE_BYTES,
+                DEFAULT_MAX_QUEUE_BYTES,
+                _parse_int,
+                _count(1024, 2**40),
+            ),
             max_export_batch_size=batch,
             export_timeout_seconds=self._get(
                 "export_timeout_seconds",

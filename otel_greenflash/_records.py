@@ -187,6 +187,76 @@ Record = EventSpan | EventLog | BusinessEvent
 """What the pipeline's queue holds (a ``BusinessEvent`` is already mapped: ``track()``)."""
 
 
+QUEUED_SPAN_BYTES = 2560
+"""What a queued event span holds besides its attributes: the SDK's span objects and the record
+around them (a span with three short attributes holds about 2.9 KB in all, measured with
+``tracemalloc``), rounded."""
+QUEUED_SPAN_EVENT_BYTES = 512
+"""What one span event of a queued span holds besides its attributes."""
+QUEUED_LOG_BYTES = 1024
+"""What a queued log record (or ``track()`` event) holds besides its values."""
+VALUE_BYTES = 100
+"""One attribute (key, value object, its slot) or one element of a sequence, besides the
+characters of a string."""
+
+FEW_ATTRIBUTES = 8
+"""An event span with at most this many attributes is estimated by its counts alone (the
+business event's own few); one with more (an LLM instrumentation's span carrying an event)
+by the length of its string values too."""
+
+
+def queue_bytes(record: Record) -> int:
+    """About how many bytes ``record`` holds while it waits in the queue before the worker,
+    estimated on the application thread. A typical event span costs a few lookups: a fixed
+    part, :data:`VALUE_BYTES` per attribute and :data:`QUEUED_SPAN_EVENT_BYTES` per span event
+    (past :data:`FEW_ATTRIBUTES`, its string values' lengths too). LLM calls, log records and
+    ``track()`` bodies are counted through their values (:func:`nested_bytes`). Values shared
+    with other records (live ancestors, the resource) are not counted."""
+    if isinstance(record, EventSpan):
+        span = record.span
+        attributes = span._attributes
+        attributes = getattr(attributes, "_dict", attributes) or _EMPTY
+        count = len(attributes)
+        if record.llm_call or count > FEW_ATTRIBUTES:
+            size = QUEUED_SPAN_BYTES + nested_bytes(attributes)
+        else:
+            size = QUEUED_SPAN_BYTES + VALUE_BYTES * count
+        events = span._events
+        events = getattr(events, "_dq", events)
+        if events:
+            size += QUEUED_SPAN_EVENT_BYTES * len(events)
+            if record.llm_call:
+                for event in events:
+                    size += nested_bytes(plain_attributes(event.attributes))
+        return size
+    if isinstance(record, EventLog):
+        return (
+            QUEUED_LOG_BYTES
+            + nested_bytes(plain_attributes(record.attributes))
+            + nested_bytes(record.body)
+        )
+    return QUEUED_LOG_BYTES + nested_bytes(record.body)
+
+
+def nested_bytes(value: object) -> int:
+    """About how many bytes ``value`` holds, with everything in its mappings and sequences at
+    any depth: :data:`VALUE_BYTES` per value, plus the length of each string or bytes."""
+    total = 0
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        total += VALUE_BYTES
+        if isinstance(current, (str, bytes)):
+            total += len(current)
+        elif isinstance(current, Mapping):
+            for key, inner in current.items():
+                total += len(key) if isinstance(key, str) else 0
+                stack.append(inner)
+        elif isinstance(current, (list, tuple)):
+            stack.extend(current)
+    return total
+
+
 def is_log_business_event(event_name: str | None, attributes: Mapping[str, Any] | None) -> bool:
     """A log record is a business event when named ``greenflash.event`` or typed by
     ``greenflash.event.type``."""

@@ -162,7 +162,7 @@ class DropReason(str, Enum):
     are counted under their own ``stats()`` keys instead, and never reach ``on_drop``."""
 
     QUEUE_FULL = "queue_full"
-    """The pipeline's queue was full (``max_queue_size``)."""
+    """The pipeline's queue was full (``max_queue_size`` or ``max_queue_bytes``)."""
     SHUTDOWN = "shutdown"
     """Still held when the pipeline shut down (or after it had)."""
     NO_API_KEY = "no_api_key"

@@ -120,7 +120,8 @@ def _check(arguments: argparse.Namespace) -> int:
         _row("custom headers", ", ".join(config.custom_header_names))
     _row(
         "delivery",
-        f"queue {config.max_queue_size}, batch {config.max_export_batch_size}, "
+        f"queue {config.max_queue_size} records or {config.max_queue_bytes / 2**20:.4g} MiB, "
+        f"batch {config.max_export_batch_size}, "
         f"every {config.schedule_delay_seconds:g} s, up to {config.max_concurrency} in flight "
         f"({config.http_client}), request timeout {config.timeout_seconds:g} s, retry window "
         f"{config.export_timeout_seconds:g} s",

@@ -61,7 +61,7 @@ class Lanes:
             transport_for(self.config, self._custom_transport),
             self.stats,
             max_concurrency=self.config.max_concurrency,
-            max_pending=self.config.max_queue_size,
+            max_pending=self.config.max_pending,
             retry_window_seconds=self.config.export_timeout_seconds,
             timeout_seconds=self.config.timeout_seconds,
             on_error=self.on_error,

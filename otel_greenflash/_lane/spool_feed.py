@@ -455,7 +455,7 @@ class SpoolFeed:
             self._unmarking.clear()
 
     def _feed(self, spool: Spool, engine: DeliveryEngine) -> None:
-        room = self._config.max_queue_size - engine.pending
+        room = self._config.max_pending - engine.pending
         now = time.monotonic()
         if self._retry_spooled and now - self._last_rescan >= self._config.export_timeout_seconds:
             self._retry_spooled = False  # events whose retry window ended: go round once more

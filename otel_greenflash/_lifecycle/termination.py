@@ -34,9 +34,9 @@ from typing import Any
 from .._green import (
     Joinable,
     hand_off,
-    in_hub,
     on_main_thread,
     os_lock,
+    patcher,
     prepare_hand_off,
     start_os_thread,
 )
@@ -126,8 +126,10 @@ class ChainedSigtermHandler:
             _state.held_back.add(signum)  # interrupted a shutdown (atexit): raised again after it
             return
         _state.terminating = True
-        # gevent and eventlet run handlers in their hub, where nothing may block.
-        if in_hub() and hand_off(lambda: _deliver_and_end(signum)):
+        # gevent and eventlet run handlers in their hub, where nothing may block, or in
+        # whichever green thread runs: the delivery loop's own, say, which would then wait for
+        # itself. A green thread of its own delivers.
+        if patcher() is not None and hand_off(lambda: _deliver_and_end(signum)):
             return
         _deliver_and_end(signum)
 

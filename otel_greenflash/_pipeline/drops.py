@@ -30,11 +30,13 @@ class Drops:
         mapper: EventMapper,
         on_drop: DropCallback | None,
         max_queue_size: int,
+        max_queue_bytes: int = 0,
     ) -> None:
         self._stats = stats
         self._mapper = mapper
         self._on_drop = on_drop
         self._max_queue_size = max_queue_size
+        self._max_queue_bytes = max_queue_bytes
         self.log = RateLimitedLog()
         self.lost = LostEvents(stats, self.log, on_drop)
         self._kept: collections.deque[Record] = collections.deque()
@@ -42,16 +44,21 @@ class Drops:
         self._uncalled = 0
         """Business events dropped from a full queue that ``on_drop`` will not see."""
 
-    def queue_full(self, record: Record) -> None:
+    def queue_full(self, record: Record, *, by_bytes: bool = False) -> None:
         """On the caller's thread: count, warn, and keep the record for the worker, which maps
         it and calls ``on_drop`` (for at most ``MAX_DROPS_KEPT`` waiting records; past that
-        they are only counted, and the worker says how many ``on_drop`` did not see)."""
+        they are only counted, and the worker says how many ``on_drop`` did not see).
+        ``by_bytes``: the queue had room by count, not by bytes (``max_queue_bytes``)."""
+        if by_bytes:
+            setting, bound, key = "max_queue_bytes", self._max_queue_bytes, "queue-full-bytes"
+        else:
+            setting, bound, key = "max_queue_size", self._max_queue_size, "queue-full"
         if self._request_dropped(record, DropReason.QUEUE_FULL):
             self.log.warning(
-                "queue-full-requests",
-                "otel_greenflash queue is full (max_queue_size=%d): LLM calls or ratings "
+                f"{key}-requests",
+                f"otel_greenflash queue is full ({setting}=%d): LLM calls or ratings "
                 "dropped; see stats()['messages'|'ratings']['dropped']['queue_full']",
-                self._max_queue_size,
+                bound,
             )
         count = event_count(record)
         if not count:
@@ -60,10 +67,10 @@ class Drops:
             DropReason.QUEUE_FULL,
             count,
             warning=LossWarning(
-                "queue-full",
-                "otel_greenflash queue is full (max_queue_size=%d): %d new business event(s) "
+                key,
+                f"otel_greenflash queue is full ({setting}=%d): %d new business event(s) "
                 "dropped; see stats()['dropped']['queue_full']",
-                (self._max_queue_size, count),
+                (bound, count),
             ),
         )
         if callback_running() is not None:

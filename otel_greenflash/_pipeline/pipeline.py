@@ -48,6 +48,7 @@ from .._records import (
     MapOutcome,
     Record,
     event_count,
+    queue_bytes,
     request_endpoint,
 )
 from .._stats import DeliveryStats, DropCallback, DropReason, StatsSnapshot
@@ -114,7 +115,11 @@ class EventPipeline:
         self.conversations = ConversationMapper(self.config, self.link_keys, self.stats_counters)
         self.link_status = StatusWriter(f"{id(self):x}")
         self.drops = Drops(
-            self.stats_counters, self.mapper, self.on_drop, self.config.max_queue_size
+            self.stats_counters,
+            self.mapper,
+            self.on_drop,
+            self.config.max_queue_size,
+            self.config.max_queue_bytes,
         )
 
     def _new_worker(self) -> None:
@@ -123,8 +128,10 @@ class EventPipeline:
             self._handle_batch,
             name="otel-greenflash-processor",
             max_queue_size=config.max_queue_size,
+            max_queue_bytes=config.max_queue_bytes,
             max_batch_size=config.max_export_batch_size,
             schedule_delay_seconds=config.schedule_delay_seconds,
+            gather_seconds=config.send_delay_seconds,
         )
 
     # -- intakes ------------------------------------------------------------------------------
@@ -221,12 +228,17 @@ class EventPipeline:
         return self.drops.drop(record, reason)
 
     def submit(self, item: Record) -> None:
-        if self.worker.submit(item):
+        """Queue a record with its estimated size; count it as dropped when refused. A record
+        an intake answers for (``outcome``: the gateway, which hands over only what fits the
+        queue by count and holds the record in its request anyway) is not refused for bytes."""
+        worker = self.worker
+        bounded = isinstance(item, BusinessEvent) or item.outcome is None
+        if worker.submit(item, queue_bytes(item), bounded):
             return  # counted as queued by the worker, off the caller's thread
         if self.is_shutdown:
             self.drops.drop(item, DropReason.SHUTDOWN)
         else:
-            self.drops.queue_full(item)
+            self.drops.queue_full(item, by_bytes=worker.full_by_bytes())
 
     def tracked(
         self,

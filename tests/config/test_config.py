@@ -28,11 +28,14 @@ def test_defaults() -> None:
     assert config.base_url == DEFAULT_BASE_URL
     assert config.events_url == DEFAULT_BASE_URL + "/events"
     assert (config.max_queue_size, config.max_export_batch_size, config.max_concurrency) == (
-        2048,
+        16384,
         512,
         64,
     )
+    assert config.max_queue_bytes == 64 * 1024 * 1024
+    assert config.max_pending == 2048  # the delivery loop's bound did not grow with the queue
     assert (config.schedule_delay_seconds, config.export_timeout_seconds) == (1.0, 300.0)
+    assert config.send_delay_seconds == 0.005
     assert config.http_client == "aiohttp"
     assert (config.timeout_seconds, config.linger_seconds) == (10.0, 300.0)
     assert config.enabled
@@ -50,7 +53,9 @@ def test_every_environment_variable_is_read() -> None:
         "GREENFLASH_ALLOW_INSECURE_HTTP": "false",
         "GREENFLASH_TIMEOUT": "2500",
         "GREENFLASH_BSP_SCHEDULE_DELAY": "200",
+        "GREENFLASH_BSP_SEND_DELAY": "20",
         "GREENFLASH_BSP_MAX_QUEUE_SIZE": "100",
+        "GREENFLASH_BSP_MAX_QUEUE_BYTES": "1048576",
         "GREENFLASH_BSP_MAX_EXPORT_BATCH_SIZE": "10",
         "GREENFLASH_BSP_EXPORT_TIMEOUT": "60000",
         "GREENFLASH_BSP_MAX_CONCURRENCY": "32",
@@ -66,7 +71,9 @@ def test_every_environment_variable_is_read() -> None:
     assert dict(config.custom_headers) == {"X-Team": "billing", "X-Env": "staging"}
     assert config.timeout_seconds == 2.5
     assert config.schedule_delay_seconds == 0.2
+    assert config.send_delay_seconds == 0.02
     assert (config.max_queue_size, config.max_export_batch_size) == (100, 10)
+    assert (config.max_queue_bytes, config.max_pending) == (1048576, 100)
     assert config.export_timeout_seconds == 60.0
     assert config.max_concurrency == 32
     assert (config.linger_seconds, config.max_waiting, config.max_traces) == (1.5, 7, 99)

@@ -392,6 +392,7 @@ def test_aliases_given_as_an_argument_are_checked_by_the_configuration() -> None
         ("export_timeout_seconds", -1.0),
         ("linger_seconds", float("-inf")),
         ("max_queue_size", -1),
+        ("max_queue_bytes", -1),
         ("max_concurrency", 1.5),
     ],
 )

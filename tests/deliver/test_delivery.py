@@ -336,7 +336,7 @@ def test_queue_overflow_is_counted_called_back_and_warned_with_a_rate_limit(
 def test_parent_and_forked_child_each_deliver_exactly_their_own_events(
     server: EventsApiServer, make_processor: MakeProcessor
 ) -> None:
-    processor = make_processor(schedule_delay_seconds=30.0)
+    processor = make_processor(schedule_delay_seconds=30.0, send_delay_seconds=30.0)
     emit(processor, 3, "before")
     assert processor.force_flush(10000)
     emit(processor, 2, "queued-at-fork")  # sits in the parent's queue while it forks

@@ -473,7 +473,9 @@ def test_throttling_halves_the_in_flight_limit_once_per_round_and_it_grows_back(
     Catches: no adaptation, halving per 429 (limit 1), never growing back."""
     receiver = lab.receiver(latency_seconds=0.1)
     receiver.inject(Fault.status(429), times=64)
-    processor = lab.processor(receiver, http_client=http_client, schedule_delay_seconds=30.0)
+    processor = lab.processor(
+        receiver, http_client=http_client, schedule_delay_seconds=30.0, send_delay_seconds=30.0
+    )
     engine = processor._shared.engine
     values = emit(processor, 300)  # one batch, taken by the flush: 64 start at once
 

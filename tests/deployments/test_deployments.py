@@ -228,10 +228,11 @@ def deployment(
 def deploy_env(receiver: Receiver, state_dir: Path, **extra: str) -> dict[str, str]:
     """No GREENFLASH_*/OTEL_* from outside; the receiver's key and URL; the repo importable.
 
-    The worker's schedule delay is 5 s (default 1 s): the signal comes a few seconds after
-    start, right after the work, so the events are still in the process then, not sent by
-    chance of the worker's timer (with 1 s, ``uvicorn --workers``, whose supervisor passes
-    the signal on up to 0.5 s later, passed one run in two without any SIGTERM handling).
+    The worker's schedule and send delays are 5 s (defaults 1 s and 5 ms): the signal comes a
+    few seconds after start, right after the work, so the events are still in the process
+    then, not sent by chance of the worker's timer (with 1 s, ``uvicorn --workers``, whose
+    supervisor passes the signal on up to 0.5 s later, passed one run in two without any
+    SIGTERM handling).
     ``OTEL_BSP_SCHEDULE_DELAY`` (zero-code) is 5 s by default already.
 
     The repository root goes *after* any PYTHONPATH given to pytest, so a run with
@@ -243,6 +244,7 @@ def deploy_env(receiver: Receiver, state_dir: Path, **extra: str) -> dict[str, s
         GREENFLASH_BASE_URL=receiver.base_url,
         GREENFLASH_PRODUCT_ID=PRODUCT_ID,
         GREENFLASH_BSP_SCHEDULE_DELAY="5000",
+        GREENFLASH_BSP_SEND_DELAY="5000",  # queued events wait for the worker's timer too
         OTEL_SERVICE_NAME="deployment-test",
         PYTHONPATH=pythonpath,
         PYTHONUNBUFFERED="1",

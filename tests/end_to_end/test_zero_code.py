@@ -162,7 +162,7 @@ def test_exit_without_explicit_shutdown_still_delivers(
     from opentelemetry import trace
     import otel_greenflash
 
-    otel_greenflash.configure(schedule_delay_seconds=60)
+    otel_greenflash.configure(schedule_delay_seconds=60, send_delay_seconds=60)
     with trace.get_tracer("t").start_as_current_span("e") as span:
         span.set_attributes({"greenflash.event.type": "t", "greenflash.event.value": 1})
     """  # the SDK's atexit shutdown flushes the processor

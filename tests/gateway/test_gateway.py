@@ -443,14 +443,14 @@ def test_spool_full_answers_503_and_the_client_retry_succeeds(
         }
         stats: Any = gateway.stats()
         assert stats["spool"] == {"depth": 4, "capacity": 4}
-        assert stats["queue"] == {"depth": 0, "capacity": 2048}
+        assert stats["queue"] == {"depth": 0, "capacity": 16384}
         metrics = httpx.get(f"{gateway.url}/metrics").text
         for sample in (
             "greenflash_gateway_ready 0",
             "greenflash_gateway_spool_pending 4",
             "greenflash_gateway_spool_capacity 4",
             "greenflash_gateway_queue_depth 0",
-            "greenflash_gateway_queue_capacity 2048",
+            "greenflash_gateway_queue_capacity 16384",
         ):
             assert f"\n{sample}\n" in metrics, sample
 

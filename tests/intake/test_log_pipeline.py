@@ -719,6 +719,7 @@ def test_sigterm_with_only_a_log_intake_delivers_every_held_record(mode: str) ->
             GREENFLASH_BASE_URL=server.base_url,
             GREENFLASH_PRODUCT_ID=PRODUCT_ID,
             GREENFLASH_BSP_SCHEDULE_DELAY="5000",  # nothing leaves by chance
+            GREENFLASH_BSP_SEND_DELAY="5000",
         )
         process = subprocess.Popen(
             [sys.executable, str(APPS / "sigterm_logs.py"), mode, str(count)],

@@ -23,7 +23,9 @@ def test_sync_handler_flushes_before_returning(
     server: EventsApiServer, make_processor: MakeProcessor
 ) -> None:
     provider = TracerProvider()
-    provider.add_span_processor(make_processor(schedule_delay_seconds=3600))
+    provider.add_span_processor(
+        make_processor(schedule_delay_seconds=3600, send_delay_seconds=3600)
+    )
     tracer = provider.get_tracer("lambda")
 
     @flush_after
@@ -40,7 +42,9 @@ def test_async_handler_and_exceptions_flush_too(
     server: EventsApiServer, make_processor: MakeProcessor
 ) -> None:
     provider = TracerProvider()
-    provider.add_span_processor(make_processor(schedule_delay_seconds=3600))
+    provider.add_span_processor(
+        make_processor(schedule_delay_seconds=3600, send_delay_seconds=3600)
+    )
     tracer: trace.Tracer = provider.get_tracer("lambda")
 
     @flush_after(timeout_millis=5000)

@@ -255,7 +255,7 @@ def test_track_without_span_skips_a_malformed_id_from_baggage(
 def test_flush_counts_queued_events_it_sends_before_their_root_ended(
     server: EventsApiServer, make_processor: MakeProcessor
 ) -> None:
-    processor = make_processor(schedule_delay_seconds=60)
+    processor = make_processor(schedule_delay_seconds=60, send_delay_seconds=60)
     tracer = tracer_for(processor)
     root = tracer.start_span("chat")
     with trace.use_span(root), tracer.start_as_current_span("e") as span:

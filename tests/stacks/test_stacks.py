@@ -296,6 +296,7 @@ def test_stack(stack: Stack, openai_server: OpenAIServer, tmp_path: Path) -> Non
             GREENFLASH_BASE_URL=receiver.base_url,
             GREENFLASH_PRODUCT_ID=PRODUCT_ID,
             GREENFLASH_BSP_SCHEDULE_DELAY=SCHEDULE_DELAY_MS,
+            GREENFLASH_BSP_SEND_DELAY=SCHEDULE_DELAY_MS,  # a queued event does not wake it
             OTEL_SERVICE_NAME=f"stack-{stack.name}",
             STACK_OPENAI_BASE_URL=openai_server.base_url,
             STACK_SPAN_DUMP=str(dump),

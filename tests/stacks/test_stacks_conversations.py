@@ -551,6 +551,7 @@ def run_app(
     settings = {"GREENFLASH_CAPTURE_CONVERSATIONS": "true"} if capture else {}
     if stack.hold:
         settings["GREENFLASH_BSP_SCHEDULE_DELAY"] = HELD_SCHEDULE_DELAY_MS
+        settings["GREENFLASH_BSP_SEND_DELAY"] = HELD_SCHEDULE_DELAY_MS
     env = clean_env(
         GREENFLASH_API_KEY=receiver.api_key,
         GREENFLASH_BASE_URL=receiver.base_url,
