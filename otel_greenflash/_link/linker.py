@@ -94,7 +94,11 @@ class Linker:
         self.notes_every_root = False
         """A log intake feeds this pipeline: every local root's end is remembered."""
         self.open_roots: dict[int, int] = {}
-        """Trace id → how many of its local roots are open now (kept by the span processor)."""
+        """Trace id → the span id of one of its local roots open now (kept by the span
+        processor); ``extra_roots`` counts the others."""
+        self.extra_roots: dict[int, int] = {}
+        """Trace id → how many more of its local roots are open (rare: several local roots
+        under remote parents in one trace)."""
         self.tracks_open_roots = False
         """A span processor sees spans start: ``open_roots`` is known."""
         self.roots_forgotten_until = 0
@@ -128,6 +132,7 @@ class Linker:
         self.recent_roots.clear()
         self.recent_event_spans.clear()
         self.open_roots.clear()
+        self.extra_roots.clear()
         self.waiting.release_all()
         self.ended_waiting.clear()
 
