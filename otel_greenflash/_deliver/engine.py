@@ -415,6 +415,10 @@ class DeliveryEngine:
         if outcome.status in THROTTLING_STATUSES:  # with a hint, the whole endpoint waits
             pause_until = due if hint is not None and hint > 0 else None
             self._throttle.throttled(attempt.round, pause_until, attempt.item.endpoint)
+        elif outcome.unsent:  # no connection could be made: the endpoint waits out the backoff
+            # (probed again then by the halved limit), not retried at full concurrency: an
+            # outage would keep this loop opening sockets, holding the GIL against the app.
+            self._throttle.throttled(attempt.round, due, attempt.item.endpoint)
         if due >= attempt.window_ends:
             self._give_up(attempt, outcome)
             return

@@ -94,7 +94,11 @@ class Linker:
         self.notes_every_root = False
         """A log intake feeds this pipeline: every local root's end is remembered."""
         self.open_roots: dict[int, int] = {}
-        """Trace id → how many of its local roots are open now (kept by the span processor)."""
+        """Trace id → the span id of one of its local roots open now (kept by the span
+        processor); ``extra_roots`` counts the others."""
+        self.extra_roots: dict[int, int] = {}
+        """Trace id → how many more of its local roots are open (rare: several local roots
+        under remote parents in one trace)."""
         self.tracks_open_roots = False
         """A span processor sees spans start: ``open_roots`` is known."""
         self.roots_forgotten_until = 0
@@ -128,6 +132,7 @@ class Linker:
         self.recent_roots.clear()
         self.recent_event_spans.clear()
         self.open_roots.clear()
+        self.extra_roots.clear()
         self.waiting.release_all()
         self.ended_waiting.clear()
 
@@ -145,7 +150,8 @@ class Linker:
         context = span._context
         if context is None:
             return None, False
-        attributes = plain_attributes(span._attributes)
+        attributes = span._attributes
+        attributes = getattr(attributes, "_dict", attributes) or _NO_IDS  # plain_attributes
         marked = bool(attributes) and not self.no_marked_keys_in(attributes)
         events = span._events
         is_event = (marked and _EVENT_TYPE in attributes) or bool(
@@ -163,11 +169,13 @@ class Linker:
             ids = attributes if marked else _NO_IDS
             return None, self.linking_span_ended(trace_id, context[1], root=root, ids=ids)
         # An event span: its ids are recorded by the worker, off this thread.
-        if not root:  # a root event span ends its own trace: nothing to wait for
-            self.expect_root(trace_id)
+        if root:  # a root event span ends its own trace: nothing to wait for, no ancestor
+            return EventSpan(span, (), start_baggage, None, None, llm_call), self._root_ended(
+                trace_id
+            )
+        self.expect_root(trace_id)
         ancestors = self.live.ancestors(span) if with_ancestors else ()
-        item = EventSpan(span, ancestors, start_baggage, llm_call=llm_call)
-        return item, root and self._root_ended(trace_id)
+        return EventSpan(span, ancestors, start_baggage, None, None, llm_call), False
 
     def linking_span_ended(
         self, trace_id: int, span_id: int, *, root: bool, ids: Mapping[str, Any]

@@ -223,14 +223,15 @@ class LiveSpans:
     def ancestors(self, span: ReadableSpan, limit: int = 256) -> tuple[ReadableSpan, ...]:
         """Live ancestors of ``span`` in this process, nearest first."""
         chain: list[ReadableSpan] = []
-        parent = span.parent
-        while parent is not None and not parent.is_remote and len(chain) < limit:
-            reference = self.spans.get(parent.span_id)
+        spans = self.spans
+        parent = span._parent  # a SpanContext: (trace_id, span_id, is_remote, ...)
+        while parent is not None and not parent[2] and len(chain) < limit:
+            reference = spans.get(parent[1])
             ancestor = reference() if reference is not None else None
             if ancestor is None:
                 break
             chain.append(ancestor)
-            parent = ancestor.parent
+            parent = ancestor._parent
         return tuple(chain)
 
 

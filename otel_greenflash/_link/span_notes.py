@@ -21,7 +21,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span
 
 from .. import attributes as attr
-from .._records import EventSpan, has_business_events
+from .._records import EventSpan, has_business_events, plain_attributes
 from .._stats import DropReason
 from .linker import Linker
 from .rules import forget_oldest_share
@@ -65,9 +65,11 @@ class SpanNotes:
         self._max_live_spans = live.max_spans
         """Live spans (and open roots) kept before the oldest share is forgotten."""
         self._linker = linker
-        self._trace_ids = linker.trace_ids
         self._event_traces = linker.event_traces
         self._open_roots = linker.open_roots
+        self._extra_roots = linker.extra_roots
+        self._traces_with_ids = linker.trace_ids._traces
+        """The trace store's dict: its ``in`` without the store's Python-level ``__contains__``."""
         self._no_marked_keys_in = linker.no_marked_keys_in
         self._span_ended = span_ended
         self._drop = drop
@@ -85,15 +87,13 @@ class SpanNotes:
         span_id = context[1]
         spans = self._live_spans
         if len(spans) >= self._max_live_spans:  # spans that never end: forget the oldest
-            self._live.evict_oldest_share()
+            self._forget_oldest()
         spans[span_id] = _weak(span)
         parent = span._parent
         if parent is None or parent[2]:  # a local root: log records of its trace may wait
-            roots = self._open_roots
-            trace_id = context[0]
-            roots[trace_id] = roots.get(trace_id, 0) + 1
-            if len(roots) > self._max_live_spans:  # roots that never end
-                forget_oldest_share(roots)
+            # One dict operation when it is its trace's only open local root (the usual case).
+            if self._open_roots.setdefault(context[0], span_id) is not span_id:
+                self._another_root(context[0])
         elif parent[1] not in spans and self._parent_of is not None:
             self._parent_not_seen(parent[1], parent_context)
         start_baggage = (parent_context if parent_context is not None else _current_context()).get(
@@ -101,6 +101,20 @@ class SpanNotes:
         )
         if start_baggage:
             self._live_baggage[span_id] = start_baggage
+
+    def _forget_oldest(self) -> None:
+        """The live spans are full (spans that never end): forget the oldest share, and the
+        oldest open roots past the same bound (a root is a live span first, so between two
+        evictions the open roots grow by at most the live spans' bound)."""
+        self._live.evict_oldest_share()
+        for roots in (self._open_roots, self._extra_roots):
+            if len(roots) > self._max_live_spans:
+                forget_oldest_share(roots)
+
+    def _another_root(self, trace_id: int) -> None:
+        """A local root opens in a trace that has one open already."""
+        extra = self._extra_roots
+        extra[trace_id] = extra.get(trace_id, 0) + 1
 
     def _parent_not_seen(self, parent_id: int, parent_context: Context | None) -> None:
         """A span whose local parent did not start under this processor (another provider's,
@@ -116,9 +130,9 @@ class SpanNotes:
             return  # noted meanwhile by another thread
         grandparent = parent._parent
         if grandparent is None or grandparent[2]:
-            roots = self._open_roots
             trace_id = parent._context[0]
-            roots[trace_id] = roots.get(trace_id, 0) + 1
+            if self._open_roots.setdefault(trace_id, parent_id) is not parent_id:
+                self._another_root(trace_id)
 
     def on_end(self, span: ReadableSpan) -> None:
         """The span is no longer live; hand it to the pipeline when it carries
@@ -130,31 +144,41 @@ class SpanNotes:
         self._live_spans.pop(span_id, None)
         live_baggage = self._live_baggage
         start_baggage = live_baggage.pop(span_id, None) if live_baggage else None
+        trace_id = context[0]
         parent = span._parent
         root = parent is None or parent[2]
         if root:
-            roots = self._open_roots
-            still_open = roots.pop(context[0], 1) - 1
-            if still_open > 0:
-                roots[context[0]] = still_open
-        attributes = span._attributes
-        attributes = getattr(attributes, "_dict", attributes)
-        events = span._events
-        # The common case, in one C-level pass over the keys: no id, no event type, no span
-        # event, and nothing in this trace concerns us.
-        if (
-            (not attributes or self._no_marked_keys_in(attributes))
-            and not getattr(events, "_dq", events)
-            and context[0] not in self._event_traces
-            and context[0] not in self._trace_ids
-            and not ((root or start_baggage) and self._linker.notes_every_root)
-        ):
-            return
+            extra = self._extra_roots
+            if extra and trace_id in extra:  # another local root of its trace is still open
+                others = extra.pop(trace_id, 1) - 1
+                if others > 0:
+                    extra[trace_id] = others
+            else:
+                self._open_roots.pop(trace_id, None)
+        try:  # the SDK's BoundedAttributes and BoundedList: their plain dict and deque
+            attributes = span._attributes._dict  # type: ignore[union-attr]
+            events = span._events._dq  # type: ignore[attr-defined]
+        except AttributeError:
+            attributes = plain_attributes(span._attributes)
+            events = span._events
+        if (not attributes or self._no_marked_keys_in(attributes)) and not events:
+            # No id, no event type, no span event. Such a span concerns linking only as a
+            # local root whose trace holds ids or queued events (or when every root's end is
+            # noted), or for its start baggage when log records are exported.
+            if root:
+                if (
+                    trace_id not in self._event_traces
+                    and trace_id not in self._traces_with_ids
+                    and not self._linker.notes_every_root
+                ):
+                    return
+            elif not (start_baggage and self._linker.notes_every_root):
+                return
         if self._closed:
             llm_call = (
                 self._linker.captures_calls
                 and bool(attributes)
-                and not _NO_GENAI_MARKER_IN(attributes)  # type: ignore[arg-type]
+                and not _NO_GENAI_MARKER_IN(attributes)
             )
             if llm_call:  # its messages request is counted lost too
                 self._drop(EventSpan(span, (), None, llm_call=True), DropReason.SHUTDOWN)

@@ -177,14 +177,16 @@ class EventPipeline:
     ) -> None:
         """A finished span from any span intake (``live``: its start was seen, so its live
         ancestors can be read; ``outcome``: told what the map stage makes of it)."""
-        self.check_pid()
-        item, released = self.linker.finished_span(span, start_baggage, with_ancestors=live)
-        if item is not None and live and self.linker.seen_before(item):
+        if self.pid != _getpid():
+            self.restart_after_fork()
+        linker = self.linker
+        item, released = linker.finished_span(span, start_baggage, with_ancestors=live)
+        if item is not None and live and linker.seen_before(item):
             item = None  # two span processors of this pipeline on one provider: queued once
         if item is not None:
             if outcome is not None:
                 item.outcome = outcome
-            dropped = span.dropped_events
+            dropped = getattr(span._events, "dropped", 0)  # the SDK's BoundedList's count
             if dropped:
                 self.drops.sdk_dropped_span_events(span.name, dropped)
             if self.enabled:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -124,3 +125,22 @@ def test_a_key_refused_by_one_endpoint_still_sends_to_the_others(
     if status == 403 and refused is not Endpoint.EVENTS:
         api = "Messages API" if refused is Endpoint.MESSAGES else "Ratings API"
         assert f"does not allow the {api}" in errors[0]
+
+
+def test_an_unreachable_endpoint_is_probed_not_retried_per_item_then_all_go_when_it_is_back(
+    engines: Engines,
+) -> None:
+    first = EventsApiServer().start()
+    port = first.port
+    first.stop()  # connections refused from now on
+    engine, stats = start(engines, first)
+    count = 200
+    engine.submit([MAKERS[Endpoint.EVENTS](n) for n in range(count)])
+    assert wait_until(lambda: counted(stats, Endpoint.EVENTS, "retried") >= 8)
+    time.sleep(0.5)  # several backoffs (50 to 200 ms)
+    # Each refusal pauses the endpoint for its backoff: a few probes, never a try per item
+    # per backoff (which made at least one retry of each of the 200 at once).
+    assert counted(stats, Endpoint.EVENTS, "retried") < count
+    with EventsApiServer(port=port) as back:
+        assert wait_until(lambda: counted(stats, Endpoint.EVENTS, "sent") == count)
+        assert len(back.events) == count

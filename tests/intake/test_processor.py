@@ -7,12 +7,13 @@ import threading
 import time
 
 import pytest
+from opentelemetry import propagate
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_greenflash import GreenflashSpanProcessor
-from otel_greenflash.testing import EventsApiServer
+from otel_greenflash.testing import EventsApiServer, MemoryTransport
 from tests.support.common import PRODUCT_ID, MakeProcessor
 
 UPGRADE = {
@@ -343,3 +344,31 @@ def test_full_queue_drops_new_event_spans_counts_and_says_so(
     arrived = sorted(int(float(str(event["value"]))) for event in server.events)  # "3.00"
     assert arrived == [0, 1, 2, 3, 4]  # the first ones kept, the newest refused
     assert "queue is full" in caplog.text
+
+
+def test_a_trace_stays_open_until_each_of_its_local_roots_ended() -> None:
+    """Two local roots of one trace (requests under the same remote parent): log records of
+    the trace may wait while either is open; the trace is closed once both ended."""
+    processor = GreenflashSpanProcessor(product_id=PRODUCT_ID, transport=MemoryTransport())
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("roots")
+    carrier = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    remote = propagate.extract(carrier)
+    trace_id = 0x0AF7651916CD43DD8448EB211C80319C
+    open_roots = processor._linker.open_roots
+    try:
+        first = tracer.start_span("first", context=remote)
+        second = tracer.start_span("second", context=remote)
+        assert trace_id in open_roots
+        first.end()
+        assert trace_id in open_roots  # the second is still open
+        second.end()
+        assert trace_id not in open_roots
+        assert not processor._linker.extra_roots
+        third = tracer.start_span("third", context=remote)
+        assert trace_id in open_roots
+        third.end()
+        assert trace_id not in open_roots
+    finally:
+        provider.shutdown()
