@@ -307,7 +307,7 @@ class TraceIds:
         self.too_long.clear()
 
     def __contains__(self, trace_id: object) -> bool:
-        return trace_id in self._traces
+        return trace_id in self._traces or trace_id in self._waited
 
     def record(
         self, trace_id: int, attributes: Mapping[str, Any], *, root: bool, span_id: int = 0

@@ -70,6 +70,9 @@ class SpanNotes:
         self._extra_roots = linker.extra_roots
         self._traces_with_ids = linker.trace_ids._traces
         """The trace store's dict: its ``in`` without the store's Python-level ``__contains__``."""
+        self._traces_set_aside = linker.trace_ids._waited
+        """Traces events wait on that the trace store's bound pushed out: their roots' ends
+        still matter (read only when the checks before it found nothing)."""
         self._no_marked_keys_in = linker.no_marked_keys_in
         self._span_ended = span_ended
         self._drop = drop
@@ -170,6 +173,7 @@ class SpanNotes:
                     trace_id not in self._event_traces
                     and trace_id not in self._traces_with_ids
                     and not self._linker.notes_every_root
+                    and trace_id not in self._traces_set_aside
                 ):
                     return
             elif not (start_baggage and self._linker.notes_every_root):

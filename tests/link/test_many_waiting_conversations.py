@@ -141,3 +141,36 @@ def test_a_trace_whose_events_were_pushed_out_is_not_kept_aside(
         assert processor.stats()["unlinked"] == {"waiting_full": 90}
     finally:
         provider.shutdown()
+
+
+def test_a_root_without_ids_still_releases_the_events_of_a_trace_set_aside(
+    make_processor: MakeProcessor, server: EventsApiServer
+) -> None:
+    """More open traces than ``max_traces``, each with an event span that waits (no id known),
+    taken in before the next trace starts; then each root ends carrying nothing. The root's end
+    is still noticed though the trace store's bound set its trace aside and the linker's list of
+    traces with events forgot it, so the events go at once (unlinked: there is no id), not
+    after ``linger_seconds`` (five minutes)."""
+    processor = make_processor(max_traces=8)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("chat")
+    count = 40
+    try:
+        roots = [tracer.start_span("chat") for _ in range(count)]
+        for index, root in enumerate(roots):
+            with trace.use_span(root), tracer.start_as_current_span("resolve") as span:
+                span.set_attributes(
+                    {"greenflash.event.type": "resolved", "greenflash.event.value": index}
+                )
+            assert processor.deliver_queued(60_000)  # waiting events keep waiting
+        assert len(processor._waiting) == count
+        for root in roots:
+            root.end()
+        assert server.wait_for_events(count, timeout_seconds=60)
+        assert len(processor._waiting) == 0
+        values = sorted(int(event["value"]) for event in server.events)
+        assert values == list(range(count))
+        assert not any("externalConversationId" in event for event in server.events)
+    finally:
+        provider.shutdown()
