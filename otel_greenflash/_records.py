@@ -238,12 +238,22 @@ def queue_bytes(record: Record) -> int:
     return QUEUED_LOG_BYTES + nested_bytes(record.body)
 
 
+MAX_VALUES_WALKED = 10_000
+"""Values :func:`nested_bytes` looks at, at most: a body that refers to itself (or a huge one)
+costs the application thread a bounded walk; past it, what is left counts as large."""
+
+
 def nested_bytes(value: object) -> int:
     """About how many bytes ``value`` holds, with everything in its mappings and sequences at
-    any depth: :data:`VALUE_BYTES` per value, plus the length of each string or bytes."""
+    any depth: :data:`VALUE_BYTES` per value, plus the length of each string or bytes. Walks
+    at most :data:`MAX_VALUES_WALKED` values; a walk cut short counts 1 MiB more."""
     total = 0
     stack = [value]
+    walked = 0
     while stack:
+        walked += 1
+        if walked > MAX_VALUES_WALKED:  # a cycle, or a body far too large to size cheaply
+            return total + 1024 * 1024
         current = stack.pop()
         total += VALUE_BYTES
         if isinstance(current, (str, bytes)):

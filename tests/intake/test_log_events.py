@@ -558,3 +558,26 @@ def test_records_the_sdk_mangles_never_raise_into_the_application(app: App) -> N
     assert taken == stats["queued"]  # each record taken ends sent or invalid, none lost
     assert stats["failed"] == 0
     assert len(app.server.events) == stats["sent"]
+
+
+def test_a_record_whose_body_refers_to_itself_never_holds_up_the_app(app: App) -> None:
+    """Sizing a record for the queue walks its body on the application thread: a body that
+    contains itself still returns at once, and the record ends counted (not lost), with the
+    events around it sent."""
+    body: dict[str, Any] = {"note": "cycle"}
+    body["self"] = body
+    emitted = threading.Event()
+
+    def emit_cyclic() -> None:
+        app.emit(body=body)
+        emitted.set()
+
+    app.emit()
+    emitter = threading.Thread(target=emit_cyclic, daemon=True)
+    emitter.start()
+    assert emitted.wait(60), "emit() did not return: the size estimate walked the cycle"
+    app.emit()
+    assert app.span_processor.force_flush(30_000)
+    stats = app.span_processor.stats()
+    assert stats["sent"] >= 2
+    assert stats["sent"] + stats["invalid"] + sum(stats["dropped"].values()) == 3, stats
