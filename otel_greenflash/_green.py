@@ -268,6 +268,17 @@ def in_hub() -> bool:
     return False
 
 
+def in_spawned_greenlet() -> bool:
+    """True under gevent or eventlet when the code runs in the hub or in a green thread, not in
+    the main greenlet (which a signal handler may also interrupt: there it can block)."""
+    if patcher() is None:
+        return False
+    try:
+        return sys.modules["greenlet"].getcurrent().parent is not None
+    except Exception:  # pragma: no cover - a patcher without the expected API
+        return False
+
+
 class _EventletWaker:
     """A green thread waiting on a pipe: a handler in eventlet's hub writes one byte to run work.
 

@@ -34,9 +34,9 @@ from typing import Any
 from .._green import (
     Joinable,
     hand_off,
+    in_spawned_greenlet,
     on_main_thread,
     os_lock,
-    patcher,
     prepare_hand_off,
     start_os_thread,
 )
@@ -128,8 +128,9 @@ class ChainedSigtermHandler:
         _state.terminating = True
         # gevent and eventlet run handlers in their hub, where nothing may block, or in
         # whichever green thread runs: the delivery loop's own, say, which would then wait for
-        # itself. A green thread of its own delivers.
-        if patcher() is not None and hand_off(lambda: _deliver_and_end(signum)):
+        # itself. There a green thread of its own delivers; in the main greenlet (busy, or
+        # in a blocking call) the handler delivers and ends the process itself.
+        if in_spawned_greenlet() and hand_off(lambda: _deliver_and_end(signum)):
             return
         _deliver_and_end(signum)
 

@@ -164,6 +164,35 @@ def test_monkey_patched_script_sigterm(receiver: Receiver, tmp_path: Path, patch
     assert "Traceback" not in script.output, script.tail()
 
 
+@pytest.mark.parametrize("patcher", ["gevent", "eventlet"])
+def test_monkey_patched_script_busy_computing_ends_by_sigterm(
+    receiver: Receiver, tmp_path: Path, patcher: str
+) -> None:
+    """The same script computing in its main greenlet when SIGTERM comes (it never yields to
+    the hub): the handler delivers there and ends the process by SIGTERM within the stop
+    deadline, not when the computation would end ten minutes later."""
+    _require(patcher)
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    prefix = new_uids("busy", 1)[0]
+    env = deploy_env(
+        receiver, state_dir, DEPLOY_UID_PREFIX=prefix, DEPLOY_PATCHER=patcher, DEPLOY_BUSY="1"
+    )
+    args = [sys.executable, "-m", "tests.deployments.gevent_script"]
+    with deployment(f"{patcher}-busy-script", args, env, tmp_path) as script:
+        script.wait_for(lambda: "emitted" in script.output, "'emitted'", START_TIMEOUT)
+        rc = script.stop(signal.SIGTERM)
+        outcome = Outcome.collect(
+            f"{patcher} busy script",
+            receiver,
+            {f"{prefix}-{i}" for i in range(21)},
+            rc,
+            SERVER_RC["script SIGTERM"],
+        )
+    outcome.check(script.tail())
+    assert "Traceback" not in script.output, script.tail()
+
+
 def _asleep(pid: int) -> bool:
     """True when ``pid``'s main thread sleeps (in the hub's poll, once the script waits)."""
     try:
