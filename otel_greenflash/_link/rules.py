@@ -451,9 +451,9 @@ class TraceIds:
                 if latest is not None and latest >= cutoff:  # ended again since: wait for that
                     ended.append((latest, trace_id, record))
                 else:
-                    del self._traces[trace_id]
                     if record.waited_on:  # the worker has not read its ids yet
-                        self._waited[trace_id] = record
+                        self._waited[trace_id] = record  # first: never in neither dict
+                    del self._traces[trace_id]
 
     def _find(self, trace_id: int) -> _TraceRecord | None:
         record = self._traces.get(trace_id)
@@ -465,12 +465,17 @@ class TraceIds:
         traces = self._traces
         record = traces.get(trace_id)
         if record is None:
-            record = self._waited.pop(trace_id, None) if self._waited else None
-            traces[trace_id] = record = record if record is not None else _TraceRecord()
+            # A record moves between the two dicts by being added to one before it leaves the
+            # other: the end hook reads both without the lock and must always find it.
+            aside = self._waited.get(trace_id) if self._waited else None
+            traces[trace_id] = record = aside if aside is not None else _TraceRecord()
+            if aside is not None:
+                del self._waited[trace_id]
             if len(traces) > self._max_traces:
-                evicted_id, evicted = traces.popitem(last=False)
+                evicted_id, evicted = next(iter(traces.items()))
                 if evicted.waited_on:  # its events still wait for its root: keep it aside
                     self._waited[evicted_id] = evicted
+                del traces[evicted_id]
         else:
             traces.move_to_end(trace_id)
         return record
