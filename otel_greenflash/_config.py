@@ -118,8 +118,8 @@ DEFAULT_MAX_QUEUE_SIZE = 16_384
 """Records the queue in front of the worker holds by default: a burst of 10,000 events fits."""
 DEFAULT_MAX_QUEUE_BYTES = 64 * 1024 * 1024
 """Bytes the queued records hold together at most by default, as estimated on the application
-thread (:func:`._records.queue_bytes`). A typical event span is estimated at about 2.7 KB (it
-holds about 2.9 KB, measured), so 16,384 of them fit in about 45 MB and the count binds first;
+thread (:func:`._records.queue_bytes`). A typical event span is estimated at about 2.9 KB (as
+much as it holds, measured), so 16,384 of them fit in about 47 MB and the count binds first;
 records with large values (LLM calls with 256 KB prompts) meet this bound first, at about 250."""
 MAX_PENDING_DELIVERIES = 2048
 """Events the delivery loop holds unsettled at most (see :attr:`GreenflashConfig.max_pending`)."""

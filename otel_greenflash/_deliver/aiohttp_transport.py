@@ -26,11 +26,12 @@ _ERRORS: tuple[tuple[type[BaseException], type[httpx.HTTPError]], ...] = (
     (aiohttp.ServerTimeoutError, httpx.TimeoutException),
     (aiohttp.ClientPayloadError, httpx.ReadError),
     (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
-    (aiohttp.ClientConnectionError, httpx.ConnectTimeout),
+    (aiohttp.ClientConnectionError, httpx.ReadError),
 )
 """aiohttp error → httpx error, most specific first (the first match wins); any other
-``aiohttp.ClientError`` becomes ``httpx.TransportError``. As before this module existed, a
-connection lost after the request was sent is a ``ConnectTimeout`` whose cause tells."""
+``aiohttp.ClientError`` becomes ``httpx.TransportError``. A connection lost after the
+request was sent is a ``ReadError`` (``httpx_aiohttp`` named it ``ConnectTimeout``); whether
+a request was sent is judged from the aiohttp cause either way."""
 
 _CACHE_LIMIT = 64
 """Distinct URLs, header sets or timeouts remembered; past it the memo starts over."""

@@ -418,7 +418,9 @@ class DeliveryEngine:
         elif outcome.unsent:  # no connection could be made: the endpoint waits out the backoff
             # (probed again then by the halved limit), not retried at full concurrency: an
             # outage would keep this loop opening sockets, holding the GIL against the app.
-            self._throttle.throttled(attempt.round, due, attempt.item.endpoint)
+            self._throttle.throttled(
+                attempt.round, min(due, attempt.window_ends), attempt.item.endpoint
+            )
         if due >= attempt.window_ends:
             self._give_up(attempt, outcome)
             return

@@ -162,9 +162,9 @@ _NEVER_SENT_HTTPX = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout
 free); DNS and TLS handshake failures are ``ConnectError``."""
 _NEVER_SENT_AIOHTTP = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 """aiohttp's failures to make a connection (name resolution, TCP connect, TLS handshake, the
-connect phase's timeout). ``httpx_aiohttp`` maps every ``ClientConnectionError`` — a server
-disconnecting after the request was sent too — to ``httpx.ConnectTimeout``, so the aiohttp
-error it was raised from decides (so does ours, :mod:`.aiohttp_transport`)."""
+connect phase's timeout). Under an aiohttp transport the aiohttp error the httpx one was
+raised from decides, not the httpx name: ``httpx_aiohttp`` calls a server disconnecting after
+the request was sent a ``ConnectTimeout`` too (:mod:`.aiohttp_transport` keeps the cause)."""
 
 
 def never_sent(error: BaseException) -> bool:
