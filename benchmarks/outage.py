@@ -1,5 +1,6 @@
 """Scenario 3: 100k events while the endpoint is dead — memory stays bounded, the app is never
-blocked. Fresh interpreter: ``python -m benchmarks.outage MODE COUNT`` (MODE ``ours``/``none``)."""
+blocked. Fresh interpreter: ``python -m benchmarks.outage MODE COUNT [QUEUE_SIZE]`` (MODE
+``ours``/``none``; the queue at its default unless given)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from ._common import PRODUCT_ID, emit_json, now, rss_mb
 
 def main() -> None:
     mode, count = sys.argv[1], int(sys.argv[2])
-    queue_size = int(sys.argv[3]) if len(sys.argv) > 3 else 2048
+    queue_size = {"max_queue_size": int(sys.argv[3])} if len(sys.argv) > 3 else {}  # or default
     provider = TracerProvider()
     processor = None
     if mode == "ours":
@@ -24,7 +25,7 @@ def main() -> None:
             product_id=PRODUCT_ID,
             base_url="http://127.0.0.1:9/api/v1",  # nothing listens: connection refused
             export_timeout_seconds=3600,
-            max_queue_size=queue_size,
+            **queue_size,
         )
         provider.add_span_processor(processor)
     tracer = provider.get_tracer("bench")
