@@ -210,6 +210,9 @@ class BackgroundWorker(Generic[Item]):
         while True:
             with self._work:
                 self._wait_for_work()
+                # Busy before a record leaves the queue: ``idle`` reads both without the lock,
+                # and must never see the queue emptied into a batch not yet handled.
+                self._busy = True  # even with no batch: held items may be on their way out
                 self._woken = False
                 queue, sizes = self._queue, self._sizes
                 if len(queue) > self._peak_items:
@@ -225,7 +228,6 @@ class BackgroundWorker(Generic[Item]):
                 draining = finished_flush and (
                     self._shutdown or self._drain_requested > self._flush_done
                 )
-                self._busy = True  # even with no batch: held items may be on their way out
             try:
                 self._handle_batch(batch, draining)
             except Exception:  # a bug here must not kill the worker
