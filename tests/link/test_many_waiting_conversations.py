@@ -111,7 +111,8 @@ def test_a_waited_on_trace_outlives_the_lru_bound_until_done_waiting() -> None:
     assert store.wait(1) == "wait"
     for trace_id in range(2, 20):
         store.record(trace_id, {CONVERSATION_KEY: f"c-{trace_id}"}, root=False)
-    assert 1 not in store._traces and 1 in store._waited  # pushed out of the LRU: kept aside
+    assert 1 not in store._traces  # pushed out of the LRU: kept aside
+    assert 1 in store._waited
     assert 1 in store  # still a trace the store knows (a root's end is noticed)
     assert store.is_open(1)
     store.record(1, {CONVERSATION_KEY: "late"}, root=True)
