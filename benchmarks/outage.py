@@ -16,7 +16,7 @@ from ._common import PRODUCT_ID, emit_json, now, rss_mb
 
 def main() -> None:
     mode, count = sys.argv[1], int(sys.argv[2])
-    queue_size = {"max_queue_size": int(sys.argv[3])} if len(sys.argv) > 3 else {}  # or default
+    queue_size = int(sys.argv[3]) if len(sys.argv) > 3 else None  # None: the default
     provider = TracerProvider()
     processor = None
     if mode == "ours":
@@ -25,7 +25,7 @@ def main() -> None:
             product_id=PRODUCT_ID,
             base_url="http://127.0.0.1:9/api/v1",  # nothing listens: connection refused
             export_timeout_seconds=3600,
-            **queue_size,
+            max_queue_size=queue_size,
         )
         provider.add_span_processor(processor)
     tracer = provider.get_tracer("bench")
