@@ -41,6 +41,12 @@ import otel_greenflash
 
 MODEL = "gpt-4o-mini"
 PRICE = "149.00"
+# The apps' OpenAI client timeout, connect included (the client's own connect timeout is 5 s).
+# The OpenAI-compatible server runs in the pytest worker beside the traffic driver and the
+# receiver; on a loaded CI machine 200 concurrent chats reopening connections each turn can wait
+# longer than 5 s to be accepted, and a chat failing on that says nothing about this library.
+# Under the tests' 60 s per chat request, so a call that never completes is the app's error.
+OPENAI_TIMEOUT = 50.0
 
 # Attribute names that look like a conversation, session, thread or user id, or ours.
 _ID_WORDS = ("session", "conversation", "user", "thread", "association", "greenflash.")

@@ -14,7 +14,7 @@ from pydantic_ai.providers.openai import (  # type: ignore[import-not-found,unus
     OpenAIProvider,
 )
 
-from ._common import MODEL, Chat, openai_base_url, prompt_for, report_upgrade
+from ._common import MODEL, OPENAI_TIMEOUT, Chat, openai_base_url, prompt_for, report_upgrade
 
 
 def make_agent() -> Any:
@@ -23,7 +23,9 @@ def make_agent() -> Any:
     ``instrument=`` argument of 1.x is gone; an ``Instrumentation`` capability is the per-agent
     way); spans go to the global tracer provider."""
     Agent.instrument_all()
-    client = AsyncOpenAI(base_url=openai_base_url(), api_key="sk-test", max_retries=0)
+    client = AsyncOpenAI(
+        base_url=openai_base_url(), api_key="sk-test", max_retries=0, timeout=OPENAI_TIMEOUT
+    )
     model = OpenAIChatModel(MODEL, provider=OpenAIProvider(openai_client=client))
     return Agent(model, instructions="You are a helpful billing assistant.")
 

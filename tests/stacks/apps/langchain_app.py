@@ -41,6 +41,7 @@ import otel_greenflash
 
 from ._common import (
     MODEL,
+    OPENAI_TIMEOUT,
     Answer,
     Chat,
     dump_spans,
@@ -62,6 +63,7 @@ model = ChatOpenAI(
     base_url=openai_base_url(),
     api_key="sk-test",
     max_retries=0,
+    timeout=OPENAI_TIMEOUT,
     stream_usage=True,
 )
 prompt = ChatPromptTemplate.from_messages(

@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 import otel_greenflash
 
 from ._common import (
+    OPENAI_TIMEOUT,
     Answer,
     Chat,
     ask,
@@ -58,7 +59,9 @@ langfuse = Langfuse(
 otel_greenflash.configure()
 dump_spans()
 
-client = AsyncOpenAI(base_url=openai_base_url(), api_key="sk-test", max_retries=0)
+client = AsyncOpenAI(
+    base_url=openai_base_url(), api_key="sk-test", max_retries=0, timeout=OPENAI_TIMEOUT
+)
 app = make_app("langfuse")
 
 

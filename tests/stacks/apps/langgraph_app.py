@@ -54,6 +54,7 @@ import otel_greenflash
 
 from ._common import (
     MODEL,
+    OPENAI_TIMEOUT,
     Answer,
     Chat,
     dump_spans,
@@ -75,6 +76,7 @@ model = ChatOpenAI(
     base_url=openai_base_url(),
     api_key="sk-test",
     max_retries=0,
+    timeout=OPENAI_TIMEOUT,
     stream_usage=True,
 )
 

@@ -39,6 +39,7 @@ from openai import AsyncOpenAI  # type: ignore[import-not-found,unused-ignore]
 import otel_greenflash
 
 from ._common import (
+    OPENAI_TIMEOUT,
     Answer,
     Chat,
     ask,
@@ -55,7 +56,11 @@ Client()
 otel_greenflash.configure()
 dump_spans()
 
-client = wrap_openai(AsyncOpenAI(base_url=openai_base_url(), api_key="sk-test", max_retries=0))
+client = wrap_openai(
+    AsyncOpenAI(
+        base_url=openai_base_url(), api_key="sk-test", max_retries=0, timeout=OPENAI_TIMEOUT
+    )
+)
 app = make_app("langsmith")
 
 

@@ -27,6 +27,7 @@ from openai import AsyncOpenAI  # type: ignore[import-not-found,unused-ignore]
 import otel_greenflash
 
 from ._common import (
+    OPENAI_TIMEOUT,
     Answer,
     Chat,
     ask,
@@ -42,7 +43,9 @@ logfire.configure(send_to_logfire=False, console=False, service_name="support-ap
 otel_greenflash.configure()
 dump_spans()  # the global provider is Logfire's proxy: the dump goes on the SDK provider inside
 
-client = AsyncOpenAI(base_url=openai_base_url(), api_key="sk-test", max_retries=0)
+client = AsyncOpenAI(
+    base_url=openai_base_url(), api_key="sk-test", max_retries=0, timeout=OPENAI_TIMEOUT
+)
 logfire.instrument_openai(client)
 app = make_app("logfire")
 logfire.instrument_fastapi(app)

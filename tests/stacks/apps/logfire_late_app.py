@@ -26,6 +26,7 @@ from openai import AsyncOpenAI  # type: ignore[import-not-found,unused-ignore]
 import otel_greenflash
 
 from ._common import (
+    OPENAI_TIMEOUT,
     Answer,
     Chat,
     ask,
@@ -40,7 +41,9 @@ otel_greenflash.configure()
 logfire.configure(send_to_logfire=False, console=False, service_name="support-app")
 dump_logfire_spans()  # every span of this app comes from Logfire's provider
 
-client = AsyncOpenAI(base_url=openai_base_url(), api_key="sk-test", max_retries=0)
+client = AsyncOpenAI(
+    base_url=openai_base_url(), api_key="sk-test", max_retries=0, timeout=OPENAI_TIMEOUT
+)
 logfire.instrument_openai(client)
 app = make_app("logfire-late")
 logfire.instrument_fastapi(app)

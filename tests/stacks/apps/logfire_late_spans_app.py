@@ -18,7 +18,7 @@ from openai import AsyncOpenAI  # type: ignore[import-not-found,unused-ignore]
 
 import otel_greenflash
 
-from ._common import Answer, Chat, ask, make_app, openai_base_url
+from ._common import OPENAI_TIMEOUT, Answer, Chat, ask, make_app, openai_base_url
 from ._logfire_common import chat_baggage, dump_logfire_spans, report_cancellation, report_span
 
 # Greenflash's setup first, then the stack's.
@@ -26,7 +26,9 @@ otel_greenflash.configure()
 logfire.configure(send_to_logfire=False, console=False, service_name="support-app")
 dump_logfire_spans()  # every span of this app comes from Logfire's provider
 
-client = AsyncOpenAI(base_url=openai_base_url(), api_key="sk-test", max_retries=0)
+client = AsyncOpenAI(
+    base_url=openai_base_url(), api_key="sk-test", max_retries=0, timeout=OPENAI_TIMEOUT
+)
 logfire.instrument_openai(client)
 app = make_app("logfire-late-spans")
 logfire.instrument_fastapi(app)

@@ -26,6 +26,7 @@ from traceloop.sdk.decorators import workflow  # type: ignore[import-not-found,u
 import otel_greenflash
 
 from ._common import (
+    OPENAI_TIMEOUT,
     Answer,
     Chat,
     answer_chat,
@@ -60,7 +61,9 @@ set_up_logs()
 processor = otel_greenflash.configure()
 dump_spans()
 
-client = AsyncOpenAI(base_url=openai_base_url(), api_key="sk-test", max_retries=0)
+client = AsyncOpenAI(
+    base_url=openai_base_url(), api_key="sk-test", max_retries=0, timeout=OPENAI_TIMEOUT
+)
 app = make_app("openllmetry", processor)
 
 

@@ -32,6 +32,7 @@ from opentelemetry.util.genai.handler import (  # type: ignore[import-not-found,
 import otel_greenflash
 
 from ._common import (
+    OPENAI_TIMEOUT,
     Answer,
     Chat,
     answer_chat,
@@ -51,7 +52,9 @@ processor = otel_greenflash.configure()
 dump_spans()
 
 genai = TelemetryHandler(instrumentation_scope_name="support_app")
-client = AsyncOpenAI(base_url=openai_base_url(), api_key="sk-test", max_retries=0)
+client = AsyncOpenAI(
+    base_url=openai_base_url(), api_key="sk-test", max_retries=0, timeout=OPENAI_TIMEOUT
+)
 app = make_app("otel-genai", processor)
 
 

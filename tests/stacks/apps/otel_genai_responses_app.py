@@ -25,6 +25,7 @@ import otel_greenflash
 
 from ._common import (
     MODEL,
+    OPENAI_TIMEOUT,
     Answer,
     Chat,
     dump_spans,
@@ -41,7 +42,9 @@ OpenAIInstrumentor().instrument()
 otel_greenflash.configure()
 dump_spans()
 
-client = AsyncOpenAI(base_url=openai_base_url(), api_key="sk-test", max_retries=0)
+client = AsyncOpenAI(
+    base_url=openai_base_url(), api_key="sk-test", max_retries=0, timeout=OPENAI_TIMEOUT
+)
 app = make_app("otel-genai-responses")
 
 

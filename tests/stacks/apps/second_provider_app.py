@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace import TracerProvider
 import otel_greenflash
 
 from ._common import (
+    OPENAI_TIMEOUT,
     PRICE,
     Answer,
     Chat,
@@ -49,7 +50,9 @@ library_tracer = library_provider.get_tracer("vendor_agent")
 if os.environ.get("STACK_SPAN_DUMP"):
     library_provider.add_span_processor(SpanDump(os.environ["STACK_SPAN_DUMP"]))
 
-client = AsyncOpenAI(base_url=openai_base_url(), api_key="sk-test", max_retries=0)
+client = AsyncOpenAI(
+    base_url=openai_base_url(), api_key="sk-test", max_retries=0, timeout=OPENAI_TIMEOUT
+)
 app = make_app("second-provider")
 FastAPIInstrumentor.instrument_app(app)
 

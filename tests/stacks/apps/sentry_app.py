@@ -32,6 +32,7 @@ from sentry_sdk.integrations.otlp import (  # type: ignore[import-not-found,unus
 import otel_greenflash
 
 from ._common import (
+    OPENAI_TIMEOUT,
     Answer,
     Chat,
     ask,
@@ -50,7 +51,9 @@ sentry_sdk.init(dsn=DEAD_DSN, integrations=[OTLPIntegration()])
 otel_greenflash.configure()
 dump_spans()
 
-client = AsyncOpenAI(base_url=openai_base_url(), api_key="sk-test", max_retries=0)
+client = AsyncOpenAI(
+    base_url=openai_base_url(), api_key="sk-test", max_retries=0, timeout=OPENAI_TIMEOUT
+)
 app = make_app("sentry")
 FastAPIInstrumentor.instrument_app(app)
 

@@ -32,6 +32,7 @@ from sentry_sdk.integrations.opentelemetry import (  # type: ignore[import-not-f
 import otel_greenflash
 
 from ._common import (
+    OPENAI_TIMEOUT,
     Answer,
     Chat,
     ask,
@@ -54,7 +55,9 @@ set_global_textmap(SentryPropagator())
 otel_greenflash.configure()
 dump_spans()
 
-client = AsyncOpenAI(base_url=openai_base_url(), api_key="sk-test", max_retries=0)
+client = AsyncOpenAI(
+    base_url=openai_base_url(), api_key="sk-test", max_retries=0, timeout=OPENAI_TIMEOUT
+)
 app = make_app("sentry-legacy")
 FastAPIInstrumentor.instrument_app(app)
 
