@@ -9,6 +9,7 @@ aiohttp error kept as ``__cause__`` (``never_sent`` decides from it).
 
 from __future__ import annotations
 
+import base64
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
@@ -35,6 +36,13 @@ a request was sent is judged from the aiohttp cause either way."""
 
 _CACHE_LIMIT = 64
 """Distinct URLs, header sets or timeouts remembered; past it the memo starts over."""
+
+
+def _basic_credentials(username: str, password: str) -> str:
+    """``Basic`` credentials encoded in UTF-8, as httpx sends them (aiohttp's own helper
+    defaults to Latin-1: a non-ASCII proxy password would differ between the two clients)."""
+    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
 
 
 def _translated(error: aiohttp.ClientError) -> httpx.HTTPError:
@@ -82,12 +90,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         self._proxy: dict[str, Any] = {}
+        self._proxy_authorization: str | None = None
         if proxy is not None:
             self._proxy["proxy"] = str(proxy.url)
+            proxy_headers = dict(proxy.headers)
             if proxy.auth:
-                self._proxy["proxy_auth"] = aiohttp.BasicAuth(*proxy.auth)
-            if proxy.headers:
-                self._proxy["proxy_headers"] = dict(proxy.headers)
+                self._proxy_authorization = _basic_credentials(*proxy.auth)
+                proxy_headers["Proxy-Authorization"] = self._proxy_authorization
+            if proxy_headers:
+                self._proxy["proxy_headers"] = proxy_headers  # sent on CONNECT (https) only
         self._urls: dict[str, URL] = {}
         self._headers: dict[tuple[tuple[bytes, bytes], ...], CIMultiDict[str]] = {}
         self._timeouts: dict[tuple[Any, Any, Any], aiohttp.ClientTimeout] = {}
@@ -115,11 +126,17 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 else await request.aread()
             )
         extensions = request.extensions
+        headers = self._header_set(request.headers)
+        if self._proxy_authorization is not None and request.url.scheme == "http":
+            # A plain-http request goes to the proxy whole (no CONNECT): the credentials ride
+            # on it. Never on an https request: through the tunnel they would reach the origin.
+            headers = headers.copy()
+            headers["Proxy-Authorization"] = self._proxy_authorization
         try:
             response = await session.request(
                 request.method,
                 self._url(request.url),
-                headers=self._header_set(request.headers),
+                headers=headers,
                 data=data or None,
                 allow_redirects=False,
                 timeout=self._timeout(extensions.get("timeout")),
