@@ -1083,6 +1083,11 @@ def test_room_is_reserved_for_the_messages_an_llm_call_makes(tmp_path: Path) -> 
             intake.accept(_event_spans(3, 1) + _llm_spans(3, 2), (), 30)  # 3 rows: 7 > 6
         assert intake.accept(_event_spans(3, 1) + _llm_spans(3, 1), (), 30).events == 1
         assert spool.counts()[0] == 6  # every row the bound counts, nothing evicted
+        # stats()["messages"] appears once the delivery loop has tried a messages request (503
+        # here): wait for that, so "nothing dropped" is read after the loop had its chance.
+        deadline = time.monotonic() + 10
+        while "messages" not in intake.stats() and time.monotonic() < deadline:
+            time.sleep(0.01)
         stats = intake.stats()
         assert stats["spool"] == {"pending": 3, "rejected": 0, "evicted": 0}
         assert stats["dropped"] == {}
