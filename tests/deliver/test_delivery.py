@@ -259,11 +259,16 @@ def test_backoff_sleeps_wake_on_shutdown(
     server: EventsApiServer, make_processor: MakeProcessor
 ) -> None:
     server.inject(Fault(status=429, retry_after="25"), times=N)
-    processor = make_processor()
+    # The N events leave as one batch (the N-th fills it): all N answered 429 in one round,
+    # none held back by the pause the first answer sets.
+    processor = make_processor(
+        schedule_delay_seconds=30.0, send_delay_seconds=30.0, max_batch_size=N
+    )
     emit(processor)
     deadline = time.monotonic() + 10
     while processor.stats()["retried"] < N and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert processor.stats()["retried"] == N
     started = time.monotonic()
     processor.shutdown(timeout_millis=500)
     assert time.monotonic() - started < 1.5

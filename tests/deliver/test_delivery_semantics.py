@@ -204,8 +204,15 @@ def test_retry_after_pauses_every_lane_past_the_request_timeout(
     }[hint]
     receiver = lab.receiver()
     receiver.inject(Fault.status(status, headers), times=3)
+    # Batches of 10 that leave when full: the first 10 are one round (the three throttled
+    # answers all theirs), the second 20 reach the loop as two batches during the pause.
     processor = lab.processor(
-        receiver, http_client=http_client, timeout_seconds=1.0, schedule_delay_seconds=0.05
+        receiver,
+        http_client=http_client,
+        timeout_seconds=1.0,
+        schedule_delay_seconds=30.0,
+        send_delay_seconds=30.0,
+        max_export_batch_size=10,
     )
     first = emit(processor, 10, "first")
     assert wait_until(lambda: processor.stats()["retried"] >= 1, 10)
@@ -260,8 +267,15 @@ def test_pause_longer_than_the_retry_window_fails_started_events_only(lab: Lab) 
     receiver.inject(Fault.status(429, {"Retry-After": "3"}))
     receiver.inject(Fault.status(500), times=doomed_count - 1)
     errors = ErrorLog()
+    # The doomed events leave as one batch (the last fills it), so all are in flight when the
+    # 429 pauses the endpoint; the later ones leave on the flush.
     processor = lab.processor(
-        receiver, export_timeout_seconds=1.0, schedule_delay_seconds=0.05, on_error=errors
+        receiver,
+        export_timeout_seconds=1.0,
+        schedule_delay_seconds=30.0,
+        send_delay_seconds=30.0,
+        max_export_batch_size=doomed_count,
+        on_error=errors,
     )
     doomed = emit(processor, doomed_count, "doomed")
     assert wait_until(lambda: len(errors.items) >= 1, 10)  # the throttled one, at once

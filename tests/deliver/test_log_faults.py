@@ -213,7 +213,14 @@ def test_retry_after_pauses_every_lane(lab: LogLab) -> None:
     starts before the hint ends, on any lane; then everything is delivered."""
     receiver = lab.receiver()
     receiver.inject(Fault.status(429, {"Retry-After": "2"}), times=3)
-    processor, provider = lab.processor(receiver, timeout_seconds=1.0, schedule_delay_seconds=0.05)
+    # Batches of 10 that leave when full (as in the span twin): the first 10 are one round.
+    processor, provider = lab.processor(
+        receiver,
+        timeout_seconds=1.0,
+        schedule_delay_seconds=30.0,
+        send_delay_seconds=30.0,
+        max_export_batch_size=10,
+    )
     first = lab.emit(provider, 10, "first")
     assert wait_until(lambda: processor.stats()["retried"] >= 1, 10)
     mark = time.monotonic()  # the client has seen a throttling answer: the pause is set

@@ -150,6 +150,14 @@ def test_captured_conversations_through_the_gateway(
             lambda: receiver.stored_messages >= 4 * len(conversations), "every message stored"
         )
         wait_until(lambda: len(receiver.ratings) >= len(conversations), "every rating stored")
+
+        def counted() -> bool:  # stored first, counted when the gateway reads the answer
+            pipeline = gateway.stats()["pipeline"]
+            return pipeline.get("messages", {}).get("sent") == 2 * len(conversations) and (
+                pipeline.get("ratings", {}).get("sent") == len(conversations)
+            )
+
+        wait_until(counted, "every request counted as sent")
         stats: Any = gateway.stats()
         metrics = httpx.get(f"{gateway.url}/metrics", timeout=10).text
     for sample in (

@@ -243,9 +243,9 @@ def test_a_record_from_a_task_outliving_its_span_is_not_held(server: EventsApiSe
     """``asyncio.create_task`` inside a child span: the task copies the context and emits
     after that span ended (fire-and-forget analytics). ``log_emitted`` expects the root only
     when the record's span is still open, so the root's end, moments later, is never noted
-    and the record waits linger_seconds (5 min) for it. (A 5 s schedule delay keeps the
-    record queued until the request is over, as the 1 s default does in production.)"""
-    with application(server, schedule_delay_seconds=5.0) as app:
+    and the record waits linger_seconds (5 min) for it. (A 5 s schedule and send delay keep
+    the record queued until the request is over, as a busy worker may in production.)"""
+    with application(server, schedule_delay_seconds=5.0, send_delay_seconds=5.0) as app:
 
         async def analytics() -> None:
             await asyncio.sleep(0)

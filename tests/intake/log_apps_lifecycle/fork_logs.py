@@ -28,6 +28,7 @@ def main() -> None:
             "base_url": server.base_url,
             "product_id": PRODUCT_ID,
             "schedule_delay_seconds": 5.0,  # everything is still held at each fork
+            "send_delay_seconds": 5.0,  # (a queued record no longer wakes the worker at once)
         }
         tracer_provider = TracerProvider(shutdown_on_exit=False)
         span_processor = GreenflashSpanProcessor(**settings)
