@@ -153,9 +153,8 @@ def test_captured_conversations_through_the_gateway(
 
         def counted() -> bool:  # stored first, counted when the gateway reads the answer
             pipeline = gateway.stats()["pipeline"]
-            return pipeline.get("messages", {}).get("sent") == 2 * len(conversations) and (
-                pipeline.get("ratings", {}).get("sent") == len(conversations)
-            )
+            sent = (pipeline.get(kind, {}).get("sent") for kind in ("messages", "ratings"))
+            return tuple(sent) == (2 * len(conversations), len(conversations))
 
         wait_until(counted, "every request counted as sent")
         stats: Any = gateway.stats()
