@@ -95,7 +95,7 @@ class SpanNotes:
         parent = span._parent
         if parent is None or parent[2]:  # a local root: log records of its trace may wait
             # One dict operation when it is its trace's only open local root (the usual case).
-            if self._open_roots.setdefault(context[0], span_id) is not span_id:
+            if self._open_roots.setdefault(context[0], span_id) != span_id:
                 self._another_root(context[0])
         elif parent[1] not in spans and self._parent_of is not None:
             self._parent_not_seen(parent[1], parent_context)
@@ -134,7 +134,7 @@ class SpanNotes:
         grandparent = parent._parent
         if grandparent is None or grandparent[2]:
             trace_id = parent._context[0]
-            if self._open_roots.setdefault(trace_id, parent_id) is not parent_id:
+            if self._open_roots.setdefault(trace_id, parent_id) != parent_id:
                 self._another_root(trace_id)
 
     def on_end(self, span: ReadableSpan) -> None:
