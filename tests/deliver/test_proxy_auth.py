@@ -81,7 +81,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def proxy() -> Iterator[AuthenticatingProxy]:
+def proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[AuthenticatingProxy]:
+    """The proxy, with no proxy variable of the environment in the way (each test sets one)."""
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
     server = AuthenticatingProxy()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -117,8 +120,6 @@ def deliver_one(
 def test_events_reach_an_authenticating_proxy_with_its_credentials(
     http_client: str, proxy: AuthenticatingProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
-        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", f"http://{PROXY_URL_USERINFO}@127.0.0.1:{proxy.server_port}")
     with Receiver() as receiver:
         stats = deliver_one(receiver, http_client)
@@ -132,8 +133,6 @@ def test_events_reach_an_authenticating_proxy_with_its_credentials(
 def test_a_proxy_refusing_the_credentials_fails_the_delivery_and_says_so(
     http_client: str, proxy: AuthenticatingProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
-        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", f"http://proxy-user:wrong@127.0.0.1:{proxy.server_port}")
     with Receiver() as receiver:
         stats = deliver_one(receiver, http_client)
@@ -148,8 +147,6 @@ def test_a_proxy_refusing_the_credentials_fails_the_delivery_and_says_so(
 def test_an_https_url_sends_the_credentials_on_the_connect_only(
     http_client: str, proxy: AuthenticatingProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "https_proxy"):
-        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTPS_PROXY", f"http://{PROXY_URL_USERINFO}@127.0.0.1:{proxy.server_port}")
     with Receiver() as receiver:
         https_url = f"https://127.0.0.1:{receiver.port}/v1"

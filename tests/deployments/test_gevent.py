@@ -137,57 +137,37 @@ def test_gunicorn_gevent_worker_finishes_requests_in_flight(
     outcome.check(server.tail())
 
 
+@pytest.mark.parametrize("busy", [False, True], ids=["sleeping", "busy"])
 @pytest.mark.parametrize("patcher", ["gevent", "eventlet"])
-def test_monkey_patched_script_sigterm(receiver: Receiver, tmp_path: Path, patcher: str) -> None:
+def test_monkey_patched_script_sigterm(
+    receiver: Receiver, tmp_path: Path, patcher: str, busy: bool
+) -> None:
     """A script that monkey-patches first, configures, emits 21 events and sleeps: SIGTERM
-    delivers all 21 and the script still ends by SIGTERM."""
+    delivers all 21 and the script still ends by SIGTERM. ``busy``: the script computes in its
+    main greenlet when SIGTERM comes (never yielding to the hub): the handler delivers there and
+    ends the process within the stop deadline, not when the computation would end ten minutes
+    later."""
     _require(patcher)
     state_dir = tmp_path / "state"
     state_dir.mkdir()
-    prefix = new_uids("patched", 1)[0]
+    label = "busy" if busy else "patched"
+    prefix = new_uids(label, 1)[0]
     env = deploy_env(receiver, state_dir, DEPLOY_UID_PREFIX=prefix, DEPLOY_PATCHER=patcher)
+    if busy:
+        env["DEPLOY_BUSY"] = "1"
     args = [sys.executable, "-m", "tests.deployments.gevent_script"]
-    with deployment(f"{patcher}-script", args, env, tmp_path) as script:
+    with deployment(f"{patcher}-{label}-script", args, env, tmp_path) as script:
         script.wait_for(lambda: "emitted" in script.output, "'emitted'", START_TIMEOUT)
         started = time.monotonic()
         rc = script.stop(signal.SIGTERM)
         seconds = time.monotonic() - started
         outcome = Outcome.collect(
-            f"{patcher} script",
+            f"{patcher} {label} script",
             receiver,
             {f"{prefix}-{i}" for i in range(21)},
             rc,
             SERVER_RC["script SIGTERM"],
             notes=f"ended {seconds:.1f} s after SIGTERM",
-        )
-    outcome.check(script.tail())
-    assert "Traceback" not in script.output, script.tail()
-
-
-@pytest.mark.parametrize("patcher", ["gevent", "eventlet"])
-def test_monkey_patched_script_busy_computing_ends_by_sigterm(
-    receiver: Receiver, tmp_path: Path, patcher: str
-) -> None:
-    """The same script computing in its main greenlet when SIGTERM comes (it never yields to
-    the hub): the handler delivers there and ends the process by SIGTERM within the stop
-    deadline, not when the computation would end ten minutes later."""
-    _require(patcher)
-    state_dir = tmp_path / "state"
-    state_dir.mkdir()
-    prefix = new_uids("busy", 1)[0]
-    env = deploy_env(
-        receiver, state_dir, DEPLOY_UID_PREFIX=prefix, DEPLOY_PATCHER=patcher, DEPLOY_BUSY="1"
-    )
-    args = [sys.executable, "-m", "tests.deployments.gevent_script"]
-    with deployment(f"{patcher}-busy-script", args, env, tmp_path) as script:
-        script.wait_for(lambda: "emitted" in script.output, "'emitted'", START_TIMEOUT)
-        rc = script.stop(signal.SIGTERM)
-        outcome = Outcome.collect(
-            f"{patcher} busy script",
-            receiver,
-            {f"{prefix}-{i}" for i in range(21)},
-            rc,
-            SERVER_RC["script SIGTERM"],
         )
     outcome.check(script.tail())
     assert "Traceback" not in script.output, script.tail()
