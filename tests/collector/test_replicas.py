@@ -30,9 +30,10 @@ from tests.support.chat_turns import (
     wait_until,
 )
 from tests.support.collector import Collector, documented_config, merged
-from tests.support.gateway_harness import TOKEN, Gateway, free_port, logging_to, tracing
+from tests.support.gateway_harness import TOKEN, Gateway, logging_to, tracing
 from tests.support.independent_receiver import Fault, Receiver
 from tests.support.netns import resolving_launcher
+from tests.support.ports import free_port
 
 EXPORTER = "load_balancing/greenflash"
 REPLICA_NAME = "greenflash-gateway"

@@ -47,7 +47,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -65,6 +64,7 @@ import pytest
 
 from tests.support.common import PRODUCT_ID
 from tests.support.independent_receiver import Fault, Receiver
+from tests.support.ports import free_port
 from tests.support.processes import clean_env, command, run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -116,12 +116,6 @@ SERVER_RC = {
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def group_members(pgid: int) -> list[int]:
@@ -360,11 +354,14 @@ def new_uids(prefix: str, n: int) -> list[str]:
 # --------------------------------------------------------------------------- HTTP servers
 
 
-def get_health(port: int) -> bool:
+def serves_here(port: int, state_dir: Path) -> bool:
+    """``/health`` on ``port`` answers from a process that marked itself ready in this test's
+    state directory: this test's server, not another test's that bound the port."""
     try:
-        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2, trust_env=False).is_success
+        response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2, trust_env=False)
     except httpx.HTTPError:
         return False
+    return response.is_success and (state_dir / f"ready-{response.json()['pid']}").exists()
 
 
 def drive(port: int, uids: Sequence[str], connections: int = 8) -> Counter[int]:
@@ -407,7 +404,9 @@ def run_http(
     uids = new_uids("req", REQUESTS)
     with deployment("server", [a.format(port=port) for a in args], env, tmp_path) as server:
         server.wait_for(
-            lambda: len(list(state_dir.glob("ready-*"))) >= workers and get_health(port),
+            lambda: (
+                len(list(state_dir.glob("ready-*"))) >= workers and serves_here(port, state_dir)
+            ),
             f"{workers} serving process(es)",
             START_TIMEOUT,
         )

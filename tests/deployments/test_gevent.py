@@ -36,11 +36,11 @@ from tests.deployments.test_deployments import (
     Outcome,
     deploy_env,
     deployment,
-    free_port,
-    get_health,
     new_uids,
+    serves_here,
 )
 from tests.support.independent_receiver import Fault, Receiver
+from tests.support.ports import free_port
 from tests.support.processes import command, run, run_script
 
 pytestmark = [
@@ -106,7 +106,7 @@ def test_gunicorn_gevent_worker_finishes_requests_in_flight(
 
     with deployment("gunicorn-gevent", args, env, tmp_path) as server:
         server.wait_for(
-            lambda: any(state_dir.glob("ready-*")) and get_health(port),
+            lambda: serves_here(port, state_dir),
             "a serving worker",
             START_TIMEOUT,
         )

@@ -16,6 +16,7 @@ import pytest
 from otel_greenflash.testing import EventsApiServer
 from tests.end_to_end.test_zero_code import APP as ZERO_CODE_APP
 from tests.support.common import CONVERSATION_ID, PRODUCT_ID
+from tests.support.ports import free_port
 from tests.support.processes import clean_env, command, run, run_script
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,14 +26,6 @@ SEND = (
     "otel-greenflash send upgrade_purchased 149 --value-type currency "
     "--external-conversation-id chat-1"
 )
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_serve_prints_everything_the_documented_send_command_needs() -> None:

@@ -35,8 +35,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_greenflash.gateway._server import WORKERS
-from tests.support.gateway_harness import TOKEN, Gateway, free_port, tracing
+from tests.support.gateway_harness import TOKEN, Gateway, tracing
 from tests.support.independent_receiver import Fault, Receiver
+from tests.support.ports import free_port
 from tests.support.processes import BIN, clean_env
 
 TRACES = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -24,18 +23,13 @@ import pytest
 
 from otel_greenflash.testing import EventsApiServer
 from tests.support.common import PRODUCT_ID
+from tests.support.ports import free_port
 from tests.support.processes import clean_env, command, run
 from tests.support.typescript_example import EXAMPLE, needs_node, summary_of
 
 TOKEN = "ts-example-token-" + "7f3a9c"
 STARTUP_SECONDS = 60
 DELIVERY_SECONDS = 60
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

@@ -26,6 +26,7 @@ from otel_greenflash._lane.spool_files import hold_lock
 from otel_greenflash._map.rules import MappingResult, map_event_attributes
 from otel_greenflash.testing import EventsApiServer, validate_event_body
 from tests.support.common import PRODUCT_ID
+from tests.support.ports import free_port
 from tests.support.processes import clean_env, command, run
 
 REPLACEMENT = "\ufffd"
@@ -185,13 +186,6 @@ processor.force_flush(30000)
 processor.shutdown(30000)
 print(json.dumps(processor.stats()), flush=True)
 """
-
-
-def free_port() -> int:
-    probe = EventsApiServer()
-    port = probe.port
-    probe.stop()
-    return port
 
 
 def start_emitter(tmp_path: Path, spool: Path, port: int, mode: str) -> subprocess.Popen[str]:

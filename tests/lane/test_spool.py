@@ -19,6 +19,7 @@ from otel_greenflash import BusinessEvent, GreenflashConfig, GreenflashSpanProce
 from otel_greenflash._lane.spool import Spool, inspect
 from otel_greenflash.testing import EventsApiServer, Fault
 from tests.support.common import PRODUCT_ID, MakeProcessor
+from tests.support.ports import free_port
 from tests.support.processes import clean_env, command, run
 
 EMITTER = """
@@ -53,13 +54,6 @@ processor.force_flush(30000)
 processor.shutdown(30000)
 print("stats", processor.stats(), flush=True)
 """
-
-
-def free_port() -> int:
-    probe = EventsApiServer()
-    port = probe.port
-    probe.stop()
-    return port
 
 
 def emitter(

@@ -32,6 +32,7 @@ from otel_greenflash._lane.spool_destination import Destination
 from otel_greenflash._lane.spool_files import try_lock
 from otel_greenflash.testing import DEFAULT_API_KEY, EventsApiServer
 from tests.support import spool_emitter as app
+from tests.support.ports import free_port
 
 SCAN = {ENV_SCAN_SECONDS: "0.3", "GREENFLASH_BSP_EXPORT_TIMEOUT": "500"}
 """Live processes scan every 0.3 s, and try failed events again after 0.5 s (the API is down
@@ -41,13 +42,6 @@ while their neighbours die)."""
 def event(insert_id: str) -> BusinessEvent:
     body = {"eventType": "t", "productId": app.PRODUCT_ID, "value": "1", "insertId": insert_id}
     return BusinessEvent(body, insert_id, "span")
-
-
-def free_port() -> int:
-    probe = EventsApiServer()
-    port = probe.port
-    probe.stop()
-    return port
 
 
 def test_live_processes_adopt_the_files_of_neighbours_killed_beside_them(tmp_path: Path) -> None:

@@ -16,17 +16,11 @@ from otel_greenflash.testing import EventsApiServer
 from tests.support import spool_emitter as app
 from tests.support.gateway_harness import Gateway
 from tests.support.independent_receiver import Receiver
+from tests.support.ports import free_port
 from tests.support.processes import clean_env, command, run
 
 KEY_A = "gf-tenant-a-0123456789abcdef"
 KEY_B = "gf-tenant-b-fedcba9876543210"
-
-
-def free_port() -> int:
-    probe = EventsApiServer()
-    port = probe.port
-    probe.stop()
-    return port
 
 
 def event(insert_id: str) -> BusinessEvent:

@@ -46,9 +46,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.deployments.test_deployments import SERVER_RC, Deployment, free_port, settle
+from tests.deployments.test_deployments import SERVER_RC, Deployment, settle
 from tests.support.common import PRODUCT_ID
 from tests.support.independent_receiver import Receiver
+from tests.support.ports import free_port
 from tests.support.processes import clean_env
 
 from ._openai_server import OpenAIServer

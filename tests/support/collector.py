@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.gateway_harness import TOKEN, free_port
+from tests.support.gateway_harness import TOKEN
+from tests.support.ports import free_port
 from tests.support.processes import LoggedProcess, clean_env
 
 ROOT = Path(__file__).resolve().parents[2]

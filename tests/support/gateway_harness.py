@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import ssl
 import subprocess
 import time
@@ -31,16 +30,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 
 from tests.support.common import PRODUCT_ID
 from tests.support.independent_receiver import Receiver
+from tests.support.ports import free_port
 from tests.support.processes import BIN, LoggedProcess, clean_env
 
 TOKEN = "gw-test-token-0123456789abcdef"
 STARTUP_SECONDS = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Gateway(LoggedProcess):
