@@ -24,6 +24,7 @@ from otel_greenflash import (
 )
 from otel_greenflash.testing import EventsApiServer, Fault
 from tests.support.common import MakeProcessor
+from tests.support.ports import free_port
 
 N = 20
 
@@ -143,7 +144,7 @@ def test_slow_responses_past_the_timeout_are_retried_exactly_once(
 
 
 def test_server_back_after_an_outage_within_the_deadline(make_processor: MakeProcessor) -> None:
-    first = EventsApiServer().start()
+    first = EventsApiServer(port=free_port()).start()  # the port stays reserved
     port = first.port
     first.stop()  # outage: connections refused
     processor = make_processor(base_url=f"http://127.0.0.1:{port}/api/v1")

@@ -18,6 +18,7 @@ from otel_greenflash._stats import DeliveryStats
 from otel_greenflash.testing import EventsApiServer, Fault
 from tests.deliver.test_endpoints import LONG, Engines, wait_until
 from tests.support.api_requests import a_messages_request, a_rating, an_event
+from tests.support.ports import free_port
 
 MAKERS: dict[Endpoint, Callable[[int], DeliveryItem]] = {
     Endpoint.EVENTS: lambda n: an_event(f"paused-{n}"),
@@ -130,7 +131,7 @@ def test_a_key_refused_by_one_endpoint_still_sends_to_the_others(
 def test_an_unreachable_endpoint_is_probed_not_retried_per_item_then_all_go_when_it_is_back(
     engines: Engines,
 ) -> None:
-    first = EventsApiServer().start()
+    first = EventsApiServer(port=free_port()).start()  # the port stays reserved
     port = first.port
     first.stop()  # connections refused from now on
     engine, stats = start(engines, first)

@@ -31,6 +31,7 @@ from otel_greenflash._stats import DeliveryStats
 from otel_greenflash.testing import EventsApiServer, Fault, MemoryTransport
 from tests.support.api_requests import a_messages_request, a_rating, an_event
 from tests.support.common import PRODUCT_ID
+from tests.support.ports import free_port
 
 CLIENTS = ("aiohttp", "httpx")
 FAST_RETRIES = RetryPolicy(initial_backoff=0.05, max_backoff=0.2, jitter=0.0)
@@ -313,9 +314,9 @@ def test_a_rating_that_timed_out_after_it_was_sent_is_stored_once(
 def test_a_rating_sent_while_nothing_listens_is_delivered_once_the_api_is_back(
     client: str, engines: Engines
 ) -> None:
-    probe = EventsApiServer()
-    port = probe.port
-    probe.stop()  # the port is free: connections are refused, the request never leaves
+    port = (
+        free_port()
+    )  # reserved for this test; nothing listens: connections are refused, the request never leaves
     engine, stats = engines.start(f"http://127.0.0.1:{port}/api/v1", "k", http_client=client)
     engine.submit([a_rating(5)])
     assert wait_until(lambda: stats.snapshot().get("ratings", {}).get("retried", 0) >= 2)

@@ -16,6 +16,7 @@ from otel_greenflash import GreenflashSpanProcessor
 from otel_greenflash._lane.spool import inspect
 from otel_greenflash.testing import EventsApiServer
 from tests.support.common import PRODUCT_ID
+from tests.support.ports import free_port
 from tests.support.processes import clean_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,7 +76,7 @@ def test_sigkill_during_an_outage_loses_and_doubles_nothing(tmp_path: Path) -> N
     spool = tmp_path / "spool"
     script = tmp_path / "app.py"
     script.write_text(textwrap.dedent(APP.format(root=str(ROOT))))
-    first_server = EventsApiServer().start()
+    first_server = EventsApiServer(port=free_port()).start()  # the port stays reserved
     port, key = first_server.port, first_server.api_key
     first_server.stop()  # the outage: connections refused
     base_url = f"http://127.0.0.1:{port}/api/v1"
