@@ -314,9 +314,8 @@ def test_a_rating_that_timed_out_after_it_was_sent_is_stored_once(
 def test_a_rating_sent_while_nothing_listens_is_delivered_once_the_api_is_back(
     client: str, engines: Engines
 ) -> None:
-    port = (
-        free_port()
-    )  # reserved for this test; nothing listens: connections are refused, the request never leaves
+    # Reserved for this test, and nothing listens: connections are refused, nothing leaves.
+    port = free_port()
     engine, stats = engines.start(f"http://127.0.0.1:{port}/api/v1", "k", http_client=client)
     engine.submit([a_rating(5)])
     assert wait_until(lambda: stats.snapshot().get("ratings", {}).get("retried", 0) >= 2)
